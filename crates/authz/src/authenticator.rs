@@ -1,0 +1,129 @@
+//! One call from request parts to [`Principal`]: the whole authentication rule set in order.
+//!
+//! 1. a token in the query string is refused (400);
+//! 2. exactly one `Authorization` header, `Bearer` or `DPoP` (401/400 otherwise);
+//! 3. the token is validated (JWT or introspection, per configuration);
+//! 4. binding: a DPoP-bound token (`cnf.jkt`) sent as `Bearer` is refused (RFC 9449 §7.2 — the
+//!    binding would otherwise be bypassed by simply dropping the proof); a `DPoP` request needs a
+//!    bound token and exactly one valid proof for this method, URL and token.
+
+use std::sync::Arc;
+
+use crate::challenge::{AuthError, ChallengeParams};
+use crate::clock::Clock;
+use crate::config::{OAuthConfig, TokenValidationMethod};
+use crate::credentials::{Scheme, parse_authorization, parse_dpop_header, refuse_token_in_query};
+use crate::discovery::{FetchError, build_http_client};
+use crate::dpop::{DpopRequest, DpopVerifier};
+use crate::introspection::{IntrospectionSettings, Introspector};
+use crate::jwks::{JwksCache, JwksSettings};
+use crate::jwt::{JwtPolicy, TokenValidator};
+use crate::principal::Principal;
+
+/// The parts of an HTTP request authentication looks at; no HTTP framework types.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// Every `Authorization` header value, in order.
+    pub authorization: &'a [&'a [u8]],
+    /// Every `DPoP` header value, in order.
+    pub dpop: &'a [&'a [u8]],
+    /// HTTP method.
+    pub method: &'a str,
+    /// Absolute URL as the client addressed it (`stack_uri` + path), for DPoP `htu`.
+    pub url: &'a str,
+    /// Raw query string, if any.
+    pub query: Option<&'a str>,
+}
+
+enum Validation {
+    Jwt { validator: TokenValidator, jwks: Arc<JwksCache> },
+    Introspection(Introspector),
+}
+
+/// Authenticates requests according to an [`OAuthConfig`].
+pub struct Authenticator {
+    validation: Validation,
+    dpop: Option<DpopVerifier>,
+    challenge: ChallengeParams,
+}
+
+impl Authenticator {
+    /// Builds validators from a validated configuration; nothing is fetched yet.
+    pub fn from_config(cfg: &OAuthConfig, clock: Clock) -> Result<Self, FetchError> {
+        let http = build_http_client()?;
+        let validation = match cfg.token_validation_method {
+            TokenValidationMethod::JwtAsymmetric => {
+                let settings = JwksSettings {
+                    issuer: cfg.auth_server_uri.clone(),
+                    jwks_uri: cfg.jwks_uri.clone(),
+                    ttl: cfg.jwks_cache_ttl,
+                    refetch_interval: cfg.jwks_refetch_interval,
+                    allowed: cfg.algorithms(),
+                };
+                let jwks = Arc::new(JwksCache::new(http, settings, clock.clone()));
+                let validator = TokenValidator::new(jwks.clone(), JwtPolicy::from_config(cfg), clock.clone());
+                Validation::Jwt { validator, jwks }
+            }
+            TokenValidationMethod::Introspection => Validation::Introspection(Introspector::new(
+                http,
+                IntrospectionSettings::from_config(cfg),
+                clock.clone(),
+            )),
+        };
+        let dpop = cfg.dpop_enabled.then(|| DpopVerifier::new(cfg.algorithms(), cfg.dpop_proof_max_age, clock));
+        Ok(Self { validation, dpop, challenge: ChallengeParams::from_config(cfg) })
+    }
+
+    /// Fetches the JWKS ahead of the first request (no-op for introspection); log the error, if any.
+    pub async fn prefetch(&self) -> Result<(), FetchError> {
+        match &self.validation {
+            Validation::Jwt { jwks, .. } => jwks.prefetch().await.map(|_| ()),
+            Validation::Introspection(_) => Ok(()),
+        }
+    }
+
+    /// Challenge parameters, for answering any [`AuthError`].
+    pub fn challenge_params(&self) -> &ChallengeParams {
+        &self.challenge
+    }
+
+    /// Authenticates one request.
+    pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
+        refuse_token_in_query(req.query)?;
+        let credentials = parse_authorization(req.authorization.iter().copied())?;
+        let principal = match &self.validation {
+            Validation::Jwt { validator, .. } => validator.validate(&credentials.token).await?,
+            Validation::Introspection(introspector) => introspector.introspect(&credentials.token).await?,
+        };
+        match (credentials.scheme, &self.dpop, principal.cnf_jkt.as_deref()) {
+            (Scheme::Bearer, _, None) => Ok(principal),
+            (Scheme::Bearer, _, Some(_)) => Err(AuthError::InvalidToken {
+                reason: "dpop_bound_as_bearer",
+                description: "this token is DPoP-bound; present it with the DPoP scheme and a proof".into(),
+            }),
+            (Scheme::Dpop, None, _) => Err(AuthError::MissingToken {
+                reason: "dpop_disabled",
+                description: "the DPoP scheme is not enabled; use Bearer",
+            }),
+            (Scheme::Dpop, Some(_), None) => Err(AuthError::InvalidToken {
+                reason: "dpop_unbound_token",
+                description: "the token is not DPoP-bound; use the Bearer scheme".into(),
+            }),
+            (Scheme::Dpop, Some(verifier), Some(jkt)) => {
+                let proof = parse_dpop_header(req.dpop.iter().copied())?;
+                let dpop_req = DpopRequest {
+                    method: req.method,
+                    url: req.url,
+                    access_token: &credentials.token,
+                    expected_jkt: jkt,
+                };
+                verifier.verify(proof, &dpop_req).await?;
+                Ok(principal)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "authenticator_tests.rs"]
+mod tests;

@@ -1,0 +1,147 @@
+//! The whole sequence against a recording mock AS: §B.5 groups 16–18 and the 503 path.
+
+use super::*;
+use crate::dpop::{access_token_hash, thumbprint};
+use crate::principal::TokenSource;
+use crate::test_fixtures::{MockServer, TestKey, ec_key};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_800_000_000;
+const STACK: &str = "http://127.0.0.1:8321";
+const URL: &str = "http://127.0.0.1:8321/v1/chat/completions";
+
+struct Env {
+    mock: MockServer,
+    key: TestKey,
+    auth: Authenticator,
+}
+
+async fn env(edit: impl FnOnce(&mut OAuthConfig)) -> Env {
+    let mock = MockServer::start().await;
+    let key = ec_key("as-key");
+    mock.serve_metadata();
+    mock.serve_jwks(&[&key]);
+    let mut cfg = OAuthConfig {
+        auth_server_uri: mock.base.clone(),
+        stack_uri: STACK.into(),
+        dpop_enabled: true,
+        ..OAuthConfig::default()
+    };
+    edit(&mut cfg);
+    cfg.validate().expect("valid config");
+    let (clock, _hand) = Clock::manual(NOW);
+    Env { auth: Authenticator::from_config(&cfg, clock).expect("authenticator"), mock, key }
+}
+
+impl Env {
+    fn token(&self, extra: Value) -> String {
+        let mut claims = json!({"iss": self.mock.base, "aud": STACK, "sub": "alice", "client_id": "c", "jti": "j",
+                                "iat": NOW, "exp": NOW + 300, "scope": "model_smollm2_135m"});
+        for (k, v) in extra.as_object().expect("obj") {
+            claims[k] = v.clone();
+        }
+        self.key.sign(&claims, Some("at+jwt"))
+    }
+    async fn run(&self, authz: &[&str], dpop: &[&str], query: Option<&str>) -> Result<Principal, AuthError> {
+        let authz: Vec<&[u8]> = authz.iter().map(|s| s.as_bytes()).collect();
+        let dpop: Vec<&[u8]> = dpop.iter().map(|s| s.as_bytes()).collect();
+        let req = AuthRequest { authorization: &authz, dpop: &dpop, method: "POST", url: URL, query };
+        self.auth.authenticate(&req).await
+    }
+}
+
+#[tokio::test]
+async fn bearer_delivery_rules() {
+    let e = env(|_| {}).await;
+    let t = e.token(json!({}));
+    let p = e.run(&[&format!("Bearer {t}")], &[], None).await.expect("valid");
+    assert!(p.scopes.contains("model_smollm2_135m"));
+    assert_eq!(p.source, TokenSource::Jwt);
+
+    let in_query = e.run(&[], &[], Some(&format!("access_token={t}"))).await.expect_err("query");
+    assert_eq!((in_query.status(), in_query.reason()), (400, "token_in_query"));
+    let also_header =
+        e.run(&[&format!("Bearer {t}")], &[], Some(&format!("access_token={t}"))).await.expect_err("query");
+    assert_eq!(also_header.status(), 400);
+    let two = e.run(&[&format!("Bearer {t}"), &format!("Bearer {t}")], &[], None).await.expect_err("two");
+    assert_eq!((two.status(), two.error_code()), (400, Some("invalid_request")));
+    let none = e.run(&[], &[], None).await.expect_err("none");
+    assert_eq!((none.status(), none.error_code()), (401, None));
+    let resp = none.to_response(e.auth.challenge_params());
+    assert!(
+        resp.www_authenticate[0]
+            .contains("resource_metadata=\"http://127.0.0.1:8321/.well-known/oauth-protected-resource\"")
+    );
+    assert!(resp.www_authenticate[1].starts_with("DPoP "));
+    let bad = e.run(&["Bearer not-a-jwt"], &[], None).await.expect_err("garbage");
+    assert_eq!((bad.status(), bad.error_code()), (401, Some("invalid_token")));
+}
+
+#[tokio::test]
+async fn dpop_binding_rules() {
+    let e = env(|_| {}).await;
+    let client = ec_key("client");
+    let jkt = thumbprint(client.public_jwk.as_object().expect("obj")).expect("jkt");
+    let bound = e.token(json!({"cnf": {"jkt": jkt}}));
+    let proof = |jti: &str, token: &str| {
+        client.sign_raw(
+            &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": client.public_jwk}),
+            &json!({"htm": "POST", "htu": URL, "iat": NOW, "jti": jti, "ath": access_token_hash(token)}),
+        )
+    };
+    let as_bearer = e.run(&[&format!("Bearer {bound}")], &[], None).await.expect_err("bound as bearer");
+    assert_eq!((as_bearer.status(), as_bearer.reason()), (401, "dpop_bound_as_bearer"));
+    let with_proof_as_bearer = e.run(&[&format!("Bearer {bound}")], &[&proof("p0", &bound)], None).await;
+    assert!(with_proof_as_bearer.is_err(), "a proof does not make Bearer acceptable for a bound token");
+
+    let ok = e.run(&[&format!("DPoP {bound}")], &[&proof("p1", &bound)], None).await.expect("valid DPoP");
+    assert!(ok.is_dpop_bound());
+    let replay = e.run(&[&format!("DPoP {bound}")], &[&proof("p1", &bound)], None).await.expect_err("replay");
+    assert_eq!(
+        (replay.status(), replay.error_code(), replay.reason()),
+        (401, Some("invalid_dpop_proof"), "dpop_replay")
+    );
+    let missing = e.run(&[&format!("DPoP {bound}")], &[], None).await.expect_err("no proof");
+    assert_eq!(missing.error_code(), Some("invalid_dpop_proof"));
+    let two = e.run(&[&format!("DPoP {bound}")], &[&proof("p2", &bound), &proof("p3", &bound)], None).await;
+    assert_eq!(two.expect_err("two proofs").error_code(), Some("invalid_dpop_proof"));
+
+    let unbound = e.token(json!({}));
+    let err = e.run(&[&format!("DPoP {unbound}")], &[&proof("p4", &unbound)], None).await.expect_err("unbound");
+    assert_eq!(err.reason(), "dpop_unbound_token");
+
+    let off = env(|c| c.dpop_enabled = false).await;
+    let err = off.run(&[&format!("DPoP {bound}")], &[&proof("p5", &bound)], None).await.expect_err("disabled");
+    assert_eq!((err.status(), err.reason()), (401, "dpop_disabled"));
+}
+
+#[tokio::test]
+async fn as_down_with_no_keys_is_503() {
+    let e = env(|_| {}).await;
+    e.mock.set_down(true);
+    let err = e.run(&[&format!("Bearer {}", e.token(json!({})))], &[], None).await.expect_err("no keys");
+    assert_eq!(err.status(), 503);
+    assert!(e.auth.prefetch().await.is_err());
+}
+
+#[tokio::test]
+async fn introspection_mode() {
+    let e = env(|c| {
+        c.token_validation_method = TokenValidationMethod::Introspection;
+        c.client_id = Some("rs".into());
+        c.client_secret = Some(crate::config::Secret::new("s"));
+    })
+    .await;
+    let active = json!({"active": true, "client_id": "premium-client", "exp": NOW + 300, "aud": STACK,
+                        "iss": e.mock.base, "scope": "premium_access", "token_type": "Bearer"});
+    e.mock.set("/introspect", 200, &active);
+    let p = e.run(&["Bearer opaque-1"], &[], None).await.expect("active");
+    assert_eq!(p.source, TokenSource::Introspection);
+    e.mock.set("/introspect", 200, &json!({"active": false}));
+    let err = e.run(&["Bearer opaque-2"], &[], None).await.expect_err("inactive");
+    assert_eq!((err.status(), err.reason()), (401, "inactive"));
+    e.mock.set_down(true);
+    let err = e.run(&["Bearer opaque-3"], &[], None).await.expect_err("down");
+    assert_eq!(err.status(), 503);
+    assert!(e.mock.seen().iter().all(|s| !s.body.contains("opaque-1") || s.path == "/introspect"));
+}

@@ -1,0 +1,525 @@
+//! The `oauth_config` section of the stack configuration.
+//!
+//! Config is data: one serde struct, defaults in [`OAuthConfig::default`], environment overrides in
+//! [`OAuthConfig::apply_env_overrides`] and every rule in [`OAuthConfig::validate`], which the server
+//! runs once at start so a bad key stops start-up with a message that names it and says how to fix
+//! it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+/// Prefix of the environment variables that override `oauth_config` keys.
+pub const ENV_PREFIX: &str = "LLAMA_STACK_OAUTH_";
+
+/// How access tokens are validated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenValidationMethod {
+    /// RFC 9068 JWTs verified locally against the issuer's JWKS (no call per request).
+    #[default]
+    JwtAsymmetric,
+    /// Opaque tokens checked with the issuer's RFC 7662 introspection endpoint (cached).
+    Introspection,
+}
+
+/// Level at which audit records are emitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditLogLevel {
+    /// Every decision, including successful ones, with extra detail.
+    Debug,
+    /// Every decision.
+    #[default]
+    Info,
+    /// Refusals only.
+    Warn,
+    /// Server-side failures only.
+    Error,
+}
+
+/// A secret string: redacted in `Debug` and serialization, compared in constant time.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it (HTTP Basic to the AS).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl PartialEq for Secret {
+    /// Constant-time, so comparing a presented secret leaks nothing through timing.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// A configuration problem, naming the key (or environment variable) and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key holds a value the server cannot run with.
+    #[error("oauth_config.{key}: {problem}; {fix}")]
+    Invalid {
+        /// The `oauth_config` key at fault.
+        key: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// An environment override could not be parsed.
+    #[error("{var}: {problem}")]
+    Env {
+        /// The environment variable at fault.
+        var: String,
+        /// What is wrong with its value.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into(), fix: fix.into() }
+}
+
+/// The `oauth_config` section: how tokens are validated and which policies apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Authentication on/off. Off is for local experiments only; the server logs a warning.
+    pub enable_auth: bool,
+    /// Issuer identifier of the authorization server (must equal the tokens' `iss`).
+    pub auth_server_uri: String,
+    /// Public base URL of this server: the RFC 9728 resource and the default audience.
+    pub stack_uri: String,
+    /// JWT (local verification) or RFC 7662 introspection.
+    pub token_validation_method: TokenValidationMethod,
+    /// JWKS location; when unset it is discovered from the issuer's metadata.
+    pub jwks_uri: Option<String>,
+    /// Seconds a fetched JWKS is trusted before it is fetched again.
+    pub jwks_cache_ttl: u64,
+    /// Minimum seconds between two JWKS fetches triggered by unknown `kid`s (flood protection).
+    pub jwks_refetch_interval: u64,
+    /// Expected `aud`; defaults to `stack_uri`.
+    pub audience: Option<String>,
+    /// Accepted JWS algorithms; asymmetric only (HMAC and `none` are refused at validation).
+    pub allowed_algorithms: Vec<String>,
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub clock_leeway: u64,
+    /// Required JWT `typ` (RFC 9068 `at+jwt`; `application/` prefix also accepted).
+    pub expected_typ: String,
+    /// RFC 7662 endpoint; when unset it is discovered from the issuer's metadata.
+    pub introspection_endpoint: Option<String>,
+    /// Client id this server authenticates with at the introspection endpoint.
+    pub client_id: Option<String>,
+    /// Client secret for the introspection endpoint (redacted in logs).
+    pub client_secret: Option<Secret>,
+    /// Longest time (seconds) a positive introspection answer is reused; never past the token's `exp`.
+    pub introspection_cache_ttl: u64,
+    /// Accept RFC 9449 DPoP-bound tokens with `Authorization: DPoP`.
+    pub dpop_enabled: bool,
+    /// Seconds a DPoP proof's `iat` may differ from now (and how long its `jti` is remembered).
+    pub dpop_proof_max_age: u64,
+    /// `realm` in `WWW-Authenticate` challenges.
+    pub realm: String,
+    /// Permit `http://` URLs for non-loopback hosts (loopback is always allowed).
+    pub allow_insecure_http: bool,
+    /// Check the model permission matrix on every inference request.
+    pub enforce_model_permissions: bool,
+    /// Run input/output safety checks according to the caller's safety level.
+    pub enforce_content_safety: bool,
+    /// Safety level for callers whose scopes name none.
+    pub default_safety_level: String,
+    /// Apply per-tier rate limits.
+    pub enable_rate_limiting: bool,
+    /// Tier for callers whose token names none.
+    pub default_user_tier: String,
+    /// Write audit records.
+    pub enable_audit_logging: bool,
+    /// Level of audit records.
+    pub audit_log_level: AuditLogLevel,
+    /// Model id -> required scope, overriding family defaults and the model's own `required_scope`.
+    pub model_scope_overrides: BTreeMap<String, String>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            enable_auth: true,
+            auth_server_uri: String::new(),
+            stack_uri: String::new(),
+            token_validation_method: TokenValidationMethod::JwtAsymmetric,
+            jwks_uri: None,
+            jwks_cache_ttl: 300,
+            jwks_refetch_interval: 30,
+            audience: None,
+            allowed_algorithms: vec!["RS256".into(), "ES256".into()],
+            clock_leeway: 60,
+            expected_typ: "at+jwt".into(),
+            introspection_endpoint: None,
+            client_id: None,
+            client_secret: None,
+            introspection_cache_ttl: 60,
+            dpop_enabled: false,
+            dpop_proof_max_age: 60,
+            realm: "llamagate".into(),
+            allow_insecure_http: false,
+            enforce_model_permissions: true,
+            enforce_content_safety: true,
+            default_safety_level: "standard".into(),
+            enable_rate_limiting: true,
+            default_user_tier: "free".into(),
+            enable_audit_logging: true,
+            audit_log_level: AuditLogLevel::Info,
+            model_scope_overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses one algorithm name, refusing symmetric and `none` algorithms (RFC 8725 §3.1–3.2).
+pub fn parse_asymmetric_algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "RS256" => Some(Algorithm::RS256),
+        "RS384" => Some(Algorithm::RS384),
+        "RS512" => Some(Algorithm::RS512),
+        "PS256" => Some(Algorithm::PS256),
+        "PS384" => Some(Algorithm::PS384),
+        "PS512" => Some(Algorithm::PS512),
+        "ES256" => Some(Algorithm::ES256),
+        "ES384" => Some(Algorithm::ES384),
+        "EdDSA" => Some(Algorithm::EdDSA),
+        _ => None,
+    }
+}
+
+/// True for characters RFC 6750 allows inside a `scope` token.
+pub(crate) fn is_scope_char(c: char) -> bool {
+    matches!(c, '\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E')
+}
+
+impl OAuthConfig {
+    /// The audience tokens must carry: `audience`, or `stack_uri` when unset.
+    pub fn effective_audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(&self.stack_uri)
+    }
+
+    /// The allow-list as typed algorithms; unknown and symmetric names are dropped (and refused by
+    /// [`OAuthConfig::validate`]).
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.allowed_algorithms.iter().filter_map(|a| parse_asymmetric_algorithm(a)).collect()
+    }
+
+    /// Checks every rule; the error names the key and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enable_auth {
+            return Ok(());
+        }
+        self.check_url("auth_server_uri", &self.auth_server_uri, true)?;
+        self.check_url("stack_uri", &self.stack_uri, true)?;
+        if let Some(uri) = &self.jwks_uri {
+            self.check_url("jwks_uri", uri, false)?;
+        }
+        if let Some(uri) = &self.introspection_endpoint {
+            self.check_url("introspection_endpoint", uri, false)?;
+        }
+        if self.effective_audience().is_empty() {
+            return Err(invalid("audience", "is empty", "set it to this server's resource URI"));
+        }
+        if self.allowed_algorithms.is_empty() {
+            return Err(invalid("allowed_algorithms", "is empty", "list e.g. [RS256, ES256]"));
+        }
+        for alg in &self.allowed_algorithms {
+            if parse_asymmetric_algorithm(alg).is_none() {
+                return Err(invalid(
+                    "allowed_algorithms",
+                    format!("`{alg}` is not an accepted algorithm (symmetric and `none` are never accepted)"),
+                    "use only RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+                ));
+            }
+        }
+        if self.jwks_cache_ttl == 0 || self.jwks_cache_ttl > 86_400 {
+            return Err(invalid("jwks_cache_ttl", "must be 1..=86400 seconds", "300 is a good value"));
+        }
+        if self.jwks_refetch_interval > 3_600 {
+            return Err(invalid("jwks_refetch_interval", "must be at most 3600 s", "use 30"));
+        }
+        if self.clock_leeway > 300 {
+            return Err(invalid("clock_leeway", "must be at most 300 s", "use 60"));
+        }
+        if self.expected_typ.trim().is_empty() {
+            return Err(invalid("expected_typ", "is empty", "use at+jwt (RFC 9068)"));
+        }
+        if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
+            return Err(invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
+        }
+        if !self.realm.chars().all(|c| c == ' ' || is_scope_char(c)) {
+            return Err(invalid("realm", "contains quotes, backslashes or control characters", "use plain ASCII"));
+        }
+        if self.token_validation_method == TokenValidationMethod::Introspection {
+            if self.client_id.as_deref().unwrap_or("").is_empty() {
+                return Err(invalid("client_id", "is required for introspection", "set the RS client id"));
+            }
+            if self.client_secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
+                return Err(invalid("client_secret", "is required for introspection", "set the RS client secret"));
+            }
+        }
+        for (model, scope) in &self.model_scope_overrides {
+            if scope.is_empty() || !scope.chars().all(is_scope_char) {
+                return Err(invalid(
+                    "model_scope_overrides",
+                    format!("scope for `{model}` must be one non-empty scope token"),
+                    "use a single word such as model_llama_3_1_8b",
+                ));
+            }
+        }
+        if self.default_user_tier.is_empty() {
+            return Err(invalid("default_user_tier", "is empty", "use e.g. free"));
+        }
+        if self.default_safety_level.is_empty() {
+            return Err(invalid("default_safety_level", "is empty", "use e.g. standard"));
+        }
+        Ok(())
+    }
+
+    fn check_url(&self, key: &'static str, value: &str, require_no_query: bool) -> Result<(), ConfigError> {
+        if value.is_empty() {
+            return Err(invalid(key, "is required when enable_auth is true", "set an absolute http(s) URL"));
+        }
+        let url = Url::parse(value)
+            .map_err(|e| invalid(key, format!("`{value}` is not a URL ({e})"), "use an absolute http(s) URL"))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback || self.allow_insecure_http => {}
+            "http" => {
+                return Err(invalid(
+                    key,
+                    format!("`{value}` uses plain http on a non-loopback host"),
+                    "use https, or set allow_insecure_http: true inside a trusted network",
+                ));
+            }
+            other => return Err(invalid(key, format!("scheme `{other}` is not supported"), "use https")),
+        }
+        if require_no_query && (url.query().is_some() || url.fragment().is_some()) {
+            return Err(invalid(key, "must not have a query or fragment", "remove everything after ? or #"));
+        }
+        Ok(())
+    }
+
+    /// Applies `LLAMA_STACK_OAUTH_<KEY>` variables (e.g. `LLAMA_STACK_OAUTH_ENABLE_AUTH=false`).
+    ///
+    /// Lists are comma-separated; `model_scope_overrides` is `model=scope,model=scope`; an empty value
+    /// clears an optional key. `env` is a lookup function so tests need not touch the process
+    /// environment.
+    pub fn apply_env_overrides(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |key: &str| {
+            let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            env(&var).map(|v| (var, v))
+        };
+        macro_rules! string {
+            ($($f:ident),*) => {$( if let Some((_, v)) = get(stringify!($f)) { self.$f = v; } )*};
+        }
+        macro_rules! opt_string {
+            ($($f:ident),*) => {$( if let Some((_, v)) = get(stringify!($f)) {
+                self.$f = if v.is_empty() { None } else { Some(v.into()) };
+            } )*};
+        }
+        macro_rules! parsed {
+            ($parse:ident: $($f:ident),*) => {$( if let Some((var, v)) = get(stringify!($f)) {
+                self.$f = $parse(&var, &v)?;
+            } )*};
+        }
+        string!(auth_server_uri, stack_uri, expected_typ, realm, default_safety_level, default_user_tier);
+        opt_string!(jwks_uri, audience, introspection_endpoint, client_id, client_secret);
+        parsed!(parse_bool: enable_auth, dpop_enabled, allow_insecure_http, enforce_model_permissions,
+            enforce_content_safety, enable_rate_limiting, enable_audit_logging);
+        parsed!(parse_u64: jwks_cache_ttl, jwks_refetch_interval, clock_leeway, introspection_cache_ttl,
+            dpop_proof_max_age);
+        parsed!(parse_enum: token_validation_method, audit_log_level);
+        if let Some((_, v)) = get("allowed_algorithms") {
+            self.allowed_algorithms = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        }
+        if let Some((var, v)) = get("model_scope_overrides") {
+            let mut map = BTreeMap::new();
+            for pair in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (model, scope) = pair.split_once('=').ok_or_else(|| ConfigError::Env {
+                    var: var.clone(),
+                    problem: format!("`{pair}` is not model=scope"),
+                })?;
+                map.insert(model.trim().to_string(), scope.trim().to_string());
+            }
+            self.model_scope_overrides = map;
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Env { var: var.into(), problem: format!("`{v}` is not a boolean (use true or false)") }),
+    }
+}
+
+fn parse_u64(var: &str, v: &str) -> Result<u64, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::Env { var: var.into(), problem: format!("`{v}` is not a whole number of seconds") })
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(var: &str, v: &str) -> Result<T, ConfigError> {
+    serde_json::from_value(serde_json::Value::String(v.trim().to_string()))
+        .map_err(|_| ConfigError::Env { var: var.into(), problem: format!("`{v}` is not an accepted value") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> OAuthConfig {
+        OAuthConfig {
+            auth_server_uri: "http://127.0.0.1:9400".into(),
+            stack_uri: "http://127.0.0.1:8321".into(),
+            ..OAuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn yaml_section_parses_with_defaults_and_rejects_unknown_keys() {
+        let cfg: OAuthConfig = yaml_serde::from_str(
+            "auth_server_uri: https://as.example\nstack_uri: https://llm.example\nenable_rate_limiting: false\n\
+             model_scope_overrides:\n  my-model: model_custom\nclient_secret: hunter2\n",
+        )
+        .expect("parse");
+        assert_eq!(cfg.jwks_cache_ttl, 300);
+        assert_eq!(cfg.clock_leeway, 60);
+        assert_eq!(cfg.allowed_algorithms, ["RS256", "ES256"]);
+        assert_eq!(cfg.expected_typ, "at+jwt");
+        assert!(cfg.enable_auth && !cfg.enable_rate_limiting);
+        assert_eq!(cfg.effective_audience(), "https://llm.example");
+        assert_eq!(cfg.model_scope_overrides["my-model"], "model_custom");
+        assert!(cfg.validate().is_ok());
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("hunter2"), "secret leaked in Debug: {debug}");
+        assert!(!serde_json::to_string(&cfg).expect("json").contains("hunter2"));
+        let err = yaml_serde::from_str::<OAuthConfig>("auth_server_url: x\n").expect_err("typo must fail");
+        assert!(err.to_string().contains("auth_server_url"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut OAuthConfig)>)> = vec![
+            ("auth_server_uri", Box::new(|c| c.auth_server_uri.clear())),
+            ("stack_uri", Box::new(|c| c.stack_uri = "not a url".into())),
+            ("auth_server_uri", Box::new(|c| c.auth_server_uri = "http://as.example.com".into())),
+            ("allowed_algorithms", Box::new(|c| c.allowed_algorithms = vec!["HS256".into()])),
+            ("allowed_algorithms", Box::new(|c| c.allowed_algorithms = vec!["none".into()])),
+            ("allowed_algorithms", Box::new(|c| c.allowed_algorithms.clear())),
+            ("jwks_cache_ttl", Box::new(|c| c.jwks_cache_ttl = 0)),
+            ("clock_leeway", Box::new(|c| c.clock_leeway = 3_600)),
+            ("expected_typ", Box::new(|c| c.expected_typ.clear())),
+            ("realm", Box::new(|c| c.realm = "a\"b".into())),
+            ("client_id", Box::new(|c| c.token_validation_method = TokenValidationMethod::Introspection)),
+            (
+                "model_scope_overrides",
+                Box::new(|c| {
+                    c.model_scope_overrides.insert("m".into(), "two words".into());
+                }),
+            ),
+        ];
+        for (key, mutate) in cases {
+            let mut cfg = valid();
+            mutate(&mut cfg);
+            match cfg.validate() {
+                Err(e @ ConfigError::Invalid { key: k, .. }) => {
+                    assert_eq!(k, key, "{e}");
+                    assert!(e.to_string().starts_with(&format!("oauth_config.{key}:")), "{e}");
+                }
+                other => panic!("{key}: expected error, got {other:?}"),
+            }
+        }
+        let mut off = OAuthConfig { enable_auth: false, ..OAuthConfig::default() };
+        assert!(off.validate().is_ok());
+        off.allow_insecure_http = true;
+        let mut lan = valid();
+        lan.auth_server_uri = "http://keycloak:8080/realms/x".into();
+        lan.allow_insecure_http = true;
+        assert!(lan.validate().is_ok());
+    }
+
+    #[test]
+    fn env_overrides_follow_the_prefix_pattern() {
+        let vars: BTreeMap<&str, &str> = [
+            ("LLAMA_STACK_OAUTH_AUTH_SERVER_URI", "https://as.other"),
+            ("LLAMA_STACK_OAUTH_STACK_URI", "https://me.example"),
+            ("LLAMA_STACK_OAUTH_ENABLE_AUTH", "false"),
+            ("LLAMA_STACK_OAUTH_ENABLE_RATE_LIMITING", "0"),
+            ("LLAMA_STACK_OAUTH_JWKS_CACHE_TTL", "120"),
+            ("LLAMA_STACK_OAUTH_TOKEN_VALIDATION_METHOD", "introspection"),
+            ("LLAMA_STACK_OAUTH_ALLOWED_ALGORITHMS", "ES256, PS256"),
+            ("LLAMA_STACK_OAUTH_MODEL_SCOPE_OVERRIDES", "a=s1, b=s2"),
+            ("LLAMA_STACK_OAUTH_AUDIENCE", ""),
+            ("LLAMA_STACK_OAUTH_CLIENT_SECRET", "shh"),
+        ]
+        .into_iter()
+        .collect();
+        let mut cfg = valid();
+        cfg.audience = Some("x".into());
+        cfg.apply_env_overrides(|k| vars.get(k).map(|v| v.to_string())).expect("overrides");
+        assert_eq!(cfg.auth_server_uri, "https://as.other");
+        assert_eq!(cfg.stack_uri, "https://me.example");
+        assert!(!cfg.enable_auth && !cfg.enable_rate_limiting);
+        assert_eq!(cfg.jwks_cache_ttl, 120);
+        assert_eq!(cfg.token_validation_method, TokenValidationMethod::Introspection);
+        assert_eq!(cfg.allowed_algorithms, ["ES256", "PS256"]);
+        assert_eq!(cfg.model_scope_overrides.len(), 2);
+        assert_eq!(cfg.audience, None);
+        assert_eq!(cfg.client_secret, Some(Secret::new("shh")));
+
+        let err = cfg
+            .apply_env_overrides(|k| (k == "LLAMA_STACK_OAUTH_ENABLE_AUTH").then(|| "maybe".to_string()))
+            .expect_err("bad bool");
+        assert!(err.to_string().starts_with("LLAMA_STACK_OAUTH_ENABLE_AUTH:"), "{err}");
+        let err = cfg
+            .apply_env_overrides(|k| (k == "LLAMA_STACK_OAUTH_CLOCK_LEEWAY").then(|| "1m".to_string()))
+            .expect_err("bad number");
+        assert!(err.to_string().contains("LLAMA_STACK_OAUTH_CLOCK_LEEWAY"), "{err}");
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert_eq!(Secret::new("abc"), Secret::new("abc"));
+        assert_ne!(Secret::new("abc"), Secret::new("abd"));
+        assert_ne!(Secret::new("abc"), Secret::new("abcd"));
+    }
+}

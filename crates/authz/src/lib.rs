@@ -1,0 +1,49 @@
+//! # llamagate-authz: the OAuth 2.1 resource-server half of llamagate
+//!
+//! **Owns** everything that decides whether a request may reach a model: the `oauth_config`
+//! section ([`OAuthConfig`], validated once at start), reading credentials from header bytes
+//! ([`credentials`]), RFC 9068 JWT validation against a cached, pinned JWKS ([`TokenValidator`],
+//! [`JwksCache`]), RFC 7662 introspection with a bounded cache ([`Introspector`]), RFC 9449 DPoP
+//! proofs ([`DpopVerifier`]), the resulting [`Principal`], the model permission matrix
+//! ([`PermissionMatrix`]), RFC 6750 errors and challenges ([`AuthError`]) and RFC 9728 metadata
+//! ([`ProtectedResourceMetadata`]). [`Authenticator`] runs the whole authentication sequence.
+//!
+//! **Must not know** about HTTP servers, routes, request bodies, models' weights or the engine:
+//! the server passes header bytes, method and URL in ([`AuthRequest`]) and turns an
+//! [`AuthErrorResponse`] into an HTTP answer. The only HTTP here is the client that talks to the
+//! authorization server (metadata, JWKS, introspection) — never to a URL taken from a token.
+//!
+//! Security stance: deny by default, algorithms pinned per key and never taken from the token,
+//! no header-supplied keys, exact scope matching, time through an injectable [`Clock`], tokens
+//! never logged or stored (the introspection cache is keyed by their SHA-256), secrets compared in
+//! constant time, and "cannot check" (503) kept apart from "checked and refused" (401/403).
+
+pub mod authenticator;
+pub mod challenge;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod discovery;
+pub mod dpop;
+pub mod introspection;
+pub mod jose;
+pub mod jwks;
+pub mod jwt;
+pub mod metadata;
+pub mod permissions;
+pub mod principal;
+#[cfg(test)]
+mod test_fixtures;
+
+pub use authenticator::{AuthRequest, Authenticator};
+pub use challenge::{AuthError, AuthErrorResponse, ChallengeParams};
+pub use clock::Clock;
+pub use config::{ConfigError, OAuthConfig, Secret, TokenValidationMethod};
+pub use discovery::install_crypto_provider;
+pub use dpop::DpopVerifier;
+pub use introspection::Introspector;
+pub use jwks::JwksCache;
+pub use jwt::{TokenError, TokenValidator};
+pub use metadata::ProtectedResourceMetadata;
+pub use permissions::{Decision, PermissionMatrix};
+pub use principal::{Principal, Scopes};

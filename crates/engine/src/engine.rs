@@ -1,0 +1,175 @@
+//! [`Model`]: a loaded model with its tokenizer, chat template and scheduler — the engine's front door.
+
+use std::sync::Arc;
+
+use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::device::DeviceChoice;
+use crate::error::{EngineError, Result};
+use crate::generation::{GenerationRequest, GenerationStream};
+use crate::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
+use crate::sampling::SamplingParams;
+use crate::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
+use crate::source::ModelSource;
+use crate::tokenizer::Tokenizer;
+
+/// How to load and run a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    pub device: DeviceChoice,
+    pub scheduler: SchedulerConfig,
+    /// Caps the context window below the model's trained length (saves KV memory).
+    pub max_context: Option<usize>,
+}
+
+/// What a caller wants generated, before the engine has checked it against the model.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateParams {
+    pub sampling: SamplingParams,
+    /// `None`: as many as the context allows.
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+}
+
+/// Facts about a loaded model for listings and limits.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Where it was loaded from, as given.
+    pub source: String,
+    /// The model's own name (GGUF `general.name`), if it has one.
+    pub name: Option<String>,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub parameters: usize,
+}
+
+/// A model ready to serve requests. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Model {
+    weights: Arc<LlamaModel>,
+    tokenizer: Arc<Tokenizer>,
+    template: Option<ChatTemplate>,
+    scheduler: SchedulerHandle,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads a model from a GGUF file, a checkpoint directory or a hub id, and starts its scheduler.
+    pub fn load(source: &ModelSource, options: &ModelOptions) -> Result<Self> {
+        let device = options.device.open()?;
+        let (model, tokenizer, template, name, source_text) = match source {
+            ModelSource::Gguf(path) => {
+                let g = crate::gguf::load(path, &device)?;
+                (g.model, g.tokenizer, g.chat_template, g.name, path.display().to_string())
+            }
+            ModelSource::HfDir(dir) => {
+                let h = crate::hf::load(dir, &device)?;
+                (h.model, h.tokenizer, h.chat_template, None, dir.display().to_string())
+            }
+            ModelSource::Hub { repo, revision } => {
+                let dir = crate::source::resolve_hub(repo, revision.as_deref())?;
+                let h = crate::hf::load(&dir, &device)?;
+                (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
+            }
+        };
+        let template = template
+            .map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token()))
+            .transpose()?;
+        let hp = model.hparams();
+        let context_length = options.max_context.map_or(hp.context_length, |m| m.min(hp.context_length));
+        let parameters = parameter_count(hp);
+        let info = ModelInfo { source: source_text, name, context_length, vocab_size: hp.vocab_size, parameters };
+        let weights = Arc::new(model);
+        let tokenizer = Arc::new(tokenizer);
+        let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;
+        Ok(Self { weights, tokenizer, template, scheduler, info })
+    }
+
+    /// Live scheduler counters (batch size, tokens generated).
+    pub fn stats(&self) -> &SchedulerStats {
+        self.scheduler.stats()
+    }
+
+    /// Facts for listings.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Renders a conversation with the model's chat template, ready for the assistant's reply.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
+        template.render(messages, true)
+    }
+
+    /// Exact token ids of `text` (special-token strings included), as the prompt will be counted.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Checks a prompt and parameters against the model: the prompt must leave room for at least one
+    /// token, and `max_tokens` is capped by what the context has left.
+    pub fn prepare(&self, prompt_ids: Vec<u32>, params: GenerateParams) -> Result<GenerationRequest> {
+        params.sampling.validate()?;
+        if prompt_ids.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        let context = self.info.context_length;
+        if prompt_ids.len() >= context {
+            return Err(EngineError::PromptTooLong { prompt_tokens: prompt_ids.len(), context_length: context });
+        }
+        let room = context - prompt_ids.len();
+        let max_tokens = match params.max_tokens {
+            Some(0) => return Err(EngineError::InvalidRequest("max_tokens must be at least 1".into())),
+            Some(n) => n.min(room),
+            None => room,
+        };
+        Ok(GenerationRequest { prompt_ids, sampling: params.sampling, max_tokens, stop: params.stop })
+    }
+
+    /// Starts a generation; events arrive on the returned stream as tokens are produced.
+    pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        self.scheduler.submit(request)
+    }
+
+    /// Logits at every position of `ids` (teacher forcing), outside the scheduler. For scoring and
+    /// reference tests; generation goes through [`Model::submit`].
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        if ids.is_empty() || ids.len() > self.info.context_length {
+            return Err(EngineError::InvalidRequest(format!(
+                "scoring needs 1..={} tokens, got {}",
+                self.info.context_length,
+                ids.len()
+            )));
+        }
+        let mut cache: KvCache = self.weights.new_cache(ids.len())?;
+        let mut rows = Vec::with_capacity(ids.len());
+        // Same chunking as prefill, so scoring long inputs stays within bounded memory.
+        for chunk in ids.chunks(512) {
+            let mut batch = [SequenceBatch { tokens: chunk, cache: &mut cache, all_logits: true }];
+            let out = self.weights.forward(&mut batch)?;
+            rows.extend(logits_rows(&out[0])?);
+        }
+        Ok(rows)
+    }
+}
+
+fn parameter_count(hp: &crate::hparams::LlamaHparams) -> usize {
+    let d = hp.hidden_size;
+    let q = hp.num_heads * hp.head_dim;
+    let kv = hp.num_kv_heads * hp.head_dim;
+    let per_layer = d * q * 2 + d * kv * 2 + 3 * d * hp.intermediate_size + 2 * d;
+    let head = if hp.tie_word_embeddings { 0 } else { hp.vocab_size * d };
+    hp.vocab_size * d + hp.num_layers * per_layer + d + head
+}
