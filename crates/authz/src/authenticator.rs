@@ -91,25 +91,31 @@ impl Authenticator {
     pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
         refuse_token_in_query(req.query)?;
         let credentials = parse_authorization(req.authorization.iter().copied())?;
+        let verifier = match (credentials.scheme, &self.dpop) {
+            (Scheme::Bearer, _) => None,
+            (Scheme::Dpop, Some(verifier)) => Some(verifier),
+            (Scheme::Dpop, None) => {
+                return Err(AuthError::MissingToken {
+                    reason: "dpop_disabled",
+                    description: "the DPoP scheme is not enabled; use Bearer",
+                });
+            }
+        };
         let principal = match &self.validation {
             Validation::Jwt { validator, .. } => validator.validate(&credentials.token).await?,
             Validation::Introspection(introspector) => introspector.introspect(&credentials.token).await?,
         };
-        match (credentials.scheme, &self.dpop, principal.cnf_jkt.as_deref()) {
-            (Scheme::Bearer, _, None) => Ok(principal),
-            (Scheme::Bearer, _, Some(_)) => Err(AuthError::InvalidToken {
+        match (verifier, principal.cnf_jkt.as_deref()) {
+            (None, None) => Ok(principal),
+            (None, Some(_)) => Err(AuthError::InvalidToken {
                 reason: "dpop_bound_as_bearer",
                 description: "this token is DPoP-bound; present it with the DPoP scheme and a proof".into(),
             }),
-            (Scheme::Dpop, None, _) => Err(AuthError::MissingToken {
-                reason: "dpop_disabled",
-                description: "the DPoP scheme is not enabled; use Bearer",
-            }),
-            (Scheme::Dpop, Some(_), None) => Err(AuthError::InvalidToken {
+            (Some(_), None) => Err(AuthError::InvalidToken {
                 reason: "dpop_unbound_token",
                 description: "the token is not DPoP-bound; use the Bearer scheme".into(),
             }),
-            (Scheme::Dpop, Some(verifier), Some(jkt)) => {
+            (Some(verifier), Some(jkt)) => {
                 let proof = parse_dpop_header(req.dpop.iter().copied())?;
                 let dpop_req = DpopRequest {
                     method: req.method,

@@ -438,7 +438,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut OAuthConfig)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut OAuthConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("auth_server_uri", Box::new(|c| c.auth_server_uri.clear())),
             ("stack_uri", Box::new(|c| c.stack_uri = "not a url".into())),
             ("auth_server_uri", Box::new(|c| c.auth_server_uri = "http://as.example.com".into())),

@@ -228,10 +228,10 @@ pub(crate) fn pin(entry: &Value, allowed: &[Algorithm]) -> Option<PinnedKey> {
     if obj.get("use").is_some_and(|u| u != "sig") {
         return None;
     }
-    if let Some(ops) = obj.get("key_ops") {
-        if !ops.as_array().is_some_and(|ops| ops.iter().any(|o| o == "verify")) {
-            return None;
-        }
+    if let Some(ops) = obj.get("key_ops")
+        && !ops.as_array().is_some_and(|ops| ops.iter().any(|o| o == "verify"))
+    {
+        return None;
     }
     let jwk: Jwk = serde_json::from_value(entry.clone()).ok()?;
     let family: &[Algorithm] = match &jwk.algorithm {

@@ -18,6 +18,8 @@
 //! never logged or stored (the introspection cache is keyed by their SHA-256), secrets compared in
 //! constant time, and "cannot check" (503) kept apart from "checked and refused" (401/403).
 
+#![deny(missing_docs)]
+
 pub mod authenticator;
 pub mod challenge;
 pub mod clock;

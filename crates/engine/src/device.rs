@@ -26,11 +26,11 @@ impl FromStr for DeviceChoice {
             "cpu" => Ok(Self::Cpu),
             "metal" => Ok(Self::Metal),
             "cuda" => Ok(Self::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| EngineError::Device(format!("'{other}' is not one of auto, cpu, cuda, cuda:N, metal"))),
+            other => {
+                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(|| {
+                    EngineError::Device(format!("'{other}' is not one of auto, cpu, cuda, cuda:N, metal"))
+                })
+            }
         }
     }
 }
@@ -42,7 +42,9 @@ impl DeviceChoice {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(EngineError::Device("CUDA requested but this build has no `cuda` feature or no GPU".into()));
+                    return Err(EngineError::Device(
+                        "CUDA requested but this build has no `cuda` feature or no GPU".into(),
+                    ));
                 }
                 Device::new_cuda(n).map_err(|e| EngineError::Device(e.to_string()))
             }

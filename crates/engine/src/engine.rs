@@ -76,9 +76,8 @@ impl Model {
                 (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
             }
         };
-        let template = template
-            .map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token()))
-            .transpose()?;
+        let template =
+            template.map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token())).transpose()?;
         let hp = model.hparams();
         let context_length = options.max_context.map_or(hp.context_length, |m| m.min(hp.context_length));
         let parameters = parameter_count(hp);

@@ -133,11 +133,7 @@ pub struct GenerationOutput {
 }
 
 impl GenerationOutput {
-    fn absorb(
-        text: &mut String,
-        ids: &mut Vec<u32>,
-        event: GenerationEvent,
-    ) -> Result<Option<GenerationSummary>> {
+    fn absorb(text: &mut String, ids: &mut Vec<u32>, event: GenerationEvent) -> Result<Option<GenerationSummary>> {
         match event {
             GenerationEvent::Text { text: t, token } => {
                 text.push_str(&t);

@@ -86,7 +86,8 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     };
     let mut layers = Vec::with_capacity(hp.num_layers);
     for i in 0..hp.num_layers {
-        let mut q = |suffix: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{suffix}"))?)?) };
+        let mut q =
+            |suffix: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{suffix}"))?)?) };
         let wq = q("attn_q.weight")?;
         let wk = q("attn_k.weight")?;
         let wv = q("attn_v.weight")?;
@@ -116,6 +117,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         lm_head,
         rope,
         device: device.clone(),
+        kv_dtype: candle_core::DType::F16,
     };
     Ok(GgufModel { model, tokenizer, chat_template, name })
 }

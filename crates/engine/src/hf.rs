@@ -71,7 +71,8 @@ impl Weights<'_> {
 fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
     let (d, kv_dim, ff) = (hp.hidden_size, hp.num_kv_heads * hp.head_dim, hp.intermediate_size);
     let q_dim = hp.num_heads * hp.head_dim;
-    let linear = |name: &str, out: usize, inp: usize| -> Result<QMatMul> { Ok(QMatMul::Tensor(w.get(name, &[out, inp])?)) };
+    let linear =
+        |name: &str, out: usize, inp: usize| -> Result<QMatMul> { Ok(QMatMul::Tensor(w.get(name, &[out, inp])?)) };
     let embed = w.get("model.embed_tokens.weight", &[hp.vocab_size, d])?;
     let lm_head = if !hp.tie_word_embeddings && w.has("lm_head.weight") {
         linear("lm_head.weight", hp.vocab_size, d)?
@@ -101,6 +102,7 @@ fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
         lm_head,
         rope: RopeFrequencies::new(hp, None),
         device: w.device.clone(),
+        kv_dtype: DType::F32,
     })
 }
 
@@ -119,7 +121,10 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         for shard in shards {
             // Shard names come from a file; refuse anything that would escape the checkpoint directory.
             if shard.contains('/') || shard.contains('\\') || shard == ".." {
-                return Err(EngineError::invalid_model(&index, format!("shard name '{shard}' is not a plain file name")));
+                return Err(EngineError::invalid_model(
+                    &index,
+                    format!("shard name '{shard}' is not a plain file name"),
+                ));
             }
             let path = dir.join(shard);
             if !path.exists() {

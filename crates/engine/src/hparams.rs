@@ -77,8 +77,8 @@ impl LlamaHparams {
     /// Reads `config.json` of a Hugging Face Llama checkpoint.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        let raw: HfConfig = serde_json::from_str(&text)
-            .map_err(|e| EngineError::invalid_model(path, format!("config.json: {e}")))?;
+        let raw: HfConfig =
+            serde_json::from_str(&text).map_err(|e| EngineError::invalid_model(path, format!("config.json: {e}")))?;
         raw.into_hparams(path)
     }
 }
@@ -132,8 +132,8 @@ fn default_max_positions() -> usize {
 
 impl HfConfig {
     fn into_hparams(self, path: &Path) -> Result<LlamaHparams> {
-        let is_llama = self.model_type.as_deref() == Some("llama")
-            || self.architectures.iter().any(|a| a == "LlamaForCausalLM");
+        let is_llama =
+            self.model_type.as_deref() == Some("llama") || self.architectures.iter().any(|a| a == "LlamaForCausalLM");
         if !is_llama {
             let what = self
                 .model_type
@@ -153,11 +153,7 @@ impl HfConfig {
         }
         // The newer spelling carries rope_theta inside rope_parameters; the older one at top level.
         let rope = self.rope_parameters.or(self.rope_scaling);
-        let rope_theta = rope
-            .as_ref()
-            .and_then(|r| r.rope_theta)
-            .or(self.rope_theta)
-            .unwrap_or(10_000.0);
+        let rope_theta = rope.as_ref().and_then(|r| r.rope_theta).or(self.rope_theta).unwrap_or(10_000.0);
         let rope_scaling = match rope {
             None => None,
             Some(r) => match r.rope_type.as_deref() {

@@ -59,10 +59,15 @@ pub struct LlamaModel {
     pub(crate) lm_head: QMatMul,
     pub(crate) rope: RopeFrequencies,
     pub(crate) device: Device,
+    /// Element type of the KV cache.
+    pub(crate) kv_dtype: DType,
 }
 
 /// One sequence's keys and values for every layer, allocated once for the sequence's whole lifetime
 /// (`prompt + max_tokens`) so decoding writes in place instead of copying the past every step.
+/// The element type follows the model's convention: f16 for GGUF models (llama.cpp's default cache —
+/// half the memory, and the same rounding, which keeps our logits close to llama.cpp's on the same file),
+/// f32 for full-precision checkpoints (matching transformers).
 #[derive(Debug)]
 pub struct KvCache {
     /// Per layer: keys and values, each `[KV, capacity, D]`.
@@ -120,8 +125,8 @@ impl LlamaModel {
         let layers = (0..self.hp.num_layers)
             .map(|_| {
                 Ok((
-                    Tensor::zeros(shape, DType::F32, &self.device)?,
-                    Tensor::zeros(shape, DType::F32, &self.device)?,
+                    Tensor::zeros(shape, self.kv_dtype, &self.device)?,
+                    Tensor::zeros(shape, self.kv_dtype, &self.device)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -222,10 +227,10 @@ impl LlamaModel {
             let start = seq.cache.len;
             let end = start + l;
             let (k_cache, v_cache) = &seq.cache.layers[layer_idx];
-            k_cache.slice_set(&k.narrow(1, offset, l)?.contiguous()?, 1, start)?;
-            v_cache.slice_set(&v.narrow(1, offset, l)?.contiguous()?, 1, start)?;
-            let keys = k_cache.narrow(1, 0, end)?; // [KV, S, D], a view: no copy of the past
-            let values = v_cache.narrow(1, 0, end)?;
+            k_cache.slice_set(&k.narrow(1, offset, l)?.to_dtype(self.kv_dtype)?.contiguous()?, 1, start)?;
+            v_cache.slice_set(&v.narrow(1, offset, l)?.to_dtype(self.kv_dtype)?.contiguous()?, 1, start)?;
+            let keys = k_cache.narrow(1, 0, end)?.to_dtype(DType::F32)?; // [KV, S, D]
+            let values = v_cache.narrow(1, 0, end)?.to_dtype(DType::F32)?;
 
             // Grouped-query attention without repeating K/V: the G query heads sharing a KV head become
             // G*L rows of one matmul against that head's keys.
@@ -238,7 +243,7 @@ impl LlamaModel {
                 scores
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let o = probs.matmul(&values.contiguous()?)?; // [KV, G*L, D]
+            let o = probs.matmul(&values)?; // [KV, G*L, D]
             let o = o.reshape((n_heads, l, hd))?.transpose(0, 1)?.reshape((l, n_heads * hd))?;
             outputs.push(o);
             offset += l;
@@ -262,9 +267,8 @@ impl LlamaModel {
 /// `0..=start + i`.
 fn causal_mask(l: usize, start: usize, device: &Device) -> Result<Tensor> {
     let s = start + l;
-    let mask: Vec<f32> = (0..l)
-        .flat_map(|i| (0..s).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
+    let mask: Vec<f32> =
+        (0..l).flat_map(|i| (0..s).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Ok(Tensor::from_vec(mask, (l, s), device)?)
 }
 

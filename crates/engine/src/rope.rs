@@ -20,9 +20,8 @@ impl RopeFrequencies {
     /// `freq_factors` are GGUF's `rope_freqs.weight`: llama.cpp stores Llama 3 scaling as per-pair divisors.
     pub fn new(hp: &LlamaHparams, freq_factors: Option<&[f32]>) -> Self {
         let half = hp.head_dim / 2;
-        let mut inv_freq: Vec<f64> = (0..half)
-            .map(|i| 1.0 / hp.rope_theta.powf((2 * i) as f64 / hp.head_dim as f64))
-            .collect();
+        let mut inv_freq: Vec<f64> =
+            (0..half).map(|i| 1.0 / hp.rope_theta.powf((2 * i) as f64 / hp.head_dim as f64)).collect();
         if let Some(s) = hp.rope_scaling {
             let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
             let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;

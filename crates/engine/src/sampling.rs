@@ -39,7 +39,10 @@ impl SamplingParams {
     /// Rejects values outside the ranges OpenAI-compatible clients are promised.
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(EngineError::InvalidRequest(msg.into())) };
-        check(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature), "temperature must be between 0 and 2")?;
+        check(
+            self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature),
+            "temperature must be between 0 and 2",
+        )?;
         check(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0, "top_p must be in (0, 1]")?;
         check(
             self.frequency_penalty.is_finite() && (-2.0..=2.0).contains(&self.frequency_penalty),

@@ -72,9 +72,11 @@ impl Tokenizer {
             None => vec![1; tokens.len()],
         };
         let pre = md_string(md, "tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
-        let add_space_prefix = md.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+        let add_space_prefix =
+            md.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(false);
 
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let ignore_merges = pre == "llama-bpe" || pre == "llama3";
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -120,9 +122,7 @@ impl Tokenizer {
             })
             .collect();
         let id_token = |key: &str| {
-            md.get(key)
-                .and_then(|v| v.to_u32().ok())
-                .and_then(|id| tokens.get(id as usize).map(|t| (id, t.clone())))
+            md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize).map(|t| (id, t.clone())))
         };
         let bos = id_token("tokenizer.ggml.bos_token_id");
         let eos = id_token("tokenizer.ggml.eos_token_id");
@@ -146,8 +146,7 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let text = std::fs::read_to_string(&path).map_err(|e| EngineError::io(&path, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| EngineError::invalid_model(&path, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| EngineError::invalid_model(&path, e))?;
         let decoder = json.pointer("/decoder/type").and_then(|t| t.as_str()).unwrap_or("none");
         if decoder != "ByteLevel" {
             return Err(EngineError::unsupported(
@@ -218,8 +217,11 @@ impl Tokenizer {
 
     /// Decodes ids to text, leaving out control tokens (invalid UTF-8 becomes U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> =
-            ids.iter().filter(|id| !self.is_special(**id)).flat_map(|id| self.token_bytes(*id).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter(|id| !self.is_special(**id))
+            .flat_map(|id| self.token_bytes(*id).iter().copied())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -32,6 +32,7 @@ fn matches_transformers_reference() {
         let first_head = &logits[0][..16];
         assert!(max_abs_diff(first_head, &floats(&case["first_position_logits_head"])) < 1e-3, "case {i}: position 0");
         let diff = max_abs_diff(logits.last().unwrap(), &floats(&case["last_logits"]));
+        eprintln!("case {i}: max |delta| of last logits vs transformers = {diff:.2e}");
         assert!(diff < 1e-3, "case {i}: last logits differ by {diff}");
 
         // Greedy through the real scheduler; the reference ignores EOS, and these greedy runs emit none.
@@ -62,7 +63,8 @@ fn concurrent_requests_decode_like_sequential_ones() {
         let out = stream.collect_blocking().unwrap();
         let expected = ids(&case["greedy_ids"]);
         // Case 0 has a 0.0008 near-tie; batching may legitimately round it the other way.
-        let n = if i == 0 { expected.iter().zip(&out.token_ids).take_while(|(a, b)| a == b).count().max(10) } else { 24 };
+        let n =
+            if i == 0 { expected.iter().zip(&out.token_ids).take_while(|(a, b)| a == b).count().max(10) } else { 24 };
         assert_eq!(out.token_ids[..n], expected[..n], "case {i} in a concurrent batch");
     }
 }
@@ -120,6 +122,7 @@ fn f16_bf16_sharded_and_old_rope_spelling_load_and_agree() {
         assert_eq!(prompt, case["prompt_text"].as_str().unwrap());
         let logits = model.logits(&prompt_ids).unwrap();
         let diff = max_abs_diff(logits.last().unwrap(), &expected);
+        eprintln!("{dtype:?} sharded={sharded}: max |delta| of last logits = {diff:.2e}");
         assert!(diff < tolerance, "{dtype:?} sharded={sharded}: last logits differ by {diff}");
     }
 }

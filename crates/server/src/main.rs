@@ -1,1 +1,44 @@
-fn main() {}
+//! `llamagate`: the command-line entry point. For now it drives the engine by hand (`generate`); the HTTP
+//! server (`serve`) arrives with the Llama Stack API.
+
+mod generate;
+
+use clap::{Parser, Subcommand};
+
+/// Serve Llama-family models through the Llama Stack API, behind an OAuth 2.1 resource server.
+#[derive(Parser)]
+#[command(name = "llamagate", version, about)]
+struct Cli {
+    /// Compute threads for the engine (default: candle's choice, one per physical core). On a shared
+    /// machine, fewer threads than cores avoids spin-wait collapse.
+    #[arg(long, global = true, env = "LLAMAGATE_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a completion for one prompt and print it, with token counts and speed on stderr.
+    Generate(generate::GenerateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        anyhow::ensure!(threads > 0, "--threads must be at least 1");
+        // SAFETY: called first thing in main, before any other thread exists; candle and rayon read these
+        // once, when their pools are built on the first tensor operation.
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+    }
+}

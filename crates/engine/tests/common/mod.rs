@@ -11,7 +11,8 @@ pub fn workspace() -> PathBuf {
 /// `shared/fixtures`, beside the checkout (CI lays `shared/` next to the clone); override with
 /// `LLAMAGATE_SHARED_DIR`.
 pub fn fixtures() -> PathBuf {
-    let shared = std::env::var_os("LLAMAGATE_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("../shared"));
+    let shared =
+        std::env::var_os("LLAMAGATE_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("../shared"));
     let dir = shared.join("fixtures");
     assert!(dir.is_dir(), "fixtures not found at {} (set LLAMAGATE_SHARED_DIR)", dir.display());
     dir
