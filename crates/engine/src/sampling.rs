@@ -166,7 +166,7 @@ mod tests {
     fn top_p_keeps_only_the_nucleus() {
         // Token 1 alone holds > 50% of the mass at temperature 1, so top_p = 0.5 keeps only it.
         let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.5, seed: Some(3), ..Default::default() });
-        assert!((0..50).all(|_| s.sample(&mut vec![0.0, 5.0, 1.0]) == 1));
+        assert!((0..50).all(|_| s.sample(&mut [0.0, 5.0, 1.0]) == 1));
     }
 
     #[test]
@@ -181,8 +181,8 @@ mod tests {
     #[test]
     fn presence_penalty_applies_once_per_token() {
         let mut s = Sampler::new(SamplingParams { presence_penalty: 0.5, ..Default::default() });
-        s.sample(&mut vec![0.0, 1.0]);
-        s.sample(&mut vec![0.0, 10.0]);
+        s.sample(&mut [0.0, 1.0]);
+        s.sample(&mut [0.0, 10.0]);
         let mut l = vec![0.0, 1.0];
         s.apply_penalties(&mut l);
         assert_eq!(l[1], 0.5);

@@ -1,0 +1,51 @@
+//! Prefill and decode throughput of one model, plus peak resident memory: the engine's benchmark.
+//!
+//! `cargo run -p llamagate-engine --example throughput -- <model> <prefill tokens> <decode tokens>`
+//! Threads come from `RAYON_NUM_THREADS`. Prints one JSON line; benches/run-engine.sh compares it with
+//! llama.cpp on the same file.
+
+use std::time::Instant;
+
+use llamagate_engine::{ChatMessage, GenerateParams, Model, ModelOptions, ModelSource};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let model_path = args.get(1).ok_or("usage: throughput <model> [prefill tokens] [decode tokens]")?;
+    let prefill_len: usize = args.get(2).map_or(Ok(512), |s| s.parse())?;
+    let decode_len: usize = args.get(3).map_or(Ok(128), |s| s.parse())?;
+    let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions::default())?;
+
+    // Prefill: a synthetic prompt of exactly `prefill_len` tokens, one forward pass (chunked at 512).
+    let filler = model.tokenize("The quick brown fox jumps over the lazy dog while the llama watches. ")?;
+    let prompt: Vec<u32> = filler.iter().copied().cycle().take(prefill_len).collect();
+    let request = model.prepare(prompt, GenerateParams { max_tokens: Some(1), ..Default::default() })?;
+    let out = model.submit(request)?.collect_blocking()?;
+    let prefill_tps = prefill_len as f64 / out.summary.timings.prefill.as_secs_f64();
+
+    // Decode: greedy continuation of a chat prompt that asks for a long answer.
+    let chat =
+        model.render_chat(&[ChatMessage::new("user", "Tell me a very long story about a dragon and a knight.")])?;
+    let ids = model.tokenize(&chat)?;
+    let request = model.prepare(ids, GenerateParams { max_tokens: Some(decode_len), ..Default::default() })?;
+    let started = Instant::now();
+    let out = model.submit(request)?.collect_blocking()?;
+    let decoded = out.summary.usage.completion_tokens.saturating_sub(1);
+    let decode_tps = decoded as f64 / out.summary.timings.decode.as_secs_f64();
+
+    println!(
+        "{{\"engine\":\"llamagate\",\"threads\":{},\"prefill_tokens\":{prefill_len},\"prefill_tok_s\":{prefill_tps:.1},\"decode_tokens\":{decoded},\"decode_tok_s\":{decode_tps:.1},\"wall_s\":{:.2},\"peak_rss_mb\":{:.0}}}",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
+        started.elapsed().as_secs_f64(),
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+/// `VmHWM` from /proc/self/status: the peak resident set, in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}

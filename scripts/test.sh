@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (idempotently; after the first
+# run nothing is downloaded again), then formatting, lints and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./models/fetch.sh
+
+# Tests run the engine on one thread: on a shared 2-core machine two spinning compute threads collapse
+# as soon as another process takes a core.
+export RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Reference fixtures live in shared/ beside the checkout.
+export LLAMAGATE_SHARED_DIR="${LLAMAGATE_SHARED_DIR:-$(cd .. && pwd)/shared}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
