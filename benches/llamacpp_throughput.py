@@ -8,21 +8,7 @@ import resource
 import sys
 import time
 
-import llama_cpp
 from llama_cpp import Llama
-
-# On Intel CPUs with AMX, llama.cpp's AMX weight repacking crashes in this VM (segfault in decode); the
-# plain CPU path is what runs here. Turn the extra buffer types off before the model loads.
-_default_params = llama_cpp.llama_model_default_params
-
-
-def _params_without_extra_bufts():
-    params = _default_params()
-    params.use_extra_bufts = False
-    return params
-
-
-llama_cpp.llama_model_default_params = _params_without_extra_bufts
 
 path, threads = sys.argv[1], int(sys.argv[2])
 prefill_len = int(sys.argv[3]) if len(sys.argv) > 3 else 512
