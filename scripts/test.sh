@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./models/fetch.sh
+./scripts/setup-sdk.sh
 
 # Tests run the engine on one thread: on a shared 2-core machine two spinning compute threads collapse
 # as soon as another process takes a core.
@@ -20,3 +21,9 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+# SDK suites: the official clients against the real binary built above.
+cargo build --locked -p llamagate-server
+export LLAMAGATE_BIN="$PWD/target/debug/llamagate"
+.venv/bin/python -m pytest -q tests/sdk/python
+(cd tests/sdk && node --test ts/)

@@ -1,7 +1,16 @@
-//! `llamagate`: the command-line entry point. For now it drives the engine by hand (`generate`); the HTTP
-//! server (`serve`) arrives with the Llama Stack API.
+//! `llamagate`: the command-line entry point. `serve` runs the Llama Stack HTTP API over the configured
+//! models; `generate` drives the engine by hand for one prompt. This file only parses and dispatches.
 
+mod app;
+mod config;
+mod error;
 mod generate;
+mod generation_fields;
+mod json_body;
+mod registry;
+mod routes;
+mod serve;
+mod sse;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the Llama Stack HTTP API for the models in a stack config.
+    Serve(serve::ServeArgs),
     /// Generate a completion for one prompt and print it, with token counts and speed on stderr.
     Generate(generate::GenerateArgs),
 }
@@ -39,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }

@@ -1,0 +1,192 @@
+//! The stack config: one YAML file naming the server's address and the models it serves.
+//!
+//! The file is read once at start into [`StackConfig`], defaults are filled in here and nowhere else,
+//! and [`StackConfig::validate`] checks every value before any model is loaded, so a typo fails fast
+//! with a message that names the key (`models[0].source: file not found …`) instead of surfacing later
+//! as a confusing request error.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Llama Stack's default port; the SDKs assume it when no base URL is given.
+pub const DEFAULT_PORT: u16 = 8321;
+
+/// Large enough for long conversations, small enough that one client cannot make the server buffer
+/// an unbounded body before validation runs.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The whole stack config, as written in `config/*.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// Where and how the HTTP server listens.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The models served, in listing order.
+    pub models: Vec<ModelConfig>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind; loopback by default so a fresh install is not exposed before auth is set up.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port to bind (default 8321, as Llama Stack).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Largest accepted request body; bigger bodies get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { host: default_host(), port: default_port(), max_body_bytes: default_max_body_bytes() }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+/// One served model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The id clients send as `model` (may contain `/`).
+    pub id: String,
+    /// A GGUF file, a Hugging Face checkpoint directory, or a hub id (`org/name[@revision]`).
+    pub source: String,
+    /// Caps the context window below the model's trained length, to bound KV-cache memory.
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// The OAuth scope a caller needs to use this model; enforced once the auth layer is wired.
+    #[serde(default)]
+    pub required_scope: Option<String>,
+}
+
+/// A config that could not be read or failed validation; the message names the file or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has unknown or mistyped keys.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: yaml_serde::Error,
+    },
+    /// A value is out of range or inconsistent; `key` is its path in the file.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl StackConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        let config = Self::parse(&text).map_err(|source| ConfigError::Parse { path: display, source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses YAML text without validating it.
+    pub fn parse(text: &str) -> Result<Self, yaml_serde::Error> {
+        yaml_serde::from_str(text)
+    }
+
+    /// Checks every value; the first problem is returned with the key that holds it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid { key, reason: reason.to_string() };
+        if self.server.host.parse::<IpAddr>().is_err() && self.server.host != "localhost" {
+            return Err(invalid("server.host".into(), "not an IP address (or `localhost`)"));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes".into(), "must be at least 1"));
+        }
+        if self.models.is_empty() {
+            return Err(invalid("models".into(), "list at least one model to serve"));
+        }
+        let mut seen = HashSet::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let key = |field: &str| format!("models[{i}].{field}");
+            if model.id.trim().is_empty() || model.id.starts_with('/') || model.id.ends_with('/') {
+                return Err(invalid(key("id"), "must be non-empty and must not start or end with `/`"));
+            }
+            if !seen.insert(model.id.as_str()) {
+                return Err(invalid(key("id"), &format!("duplicate id `{}`", model.id)));
+            }
+            check_source(&model.source).map_err(|reason| invalid(key("source"), &reason))?;
+            if model.context_length == Some(0) {
+                return Err(invalid(key("context_length"), "must be at least 1"));
+            }
+            if model.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
+                return Err(invalid(key("required_scope"), "must be one non-empty scope token"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Paths must exist now; hub ids (`org/name[@rev]`) are resolved when the model loads.
+fn check_source(source: &str) -> Result<(), String> {
+    let path = Path::new(source);
+    if path.exists() {
+        return Ok(());
+    }
+    let looks_like_path = source.starts_with('/') || source.starts_with('.') || source.ends_with(".gguf");
+    let repo = source.split_once('@').map_or(source, |(r, _)| r);
+    let is_hub_id = repo.split('/').count() == 2 && repo.split('/').all(|p| !p.is_empty());
+    if looks_like_path || !is_hub_id {
+        return Err(format!("file not found: {source} (expected a GGUF file, a checkpoint directory or a hub id)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_in_the_server_section() {
+        let config = StackConfig::parse("models:\n  - id: a\n    source: org/name\n").unwrap();
+        assert_eq!(config.server.port, DEFAULT_PORT);
+        assert_eq!(config.server.host, "127.0.0.1");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_its_key() {
+        let config = StackConfig::parse("models:\n  - id: a\n    source: /no/such.gguf\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("models[0].source: file not found"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_ids_and_unknown_keys_are_rejected() {
+        let config = StackConfig::parse("models:\n  - id: a\n    source: o/n\n  - id: a\n    source: o/m\n").unwrap();
+        assert!(config.validate().unwrap_err().to_string().starts_with("models[1].id"));
+        assert!(StackConfig::parse("models: []\nsurprise: 1\n").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! `POST /v1/chat/completions`: validate, resolve the model, render and tokenize, generate.
+//!
+//! The body is fully validated before the model is looked up, as Llama Stack does, so a bad body is a
+//! 400 even for an unknown model. Streaming hands the engine stream to [`crate::sse`]; the plain
+//! response waits for the whole generation. Either way, dropping the response cancels the generation.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use llamagate_engine::GenerationSummary;
+use serde_json::{Value, json};
+
+use super::chat_types::{ChatCompletion, ChatCompletionRequest};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::generation_fields::{UsageBody, response_id, unix_now};
+use crate::json_body::JsonBody;
+use crate::sse::{self, ChunkFormat};
+
+/// Answers a chat completion, streamed or not.
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let (messages, params) = request.validate()?;
+    let served = state.registry.get(&request.model)?;
+    let prompt = served.engine.render_chat(&messages)?;
+    let prompt_ids = served.engine.tokenize(&prompt)?;
+    let generation = served.engine.submit(served.engine.prepare(prompt_ids, params)?)?;
+
+    let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
+    if request.fields.streaming() {
+        let format = ChatChunks { id, created, model, include_usage: request.fields.include_usage() };
+        return Ok(sse::stream_generation(generation, format).into_response());
+    }
+    let started = Instant::now();
+    let output = generation.collect().await?;
+    sse::log_finished(&output.summary, started);
+    Ok(Json(ChatCompletion::new(id, created, model, output)).into_response())
+}
+
+/// `chat.completion.chunk` objects for one stream; all keys present, nulls included (§a.5).
+struct ChatChunks {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl ChatChunks {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "choices": [{ "delta": delta, "finish_reason": finish_reason, "index": 0, "logprobs": null }],
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "service_tier": null,
+            "system_fingerprint": null,
+            "usage": null,
+        })
+    }
+}
+
+fn delta(role: Option<&str>, content: Option<&str>) -> Value {
+    json!({ "content": content, "refusal": null, "role": role, "tool_calls": null, "reasoning_content": null })
+}
+
+impl ChunkFormat for ChatChunks {
+    fn opening(&self) -> Option<Value> {
+        Some(self.chunk(delta(Some("assistant"), Some("")), None))
+    }
+
+    fn text(&self, text: &str) -> Value {
+        self.chunk(delta(None, Some(text)), None)
+    }
+
+    fn finished(&self, summary: &GenerationSummary) -> Vec<Value> {
+        let mut chunks = vec![self.chunk(delta(None, None), Some(summary.finish_reason.as_str()))];
+        if self.include_usage {
+            // OpenAI's usage chunk: no choices, usage filled in.
+            let mut usage = self.chunk(Value::Null, None);
+            usage["choices"] = json!([]);
+            usage["usage"] = json!(UsageBody::from(summary.usage));
+            chunks.push(usage);
+        }
+        chunks
+    }
+}

@@ -1,0 +1,263 @@
+//! Wire types of `POST /v1/chat/completions` (reference §a.4, §a.6): the OpenAI-compatible body and
+//! the `chat.completion` object. Unknown keys are accepted and ignored, as Llama Stack does; keys we
+//! understand but cannot honour are refused with a 400 in [`ChatCompletionRequest::validate`].
+
+use llamagate_engine::{ChatMessage, GenerateParams, GenerationOutput};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::generation_fields::{GenerationFields, UsageBody};
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// The served model id.
+    pub model: String,
+    /// The conversation so far; at least one message.
+    pub messages: Vec<ChatMessageIn>,
+    /// The newer spelling of `max_tokens`; wins when both are given.
+    pub max_completion_tokens: Option<u32>,
+    /// Only `{"type":"text"}` is served: there is no constrained decoding.
+    pub response_format: Option<ResponseFormat>,
+    /// Tool definitions; refused when non-empty, since no tool-call parser is wired.
+    pub tools: Option<Vec<Value>>,
+    /// Only meaningful with `tools`.
+    pub tool_choice: Option<Value>,
+    /// Token log-probabilities are not reported.
+    pub logprobs: Option<bool>,
+    /// Sampling and delivery fields shared with legacy completions.
+    #[serde(flatten)]
+    pub fields: GenerationFields,
+}
+
+/// One input message.
+#[derive(Debug, Deserialize)]
+pub struct ChatMessageIn {
+    /// Who said it.
+    pub role: Role,
+    /// Text or a list of parts; assistant messages may leave it out.
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+/// The roles OpenAI-compatible clients send.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions for the model.
+    System,
+    /// OpenAI's newer name for system instructions; rendered as `system` for Llama templates.
+    Developer,
+    /// The end user.
+    User,
+    /// The model's earlier turns.
+    Assistant,
+    /// A tool's result.
+    Tool,
+}
+
+/// A message's content: plain text or typed parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Typed parts; only text parts can be rendered for a text-only model.
+    Parts(Vec<ContentPart>),
+}
+
+/// One typed content part.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    /// Text.
+    Text {
+        /// The text itself.
+        text: String,
+    },
+    /// An image; refused, the served models are text-only.
+    ImageUrl {},
+    /// A file; refused for the same reason.
+    File {},
+}
+
+/// `response_format`, of which only the type matters here.
+#[derive(Debug, Deserialize)]
+pub struct ResponseFormat {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl ChatCompletionRequest {
+    /// Checks what serde cannot and returns the conversation and engine parameters.
+    pub fn validate(&self) -> Result<(Vec<ChatMessage>, GenerateParams), ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::BadRequest("messages must hold at least one message".into()));
+        }
+        let has_tools = self.tools.as_ref().is_some_and(|t| !t.is_empty());
+        if self.tool_choice.is_some() && self.tools.is_none() {
+            return Err(ApiError::BadRequest("'tool_choice' is only allowed when 'tools' is also provided".into()));
+        }
+        if has_tools {
+            return Err(ApiError::BadRequest("tools are not supported by this server".into()));
+        }
+        if self.logprobs == Some(true) {
+            return Err(ApiError::BadRequest("logprobs are not supported by this server".into()));
+        }
+        if let Some(format) = self.response_format.as_ref().filter(|f| f.kind != "text") {
+            return Err(ApiError::BadRequest(format!(
+                "response_format type '{}' is not supported; only 'text' is",
+                format.kind
+            )));
+        }
+        let messages = self.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
+        let params = self.fields.to_params(self.max_completion_tokens)?;
+        Ok((messages, params))
+    }
+}
+
+impl ChatMessageIn {
+    fn to_engine(&self) -> Result<ChatMessage, ApiError> {
+        let role = match self.role {
+            Role::System | Role::Developer => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        let content = match &self.content {
+            None => String::new(),
+            Some(MessageContent::Text(text)) => text.clone(),
+            Some(MessageContent::Parts(parts)) => {
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        ContentPart::Text { text: piece } => text.push_str(piece),
+                        ContentPart::ImageUrl {} | ContentPart::File {} => {
+                            return Err(ApiError::BadRequest(
+                                "only text content parts are supported by this model".into(),
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        Ok(ChatMessage::new(role, content))
+    }
+}
+
+/// The `chat.completion` object. Every key is serialized, nulls included, as the SDKs' models expect.
+#[derive(Debug, Serialize)]
+pub struct ChatCompletion {
+    /// `chatcmpl-…`.
+    pub id: String,
+    /// Exactly one choice.
+    pub choices: Vec<ChatChoice>,
+    /// Always `chat.completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The id the client sent.
+    pub model: String,
+    /// Not applicable; null.
+    pub service_tier: Option<String>,
+    /// Not applicable; null.
+    pub system_fingerprint: Option<String>,
+    /// Exact token counts.
+    pub usage: UsageBody,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Serialize)]
+pub struct ChatChoice {
+    /// The assistant's reply.
+    pub message: AssistantMessage,
+    /// `stop` or `length`.
+    pub finish_reason: &'static str,
+    /// Always 0.
+    pub index: u32,
+    /// Not reported; null.
+    pub logprobs: Option<Value>,
+}
+
+/// The assistant message in a choice; the optional OpenAI fields are present as null.
+#[derive(Debug, Serialize)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: &'static str,
+    /// The generated text.
+    pub content: String,
+    /// No tool calls are parsed; null.
+    pub tool_calls: Option<Value>,
+    /// Null.
+    pub refusal: Option<String>,
+    /// Null.
+    pub function_call: Option<Value>,
+    /// Null.
+    pub annotations: Option<Value>,
+    /// Null.
+    pub audio: Option<Value>,
+}
+
+impl ChatCompletion {
+    /// Wraps a finished generation.
+    pub fn new(id: String, created: u64, model: String, output: GenerationOutput) -> Self {
+        let message = AssistantMessage {
+            role: "assistant",
+            content: output.text,
+            tool_calls: None,
+            refusal: None,
+            function_call: None,
+            annotations: None,
+            audio: None,
+        };
+        Self {
+            id,
+            choices: vec![ChatChoice {
+                message,
+                finish_reason: output.summary.finish_reason.as_str(),
+                index: 0,
+                logprobs: None,
+            }],
+            object: "chat.completion",
+            created,
+            model,
+            service_tier: None,
+            system_fingerprint: None,
+            usage: output.summary.usage.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> ChatCompletionRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn text_parts_join_and_developer_becomes_system() {
+        let req = request(
+            r#"{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"temperature":0}"#,
+        );
+        let (messages, params) = req.validate().unwrap();
+        assert_eq!(messages, [ChatMessage::new("system", "ab")]);
+        assert_eq!(params.sampling.temperature, 0.0);
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_not_ignored() {
+        for body in [
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"u"}}]}]}"#,
+        ] {
+            assert!(matches!(request(body).validate(), Err(ApiError::BadRequest(_))), "{body}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Wire types of the legacy `POST /v1/completions` (reference §a.4): a raw prompt in, a
+//! `text_completion` object out. Batches and the echo/suffix/best_of/logprobs extras are refused with
+//! a 400 rather than ignored.
+
+use llamagate_engine::{GenerateParams, GenerationOutput};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::generation_fields::{GenerationFields, UsageBody};
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    /// The served model id.
+    pub model: String,
+    /// One prompt, as text or token ids.
+    pub prompt: Prompt,
+    /// Echoing the prompt back is not supported.
+    pub echo: Option<bool>,
+    /// Insertion (fill-in-the-middle) is not supported.
+    pub suffix: Option<String>,
+    /// Only 1 is served.
+    pub best_of: Option<u32>,
+    /// Log-probabilities are not reported.
+    pub logprobs: Option<u32>,
+    /// Sampling and delivery fields shared with chat.
+    #[serde(flatten)]
+    pub fields: GenerationFields,
+}
+
+/// Every spelling of `prompt` OpenAI accepts; only a single prompt is served.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    /// One text prompt.
+    Text(String),
+    /// A batch of text prompts.
+    Texts(Vec<String>),
+    /// One prompt as token ids.
+    Tokens(Vec<u32>),
+    /// A batch of token-id prompts.
+    TokenBatches(Vec<Vec<u32>>),
+}
+
+/// The prompt after validation: text to tokenize, or ids to use as they are.
+#[derive(Debug, PartialEq)]
+pub enum PromptInput {
+    /// Text, tokenized by the model's tokenizer.
+    Text(String),
+    /// Token ids, checked against the vocabulary by the handler.
+    Tokens(Vec<u32>),
+}
+
+impl CompletionRequest {
+    /// Checks what serde cannot and returns the single prompt and the engine parameters.
+    pub fn validate(&self) -> Result<(PromptInput, GenerateParams), ApiError> {
+        let refuse = |what: &str| Err(ApiError::BadRequest(format!("{what} is not supported by this server")));
+        if self.echo == Some(true) {
+            return refuse("echo");
+        }
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            return refuse("suffix");
+        }
+        if self.best_of.is_some_and(|b| b != 1) {
+            return refuse("best_of other than 1");
+        }
+        if self.logprobs.is_some_and(|l| l > 0) {
+            return refuse("logprobs");
+        }
+        let one_prompt = || ApiError::BadRequest("prompt must be one prompt: batches are not supported".into());
+        let prompt = match &self.prompt {
+            Prompt::Text(text) => PromptInput::Text(text.clone()),
+            Prompt::Texts(texts) => match texts.as_slice() {
+                [text] => PromptInput::Text(text.clone()),
+                _ => return Err(one_prompt()),
+            },
+            Prompt::Tokens(ids) => PromptInput::Tokens(ids.clone()),
+            Prompt::TokenBatches(batches) => match batches.as_slice() {
+                [ids] => PromptInput::Tokens(ids.clone()),
+                _ => return Err(one_prompt()),
+            },
+        };
+        Ok((prompt, self.fields.to_params(None)?))
+    }
+}
+
+/// The `text_completion` object; streamed chunks have the same shape.
+#[derive(Debug, Serialize)]
+pub struct TextCompletion {
+    /// `cmpl-…`.
+    pub id: String,
+    /// Exactly one choice.
+    pub choices: Vec<TextChoice>,
+    /// Unix seconds.
+    pub created: u64,
+    /// The id the client sent.
+    pub model: String,
+    /// Always `text_completion`.
+    pub object: &'static str,
+    /// Not applicable; null.
+    pub system_fingerprint: Option<String>,
+    /// Exact token counts (null on streamed chunks other than the usage chunk).
+    pub usage: Option<UsageBody>,
+}
+
+/// One choice of a text completion.
+#[derive(Debug, Serialize)]
+pub struct TextChoice {
+    /// `stop` or `length`; null on streamed chunks before the last.
+    pub finish_reason: Option<&'static str>,
+    /// Always 0.
+    pub index: u32,
+    /// The generated text (or this chunk's piece of it).
+    pub text: String,
+    /// Not reported; null.
+    pub logprobs: Option<Value>,
+}
+
+impl TextCompletion {
+    /// Wraps a finished generation.
+    pub fn new(id: String, created: u64, model: String, output: GenerationOutput) -> Self {
+        let choice = TextChoice {
+            finish_reason: Some(output.summary.finish_reason.as_str()),
+            index: 0,
+            text: output.text,
+            logprobs: None,
+        };
+        Self {
+            id,
+            choices: vec![choice],
+            created,
+            model,
+            object: "text_completion",
+            system_fingerprint: None,
+            usage: Some(output.summary.usage.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> CompletionRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn every_single_prompt_spelling_is_accepted() {
+        let text = PromptInput::Text("hi".into());
+        assert_eq!(request(r#"{"model":"m","prompt":"hi"}"#).validate().unwrap().0, text);
+        assert_eq!(request(r#"{"model":"m","prompt":["hi"]}"#).validate().unwrap().0, text);
+        assert_eq!(request(r#"{"model":"m","prompt":[1,2]}"#).validate().unwrap().0, PromptInput::Tokens(vec![1, 2]));
+        assert_eq!(request(r#"{"model":"m","prompt":[[3]]}"#).validate().unwrap().0, PromptInput::Tokens(vec![3]));
+    }
+
+    #[test]
+    fn batches_and_extras_are_refused() {
+        for body in [
+            r#"{"model":"m","prompt":["a","b"]}"#,
+            r#"{"model":"m","prompt":"a","echo":true}"#,
+            r#"{"model":"m","prompt":"a","best_of":2}"#,
+        ] {
+            assert!(matches!(request(body).validate(), Err(ApiError::BadRequest(_))), "{body}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the SDK suites need: a Python venv (.venv) with the official llama-stack-client and OpenAI
+# SDKs, and node_modules for the TypeScript SDK. Idempotent: skipped when nothing changed since the last run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=.venv/.llamagate-sdk-stamp
+want="$(cat tests/sdk/requirements.txt tests/sdk/package.json | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d tests/sdk/node_modules/llama-stack-client ]; then
+  exit 0
+fi
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
+  llama-stack-client==0.7.5
+(cd tests/sdk && npm install --no-audit --no-fund --loglevel=error)
+echo "$want" > "$stamp"

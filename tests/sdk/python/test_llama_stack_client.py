@@ -1,0 +1,80 @@
+"""The official Python llama-stack-client 0.7.x against the real server."""
+import pytest
+from llama_stack_client import BadRequestError, LlamaStackClient, NotFoundError
+
+from conftest import MODEL_ID, SLASH_MODEL_ID
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return LlamaStackClient(base_url=base_url, max_retries=0, timeout=120)
+
+
+def test_models_list_carries_llama_stack_metadata(client):
+    models = {m.id: m for m in client.models.list()}
+    assert {MODEL_ID, SLASH_MODEL_ID} <= set(models)
+    meta = models[MODEL_ID].custom_metadata
+    assert meta["model_type"] == "llm"
+    assert meta["provider_id"] and meta["provider_resource_id"]
+
+
+def test_model_retrieve_with_slash_in_the_id(client):
+    # The Python SDK percent-encodes the slash into one path segment.
+    model = client.models.retrieve(SLASH_MODEL_ID)
+    assert model.identifier == SLASH_MODEL_ID
+    assert model.model_type == "llm"
+
+
+def test_chat_completion(client):
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Name three primary colors."}], max_tokens=12
+    )
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens == 35
+    assert reply.usage.completion_tokens <= 12
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_chat_completion_streamed(client):
+    stream = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Name three primary colors."}],
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage, finish = "", None, None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert text
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens <= 12
+
+
+def test_completion(client):
+    out = client.completions.create(model=MODEL_ID, prompt="The capital of France is", max_tokens=6)
+    assert out.choices[0].text
+    assert out.choices[0].finish_reason in ("stop", "length")
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(NotFoundError):
+        client.models.retrieve("no-such-model")
+    with pytest.raises(NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_bad_body_is_bad_request(client):
+    with pytest.raises(BadRequestError):
+        client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=5
+        )
+    with pytest.raises(BadRequestError):
+        client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], n=2)

@@ -1,0 +1,47 @@
+"""The official OpenAI Python SDK against the real server's OpenAI-compatible routes."""
+import openai
+import pytest
+
+from conftest import MODEL_ID
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models(client):
+    assert MODEL_ID in {m.id for m in client.models.list()}
+
+
+def test_chat_completion_and_stream(client):
+    messages = [{"role": "user", "content": "Name three primary colors."}]
+    reply = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=12, seed=1)
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.content
+    streamed = ""
+    usage = None
+    for chunk in client.chat.completions.create(
+        model=MODEL_ID, messages=messages, max_tokens=12, seed=1, stream=True, stream_options={"include_usage": True}
+    ):
+        if chunk.choices:
+            streamed += chunk.choices[0].delta.content or ""
+        usage = chunk.usage or usage
+    # Greedy decoding: the streamed text is the non-streamed text.
+    assert streamed == reply.choices[0].message.content
+    assert usage.completion_tokens == reply.usage.completion_tokens
+
+
+def test_completions(client):
+    out = client.completions.create(model=MODEL_ID, prompt="One, two, three,", max_tokens=6)
+    assert out.object == "text_completion"
+    assert out.choices[0].text
+
+
+def test_errors_map_to_sdk_exceptions(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"}
+        )
