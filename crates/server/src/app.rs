@@ -1,6 +1,9 @@
 //! The request path, top to bottom: which routes exist, which are public, and the layers every
 //! request passes through before a handler runs.
 //!
+//! Every route is one row of [`ROUTES`]; the router is built from that table and
+//! `GET /v1/inspect/routes` reports it, so the two cannot drift apart.
+//!
 //! Layer order (outermost first): tracing span → panic guard → body-size limit → [authentication,
 //! on protected routes only, once authz is wired] → handler. Unknown paths and wrong methods are
 //! answered here, in the same error envelope as everything else.
@@ -9,15 +12,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::registry::ModelRegistry;
-use crate::routes::{chat, completions, models, system};
+use crate::routes::{chat, completions, inspect, models, providers, system};
 
 /// What handlers share: the served models. Cheap to clone (one `Arc`).
 #[derive(Clone, Debug)]
@@ -26,19 +30,119 @@ pub struct AppState {
     pub registry: Arc<ModelRegistry>,
 }
 
+/// Whether a route needs credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Served without credentials: Llama Stack's health and version (reference §a.2).
+    Public,
+    /// Everything that reveals or uses a model or the server's setup.
+    Protected,
+}
+
+/// The Llama Stack API a route belongs to; decides which provider types `inspect/routes` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// Served by the inference provider (models, chat, completions).
+    Inference,
+    /// About the server itself (health, version, routes, providers); no provider behind it.
+    Introspection,
+}
+
+/// One route: what `inspect/routes` reports and how the router serves it.
+pub struct ApiRoute {
+    /// The HTTP method.
+    pub method: Method,
+    /// The axum path (`{*tail}` for ids that may contain `/`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Which API it belongs to.
+    pub api: Api,
+    /// Wraps the handler for this method; taking the filter keeps the method in one place.
+    pub handler: fn(MethodFilter) -> MethodRouter<AppState>,
+}
+
+/// Every route the app serves. `{*model_id}`: ids may contain `/` (see routes::models).
+pub static ROUTES: &[ApiRoute] = &[
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/health",
+        access: Access::Public,
+        api: Api::Introspection,
+        handler: |m| on(m, system::health),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/version",
+        access: Access::Public,
+        api: Api::Introspection,
+        handler: |m| on(m, system::version),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/inspect/routes",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, inspect::routes),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/providers",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, providers::list),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/providers/{provider_id}",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, providers::retrieve),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/models",
+        access: Access::Protected,
+        api: Api::Inference,
+        handler: |m| on(m, models::list),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/models/{*model_id}",
+        access: Access::Protected,
+        api: Api::Inference,
+        handler: |m| on(m, models::retrieve),
+    },
+    ApiRoute {
+        method: Method::POST,
+        path: "/v1/chat/completions",
+        access: Access::Protected,
+        api: Api::Inference,
+        handler: |m| on(m, chat::create),
+    },
+    ApiRoute {
+        method: Method::POST,
+        path: "/v1/completions",
+        access: Access::Protected,
+        api: Api::Inference,
+        handler: |m| on(m, completions::create),
+    },
+];
+
+/// The routes of [`ROUTES`] with this access, as a router.
+fn routes_with(access: Access) -> Router<AppState> {
+    ROUTES.iter().filter(|r| r.access == access).fold(Router::new(), |router, r| {
+        let filter = MethodFilter::try_from(r.method.clone()).expect("ROUTES holds only standard methods");
+        router.route(r.path, (r.handler)(filter))
+    })
+}
+
 /// Builds the whole HTTP application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    // Public: Llama Stack serves health and version without credentials (reference §a.2).
-    let public = Router::new().route("/v1/health", get(system::health)).route("/v1/version", get(system::version));
-
-    // Protected: everything that reveals or uses a model. The authentication layer will be added
-    // here as `.route_layer(...)`, so it runs only for these routes and before any handler.
-    let protected = Router::new()
-        .route("/v1/models", get(models::list))
-        // `{*model_id}`: ids may contain `/` (see routes::models).
-        .route("/v1/models/{*model_id}", get(models::retrieve))
-        .route("/v1/chat/completions", post(chat::create))
-        .route("/v1/completions", post(completions::create));
+    let public = routes_with(Access::Public);
+    // The authentication layer will be added here as `.route_layer(...)`, so it runs only for these
+    // routes and before any handler.
+    let protected = routes_with(Access::Protected);
 
     public
         .merge(protected)
@@ -57,4 +161,31 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// A panicking handler becomes a 500 in the envelope; the process keeps serving.
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("a request handler panicked".into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Every row of the table is actually routed: the answer is never the router's own 404 or 405
+    /// (a handler's 404, such as an unknown model, is fine).
+    #[tokio::test]
+    async fn every_listed_route_is_served() {
+        let app = router(AppState { registry: Arc::new(ModelRegistry::default()) }, 1024);
+        for route in ROUTES {
+            let path = route.path.replace("{*model_id}", "some/model").replace("{provider_id}", "llamagate");
+            let request = Request::builder().method(route.method.clone()).uri(&path).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{} {path}", route.method);
+            let router_404 = status == StatusCode::NOT_FOUND && body["error"]["message"] == "Not Found";
+            assert!(!router_404, "{} {path} is listed but not routed", route.method);
+        }
+    }
 }

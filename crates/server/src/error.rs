@@ -19,6 +19,9 @@ pub enum ApiError {
     /// The requested model is not served here.
     #[error("Model '{0}' not found. Use 'client.models.list()' to list available Models.")]
     ModelNotFound(String),
+    /// The requested provider is not configured; Llama Stack answers this with 400, not 404.
+    #[error("Provider {0} not found")]
+    ProviderNotFound(String),
     /// No route matches the path.
     #[error("Not Found")]
     RouteNotFound,
@@ -40,7 +43,7 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::ProviderNotFound(_) => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

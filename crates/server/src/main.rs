@@ -7,6 +7,7 @@ mod error;
 mod generate;
 mod generation_fields;
 mod json_body;
+mod redact;
 mod registry;
 mod routes;
 mod serve;

@@ -15,6 +15,9 @@ use crate::generation_fields::unix_now;
 /// The provider name clients see in `custom_metadata.provider_id`: the models run in this process.
 pub const PROVIDER_ID: &str = "llamagate";
 
+/// The provider's type, as `GET /v1/providers` and `GET /v1/inspect/routes` report it.
+pub const PROVIDER_TYPE: &str = "inline::llamagate";
+
 /// One model as served: the engine plus what listings and authorization need to know about it.
 #[derive(Debug)]
 pub struct ServedModel {

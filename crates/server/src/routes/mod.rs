@@ -5,5 +5,7 @@ pub mod chat;
 pub mod chat_types;
 pub mod completions;
 pub mod completions_types;
+pub mod inspect;
 pub mod models;
+pub mod providers;
 pub mod system;
