@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the SDK suites need: a Python venv (.venv) with the official llama-stack-client and OpenAI
-# SDKs, and node_modules for the TypeScript SDK. Idempotent: skipped when nothing changed since the last run.
+# SDKs, node_modules for the TypeScript SDK, and the test authorization server (tests/oauth-as, node
+# oidc-provider, pinned by its package-lock.json). Idempotent: skipped when nothing changed since the last run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=.venv/.llamagate-sdk-stamp
-want="$(cat tests/sdk/requirements.txt tests/sdk/package.json | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d tests/sdk/node_modules/llama-stack-client ]; then
+want="$(cat tests/sdk/requirements.txt tests/sdk/package.json tests/oauth-as/package.json | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d tests/sdk/node_modules/llama-stack-client ] \
+  && [ -d tests/oauth-as/node_modules/oidc-provider ]; then
   exit 0
 fi
 python3 -m venv .venv
@@ -13,4 +15,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
   llama-stack-client==0.7.5
 (cd tests/sdk && npm install --no-audit --no-fund --loglevel=error)
+(cd tests/oauth-as && npm install --no-audit --no-fund --loglevel=error)
 echo "$want" > "$stamp"

@@ -4,36 +4,43 @@
 //! Every route is one row of [`ROUTES`]; the router is built from that table and
 //! `GET /v1/inspect/routes` reports it, so the two cannot drift apart.
 //!
-//! Layer order (outermost first): tracing span → panic guard → body-size limit → [authentication,
-//! on protected routes only, once authz is wired] → handler. Unknown paths and wrong methods are
-//! answered here, in the same error envelope as everything else.
+//! Layer order (outermost first): tracing span → panic guard → body-size limit → authentication →
+//! handler. Authentication wraps the whole router, fallbacks included, and lets through only the
+//! exact paths of the public rows of [`ROUTES`]: every other path, unknown ones too, needs a valid
+//! token (deny by default). Unknown paths and wrong methods are answered here, in the same error
+//! envelope as everything else.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{self, AuthState};
 use crate::error::ApiError;
 use crate::registry::ModelRegistry;
 use crate::routes::{chat, completions, inspect, models, providers, system};
 
-/// What handlers share: the served models. Cheap to clone (one `Arc`).
+/// What handlers share: the served models and the resource server. Cheap to clone (`Arc`s).
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The models, by id.
     pub registry: Arc<ModelRegistry>,
+    /// Authentication and model permissions; `None` only when `oauth_config.enable_auth` is false.
+    pub auth: Option<Arc<AuthState>>,
 }
 
 /// Whether a route needs credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Served without credentials: Llama Stack's health and version (reference §a.2).
+    /// Served without credentials: Llama Stack's health and version (reference §a.2) and the RFC 9728
+    /// metadata that tells clients where to get a token.
     Public,
     /// Everything that reveals or uses a model or the server's setup.
     Protected,
@@ -77,6 +84,13 @@ pub static ROUTES: &[ApiRoute] = &[
         access: Access::Public,
         api: Api::Introspection,
         handler: |m| on(m, system::version),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/.well-known/oauth-protected-resource",
+        access: Access::Public,
+        api: Api::Introspection,
+        handler: |m| on(m, system::protected_resource_metadata),
     },
     ApiRoute {
         method: Method::GET,
@@ -140,22 +154,25 @@ fn routes_with(access: Access) -> Router<AppState> {
 /// Builds the whole HTTP application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let public = routes_with(Access::Public);
-    // The authentication layer will be added here as `.route_layer(...)`, so it runs only for these
-    // routes and before any handler.
     let protected = routes_with(Access::Protected);
 
-    public
+    let mut app = public
         .merge(protected)
         .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(
-            ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(CatchPanicLayer::custom(panic_response))
-                // Enforced by the JSON extractor, which turns an oversize body into our 413.
-                .layer(DefaultBodyLimit::max(max_body_bytes)),
-        )
-        .with_state(state)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    if let Some(auth_state) = state.auth.clone() {
+        // Over the whole router, fallbacks included: an unknown path without a token is a 401, not a
+        // 404 that would reveal which paths exist. `auth::authenticate` passes the public paths.
+        app = app.layer(from_fn_with_state(auth_state, auth::authenticate));
+    }
+    app.layer(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            .layer(CatchPanicLayer::custom(panic_response))
+            // Enforced by the JSON extractor, which turns an oversize body into our 413.
+            .layer(DefaultBodyLimit::max(max_body_bytes)),
+    )
+    .with_state(state)
 }
 
 /// A panicking handler becomes a 500 in the envelope; the process keeps serving.
@@ -175,8 +192,11 @@ mod tests {
     /// (a handler's 404, such as an unknown model, is fine).
     #[tokio::test]
     async fn every_listed_route_is_served() {
-        let app = router(AppState { registry: Arc::new(ModelRegistry::default()) }, 1024);
+        let app = router(AppState { registry: Arc::new(ModelRegistry::default()), auth: None }, 1024);
         for route in ROUTES {
+            if route.path.starts_with("/.well-known/") {
+                continue; // 404 by design when auth is off
+            }
             let path = route.path.replace("{*model_id}", "some/model").replace("{provider_id}", "llamagate");
             let request = Request::builder().method(route.method.clone()).uri(&path).body(Body::empty()).unwrap();
             let response = app.clone().oneshot(request).await.unwrap();

@@ -27,6 +27,10 @@ pub struct StackConfig {
     pub server: ServerConfig,
     /// The models served, in listing order.
     pub models: Vec<ModelConfig>,
+    /// The OAuth 2.1 resource server. Required by `serve`: when absent the server refuses to start
+    /// (deny by default); `{enable_auth: false}` runs an open development server.
+    #[serde(default)]
+    pub oauth_config: Option<llamagate_authz::OAuthConfig>,
 }
 
 /// HTTP server settings.
@@ -73,7 +77,8 @@ pub struct ModelConfig {
     /// Caps the context window below the model's trained length, to bound KV-cache memory.
     #[serde(default)]
     pub context_length: Option<usize>,
-    /// The OAuth scope a caller needs to use this model; enforced once the auth layer is wired.
+    /// The OAuth scope a caller needs to use this model (`oauth_config.enforce_model_permissions`);
+    /// when unset, the model family's default scope.
     #[serde(default)]
     pub required_scope: Option<String>,
 }
@@ -188,5 +193,17 @@ mod tests {
         let config = StackConfig::parse("models:\n  - id: a\n    source: o/n\n  - id: a\n    source: o/m\n").unwrap();
         assert!(config.validate().unwrap_err().to_string().starts_with("models[1].id"));
         assert!(StackConfig::parse("models: []\nsurprise: 1\n").is_err());
+    }
+
+    #[test]
+    fn the_oauth_section_is_read_into_the_authz_config() {
+        let yaml = "models:\n  - id: a\n    source: o/n\noauth_config:\n  auth_server_uri: http://127.0.0.1:9400\n  stack_uri: http://127.0.0.1:8321\n  jwks_cache_ttl: 120\n";
+        let oauth = StackConfig::parse(yaml).unwrap().oauth_config.unwrap();
+        assert_eq!((oauth.jwks_cache_ttl, oauth.enable_auth), (120, true));
+        oauth.validate().unwrap();
+        let off = StackConfig::parse("models: []\noauth_config:\n  enable_auth: false\n").unwrap();
+        assert!(!off.oauth_config.unwrap().enable_auth);
+        assert!(StackConfig::parse("models: []\noauth_config:\n  typo: 1\n").is_err());
+        assert!(StackConfig::parse("models: []\n").unwrap().oauth_config.is_none());
     }
 }

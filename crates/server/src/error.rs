@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use llamagate_authz::AuthErrorResponse;
 use llamagate_engine::EngineError;
 use serde_json::{Value, json};
 
@@ -34,6 +35,10 @@ pub enum ApiError {
     /// The engine is shutting down or its queue is full; retrying later can succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// Authentication or authorization refused the request (401, 400, 403 or 503), with its
+    /// `WWW-Authenticate` challenges.
+    #[error("{}", .0.description)]
+    Auth(AuthErrorResponse),
     /// A bug or resource problem on our side; the detail goes to the log only.
     #[error("Internal server error: An unexpected error occurred.")]
     Internal(String),
@@ -49,6 +54,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Auth(answer) => StatusCode::from_u16(answer.status).unwrap_or(StatusCode::UNAUTHORIZED),
         }
     }
 
@@ -64,6 +70,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Auth(answer) = &self {
+            return crate::auth::auth_error_response(answer);
+        }
         (self.status(), Json(self.body())).into_response()
     }
 }

@@ -2,6 +2,7 @@
 //! models; `generate` drives the engine by hand for one prompt. This file only parses and dispatches.
 
 mod app;
+mod auth;
 mod config;
 mod error;
 mod generate;
@@ -46,6 +47,8 @@ fn main() -> anyhow::Result<()> {
             std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
         }
     }
+    // reqwest is built without a TLS provider; the authorization-server client needs one.
+    llamagate_authz::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::app::{self, AppState};
+use crate::auth::{self, AuthState};
 use crate::config::StackConfig;
 use crate::registry::ModelRegistry;
 
@@ -38,15 +39,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.server.port = port;
     }
     config.validate()?;
+    let oauth = auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?;
+    let auth_state = if oauth.enable_auth {
+        tracing::info!(
+            issuer = %oauth.auth_server_uri,
+            resource = %oauth.stack_uri,
+            method = ?oauth.token_validation_method,
+            enforce_model_permissions = oauth.enforce_model_permissions,
+            "OAuth resource server enabled"
+        );
+        Some(Arc::new(AuthState::new(&oauth, &config.models)?))
+    } else {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (oauth_config.enable_auth: false): every route and every model is open \
+             to anyone who can reach this port. Use this only for local development."
+        );
+        eprintln!(
+            "WARNING: llamagate authentication is DISABLED (oauth_config.enable_auth: false); do not expose this server"
+        );
+        None
+    };
     // Loading is blocking, CPU- and IO-heavy work; it happens before the runtime starts serving.
     let registry = Arc::new(ModelRegistry::load(&config.models)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        if let Some(auth) = &auth_state {
+            auth.prefetch().await;
+        }
         let address = format!("{}:{}", config.server.host, config.server.port);
         let listener =
             tokio::net::TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address}"))?;
         let bound = listener.local_addr()?;
-        let app = app::router(AppState { registry }, config.server.max_body_bytes);
+        let app = app::router(AppState { registry, auth: auth_state }, config.server.max_body_bytes);
         tracing::info!(address = %bound, "listening");
         // Tests and scripts read this line to learn the port when `--port 0` was given.
         println!("llamagate listening on http://{bound}");

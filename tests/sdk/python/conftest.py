@@ -37,6 +37,8 @@ models:
     source: {model}
   - id: {SLASH_MODEL_ID}
     source: {model}
+oauth_config:
+  enable_auth: false
 """
     )
     log = open(Path(workdir) / "server.log", "wb")

@@ -31,7 +31,7 @@ before(async () => {
   const config = join(dir, 'stack.yaml');
   writeFileSync(
     config,
-    `server:\n  host: 127.0.0.1\n  port: ${port}\nmodels:\n  - id: ${MODEL_ID}\n    source: ${model}\n  - id: ${SLASH_MODEL_ID}\n    source: ${model}\n`,
+    `server:\n  host: 127.0.0.1\n  port: ${port}\nmodels:\n  - id: ${MODEL_ID}\n    source: ${model}\n  - id: ${SLASH_MODEL_ID}\n    source: ${model}\noauth_config:\n  enable_auth: false\n`,
   );
   server = spawn(binary, ['--threads', '1', 'serve', '--config', config], { stdio: 'inherit' });
   const baseURL = `http://127.0.0.1:${port}`;

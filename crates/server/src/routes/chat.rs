@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,10 @@ use llamagate_engine::GenerationSummary;
 use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionRequest};
+use llamagate_authz::Principal;
+
 use crate::app::AppState;
+use crate::auth::authorize_model;
 use crate::error::ApiError;
 use crate::generation_fields::{UsageBody, response_id, unix_now};
 use crate::json_body::JsonBody;
@@ -22,9 +26,11 @@ use crate::sse::{self, ChunkFormat};
 /// Answers a chat completion, streamed or not.
 pub async fn create(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     JsonBody(request): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (messages, params) = request.validate()?;
+    authorize_model(state.auth.as_deref(), &request.model, principal.as_deref())?;
     let served = state.registry.get(&request.model)?;
     let prompt = served.engine.render_chat(&messages)?;
     let prompt_ids = served.engine.tokenize(&prompt)?;

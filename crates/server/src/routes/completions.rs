@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,10 @@ use llamagate_engine::GenerationSummary;
 use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
+use llamagate_authz::Principal;
+
 use crate::app::AppState;
+use crate::auth::authorize_model;
 use crate::error::ApiError;
 use crate::generation_fields::{UsageBody, response_id, unix_now};
 use crate::json_body::JsonBody;
@@ -18,9 +22,11 @@ use crate::sse::{self, ChunkFormat};
 /// Answers a legacy completion, streamed or not.
 pub async fn create(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (prompt, params) = request.validate()?;
+    authorize_model(state.auth.as_deref(), &request.model, principal.as_deref())?;
     let served = state.registry.get(&request.model)?;
     let prompt_ids = match prompt {
         PromptInput::Text(text) => served.engine.tokenize(&text)?,

@@ -4,12 +4,14 @@
 //! percent-encodes them as one segment (`/v1/models/org%2Fname`); the route captures the rest of the
 //! path and axum percent-decodes it, so both spellings reach the same lookup.
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use llamagate_authz::Principal;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::auth::model_visible;
 use crate::error::ApiError;
 use crate::registry::{PROVIDER_ID, ServedModel};
 
@@ -65,12 +67,13 @@ fn metadata(model: &ServedModel) -> Value {
     json!({ "context_length": model.engine.info().context_length })
 }
 
-/// Lists every served model.
-pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+/// Lists the served models the caller may use.
+pub async fn list(State(state): State<AppState>, principal: Option<Extension<Principal>>) -> Json<ModelList> {
     let data = state
         .registry
         .all()
         .iter()
+        .filter(|model| model_visible(state.auth.as_deref(), &model.id, principal.as_deref()))
         .map(|model| {
             let mut custom_metadata = metadata(model);
             custom_metadata["model_type"] = json!(MODEL_TYPE);
@@ -88,8 +91,16 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList { object: "list", data })
 }
 
-/// Retrieves one model by id (raw or percent-encoded).
-pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<NativeModel>, ApiError> {
+/// Retrieves one model by id (raw or percent-encoded); a model the caller may not use is answered
+/// like an unknown one.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+) -> Result<Json<NativeModel>, ApiError> {
+    if !model_visible(state.auth.as_deref(), &id, principal.as_deref()) {
+        return Err(ApiError::ModelNotFound(id));
+    }
     let model = state.registry.get(&id)?;
     Ok(Json(NativeModel {
         identifier: model.id.clone(),

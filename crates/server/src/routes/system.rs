@@ -1,7 +1,13 @@
-//! `GET /v1/health` and `GET /v1/version`: the two public routes, answered without touching a model.
+//! The public routes, answered without touching a model: `GET /v1/health`, `GET /v1/version` and the
+//! RFC 9728 protected resource metadata.
 
 use axum::Json;
+use axum::extract::State;
+use llamagate_authz::ProtectedResourceMetadata;
 use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::error::ApiError;
 
 /// The Llama Stack version we are compatible with. The Python SDK compares major.minor of its own
 /// version with the server's (reference §b.2), so this must stay 0.7.x while we speak the 0.7 API.
@@ -15,4 +21,13 @@ pub async fn health() -> Json<Value> {
 /// The API version this server speaks.
 pub async fn version() -> Json<Value> {
     Json(json!({ "version": LLAMA_STACK_VERSION }))
+}
+
+/// `GET /.well-known/oauth-protected-resource` (RFC 9728): where to get tokens for this server.
+/// Without authentication there is nothing to describe, so the route answers 404.
+pub async fn protected_resource_metadata(
+    State(state): State<AppState>,
+) -> Result<Json<ProtectedResourceMetadata>, ApiError> {
+    let auth = state.auth.as_ref().ok_or(ApiError::RouteNotFound)?;
+    Ok(Json(auth.metadata().clone()))
 }

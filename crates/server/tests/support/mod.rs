@@ -43,10 +43,16 @@ impl Server {
 
     /// Like [`Server::start`], with `RUST_LOG` set to `filter` and the server's log captured.
     pub fn start_with_log_filter(filter: Option<&str>) -> Self {
+        Self::start_with_config(0, "oauth_config:\n  enable_auth: false\n", filter)
+    }
+
+    /// Starts the server on `port` (0: any) with this YAML (e.g. an `oauth_config` section) appended
+    /// to the test config.
+    pub fn start_with_config(port: u16, extra_yaml: &str, filter: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("stack.yaml");
         let yaml = format!(
-            "server:\n  host: 127.0.0.1\n  port: 0\n  max_body_bytes: {MAX_BODY_BYTES}\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n",
+            "server:\n  host: 127.0.0.1\n  port: {port}\n  max_body_bytes: {MAX_BODY_BYTES}\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n{extra_yaml}",
             default_model().display()
         );
         std::fs::write(&config, yaml).unwrap();
@@ -70,11 +76,12 @@ impl Server {
         }
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("llamagate listening on ")
-            .unwrap_or_else(|| panic!("server did not start: {line:?}"))
-            .to_string();
+        let Some(base) = line.trim().strip_prefix("llamagate listening on ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            panic!("server did not start: {line:?}\nlog:\n{}", log.lock().unwrap());
+        };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         Self { child, _config_dir: dir, base, client, log }

@@ -1,0 +1,372 @@
+//! End to end against a REAL authorization server: node `oidc-provider` (tests/oauth-as, installed by
+//! scripts/setup-sdk.sh) issues client-credentials tokens, and the real `llamagate serve` binary
+//! validates them. Nothing is skipped: if node or the authorization server cannot start, the test fails
+//! with its output.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{MODEL_ID, Server, assert_error};
+
+/// The scope the default model needs (its family default).
+const SMOLLM_SCOPE: &str = "model_smollm2_135m";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A port that was free a moment ago (the server's URL must be known before it starts: it is the
+/// authorization server's resource URL and the tokens' audience).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `node tests/oauth-as/start-op.mjs`; killed when dropped.
+struct AuthServer {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    /// `http://127.0.0.1:<port>`: the issuer.
+    issuer: String,
+    /// The resource URL the tokens are issued for (llamagate's `stack_uri`).
+    resource: String,
+    http: reqwest::Client,
+}
+
+impl AuthServer {
+    async fn start(resource: &str) -> Self {
+        let dir = repo_root().join("tests/oauth-as");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "oidc-provider is not installed in {}: run scripts/setup-sdk.sh (or npm install there)",
+            dir.display()
+        );
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg("start-op.mjs")
+            .current_dir(&dir)
+            .env("OP_HOST", "127.0.0.1")
+            .env("OP_PORT", port.to_string())
+            .env("RS_URL", resource)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node (needed for the authorization server): {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        install_crypto();
+        let issuer = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let discovery = format!("{issuer}/.well-known/openid-configuration");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("the authorization server exited ({status}):\n{}", output.lock().unwrap());
+            }
+            if let Ok(response) = http.get(&discovery).send().await
+                && response.status().is_success()
+            {
+                let doc: Value = response.json().await.unwrap();
+                assert_eq!(doc["issuer"], issuer.as_str(), "{doc}");
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("the authorization server did not answer discovery in 30 s:\n{}", output.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, output, issuer, resource: resource.to_string(), http }
+    }
+
+    /// A client-credentials token for `resource` (the resource URL, or it plus `/es256` or
+    /// `/opaque`), as the JSON token response.
+    async fn token(&self, client: &str, secret: &str, resource: &str, scope: &str) -> Value {
+        let body =
+            format!("grant_type=client_credentials&resource={}&scope={}", form_encode(resource), form_encode(scope));
+        let response = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some(secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "token request failed ({status}): {json}\n{}", self.output.lock().unwrap());
+        json
+    }
+
+    async fn access_token(&self, client: &str, secret: &str, suffix: &str, scope: &str) -> String {
+        let resource = format!("{}{suffix}", self.resource);
+        let json = self.token(client, secret, &resource, scope).await;
+        json["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The `oauth_config` section pointing at this authorization server.
+    fn oauth_yaml(&self, extra: &str) -> String {
+        format!(
+            "oauth_config:\n  enable_auth: true\n  auth_server_uri: {}\n  stack_uri: {}\n  enforce_model_permissions: true\n{extra}",
+            self.issuer, self.resource
+        )
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's own reqwest needs a TLS provider even for plain http.
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `application/x-www-form-urlencoded` for the few characters our values hold.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".into(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A request's status, `WWW-Authenticate` values and JSON body.
+async fn call(request: reqwest::RequestBuilder) -> (u16, Vec<String>, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenges =
+        response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, challenges, body)
+}
+
+fn chat_body() -> Value {
+    json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0})
+}
+
+fn model_ids(body: &Value) -> Vec<&str> {
+    body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect()
+}
+
+/// Starts the authorization server, then llamagate on the port its resource URL names.
+async fn start_pair(extra_oauth_yaml: &str) -> (AuthServer, Server) {
+    let port = free_port();
+    let auth = AuthServer::start(&format!("http://127.0.0.1:{port}")).await;
+    let server = Server::start_with_config(port, &auth.oauth_yaml(extra_oauth_yaml), Some("info"));
+    assert_eq!(server.base, auth.resource, "the server must listen on its stack_uri");
+    (auth, server)
+}
+
+#[tokio::test]
+async fn jwt_tokens_from_a_real_authorization_server() {
+    let (auth, server) = start_pair("").await;
+    let c = &server.client;
+    let metadata_url = format!("{}/.well-known/oauth-protected-resource", server.base);
+
+    // No token: 401 with the Bearer challenge pointing at the resource metadata.
+    let (status, challenges, body) = call(c.get(server.url("/v1/models"))).await;
+    assert_error(status, &body, 401);
+    assert_eq!(challenges.len(), 1, "{challenges:?}");
+    assert!(challenges[0].starts_with("Bearer realm=\"llamagate\""), "{challenges:?}");
+    assert!(challenges[0].contains(&format!("resource_metadata=\"{metadata_url}\"")), "{challenges:?}");
+    assert!(!challenges[0].contains("error="), "no error code without credentials: {challenges:?}");
+
+    // Garbage and malformed tokens: 401 invalid_token.
+    for token in ["garbage", "not.a.jwt", "eyJhbGciOiJub25lIn0.e30."] {
+        let (status, challenges, body) = call(c.get(server.url("/v1/models")).bearer_auth(token)).await;
+        assert_error(status, &body, 401);
+        assert!(challenges[0].contains("error=\"invalid_token\""), "{token}: {challenges:?}");
+    }
+
+    // A token in the query string is refused outright, even a valid one.
+    let rs256 = auth.access_token("smollm-client", "smollm-secret", "", SMOLLM_SCOPE).await;
+    let (status, challenges, body) = call(c.get(server.url(&format!("/v1/models?access_token={rs256}")))).await;
+    assert_error(status, &body, 400);
+    assert!(challenges[0].contains("error=\"invalid_request\""), "{challenges:?}");
+
+    // Unknown paths need a token too (deny by default); with one they are an ordinary 404.
+    let (status, challenges, body) = call(c.get(server.url("/v1/no-such-route"))).await;
+    assert_error(status, &body, 401);
+    assert!(challenges[0].starts_with("Bearer "), "{challenges:?}");
+    let (status, _, body) = call(c.get(server.url("/v1/no-such-route")).bearer_auth(&rs256)).await;
+    assert_error(status, &body, 404);
+    let (status, _, body) = call(c.get(server.url("/v1/health/"))).await;
+    assert_error(status, &body, 401);
+
+    // Public routes work without a token.
+    let (status, _, body) = call(c.get(server.url("/v1/health"))).await;
+    assert_eq!((status, &body), (200, &json!({"status": "OK"})));
+    let (status, _, body) = call(c.get(server.url("/v1/version"))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = call(c.get(&metadata_url)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resource"], server.base.as_str());
+    assert_eq!(body["authorization_servers"], json!([auth.issuer]));
+    assert_eq!(body["scopes_supported"], json!([SMOLLM_SCOPE]));
+
+    // RS256 and ES256 tokens with the model's scope reach it.
+    let es256 = auth.access_token("smollm-client", "smollm-secret", "/es256", SMOLLM_SCOPE).await;
+    for (alg, token) in [("RS256", &rs256), ("ES256", &es256)] {
+        let (status, _, body) = call(c.get(server.url("/v1/models")).bearer_auth(token)).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        assert_eq!(model_ids(&body), [MODEL_ID], "{alg}");
+        let (status, _, body) = call(c.get(server.url(&format!("/v1/models/{MODEL_ID}"))).bearer_auth(token)).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        let (status, _, body) =
+            call(c.post(server.url("/v1/chat/completions")).bearer_auth(token).json(&chat_body())).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        assert_eq!(body["object"], "chat.completion", "{alg}: {body}");
+        assert!(body["usage"]["completion_tokens"].as_u64().unwrap() <= 2, "{body}");
+    }
+
+    // A token for another model: 403 insufficient_scope naming the required scope; nothing listed;
+    // the model looks unknown.
+    let other = auth.access_token("other-client", "other-secret", "", "model_llama_3_2_1b model_smollm2_135m").await;
+    let (status, challenges, body) =
+        call(c.post(server.url("/v1/chat/completions")).bearer_auth(&other).json(&chat_body())).await;
+    assert_error(status, &body, 403);
+    assert_eq!(challenges.len(), 1, "{challenges:?}");
+    assert!(challenges[0].contains("error=\"insufficient_scope\""), "{challenges:?}");
+    assert!(challenges[0].contains(&format!("scope=\"{SMOLLM_SCOPE}\"")), "{challenges:?}");
+    let completion = json!({"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2, "temperature": 0});
+    let (status, _, body) = call(c.post(server.url("/v1/completions")).bearer_auth(&other).json(&completion)).await;
+    assert_error(status, &body, 403);
+    let (status, _, body) = call(c.get(server.url("/v1/models")).bearer_auth(&other)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(model_ids(&body), Vec::<&str>::new());
+    let (status, _, body) = call(c.get(server.url(&format!("/v1/models/{MODEL_ID}"))).bearer_auth(&other)).await;
+    assert_error(status, &body, 404);
+
+    // A token with no scope at all is authenticated but reaches no model.
+    let bare = auth.access_token("smollm-client", "smollm-secret", "", "").await;
+    let (status, _, body) =
+        call(c.post(server.url("/v1/chat/completions")).bearer_auth(&bare).json(&chat_body())).await;
+    assert_error(status, &body, 403);
+}
+
+#[tokio::test]
+async fn opaque_tokens_via_introspection() {
+    let (auth, server) = start_pair(
+        "  token_validation_method: introspection\n  client_id: rs-introspector\n  client_secret: rs-secret\n",
+    )
+    .await;
+    let c = &server.client;
+    let opaque = auth.access_token("smollm-client", "smollm-secret", "/opaque", SMOLLM_SCOPE).await;
+    assert!(!opaque.starts_with("eyJ"), "expected an opaque token: {opaque}");
+    let (status, _, body) = call(c.get(server.url("/v1/models")).bearer_auth(&opaque)).await;
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    assert_eq!(model_ids(&body), [MODEL_ID]);
+    let (status, _, body) =
+        call(c.post(server.url("/v1/chat/completions")).bearer_auth(&opaque).json(&chat_body())).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The other client's opaque token is active but lacks the scope.
+    let other = auth.access_token("other-client", "other-secret", "/opaque", "model_llama_3_2_1b").await;
+    let (status, challenges, body) =
+        call(c.post(server.url("/v1/chat/completions")).bearer_auth(&other).json(&chat_body())).await;
+    assert_error(status, &body, 403);
+    assert!(challenges[0].contains(&format!("scope=\"{SMOLLM_SCOPE}\"")), "{challenges:?}");
+
+    // An unknown opaque token is inactive: 401 invalid_token.
+    let (status, challenges, body) =
+        call(c.get(server.url("/v1/models")).bearer_auth("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
+    assert_error(status, &body, 401);
+    assert!(challenges[0].contains("error=\"invalid_token\""), "{challenges:?}");
+}
+
+/// Runs `llamagate serve` with a config and returns (success, stderr) once it exits.
+fn serve_once(yaml_tail: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stack.yaml");
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n{yaml_tail}",
+        support::default_model().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
+        .args(["--threads", "1", "serve", "--config"])
+        .arg(&config)
+        .env_remove("LLAMA_STACK_OAUTH_ENABLE_AUTH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the server started although it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn start_up_refuses_unsafe_or_invalid_auth_config() {
+    // No oauth_config at all: deny by default.
+    let (ok, stderr) = serve_once("");
+    assert!(!ok);
+    assert!(stderr.contains("oauth_config") && stderr.contains("enable_auth: false"), "{stderr}");
+    // Enabled but incomplete: the key is named.
+    let (ok, stderr) = serve_once("oauth_config:\n  stack_uri: http://127.0.0.1:8321\n");
+    assert!(!ok);
+    assert!(stderr.contains("oauth_config.auth_server_uri"), "{stderr}");
+    // A served model with no scope under enforced permissions.
+    let (ok, stderr) = serve_once(
+        "  - id: tiny-model\n    source: org/name\noauth_config:\n  auth_server_uri: http://127.0.0.1:9\n  stack_uri: http://127.0.0.1:8321\n",
+    );
+    assert!(!ok);
+    assert!(stderr.contains("models[1].required_scope"), "{stderr}");
+}
+
+/// A well-formed RS256 `at+jwt` whose key (`kid: k1`) can only come from the authorization server.
+const UNVERIFIABLE_JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6ImF0K2p3dCIsImtpZCI6ImsxIn0.eyJzdWIiOiJhIiwiY2xpZW50X2lkIjoiYSIsImlzcyI6Imh0dHA6Ly8xMjcuMC4wLjE6OSIsImF1ZCI6IngiLCJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MTcwMDAwMDAwMCwic2NvcGUiOiJtb2RlbF9zbW9sbG0yXzEzNW0ifQ.c2ln";
+
+#[tokio::test]
+async fn an_unreachable_authorization_server_does_not_stop_start_up() {
+    // Port 9 (discard) on loopback: nothing answers, so no key can be had.
+    let yaml = "oauth_config:\n  auth_server_uri: http://127.0.0.1:9\n  stack_uri: http://127.0.0.1:8321\n";
+    let server = Server::start_with_config(0, yaml, Some("warn"));
+    let c = &server.client;
+    let (status, _, body) = call(c.get(server.url("/v1/health"))).await;
+    assert_eq!(status, 200, "{body}");
+    // Identity cannot be checked on our side: 503, not 401.
+    let (status, _, body) = call(c.get(server.url("/v1/models")).bearer_auth(UNVERIFIABLE_JWT)).await;
+    assert_error(status, &body, 503);
+    // Without a token it is still a 401.
+    let (status, _, body) = call(c.get(server.url("/v1/models"))).await;
+    assert_error(status, &body, 401);
+    assert!(server.log().contains("cannot reach the authorization server"), "{}", server.log());
+}
