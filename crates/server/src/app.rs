@@ -34,13 +34,16 @@ pub struct AppState {
     pub registry: Arc<ModelRegistry>,
     /// Authentication and model permissions; `None` only when `oauth_config.enable_auth` is false.
     pub auth: Option<Arc<AuthState>>,
+    /// The development issuer's public documents; `Some` only under `serve --dev`.
+    pub dev_issuer: Option<Arc<crate::dev_issuer::Published>>,
 }
 
 /// Whether a route needs credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Served without credentials: Llama Stack's health and version (reference §a.2) and the RFC 9728
-    /// metadata that tells clients where to get a token.
+    /// Served without credentials: Llama Stack's health and version (reference §a.2), the RFC 9728
+    /// metadata that tells clients where to get a token, and (under `serve --dev` only) the development
+    /// issuer's RFC 8414 metadata and public keys.
     Public,
     /// Everything that reveals or uses a model or the server's setup.
     Protected,
@@ -91,6 +94,20 @@ pub static ROUTES: &[ApiRoute] = &[
         access: Access::Public,
         api: Api::Introspection,
         handler: |m| on(m, system::protected_resource_metadata),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/.well-known/oauth-authorization-server",
+        access: Access::Public,
+        api: Api::Introspection,
+        handler: |m| on(m, system::dev_issuer_metadata),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/.well-known/jwks.json",
+        access: Access::Public,
+        api: Api::Introspection,
+        handler: |m| on(m, system::dev_issuer_jwks),
     },
     ApiRoute {
         method: Method::GET,
@@ -192,7 +209,7 @@ mod tests {
     /// (a handler's 404, such as an unknown model, is fine).
     #[tokio::test]
     async fn every_listed_route_is_served() {
-        let app = router(AppState { registry: Arc::new(ModelRegistry::default()), auth: None }, 1024);
+        let app = router(AppState { registry: Arc::new(ModelRegistry::default()), auth: None, dev_issuer: None }, 1024);
         for route in ROUTES {
             if route.path.starts_with("/.well-known/") {
                 continue; // 404 by design when auth is off

@@ -122,6 +122,11 @@ fn permission_matrix(cfg: &OAuthConfig, models: &[ModelConfig]) -> anyhow::Resul
     Ok(matrix)
 }
 
+/// The required scope of every model, in order and without repeats (for development tokens).
+pub fn model_scopes(cfg: &OAuthConfig, models: &[ModelConfig]) -> anyhow::Result<Vec<String>> {
+    Ok(permission_matrix(cfg, models)?.scopes().into_iter().collect())
+}
+
 /// Model-level authorization for inference: 403 `insufficient_scope` when the caller lacks the
 /// model's scope; a model the caller may not see is answered like an unknown one.
 pub fn authorize_model(

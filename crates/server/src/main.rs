@@ -1,9 +1,11 @@
 //! `llamagate`: the command-line entry point. `serve` runs the Llama Stack HTTP API over the configured
-//! models; `generate` drives the engine by hand for one prompt. This file only parses and dispatches.
+//! models; `generate` drives the engine by hand for one prompt; `token` mints a development token for
+//! `serve --dev`. This file only parses and dispatches.
 
 mod app;
 mod auth;
 mod config;
+mod dev_issuer;
 mod error;
 mod generate;
 mod generation_fields;
@@ -13,6 +15,7 @@ mod registry;
 mod routes;
 mod serve;
 mod sse;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +37,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Generate a completion for one prompt and print it, with token counts and speed on stderr.
     Generate(generate::GenerateArgs),
+    /// Print an access token from the development issuer, for a server started with `serve --dev`.
+    Token(token::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,5 +61,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Token(args) => token::run(args),
     }
 }

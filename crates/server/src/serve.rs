@@ -13,6 +13,7 @@ use clap::Args;
 use crate::app::{self, AppState};
 use crate::auth::{self, AuthState};
 use crate::config::StackConfig;
+use crate::dev_issuer::{self, DevIssuer};
 use crate::registry::ModelRegistry;
 
 /// Options of `llamagate serve`.
@@ -27,6 +28,14 @@ pub struct ServeArgs {
     /// Overrides `server.port` (0 picks a free port; the bound address is logged).
     #[arg(long)]
     port: Option<u16>,
+    /// Development mode: the server is its own authorization server. It signs with a persistent ES256
+    /// key (see --dev-key-file), publishes the public key, and accepts tokens from `llamagate token`.
+    /// Overrides `oauth_config`'s issuer, resource URL and keys. Never use it in production.
+    #[arg(long)]
+    dev: bool,
+    /// The development key file (created, mode 0600, when missing).
+    #[arg(long, env = "LLAMAGATE_DEV_KEY_FILE", default_value = dev_issuer::DEFAULT_KEY_FILE)]
+    dev_key_file: PathBuf,
 }
 
 /// Runs the server until a shutdown signal.
@@ -39,7 +48,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.server.port = port;
     }
     config.validate()?;
-    let oauth = auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?;
+    // Under --dev the issuer is this server's own URL, so a free port (0) is bound now to learn it.
+    let mut early_listener = None;
+    let dev = if args.dev {
+        if config.server.port == 0 {
+            let listener = std::net::TcpListener::bind((config.server.host.as_str(), 0))
+                .with_context(|| format!("cannot listen on {}:0", config.server.host))?;
+            config.server.port = listener.local_addr()?.port();
+            early_listener = Some(listener);
+        }
+        let issuer = dev_issuer::issuer_url(&config.server.host, config.server.port);
+        let key = DevIssuer::load_or_create(&args.dev_key_file)?;
+        Some((issuer, key))
+    } else {
+        None
+    };
+    let oauth = match &dev {
+        Some((issuer, _)) => dev_oauth_config(config.oauth_config.take(), issuer)?,
+        None => auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?,
+    };
     let auth_state = if oauth.enable_auth {
         tracing::info!(
             issuer = %oauth.auth_server_uri,
@@ -63,21 +90,80 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(ModelRegistry::load(&config.models)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        if let Some(auth) = &auth_state {
+        // Under --dev the keys come from this very server, fetched on the first request.
+        if let Some(auth) = auth_state.as_ref().filter(|_| dev.is_none()) {
             auth.prefetch().await;
         }
         let address = format!("{}:{}", config.server.host, config.server.port);
-        let listener =
-            tokio::net::TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address}"))?;
+        let listener = match early_listener {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)?
+            }
+            None => {
+                tokio::net::TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address}"))?
+            }
+        };
         let bound = listener.local_addr()?;
-        let app = app::router(AppState { registry, auth: auth_state }, config.server.max_body_bytes);
+        let dev_docs = dev.as_ref().map(|(issuer, key)| {
+            Arc::new(dev_issuer::Published { metadata: dev_issuer::metadata(issuer), jwks: key.jwks() })
+        });
+        let state = AppState { registry, auth: auth_state, dev_issuer: dev_docs };
+        let app = app::router(state, config.server.max_body_bytes);
         tracing::info!(address = %bound, "listening");
         // Tests and scripts read this line to learn the port when `--port 0` was given.
         println!("llamagate listening on http://{bound}");
+        if let Some((issuer, key)) = &dev {
+            print_dev_banner(issuer, key, &args.dev_key_file, &args.config);
+        }
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         tracing::info!("shut down");
         Ok(())
     })
+}
+
+/// The `oauth_config` of `serve --dev`: the configured section (or the defaults), with environment
+/// overrides applied, then pointed at this server as issuer, resource and key set, authentication on.
+fn dev_oauth_config(
+    section: Option<llamagate_authz::OAuthConfig>,
+    issuer: &str,
+) -> anyhow::Result<llamagate_authz::OAuthConfig> {
+    let mut cfg = section.unwrap_or_default();
+    cfg.apply_env_overrides(|key| std::env::var(key).ok())?;
+    cfg.enable_auth = true;
+    cfg.auth_server_uri = issuer.to_string();
+    cfg.stack_uri = issuer.to_string();
+    cfg.jwks_uri = Some(format!("{issuer}{}", dev_issuer::JWKS_PATH));
+    cfg.audience = None;
+    cfg.token_validation_method = llamagate_authz::TokenValidationMethod::JwtAsymmetric;
+    if !cfg.allowed_algorithms.iter().any(|a| a == "ES256") {
+        cfg.allowed_algorithms.push("ES256".into());
+    }
+    // The server fetches its own keys over plain http, also when bound to a non-loopback address.
+    cfg.allow_insecure_http = true;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn print_dev_banner(issuer: &str, key: &DevIssuer, key_file: &std::path::Path, config: &std::path::Path) {
+    let key_arg = if key_file == std::path::Path::new(dev_issuer::DEFAULT_KEY_FILE) {
+        String::new()
+    } else {
+        format!(" --key-file {}", key_file.display())
+    };
+    eprintln!(
+        "\n\
+         ==> llamagate DEVELOPMENT MODE (--dev): this server is its own token issuer.\n\
+         \x20   issuer/audience: {issuer}   signing key: {} (kid {})\n\
+         \x20   JWKS: {issuer}{}   Do not use --dev in production.\n\
+         \x20   Get a token (from this directory):\n\
+         \x20     TOKEN=$(llamagate token --config {} --issuer {issuer} --tier premium{key_arg})\n\
+         \x20     curl -H \"Authorization: Bearer $TOKEN\" {issuer}/v1/models\n",
+        key_file.display(),
+        key.kid(),
+        dev_issuer::JWKS_PATH,
+        config.display(),
+    );
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM (what container runtimes send).

@@ -86,9 +86,10 @@ mod tests {
     #[test]
     fn filters_select_by_api_level() {
         let all = list(None).unwrap();
-        // Every API route; the RFC 9728 metadata document is not a Llama Stack API and is not listed.
+        // Every API route; the `/.well-known/` documents (RFC 9728, and the dev issuer's RFC 8414
+        // metadata and JWKS) are not Llama Stack APIs and are not listed.
         assert_eq!(all.len(), ROUTES.iter().filter(|r| r.path.starts_with("/v1/")).count());
-        assert_eq!(all.len(), ROUTES.len() - 1);
+        assert_eq!(all.len(), ROUTES.len() - 3);
         assert_eq!(list(Some("v1")).unwrap(), all);
         assert!(list(Some("v1alpha")).unwrap().is_empty());
         assert!(list(Some("deprecated")).unwrap().is_empty());

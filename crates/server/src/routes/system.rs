@@ -1,5 +1,5 @@
 //! The public routes, answered without touching a model: `GET /v1/health`, `GET /v1/version` and the
-//! RFC 9728 protected resource metadata.
+//! RFC 9728 protected resource metadata; under `serve --dev`, the development issuer's metadata and keys.
 
 use axum::Json;
 use axum::extract::State;
@@ -30,4 +30,17 @@ pub async fn protected_resource_metadata(
 ) -> Result<Json<ProtectedResourceMetadata>, ApiError> {
     let auth = state.auth.as_ref().ok_or(ApiError::RouteNotFound)?;
     Ok(Json(auth.metadata().clone()))
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414), served only by `serve --dev`: the
+/// development issuer is the server itself.
+pub async fn dev_issuer_metadata(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let dev = state.dev_issuer.as_ref().ok_or(ApiError::RouteNotFound)?;
+    Ok(Json(dev.metadata.clone()))
+}
+
+/// `GET /.well-known/jwks.json`, served only by `serve --dev`: the development issuer's public key.
+pub async fn dev_issuer_jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let dev = state.dev_issuer.as_ref().ok_or(ApiError::RouteNotFound)?;
+    Ok(Json(dev.jwks.clone()))
 }
