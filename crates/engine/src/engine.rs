@@ -124,6 +124,13 @@ impl Model {
         if prompt_ids.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
+        // Caller-supplied ids (legacy completions accept token prompts) must index the embedding table.
+        let vocab = self.info.vocab_size;
+        if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
         let context = self.info.context_length;
         if prompt_ids.len() >= context {
             return Err(EngineError::PromptTooLong { prompt_tokens: prompt_ids.len(), context_length: context });

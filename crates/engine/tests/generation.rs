@@ -126,6 +126,8 @@ fn prompt_longer_than_the_context_is_refused() {
     let too_long = vec![100u32; m.info().context_length + 1];
     let err = m.prepare(too_long, params(1)).unwrap_err();
     assert!(matches!(err, llamagate_engine::EngineError::PromptTooLong { .. }), "{err}");
+    let outside = m.prepare(vec![m.info().vocab_size as u32], params(1)).unwrap_err();
+    assert!(outside.to_string().contains("outside the vocabulary"), "{outside}");
     let full = vec![100u32; m.info().context_length - 3];
     let req = m.prepare(full, GenerateParams::default()).unwrap();
     assert_eq!(req.max_tokens, 3, "max_tokens is capped by what the context has left");

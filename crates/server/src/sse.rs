@@ -9,9 +9,11 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
+use axum::Json;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use llamagate_engine::{GenerationEvent, GenerationStream, GenerationSummary};
+use llamagate_engine::{GenerationEvent, GenerationOutput, GenerationStream, GenerationSummary};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -70,6 +72,23 @@ pub fn stream_generation<F: ChunkFormat>(
     };
     // Comment lines keep proxies and the SDKs' 60 s read timeout from closing a slow stream.
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The shared end of every generation route: an SSE stream in `format` when the client asked for one,
+/// otherwise the whole generation collected and shaped by `plain`.
+pub async fn respond<F: ChunkFormat, T: serde::Serialize>(
+    generation: GenerationStream,
+    streaming: bool,
+    format: F,
+    plain: impl FnOnce(GenerationOutput) -> T,
+) -> Result<Response, ApiError> {
+    if streaming {
+        return Ok(stream_generation(generation, format).into_response());
+    }
+    let started = Instant::now();
+    let output = generation.collect().await?;
+    log_finished(&output.summary, started);
+    Ok(Json(plain(output)).into_response())
 }
 
 /// Logs the outcome of a generation: counts and timing only, never prompt or output text.

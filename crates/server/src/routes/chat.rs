@@ -4,12 +4,9 @@
 //! 400 even for an unknown model. Streaming hands the engine stream to [`crate::sse`]; the plain
 //! response waits for the whole generation. Either way, dropping the response cancels the generation.
 
-use std::time::Instant;
-
 use axum::Extension;
-use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use llamagate_engine::GenerationSummary;
 use serde_json::{Value, json};
 
@@ -37,14 +34,12 @@ pub async fn create(
     let generation = served.engine.submit(served.engine.prepare(prompt_ids, params)?)?;
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
-    if request.fields.streaming() {
-        let format = ChatChunks { id, created, model, include_usage: request.fields.include_usage() };
-        return Ok(sse::stream_generation(generation, format).into_response());
-    }
-    let started = Instant::now();
-    let output = generation.collect().await?;
-    sse::log_finished(&output.summary, started);
-    Ok(Json(ChatCompletion::new(id, created, model, output)).into_response())
+    let format =
+        ChatChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
+    sse::respond(generation, request.fields.streaming(), format, |output| {
+        ChatCompletion::new(id, created, model, output)
+    })
+    .await
 }
 
 /// `chat.completion.chunk` objects for one stream; all keys present, nulls included (§a.5).

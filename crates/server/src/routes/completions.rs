@@ -1,11 +1,8 @@
 //! `POST /v1/completions` (legacy): a raw prompt, no chat template, streamed or not.
 
-use std::time::Instant;
-
 use axum::Extension;
-use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use llamagate_engine::GenerationSummary;
 use serde_json::{Value, json};
 
@@ -30,26 +27,17 @@ pub async fn create(
     let served = state.registry.get(&request.model)?;
     let prompt_ids = match prompt {
         PromptInput::Text(text) => served.engine.tokenize(&text)?,
-        PromptInput::Tokens(ids) => {
-            // Out-of-vocabulary ids would index past the embedding table.
-            let vocab = served.engine.info().vocab_size;
-            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                return Err(ApiError::BadRequest(format!("token id {bad} is outside the vocabulary (size {vocab})")));
-            }
-            ids
-        }
+        PromptInput::Tokens(ids) => ids,
     };
     let generation = served.engine.submit(served.engine.prepare(prompt_ids, params)?)?;
 
     let (id, created, model) = (response_id("cmpl"), unix_now(), request.model);
-    if request.fields.streaming() {
-        let format = TextChunks { id, created, model, include_usage: request.fields.include_usage() };
-        return Ok(sse::stream_generation(generation, format).into_response());
-    }
-    let started = Instant::now();
-    let output = generation.collect().await?;
-    sse::log_finished(&output.summary, started);
-    Ok(Json(TextCompletion::new(id, created, model, output)).into_response())
+    let format =
+        TextChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
+    sse::respond(generation, request.fields.streaming(), format, |output| {
+        TextCompletion::new(id, created, model, output)
+    })
+    .await
 }
 
 /// Streamed `text_completion` objects: the same shape as the plain response, one piece of text each.
