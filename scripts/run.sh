@@ -16,12 +16,15 @@ for ((i = 1; i <= $#; i++)); do
 done
 base="http://$host:$port"
 # Same key file as the server (the default, relative to the repository root); created on first use.
-token=$(target/debug/llamagate token --config config/default.yaml --issuer "$base" --tier premium --sub dev-user)
+# The premium_access scope puts the token in the premium rate-limit tier (the `tier` claim counts only when
+# oauth_config.rate_limits.tier_claim says so); the model scope is the bundled model's.
+scopes="--scope model_smollm2_135m --scope premium_access"
+token=$(target/debug/llamagate token --config config/default.yaml --issuer "$base" $scopes --tier premium --sub dev-user)
 cat <<TXT
 
 llamagate is starting on $base in DEVELOPMENT mode (Ctrl-C stops it). Every API call needs a token;
 this one is valid for an hour (mint another with:
-  target/debug/llamagate token --config config/default.yaml --issuer $base --tier premium). Try:
+  target/debug/llamagate token --config config/default.yaml --issuer $base $scopes --tier premium). Try:
 
   TOKEN=$token
 

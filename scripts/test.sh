@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 ./models/fetch.sh
 ./scripts/setup-sdk.sh
+# The rate-limit tests start their own redis-server (never a system one) and fail, not skip, without it.
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends redis-server
+fi
+command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required by the rate-limit tests" >&2; exit 1; }
 
 # Tests run the engine on one thread: on a shared 2-core machine two spinning compute threads collapse
 # as soon as another process takes a core.

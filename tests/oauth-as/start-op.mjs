@@ -8,6 +8,8 @@
 //   OP_POLICY          JSON {client_id: {tier, scope}} replacing the default client policies
 //   OP_KEYS_IN         stable signing keys (private JWKS file); default: fresh keys, so a restart rotates
 //   OP_KEYS_OUT        writes the private JWKS, for forging test tokens
+//   OP_KIDS            "rs256-kid,es256-kid": fixed kids for fresh keys (a second issuer reusing the
+//                      first one's kid strings)
 //   AT_TTL             access token lifetime in seconds (default 300)
 import Provider, { errors } from 'oidc-provider';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
@@ -20,15 +22,16 @@ const RS_RS256 = (process.env.RS_URL || 'http://127.0.0.1:8321').replace(/\/$/, 
 const RS_ES256 = `${RS_RS256}/es256`;
 const RS_OPAQUE = `${RS_RS256}/opaque`;
 
-const jwk = (alg) => {
+const KIDS = (process.env.OP_KIDS || '').split(',');
+const jwk = (alg, kid) => {
   const { privateKey } = alg === 'RS256'
     ? generateKeyPairSync('rsa', { modulusLength: 2048 })
     : generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { ...privateKey.export({ format: 'jwk' }), kid: `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`, alg, use: 'sig' };
+  return { ...privateKey.export({ format: 'jwk' }), kid: kid || `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`, alg, use: 'sig' };
 };
 const keys = process.env.OP_KEYS_IN
   ? JSON.parse(readFileSync(process.env.OP_KEYS_IN, 'utf8')).keys
-  : [jwk('RS256'), jwk('ES256')];
+  : [jwk('RS256', KIDS[0]), jwk('ES256', KIDS[1])];
 if (process.env.OP_KEYS_OUT) writeFileSync(process.env.OP_KEYS_OUT, JSON.stringify({ keys }));
 
 // Which scopes (and tier) each client may get. Requested scopes are filtered to this list.

@@ -2,7 +2,8 @@
 //!
 //! 1. a token in the query string is refused (400);
 //! 2. exactly one `Authorization` header, `Bearer` or `DPoP` (401/400 otherwise);
-//! 3. the token is validated (JWT or introspection, per configuration);
+//! 3. the token is validated (JWT — a token verified before is answered from
+//!    [`crate::token_cache`] while its key is current — or introspection, per configuration);
 //! 4. binding: a DPoP-bound token (`cnf.jkt`) sent as `Bearer` is refused (RFC 9449 §7.2 — the
 //!    binding would otherwise be bypassed by simply dropping the proof); a `DPoP` request needs a
 //!    bound token and exactly one valid proof for this method, URL and token.
@@ -19,6 +20,7 @@ use crate::introspection::{IntrospectionSettings, Introspector};
 use crate::jwks::{JwksCache, JwksSettings};
 use crate::jwt::{JwtPolicy, TokenValidator};
 use crate::principal::Principal;
+use crate::token_cache::CachingValidator;
 
 /// The parts of an HTTP request authentication looks at; no HTTP framework types.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +38,7 @@ pub struct AuthRequest<'a> {
 }
 
 enum Validation {
-    Jwt { validator: TokenValidator, jwks: Arc<JwksCache> },
+    Jwt { validator: CachingValidator, jwks: Arc<JwksCache> },
     Introspection(Introspector),
 }
 
@@ -62,6 +64,7 @@ impl Authenticator {
                 };
                 let jwks = Arc::new(JwksCache::new(http, settings, clock.clone()));
                 let validator = TokenValidator::new(jwks.clone(), JwtPolicy::from_config(cfg), clock.clone());
+                let validator = CachingValidator::new(validator, jwks.clone(), clock.clone(), cfg.clock_leeway);
                 Validation::Jwt { validator, jwks }
             }
             TokenValidationMethod::Introspection => Validation::Introspection(Introspector::new(

@@ -145,3 +145,49 @@ async fn introspection_mode() {
     assert_eq!(err.status(), 503);
     assert!(e.mock.seen().iter().all(|s| !s.body.contains("opaque-1") || s.path == "/introspect"));
 }
+
+/// A token verified once is answered from the cache — but never past its expiry, and never after the
+/// key that verified it has been rotated out of the JWKS.
+#[tokio::test]
+async fn verified_tokens_are_cached_only_while_unexpired_and_their_key_is_current() {
+    let mock = MockServer::start().await;
+    let (key, next_key) = (ec_key("as-key"), ec_key("next-key"));
+    mock.serve_metadata();
+    mock.serve_jwks(&[&key]);
+    let cfg = OAuthConfig { auth_server_uri: mock.base.clone(), stack_uri: STACK.into(), ..OAuthConfig::default() };
+    let (clock, hand) = Clock::manual(NOW);
+    let auth = Authenticator::from_config(&cfg, clock).expect("authenticator");
+    let sign = |key: &TestKey, exp: u64| {
+        let claims = json!({"iss": mock.base, "aud": STACK, "sub": "alice", "client_id": "c", "jti": "j",
+                            "iat": NOW, "exp": exp, "scope": "model_smollm2_135m"});
+        key.sign(&claims, Some("at+jwt"))
+    };
+    let run = |token: String| {
+        let auth = &auth;
+        async move {
+            let header = format!("Bearer {token}");
+            let authz: Vec<&[u8]> = vec![header.as_bytes()];
+            auth.authenticate(&AuthRequest { authorization: &authz, dpop: &[], method: "GET", url: URL, query: None })
+                .await
+        }
+    };
+
+    let short = sign(&key, NOW + 100);
+    let long = sign(&key, NOW + 10_000);
+    for _ in 0..3 {
+        assert_eq!(run(short.clone()).await.expect("valid").subject, "alice");
+        run(long.clone()).await.expect("valid");
+    }
+    assert_eq!(mock.hits("/jwks"), 1);
+
+    // Past `exp` + the 60 s leeway the cached answer does not help.
+    hand.set(NOW + 100 + 60);
+    assert!(matches!(run(short.clone()).await, Err(AuthError::InvalidToken { .. })));
+    run(long.clone()).await.expect("still valid");
+
+    // Rotation: once the JWKS has been refetched without the old key, the old token fails, the new works.
+    mock.serve_jwks(&[&next_key]);
+    hand.set(NOW + 100 + 60 + cfg.jwks_cache_ttl);
+    assert!(matches!(run(long.clone()).await, Err(AuthError::InvalidToken { .. })), "old key rotated out");
+    run(sign(&next_key, NOW + 10_000)).await.expect("new key");
+}

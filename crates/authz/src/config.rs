@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use url::Url;
 
+use crate::ratelimit::RateLimitConfig;
+
 /// Prefix of the environment variables that override `oauth_config` keys.
 pub const ENV_PREFIX: &str = "LLAMA_STACK_OAUTH_";
 
@@ -159,14 +161,21 @@ pub struct OAuthConfig {
     pub enforce_content_safety: bool,
     /// Safety level for callers whose scopes name none.
     pub default_safety_level: String,
+    /// Safety levels, how scopes pick them, and the Llama Guard code → category map (see
+    /// [`crate::safety`]).
+    pub safety: crate::safety::SafetyConfig,
     /// Apply per-tier rate limits.
     pub enable_rate_limiting: bool,
     /// Tier for callers whose token names none.
     pub default_user_tier: String,
+    /// Tiers, their limits and the limiter's backend (see [`crate::ratelimit`]).
+    pub rate_limits: RateLimitConfig,
     /// Write audit records.
     pub enable_audit_logging: bool,
     /// Level of audit records.
     pub audit_log_level: AuditLogLevel,
+    /// Audit sinks, rotation and back-pressure (`oauth_config.audit`).
+    pub audit: crate::audit::AuditConfig,
     /// Model id -> required scope, overriding family defaults and the model's own `required_scope`.
     pub model_scope_overrides: BTreeMap<String, String>,
 }
@@ -195,11 +204,14 @@ impl Default for OAuthConfig {
             allow_insecure_http: false,
             enforce_model_permissions: true,
             enforce_content_safety: true,
-            default_safety_level: "standard".into(),
+            default_safety_level: crate::safety::BASIC_USER.into(),
+            safety: crate::safety::SafetyConfig::default(),
             enable_rate_limiting: true,
             default_user_tier: "free".into(),
+            rate_limits: RateLimitConfig::default(),
             enable_audit_logging: true,
             audit_log_level: AuditLogLevel::Info,
+            audit: crate::audit::AuditConfig::default(),
             model_scope_overrides: BTreeMap::new(),
         }
     }
@@ -301,12 +313,14 @@ impl OAuthConfig {
                 ));
             }
         }
+        self.audit.validate()?;
         if self.default_user_tier.is_empty() {
             return Err(invalid("default_user_tier", "is empty", "use e.g. free"));
         }
-        if self.default_safety_level.is_empty() {
-            return Err(invalid("default_safety_level", "is empty", "use e.g. standard"));
+        if self.enable_rate_limiting {
+            self.rate_limits.validate(&self.default_user_tier)?;
         }
+        self.safety.validate(&self.default_safety_level)?;
         Ok(())
     }
 
@@ -365,6 +379,7 @@ impl OAuthConfig {
         parsed!(parse_u64: jwks_cache_ttl, jwks_refetch_interval, clock_leeway, introspection_cache_ttl,
             dpop_proof_max_age);
         parsed!(parse_enum: token_validation_method, audit_log_level);
+        self.rate_limits.apply_env_overrides(&env)?;
         if let Some((_, v)) = get("allowed_algorithms") {
             self.allowed_algorithms = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         }

@@ -128,7 +128,7 @@ impl DpopVerifier {
             return Err(DpopError::PrivateKey);
         }
         let key = pin(&Value::Object(jwk.clone()), &[jws.alg]).ok_or(DpopError::BadKey)?;
-        jws.verify(key.decoding_key())?;
+        jws.verify(&key)?;
 
         let claims = &jws.claims;
         if str_claim(claims, "htm")? != req.method {

@@ -9,10 +9,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::config::parse_asymmetric_algorithm;
+use crate::jwks::PinnedKey;
 
 /// Longest token accepted, in bytes; real access tokens are 1–2 KB.
 pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -163,10 +164,12 @@ impl Jws<'_> {
     }
 
     /// Verifies the signature with `key` under the already allow-listed `alg`.
-    pub fn verify(&self, key: &DecodingKey) -> Result<(), JoseError> {
-        match jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), key, self.alg) {
-            Ok(true) => Ok(()),
-            _ => Err(JoseError::BadSignature),
+    pub fn verify(&self, key: &PinnedKey) -> Result<(), JoseError> {
+        let signature = URL_SAFE_NO_PAD.decode(self.signature).map_err(|_| JoseError::BadSignature)?;
+        if key.verify(self.alg, self.signing_input.as_bytes(), &signature) {
+            Ok(())
+        } else {
+            Err(JoseError::BadSignature)
         }
     }
 }

@@ -12,14 +12,15 @@
 
 use std::sync::{Arc, RwLock};
 
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::config::parse_asymmetric_algorithm;
 use crate::discovery::{self, FetchError};
+use crate::signature::VerifyingKey;
 
 /// Retry interval while no key set has ever been fetched (the AS may still be starting).
 const EMPTY_RETRY_SECS: u64 = 5;
@@ -47,13 +48,14 @@ pub struct PinnedKey {
     pub kid: Option<String>,
     /// Algorithms this key may verify: key type ∩ JWK `alg` ∩ allow-list.
     pub algorithms: Vec<Algorithm>,
-    key: DecodingKey,
+    key: VerifyingKey,
 }
 
 impl PinnedKey {
-    /// The key for signature verification.
-    pub fn decoding_key(&self) -> &DecodingKey {
-        &self.key
+    /// True when `signature` (raw bytes) is valid for `message` under `alg`, which must be one of
+    /// this key's pinned algorithms (any other algorithm fails).
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.algorithms.contains(&alg) && self.key.verify(alg, message, signature)
     }
 }
 
@@ -267,7 +269,7 @@ pub(crate) fn pin(entry: &Value, allowed: &[Algorithm]) -> Option<PinnedKey> {
     if algorithms.is_empty() {
         return None;
     }
-    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    let key = VerifyingKey::from_jwk(&jwk)?;
     Some(PinnedKey { kid: jwk.common.key_id.clone(), algorithms, key })
 }
 

@@ -16,6 +16,7 @@ use crate::config::OAuthConfig;
 use crate::jose::{self, HeaderJwk, JoseError};
 use crate::jwks::{JwksCache, JwksError};
 use crate::principal::{Principal, Scopes, TokenSource};
+use crate::token_cache::Verified;
 
 /// What a JWT access token must satisfy, taken from [`OAuthConfig`].
 #[derive(Clone, Debug)]
@@ -120,13 +121,21 @@ impl TokenValidator {
 
     /// Validates `token` completely; on success the caller is known, not yet authorized.
     pub async fn validate(&self, token: &str) -> Result<Principal, TokenError> {
+        Ok(self.validate_verified(token).await?.principal)
+    }
+
+    /// [`TokenValidator::validate`], also saying which key verified the token (for the cache of
+    /// verified tokens, which must notice when that key is rotated away).
+    pub(crate) async fn validate_verified(&self, token: &str) -> Result<Verified, TokenError> {
         let jws = jose::parse(token, &self.policy.allowed, HeaderJwk::Forbidden)?;
         if !typ_matches(jws.typ(), &self.policy.expected_typ) {
             return Err(TokenError::WrongType);
         }
         let key = self.jwks.key_for(jws.kid.as_deref(), jws.alg).await?;
-        jws.verify(key.decoding_key())?;
-        self.check_claims(jws.claims)
+        jws.verify(&key)?;
+        let (kid, alg) = (jws.kid.clone(), jws.alg);
+        let principal = self.check_claims(jws.claims)?;
+        Ok(Verified { principal, kid, alg, key })
     }
 
     fn check_claims(&self, claims: Map<String, Value>) -> Result<Principal, TokenError> {

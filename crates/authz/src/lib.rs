@@ -7,6 +7,10 @@
 //! proofs ([`DpopVerifier`]), the resulting [`Principal`], the model permission matrix
 //! ([`PermissionMatrix`]), RFC 6750 errors and challenges ([`AuthError`]) and RFC 9728 metadata
 //! ([`ProtectedResourceMetadata`]). [`Authenticator`] runs the whole authentication sequence.
+//! The hash-chained audit log ([`AuditLog`]) records every decision.
+//! Tiers ([`Tiers`], keyed by [`RateKey`]) and the rate limiter ([`RateLimiter`], in process or in
+//! Redis) take a [`Reservation`] before generation and settle it with the real token count.
+//! Safety levels ([`SafetyPolicy`]) turn a shield's per-category scores into a per-caller decision.
 //!
 //! **Must not know** about HTTP servers, routes, request bodies, models' weights or the engine:
 //! the server passes header bytes, method and URL in ([`AuthRequest`]) and turns an
@@ -20,6 +24,7 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod authenticator;
 pub mod challenge;
 pub mod clock;
@@ -34,9 +39,15 @@ pub mod jwt;
 pub mod metadata;
 pub mod permissions;
 pub mod principal;
+pub mod ratelimit;
+pub mod safety;
+mod signature;
 #[cfg(test)]
 mod test_fixtures;
+pub mod tier;
+pub mod token_cache;
 
+pub use audit::{AuditConfig, AuditEvent, AuditLog, AuditRecord};
 pub use authenticator::{AuthRequest, Authenticator};
 pub use challenge::{AuthError, AuthErrorResponse, ChallengeParams};
 pub use clock::Clock;
@@ -49,3 +60,6 @@ pub use jwt::{TokenError, TokenValidator};
 pub use metadata::ProtectedResourceMetadata;
 pub use permissions::{Decision, PermissionMatrix};
 pub use principal::{Principal, Scopes};
+pub use ratelimit::{RateLimitError, RateLimitStatus, RateLimiter, Reservation};
+pub use safety::{ContentCategory, SafetyConfig, SafetyDecision, SafetyLevel, SafetyPolicy, SafetyViolation};
+pub use tier::{RateKey, Tier, Tiers};

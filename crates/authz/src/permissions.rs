@@ -79,6 +79,9 @@ pub struct ModelFamily {
     pub risk: RiskLevel,
 }
 
+/// The scope that unlocks safety classifiers: Llama Guard models and the shields that run on them.
+pub const SAFETY_SCOPE: &str = "model_safety";
+
 const fn family(scope: &'static str, category: ModelCategory, risk: RiskLevel) -> ModelFamily {
     ModelFamily { scope, category, risk }
 }
@@ -93,7 +96,7 @@ pub fn family_of(model_id: &str) -> Option<ModelFamily> {
     let tokens: Vec<&str> = name.split(['-', '_', ':', ' ']).filter(|t| !t.is_empty()).collect();
     let has = |t: &str| tokens.contains(&t);
     if name.contains("guard") {
-        return Some(family("model_safety", Safety, Low));
+        return Some(family(SAFETY_SCOPE, Safety, Low));
     }
     if name.contains("codellama") || (has("code") && name.contains("llama")) {
         return Some(family("model_code_llama", Code, Medium));

@@ -9,6 +9,7 @@ use crate::generation::{GenerationRequest, GenerationStream};
 use crate::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
+use crate::scoring::ScoringSession;
 use crate::source::ModelSource;
 use crate::tokenizer::Tokenizer;
 
@@ -168,6 +169,25 @@ impl Model {
             rows.extend(logits_rows(&out[0])?);
         }
         Ok(rows)
+    }
+
+    /// Prefills `prompt_ids` outside the scheduler for scoring forced continuations of up to
+    /// `max_continuation` tokens (Llama Guard reads probabilities, it does not sample).
+    pub fn scoring_session(&self, prompt_ids: &[u32], max_continuation: usize) -> Result<ScoringSession> {
+        let vocab = self.info.vocab_size;
+        if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        if prompt_ids.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        let context = self.info.context_length;
+        if prompt_ids.len() + max_continuation > context {
+            return Err(EngineError::PromptTooLong { prompt_tokens: prompt_ids.len(), context_length: context });
+        }
+        ScoringSession::new(self.weights.clone(), prompt_ids, max_continuation)
     }
 }
 

@@ -25,14 +25,17 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` (or the context window) was reached.
     Length,
+    /// The server's output safety check stopped the text (never set by the engine itself).
+    ContentFilter,
 }
 
 impl FinishReason {
-    /// The wire name (`stop`, `length`).
+    /// The wire name (`stop`, `length`, `content_filter`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
             Self::Length => "length",
+            Self::ContentFilter => "content_filter",
         }
     }
 }

@@ -12,6 +12,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
+use crate::linear::Linear;
 use crate::model::{Embedding, LayerWeights, LlamaModel};
 use crate::rope::RopeFrequencies;
 use crate::tokenizer::Tokenizer;
@@ -75,9 +76,9 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         ));
     }
     let lm_head = if content.tensor_infos.contains_key("output.weight") {
-        QMatMul::from_qtensor(tensor("output.weight")?)?
+        QMatMul::from_qtensor(tensor("output.weight")?)?.into()
     } else {
-        QMatMul::from_arc(token_embd.clone())?
+        QMatMul::from_arc(token_embd.clone())?.into()
     };
     let freq_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
         Some(dense(tensor("rope_freqs.weight")?)?.to_vec1::<f32>()?)
@@ -86,8 +87,9 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     };
     let mut layers = Vec::with_capacity(hp.num_layers);
     for i in 0..hp.num_layers {
-        let mut q =
-            |suffix: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{suffix}"))?)?) };
+        let mut q = |suffix: &str| -> Result<Linear> {
+            Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{suffix}"))?)?.into())
+        };
         let wq = q("attn_q.weight")?;
         let wk = q("attn_k.weight")?;
         let wv = q("attn_v.weight")?;

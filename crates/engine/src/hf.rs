@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
 use crate::hparams::LlamaHparams;
+use crate::linear::Linear;
 use crate::model::{Embedding, LayerWeights, LlamaModel};
 use crate::rope::RopeFrequencies;
 use crate::tokenizer::Tokenizer;
@@ -71,13 +72,14 @@ impl Weights<'_> {
 fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
     let (d, kv_dim, ff) = (hp.hidden_size, hp.num_kv_heads * hp.head_dim, hp.intermediate_size);
     let q_dim = hp.num_heads * hp.head_dim;
-    let linear =
-        |name: &str, out: usize, inp: usize| -> Result<QMatMul> { Ok(QMatMul::Tensor(w.get(name, &[out, inp])?)) };
+    let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
+        Ok(QMatMul::Tensor(w.get(name, &[out, inp])?).into())
+    };
     let embed = w.get("model.embed_tokens.weight", &[hp.vocab_size, d])?;
     let lm_head = if !hp.tie_word_embeddings && w.has("lm_head.weight") {
         linear("lm_head.weight", hp.vocab_size, d)?
     } else {
-        QMatMul::Tensor(embed.clone())
+        QMatMul::Tensor(embed.clone()).into()
     };
     let mut layers = Vec::with_capacity(hp.num_layers);
     for i in 0..hp.num_layers {

@@ -1,4 +1,5 @@
-//! Our Llama forward pass: one file, candle ops and candle's quantized matmul.
+//! Our Llama forward pass: one file, candle ops, and projections through [`Linear`] (candle's quantized
+//! matmul at decode, a dequantized dense matmul for prefill chunks).
 //!
 //! Why our own and not candle-transformers' `quantized_llama`: that model runs batches only in lockstep
 //! (one position for the whole batch), rebuilds its KV cache by concatenation every step, materialises
@@ -10,11 +11,11 @@
 //! Shapes use: `T` = tokens in the whole batch, `L` = tokens of one sequence in this call, `S` = that
 //! sequence's cached length after this call, `H`/`KV` = query/key-value heads, `G = H / KV`, `D` = head dim.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
+use crate::linear::Linear;
 use crate::rope::RopeFrequencies;
 
 /// Token embedding table: quantized GGUF tables are looked up row by row without dequantizing the whole
@@ -38,14 +39,14 @@ impl Embedding {
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
     pub attn_norm: Tensor,
-    pub wq: QMatMul,
-    pub wk: QMatMul,
-    pub wv: QMatMul,
-    pub wo: QMatMul,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
     pub ffn_norm: Tensor,
-    pub w_gate: QMatMul,
-    pub w_up: QMatMul,
-    pub w_down: QMatMul,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
 }
 
 /// A loaded Llama model: weights and the numbers that shape them. Immutable and shareable across threads;
@@ -56,7 +57,7 @@ pub struct LlamaModel {
     pub(crate) embedding: Embedding,
     pub(crate) layers: Vec<LayerWeights>,
     pub(crate) final_norm: Tensor,
-    pub(crate) lm_head: QMatMul,
+    pub(crate) lm_head: Linear,
     pub(crate) rope: RopeFrequencies,
     pub(crate) device: Device,
     /// Element type of the KV cache.
@@ -90,6 +91,12 @@ impl KvCache {
     /// The most positions this cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Forgets every position from `len` on, so a scorer can try several continuations of one
+    /// prefilled prompt; later forward calls overwrite the forgotten slots.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 }
 

@@ -4,8 +4,8 @@
 //! Every route is one row of [`ROUTES`]; the router is built from that table and
 //! `GET /v1/inspect/routes` reports it, so the two cannot drift apart.
 //!
-//! Layer order (outermost first): tracing span → panic guard → body-size limit → authentication →
-//! handler. Authentication wraps the whole router, fallbacks included, and lets through only the
+//! Layer order (outermost first): tracing span → panic guard → body-size limit → request counter →
+//! audit outcome → authentication → audit request → handler. Authentication wraps the whole router, fallbacks included, and lets through only the
 //! exact paths of the public rows of [`ROUTES`]: every other path, unknown ones too, needs a valid
 //! token (deny by default). Unknown paths and wrong methods are answered here, in the same error
 //! envelope as everything else.
@@ -22,10 +22,13 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::audit;
 use crate::auth::{self, AuthState};
 use crate::error::ApiError;
+use crate::metrics;
 use crate::registry::ModelRegistry;
-use crate::routes::{chat, completions, inspect, models, providers, system};
+use crate::routes::{chat, completions, docs, inspect, models, moderations, providers, safety, shields, system, usage};
+use crate::shields::ShieldRegistry;
 
 /// What handlers share: the served models and the resource server. Cheap to clone (`Arc`s).
 #[derive(Clone, Debug)]
@@ -36,6 +39,14 @@ pub struct AppState {
     pub auth: Option<Arc<AuthState>>,
     /// The development issuer's public documents; `Some` only under `serve --dev`.
     pub dev_issuer: Option<Arc<crate::dev_issuer::Published>>,
+    /// Per-tier rate limits; `Some` only when `enable_rate_limiting` and authentication are both on.
+    pub limits: Option<Arc<crate::admission::RateLimits>>,
+    /// The Llama Guard shields, each on one of the served models.
+    pub shields: Arc<ShieldRegistry>,
+    /// Prometheus counters (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Content safety on chat and completions; `Some` only with `enforce_content_safety` and a shield.
+    pub safety: Option<Arc<crate::safety_gate::SafetyGate>>,
 }
 
 /// Whether a route needs credentials.
@@ -54,7 +65,10 @@ pub enum Access {
 pub enum Api {
     /// Served by the inference provider (models, chat, completions).
     Inference,
-    /// About the server itself (health, version, routes, providers); no provider behind it.
+    /// Served by the safety provider (shields, run-shield, moderations).
+    Safety,
+    /// About the server itself (health, version, routes, providers, the API documentation); no provider
+    /// behind it.
     Introspection,
 }
 
@@ -158,6 +172,78 @@ pub static ROUTES: &[ApiRoute] = &[
         api: Api::Inference,
         handler: |m| on(m, completions::create),
     },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/shields",
+        access: Access::Protected,
+        api: Api::Safety,
+        handler: |m| on(m, shields::list),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/shields/{*shield_id}",
+        access: Access::Protected,
+        api: Api::Safety,
+        handler: |m| on(m, shields::retrieve),
+    },
+    ApiRoute {
+        method: Method::POST,
+        path: "/v1/safety/run-shield",
+        access: Access::Protected,
+        api: Api::Safety,
+        handler: |m| on(m, safety::run_shield),
+    },
+    ApiRoute {
+        method: Method::POST,
+        path: "/v1/moderations",
+        access: Access::Protected,
+        api: Api::Safety,
+        handler: |m| on(m, moderations::create),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/v1/usage",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, usage::show),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/metrics",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, metrics::render),
+    },
+    // The OpenAPI document and its Swagger UI page (compiled in, works offline). Protected like the API
+    // they describe.
+    ApiRoute {
+        method: Method::GET,
+        path: "/openapi.json",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, docs::document),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/docs",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, docs::redirect),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/docs/",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, docs::page),
+    },
+    ApiRoute {
+        method: Method::GET,
+        path: "/docs/{*file}",
+        access: Access::Protected,
+        api: Api::Introspection,
+        handler: |m| on(m, docs::asset),
+    },
 ];
 
 /// The routes of [`ROUTES`] with this access, as a router.
@@ -180,8 +266,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     if let Some(auth_state) = state.auth.clone() {
         // Over the whole router, fallbacks included: an unknown path without a token is a 401, not a
         // 404 that would reveal which paths exist. `auth::authenticate` passes the public paths.
+        // Audit (when on) wraps authentication from both sides: `record_request` runs after a token
+        // is accepted and before any handler; `record_outcome` sees every answer, refusals included.
+        let audit = auth_state.audit_trail().cloned();
+        if let Some(log) = audit.clone() {
+            app = app.layer(from_fn_with_state(log, audit::record_request));
+        }
         app = app.layer(from_fn_with_state(auth_state, auth::authenticate));
+        if let Some(log) = audit {
+            app = app.layer(from_fn_with_state(log, audit::record_outcome));
+        }
     }
+    // Counts every answer, refusals by the layers above included.
+    app = app.layer(from_fn_with_state(state.metrics.clone(), metrics::count_requests));
     app.layer(
         ServiceBuilder::new()
             .layer(TraceLayer::new_for_http())
@@ -209,17 +306,34 @@ mod tests {
     /// (a handler's 404, such as an unknown model, is fine).
     #[tokio::test]
     async fn every_listed_route_is_served() {
-        let app = router(AppState { registry: Arc::new(ModelRegistry::default()), auth: None, dev_issuer: None }, 1024);
+        let app = router(
+            AppState {
+                registry: Arc::new(ModelRegistry::default()),
+                auth: None,
+                dev_issuer: None,
+                limits: None,
+                shields: Default::default(),
+                metrics: Arc::new(crate::metrics::Metrics::new(None)),
+                safety: None,
+            },
+            1024,
+        );
         for route in ROUTES {
             if route.path.starts_with("/.well-known/") {
                 continue; // 404 by design when auth is off
             }
-            let path = route.path.replace("{*model_id}", "some/model").replace("{provider_id}", "llamagate");
+            let path = route
+                .path
+                .replace("{*model_id}", "some/model")
+                .replace("{provider_id}", "llamagate")
+                .replace("{*shield_id}", "some/shield")
+                .replace("{*file}", "swagger-ui.css");
             let request = Request::builder().method(route.method.clone()).uri(&path).body(Body::empty()).unwrap();
             let response = app.clone().oneshot(request).await.unwrap();
             let status = response.status();
             let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            // The docs page and its assets are not JSON; the router's own 404 always is.
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{} {path}", route.method);
             let router_404 = status == StatusCode::NOT_FOUND && body["error"]["message"] == "Not Found";
             assert!(!router_404, "{} {path} is listed but not routed", route.method);

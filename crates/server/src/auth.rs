@@ -10,13 +10,14 @@ use anyhow::{Context, bail};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use llamagate_authz::permissions::PermissionError;
+use llamagate_authz::permissions::{PermissionError, SAFETY_SCOPE};
 use llamagate_authz::{
-    AuthError, AuthErrorResponse, AuthRequest, Authenticator, ChallengeParams, Clock, Decision, OAuthConfig,
-    PermissionMatrix, Principal, ProtectedResourceMetadata,
+    AuditLog, AuthError, AuthErrorResponse, AuthRequest, Authenticator, ChallengeParams, Clock, Decision, OAuthConfig,
+    PermissionMatrix, Principal, ProtectedResourceMetadata, Tiers,
 };
 
 use crate::app::{Access, ROUTES};
+use crate::audit::{AuditTrail, AuthRefusal};
 use crate::config::ModelConfig;
 use crate::error::ApiError;
 
@@ -50,6 +51,8 @@ pub struct AuthState {
     metadata: ProtectedResourceMetadata,
     /// Present when `enforce_model_permissions` is on.
     permissions: Option<PermissionMatrix>,
+    /// Present when `enable_audit_logging` is on.
+    audit: Option<AuditTrail>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -65,13 +68,32 @@ impl AuthState {
         let authenticator = Authenticator::from_config(cfg, Clock::system()).context("oauth_config")?;
         let challenge = authenticator.challenge_params().clone();
         let scopes = permissions.as_ref().map(|m| m.scopes()).unwrap_or_default();
+        let audit = if cfg.enable_audit_logging {
+            Some(AuditTrail {
+                log: AuditLog::start(&cfg.audit, cfg.audit_log_level).context("oauth_config.audit.path")?,
+                tiers: Arc::new(Tiers::from_config(&cfg.rate_limits, &cfg.default_user_tier)),
+            })
+        } else {
+            None
+        };
         Ok(Self {
             authenticator,
             challenge,
             base_url: cfg.stack_uri.trim_end_matches('/').to_string(),
             metadata: ProtectedResourceMetadata::new(cfg, scopes, RESOURCE_NAME),
             permissions,
+            audit,
         })
+    }
+
+    /// The audit log and tier rules, when `enable_audit_logging` is on.
+    pub fn audit_trail(&self) -> Option<&AuditTrail> {
+        self.audit.as_ref()
+    }
+
+    /// The audit log, when `enable_audit_logging` is on.
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.audit.as_ref().map(|trail| &trail.log)
     }
 
     /// Fetches the JWKS ahead of the first request; failure is logged, not fatal (requests get 503
@@ -149,6 +171,24 @@ pub fn model_visible(auth: Option<&AuthState>, model_id: &str, principal: Option
     }
 }
 
+/// Shield authorization (run-shield, moderations): shields are resources like models, unlocked by
+/// the `model_safety` scope when model permissions are enforced; without it, 403 `insufficient_scope`.
+pub fn authorize_shield(auth: Option<&AuthState>, principal: Option<&Principal>) -> Result<(), ApiError> {
+    let Some(auth) = auth.filter(|a| a.permissions.is_some()) else { return Ok(()) };
+    match principal {
+        Some(p) if p.scopes.contains(SAFETY_SCOPE) => Ok(()),
+        _ => {
+            let error = AuthError::InsufficientScope { required: SAFETY_SCOPE.to_string() };
+            Err(ApiError::Auth(error.to_response(&auth.challenge)))
+        }
+    }
+}
+
+/// For shield listings and retrieval: whether the caller may see shields (no 403, only hiding).
+pub fn shield_visible(auth: Option<&AuthState>, principal: Option<&Principal>) -> bool {
+    authorize_shield(auth, principal).is_ok()
+}
+
 /// True for the exact paths served without credentials. Anything else (other routes, unknown paths,
 /// other spellings of public paths) needs a token.
 fn is_public(path: &str) -> bool {
@@ -181,7 +221,9 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
         }
         Err(error) => {
             tracing::info!(reason = error.reason(), status = error.status(), "request refused");
-            ApiError::Auth(error.to_response(&auth.challenge)).into_response()
+            let mut response = ApiError::Auth(error.to_response(&auth.challenge)).into_response();
+            response.extensions_mut().insert(AuthRefusal(error.reason()));
+            response
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The stack config: one YAML file naming the server's address and the models it serves.
+//! The stack config: one YAML file naming the server's address, the models it serves and the shields
+//! that run on them.
 //!
 //! The file is read once at start into [`StackConfig`], defaults are filled in here and nowhere else,
 //! and [`StackConfig::validate`] checks every value before any model is loaded, so a typo fails fast
@@ -31,6 +32,32 @@ pub struct StackConfig {
     /// (deny by default); `{enable_auth: false}` runs an open development server.
     #[serde(default)]
     pub oauth_config: Option<llamagate_authz::OAuthConfig>,
+    /// Llama Guard shields, each running on one of the served models; the first is the default for
+    /// `POST /v1/moderations` without a `model`.
+    #[serde(default)]
+    pub shields: Vec<ShieldConfig>,
+    /// The shield that guards chat and completions when `oauth_config.enforce_content_safety` is on
+    /// (see `safety_gate`); the first shield when unset. Without shields nothing is checked.
+    #[serde(default)]
+    pub safety_shield: Option<String>,
+}
+
+/// One shield: a served model used as a Llama Guard classifier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldConfig {
+    /// The id clients send as `shield_id` (may contain `/`).
+    pub id: String,
+    /// The id of the served model (under `models`) that acts as the guard; its id also decides which
+    /// categories the prompt lists (Llama-Guard-3-1B: S1–S13; otherwise S1–S14).
+    pub model: String,
+    /// Category codes (`S1` … `S14`) left out of the prompt and the scores.
+    #[serde(default)]
+    pub excluded_categories: Vec<String>,
+    /// TEST ONLY: fixed scores from this JSON file instead of the guard model (see `guard_double`).
+    /// Refused at start unless `LLAMAGATE_ALLOW_TEST_GUARD=1`.
+    #[serde(default)]
+    pub scores_file: Option<std::path::PathBuf>,
 }
 
 /// HTTP server settings.
@@ -150,6 +177,43 @@ impl StackConfig {
                 return Err(invalid(key("required_scope"), "must be one non-empty scope token"));
             }
         }
+        self.validate_shields()
+    }
+
+    fn validate_shields(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
+        let mut seen = HashSet::new();
+        for (i, shield) in self.shields.iter().enumerate() {
+            let key = |field: &str| format!("shields[{i}].{field}");
+            if shield.id.trim().is_empty() || shield.id.starts_with('/') || shield.id.ends_with('/') {
+                return Err(invalid(key("id"), "must be non-empty and must not start or end with `/`".into()));
+            }
+            if !seen.insert(shield.id.as_str()) {
+                return Err(invalid(key("id"), format!("duplicate id `{}`", shield.id)));
+            }
+            if !self.models.iter().any(|m| m.id == shield.model) {
+                return Err(invalid(
+                    key("model"),
+                    format!("`{}` is not the id of a model under `models`", shield.model),
+                ));
+            }
+            for (j, code) in shield.excluded_categories.iter().enumerate() {
+                if llamagate_engine::category_by_code(code).is_none() {
+                    return Err(invalid(
+                        format!("shields[{i}].excluded_categories[{j}]"),
+                        format!("unknown category `{code}` (expected S1 … S14)"),
+                    ));
+                }
+            }
+            if shield.scores_file.as_deref().is_some_and(|p| !p.is_file()) {
+                return Err(invalid(key("scores_file"), "file not found".into()));
+            }
+        }
+        if let Some(id) = &self.safety_shield
+            && !self.shields.iter().any(|s| &s.id == id)
+        {
+            return Err(invalid("safety_shield".into(), format!("`{id}` is not the id of a shield under `shields`")));
+        }
         Ok(())
     }
 }
@@ -193,6 +257,41 @@ mod tests {
         let config = StackConfig::parse("models:\n  - id: a\n    source: o/n\n  - id: a\n    source: o/m\n").unwrap();
         assert!(config.validate().unwrap_err().to_string().starts_with("models[1].id"));
         assert!(StackConfig::parse("models: []\nsurprise: 1\n").is_err());
+    }
+
+    #[test]
+    fn shields_name_a_served_model_and_known_categories() {
+        let base = "models:\n  - id: org/guard\n    source: org/name\n";
+        let ok = format!("{base}shields:\n  - id: llama-guard\n    model: org/guard\n    excluded_categories: [S14]\n");
+        let config = StackConfig::parse(&ok).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.shields[0].excluded_categories, ["S14"]);
+        assert!(StackConfig::parse(base).unwrap().shields.is_empty());
+        let cases = [
+            ("shields:\n  - id: g\n    model: other\n", "shields[0].model: `other` is not the id"),
+            (
+                "shields:\n  - id: g\n    model: org/guard\n    excluded_categories: [S1, S15]\n",
+                "shields[0].excluded_categories[1]: unknown category `S15`",
+            ),
+            (
+                "shields:\n  - id: g\n    model: org/guard\n  - id: g\n    model: org/guard\n",
+                "shields[1].id: duplicate",
+            ),
+            ("shields:\n  - id: ''\n    model: org/guard\n", "shields[0].id:"),
+        ];
+        for (yaml, expected) in cases {
+            let err = StackConfig::parse(&format!("{base}{yaml}")).unwrap().validate().unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        assert!(
+            StackConfig::parse(&format!("{base}shields:\n  - id: g\n    model: org/guard\n    typo: 1\n")).is_err()
+        );
+        let chosen = format!("{base}shields:\n  - id: g\n    model: org/guard\nsafety_shield: nope\n");
+        let err = StackConfig::parse(&chosen).unwrap().validate().unwrap_err().to_string();
+        assert!(err.starts_with("safety_shield: `nope` is not the id of a shield"), "{err}");
+        let double = format!("{base}shields:\n  - id: g\n    model: org/guard\n    scores_file: /no/such.json\n");
+        let err = StackConfig::parse(&double).unwrap().validate().unwrap_err().to_string();
+        assert!(err.starts_with("shields[0].scores_file: file not found"), "{err}");
     }
 
     #[test]

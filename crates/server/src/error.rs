@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use llamagate_authz::AuthErrorResponse;
 use llamagate_engine::EngineError;
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 /// A request failure with its HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,14 @@ pub enum ApiError {
     /// The requested provider is not configured; Llama Stack answers this with 400, not 404.
     #[error("Provider {0} not found")]
     ProviderNotFound(String),
+    /// `GET /v1/shields/{id}` for a shield that is unknown or not readable: 400, as Llama Stack answers.
+    #[error("Shield '{0}' not found")]
+    ShieldNotFound(String),
+    /// `run-shield` with a shield id no provider serves (Llama Stack's exact text, typo included).
+    #[error(
+        "Shield `{0}` not served by provider: `llama-guard`. Make sure there is an Safety provider serving this shield."
+    )]
+    ShieldNotServed(String),
     /// No route matches the path.
     #[error("Not Found")]
     RouteNotFound,
@@ -39,6 +49,17 @@ pub enum ApiError {
     /// `WWW-Authenticate` challenges.
     #[error("{}", .0.description)]
     Auth(AuthErrorResponse),
+    /// The caller's tier has no budget left for this request (429; `x-should-retry: false` when it
+    /// can never fit), or the rate limiter's backend is down in fail-closed mode (503).
+    #[error("{0}")]
+    RateLimited(llamagate_authz::RateLimitError),
+    /// Content safety refused the input at the caller's safety level (400, `type:
+    /// content_policy_violation`, the violated named categories in `categories`).
+    #[error(
+        "I can't answer that. Can I help with something else? (content policy: refused at safety level `{level}` \
+         for {})", .categories.join(", ")
+    )]
+    ContentPolicy { level: String, categories: Vec<String> },
     /// A bug or resource problem on our side; the detail goes to the log only.
     #[error("Internal server error: An unexpected error occurred.")]
     Internal(String),
@@ -48,13 +69,19 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::ProviderNotFound(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_)
+            | Self::ProviderNotFound(_)
+            | Self::ShieldNotFound(_)
+            | Self::ShieldNotServed(_)
+            | Self::ContentPolicy { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Auth(answer) => StatusCode::from_u16(answer.status).unwrap_or(StatusCode::UNAUTHORIZED),
+            Self::RateLimited(llamagate_authz::RateLimitError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -64,14 +91,51 @@ impl ApiError {
         if let Self::Internal(detail) = self {
             tracing::error!(%detail, "internal error");
         }
-        json!({ "error": { "message": self.to_string(), "code": self.status().as_u16().to_string() } })
+        let (kind, categories) = match self {
+            Self::ContentPolicy { categories, .. } => (Some(CONTENT_POLICY_VIOLATION.into()), Some(categories.clone())),
+            _ => (None, None),
+        };
+        let error =
+            ErrorDetail { message: self.to_string(), code: self.status().as_u16().to_string(), kind, categories };
+        json!(ErrorEnvelope { error })
     }
 }
+
+/// Llama Stack's error envelope, `{"error":{...}}`: the body of every failure, typed so the OpenAPI
+/// document describes exactly what [`ApiError::body`] sends.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of the envelope. The SDKs read `message`; the rest is for programs that branch on it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A human-readable explanation.
+    pub message: String,
+    /// The HTTP status as a string, as Llama Stack sends it on mid-stream error events.
+    pub code: String,
+    /// The RFC 6750 error code (`invalid_token`, `insufficient_scope`, …) on authentication failures;
+    /// `rate_limit_exceeded`, `request_exceeds_tier_limit` or `rate_limiter_unavailable` on rate limits.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// On a content-safety refusal: the violated named categories (`violence`, `hate`, `sexual`,
+    /// `illegal`, `harmful`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+}
+
+/// The `type` of a content-safety refusal.
+pub const CONTENT_POLICY_VIOLATION: &str = "content_policy_violation";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Auth(answer) = &self {
             return crate::auth::auth_error_response(answer);
+        }
+        if let Self::RateLimited(error) = &self {
+            return crate::admission::rate_limited_response(error, self.status(), self.body());
         }
         (self.status(), Json(self.body())).into_response()
     }
@@ -99,6 +163,16 @@ mod tests {
         assert_eq!(ApiError::from(too_long).status(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::from(EngineError::Unavailable("x".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ApiError::from(EngineError::Inference("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_content_policy_refusal_is_a_400_with_its_type_and_categories() {
+        let error = ApiError::ContentPolicy { level: "basic_user".into(), categories: vec!["violence".into()] };
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        let body = error.body();
+        assert_eq!(body["error"]["type"], "content_policy_violation");
+        assert_eq!(body["error"]["categories"], json!(["violence"]));
+        assert!(body["error"]["message"].as_str().unwrap().contains("`basic_user` for violence"), "{body}");
     }
 
     #[test]

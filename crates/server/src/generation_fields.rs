@@ -7,6 +7,7 @@
 
 use llamagate_engine::{GenerateParams, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
@@ -17,7 +18,7 @@ const DEFAULT_TEMPERATURE: f32 = 1.0;
 const MAX_STOP_SEQUENCES: usize = 4;
 
 /// Sampling and delivery fields common to `/v1/chat/completions` and `/v1/completions`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct GenerationFields {
     /// Tokens to generate at most (the context window caps it further).
     pub max_tokens: Option<u32>,
@@ -44,7 +45,7 @@ pub struct GenerationFields {
 }
 
 /// `stop` as either spelling OpenAI accepts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Stop {
     /// A single stop string.
@@ -54,7 +55,7 @@ pub enum Stop {
 }
 
 /// Options for a streamed response.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a final chunk with the token usage before `[DONE]`.
     #[serde(default)]
@@ -105,7 +106,7 @@ impl GenerationFields {
 }
 
 /// Token usage as OpenAI reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UsageBody {
     /// Tokens in the prompt, as the engine counted them.
     pub prompt_tokens: usize,
@@ -113,6 +114,24 @@ pub struct UsageBody {
     pub completion_tokens: usize,
     /// The sum of both.
     pub total_tokens: usize,
+    /// Prompt tokens served from a cache (reference §a.6 carries the breakdown).
+    pub prompt_tokens_details: PromptTokensDetails,
+    /// What the completion tokens were spent on.
+    pub completion_tokens_details: CompletionTokensDetails,
+}
+
+/// The prompt-token breakdown OpenAI reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PromptTokensDetails {
+    /// Always 0: the engine keeps no prefix cache between requests.
+    pub cached_tokens: usize,
+}
+
+/// The completion-token breakdown OpenAI reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompletionTokensDetails {
+    /// Always 0: no reasoning trace is separated from the answer.
+    pub reasoning_tokens: usize,
 }
 
 impl From<Usage> for UsageBody {
@@ -121,6 +140,8 @@ impl From<Usage> for UsageBody {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.total_tokens(),
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: 0 },
+            completion_tokens_details: CompletionTokensDetails { reasoning_tokens: 0 },
         }
     }
 }

@@ -1,19 +1,28 @@
 //! `llamagate`: the command-line entry point. `serve` runs the Llama Stack HTTP API over the configured
 //! models; `generate` drives the engine by hand for one prompt; `token` mints a development token for
-//! `serve --dev`. This file only parses and dispatches.
+//! `serve --dev`; `audit verify` checks the audit log's hash chain. This file only parses and dispatches.
 
+mod admission;
 mod app;
+mod audit;
+mod audit_verify;
 mod auth;
+mod caller;
 mod config;
 mod dev_issuer;
 mod error;
 mod generate;
 mod generation_fields;
+mod guard_double;
 mod json_body;
+mod metrics;
+mod openapi;
 mod redact;
 mod registry;
 mod routes;
+mod safety_gate;
 mod serve;
+mod shields;
 mod sse;
 mod token;
 
@@ -39,6 +48,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print an access token from the development issuer, for a server started with `serve --dev`.
     Token(token::TokenArgs),
+    /// Work with the audit log (`audit verify <files>` checks its hash chain).
+    Audit(audit_verify::AuditArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Token(args) => token::run(args),
+        Command::Audit(args) => audit_verify::run(args),
     }
 }

@@ -14,7 +14,10 @@ use crate::app::{self, AppState};
 use crate::auth::{self, AuthState};
 use crate::config::StackConfig;
 use crate::dev_issuer::{self, DevIssuer};
+use crate::metrics::Metrics;
 use crate::registry::ModelRegistry;
+use crate::safety_gate::SafetyGate;
+use crate::shields::ShieldRegistry;
 
 /// Options of `llamagate serve`.
 #[derive(Args)]
@@ -88,6 +91,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Loading is blocking, CPU- and IO-heavy work; it happens before the runtime starts serving.
     let registry = Arc::new(ModelRegistry::load(&config.models)?);
+    let shields = Arc::new(ShieldRegistry::new(&config.shields, &registry)?);
+    let safety = SafetyGate::from_config(&oauth, config.safety_shield.as_deref(), &shields)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         // Under --dev the keys come from this very server, fetched on the first request.
@@ -108,7 +113,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let dev_docs = dev.as_ref().map(|(issuer, key)| {
             Arc::new(dev_issuer::Published { metadata: dev_issuer::metadata(issuer), jwks: key.jwks() })
         });
-        let state = AppState { registry, auth: auth_state, dev_issuer: dev_docs };
+        let limits = crate::admission::RateLimits::from_config(&oauth)?;
+        let audit_log = auth_state.as_ref().and_then(|a| a.audit_log().cloned());
+        let metrics = Arc::new(Metrics::new(audit_log.clone()));
+        let state = AppState { registry, auth: auth_state, dev_issuer: dev_docs, limits, shields, metrics, safety };
         let app = app::router(state, config.server.max_body_bytes);
         tracing::info!(address = %bound, "listening");
         // Tests and scripts read this line to learn the port when `--port 0` was given.
@@ -117,10 +125,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             print_dev_banner(issuer, key, &args.dev_key_file, &args.config);
         }
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        // In-flight requests have finished; their last records must reach the disk before exit.
+        if let Some(log) = audit_log {
+            log.flush();
+        }
         tracing::info!("shut down");
         Ok(())
     })
 }
+
+/// Where `serve --dev` writes audit records unless the config says otherwise.
+const DEV_AUDIT_LOG: &str = ".llamagate/audit.log";
 
 /// The `oauth_config` of `serve --dev`: the configured section (or the defaults), with environment
 /// overrides applied, then pointed at this server as issuer, resource and key set, authentication on.
@@ -141,6 +156,10 @@ fn dev_oauth_config(
     }
     // The server fetches its own keys over plain http, also when bound to a non-loopback address.
     cfg.allow_insecure_http = true;
+    // Audit records go next to the development key (git-ignored) rather than into the terminal.
+    if cfg.audit.path.is_none() && !cfg.audit.stdout {
+        cfg.audit.path = Some(std::path::PathBuf::from(DEV_AUDIT_LOG));
+    }
     cfg.validate()?;
     Ok(cfg)
 }

@@ -1,10 +1,12 @@
 //! Server-sent events for streamed completions (reference §a.5).
 //!
-//! [`stream_generation`] turns an engine [`GenerationStream`] into `data: <json>` events, using a
-//! [`ChunkFormat`] for the route's chunk shape, and ends with `data: [DONE]`. An error after the first
+//! [`stream_generation`] turns an engine stream, behind its output safety check ([`GuardedGeneration`]),
+//! into `data: <json>` events, using a [`ChunkFormat`] for the route's chunk shape, and ends with
+//! `data: [DONE]`. An error after the first
 //! byte can no longer change the status, so it is sent as a final `{"error":{...}}` event instead.
 //! The SSE body owns the engine stream: when the client disconnects, hyper drops the body, the engine
-//! stream is dropped with it, and the engine cancels the generation at its next step.
+//! stream is dropped with it, and the engine cancels the generation at its next step. The body also
+//! owns the request's rate-limit [`Admission`], so a disconnect charges only the tokens generated.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -13,10 +15,12 @@ use axum::Json;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use llamagate_engine::{GenerationEvent, GenerationOutput, GenerationStream, GenerationSummary};
+use llamagate_engine::{GenerationEvent, GenerationOutput, GenerationSummary};
 use serde_json::Value;
 
+use crate::admission::Admission;
 use crate::error::ApiError;
+use crate::safety_gate::GuardedGeneration;
 
 /// How one route shapes its stream chunks.
 pub trait ChunkFormat: Send + 'static {
@@ -28,9 +32,11 @@ pub trait ChunkFormat: Send + 'static {
     fn finished(&self, summary: &GenerationSummary) -> Vec<Value>;
 }
 
-/// Streams a generation as SSE events in the given format.
+/// Streams a generation as SSE events in the given format. The stream owns the admission: it counts
+/// the tokens as they come (what a disconnect is charged) and settles before `[DONE]`.
 pub fn stream_generation<F: ChunkFormat>(
-    mut generation: GenerationStream,
+    mut generation: GuardedGeneration,
+    mut admission: Admission,
     format: F,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let started = Instant::now();
@@ -41,7 +47,10 @@ pub fn stream_generation<F: ChunkFormat>(
         }
         loop {
             match generation.next().await {
-                Some(GenerationEvent::Text { text, .. }) => {
+                Some(GenerationEvent::Text { text, token }) => {
+                    if token.is_some() {
+                        admission.generated_token();
+                    }
                     // Empty pieces mean the decoder is holding back a partial character or stop string.
                     if !text.is_empty() {
                         yield Ok(json_event(&format.text(&text)));
@@ -49,6 +58,7 @@ pub fn stream_generation<F: ChunkFormat>(
                 }
                 Some(GenerationEvent::Done(summary)) => {
                     log_finished(&summary, started);
+                    admission.settle(&summary).await;
                     for chunk in format.finished(&summary) {
                         yield Ok(json_event(&chunk));
                     }
@@ -57,6 +67,8 @@ pub fn stream_generation<F: ChunkFormat>(
                     break;
                 }
                 Some(GenerationEvent::Failed(reason)) => {
+                    // `admission` is dropped with the stream and charges what was generated.
+                    admission.failed(&reason);
                     yield Ok(json_event(&ApiError::Internal(reason).body()));
                     guard.finished = true;
                     break;
@@ -75,20 +87,29 @@ pub fn stream_generation<F: ChunkFormat>(
 }
 
 /// The shared end of every generation route: an SSE stream in `format` when the client asked for one,
-/// otherwise the whole generation collected and shaped by `plain`.
+/// otherwise the whole generation collected and shaped by `plain`. Either way the response carries
+/// the rate-limit headers of `admission`, which is settled with the real token count at the end (or
+/// charged for what was used if the response is dropped first).
 pub async fn respond<F: ChunkFormat, T: serde::Serialize>(
-    generation: GenerationStream,
+    generation: GuardedGeneration,
+    mut admission: Admission,
     streaming: bool,
     format: F,
     plain: impl FnOnce(GenerationOutput) -> T,
 ) -> Result<Response, ApiError> {
-    if streaming {
-        return Ok(stream_generation(generation, format).into_response());
-    }
-    let started = Instant::now();
-    let output = generation.collect().await?;
-    log_finished(&output.summary, started);
-    Ok(Json(plain(output)).into_response())
+    admission.started();
+    let headers = admission.headers();
+    let mut response = if streaming {
+        stream_generation(generation, admission, format).into_response()
+    } else {
+        let started = Instant::now();
+        let output = generation.collect().await?;
+        log_finished(&output.summary, started);
+        admission.settle(&output.summary).await;
+        Json(plain(output)).into_response()
+    };
+    response.headers_mut().extend(headers);
+    Ok(response)
 }
 
 /// Logs the outcome of a generation: counts and timing only, never prompt or output text.

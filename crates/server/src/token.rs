@@ -21,10 +21,12 @@ pub struct TokenArgs {
     /// The server's URL, which is the issuer and audience (default: from --config, else http://127.0.0.1:8321).
     #[arg(long)]
     issuer: Option<String>,
-    /// A scope to grant; repeat for several (default: every served model's required scope).
+    /// A scope to grant; repeat for several (default: every served model's required scope, and
+    /// `model_safety` when shields are configured).
     #[arg(long = "scope")]
     scopes: Vec<String>,
-    /// The `tier` claim (e.g. free, premium).
+    /// The `tier` claim (e.g. free, premium). Servers rate-limit by it only when `rate_limits.tier_claim: tier`
+    /// is configured; otherwise scopes pick the tier (`--scope premium_access`, see docs/configuration.md).
     #[arg(long)]
     tier: Option<String>,
     /// The `sub` claim.
@@ -54,7 +56,13 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         args.scopes
     } else if let Some(config) = &config {
         let oauth = config.oauth_config.clone().unwrap_or_default();
-        crate::auth::model_scopes(&oauth, &config.models)?
+        let mut scopes = crate::auth::model_scopes(&oauth, &config.models)?;
+        // Shields are unlocked by their own scope; a development token should reach them too.
+        let safety = llamagate_authz::permissions::SAFETY_SCOPE;
+        if !config.shields.is_empty() && !scopes.iter().any(|s| s == safety) {
+            scopes.push(safety.to_string());
+        }
+        scopes
     } else {
         vec![FALLBACK_SCOPE.to_string()]
     };

@@ -3,64 +3,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
+use support::dev::{DevServer, token};
 use support::{MODEL_ID, default_model};
 
 const KEY_FILE: &str = ".llamagate/dev-issuer.json";
-
-/// A `serve --dev` process; killed when dropped.
-struct DevServer {
-    child: Child,
-    base: String,
-}
-
-impl DevServer {
-    fn start(dir: &Path, port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
-            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--port", &port.to_string()])
-            .current_dir(dir)
-            .env_remove("LLAMAGATE_DEV_KEY_FILE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let Some(base) = line.trim().strip_prefix("llamagate listening on ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {line:?}");
-        };
-        Self { child, base }
-    }
-
-    fn port(&self) -> u16 {
-        self.base.rsplit(':').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(dir: &Path, issuer: &str, extra: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_llamagate"))
-        .args(["token", "--config", "stack.yaml", "--issuer", issuer, "--tier", "premium", "--sub", "alice"])
-        .args(extra)
-        .current_dir(dir)
-        .env_remove("LLAMAGATE_DEV_KEY_FILE")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
 
 async fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = client.get(url);

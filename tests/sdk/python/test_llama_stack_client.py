@@ -6,8 +6,8 @@ from conftest import MODEL_ID, SLASH_MODEL_ID
 
 
 @pytest.fixture(scope="module")
-def client(base_url):
-    return LlamaStackClient(base_url=base_url, max_retries=0, timeout=120)
+def client(base_url, access_token):
+    return LlamaStackClient(base_url=base_url, api_key=access_token, max_retries=0, timeout=120)
 
 
 def test_models_list_carries_llama_stack_metadata(client):

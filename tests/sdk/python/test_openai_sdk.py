@@ -6,8 +6,8 @@ from conftest import MODEL_ID
 
 
 @pytest.fixture(scope="module")
-def client(base_url):
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+def client(base_url, access_token):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=access_token, max_retries=0, timeout=120)
 
 
 def test_models(client):

@@ -1,51 +1,19 @@
-// The official TypeScript llama-stack-client against the real server (node's test runner).
+// The official TypeScript llama-stack-client against the real server (node's test runner), with
+// authentication on: the SDK sends a token from the real authorization server as its apiKey.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
 import LlamaStackClient from 'llama-stack-client';
+import { MODEL_ID, SLASH_MODEL_ID, startStack } from './stack.mjs';
 
-const root = resolve(import.meta.dirname, '../../..');
-const MODEL_ID = 'smollm2-135m-instruct';
-const SLASH_MODEL_ID = 'HuggingFaceTB/SmolLM2-135M-Instruct';
-let server;
+let stack;
 let client;
 
-const freePort = () =>
-  new Promise((ok) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-
 before(async () => {
-  const binary = process.env.LLAMAGATE_BIN ?? join(root, 'target/debug/llamagate');
-  const model = process.env.LLAMAGATE_DEFAULT_MODEL ?? join(root, 'models/cache/SmolLM2-135M-Instruct.Q4_1.gguf');
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'llamagate-ts-'));
-  const config = join(dir, 'stack.yaml');
-  writeFileSync(
-    config,
-    `server:\n  host: 127.0.0.1\n  port: ${port}\nmodels:\n  - id: ${MODEL_ID}\n    source: ${model}\n  - id: ${SLASH_MODEL_ID}\n    source: ${model}\noauth_config:\n  enable_auth: false\n`,
-  );
-  server = spawn(binary, ['--threads', '1', 'serve', '--config', config], { stdio: 'inherit' });
-  const baseURL = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 600; i++) {
-    try {
-      if ((await fetch(`${baseURL}/v1/health`)).ok) break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  client = new LlamaStackClient({ baseURL, maxRetries: 0, timeout: 120_000 });
+  stack = await startStack();
+  client = new LlamaStackClient({ baseURL: stack.baseURL, apiKey: stack.token, maxRetries: 0, timeout: 120_000 });
 });
 
-after(() => server?.kill('SIGTERM'));
+after(() => stack?.stop());
 
 test('models list and retrieve with a raw slash in the id', async () => {
   const models = await client.models.list();
@@ -71,5 +39,19 @@ test('errors map to the SDK error classes', async () => {
   await assert.rejects(
     client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: 'hi' }], n: 2 }),
     LlamaStackClient.BadRequestError,
+  );
+});
+
+test('a missing or invalid key is AuthenticationError, a token without the model scope PermissionDeniedError', async () => {
+  const messages = [{ role: 'user', content: 'hi' }];
+  for (const apiKey of [undefined, 'not-a-token']) {
+    const anonymous = new LlamaStackClient({ baseURL: stack.baseURL, apiKey, maxRetries: 0 });
+    await assert.rejects(anonymous.models.list(), (e) => e instanceof LlamaStackClient.AuthenticationError && e.status === 401);
+  }
+  const unscoped = new LlamaStackClient({ baseURL: stack.baseURL, apiKey: stack.noscopeToken, maxRetries: 0 });
+  assert.deepEqual(await unscoped.models.list(), []);
+  await assert.rejects(
+    unscoped.chat.completions.create({ model: MODEL_ID, messages, max_tokens: 2 }),
+    (e) => e instanceof LlamaStackClient.PermissionDeniedError && e.status === 403,
   );
 });

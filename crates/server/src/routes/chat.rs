@@ -3,40 +3,64 @@
 //! The body is fully validated before the model is looked up, as Llama Stack does, so a bad body is a
 //! 400 even for an unknown model. Streaming hands the engine stream to [`crate::sse`]; the plain
 //! response waits for the whole generation. Either way, dropping the response cancels the generation.
+//! With content safety on, the input is checked before generation and the output before it is sent
+//! ([`crate::safety_gate`]).
 
-use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 use llamagate_engine::GenerationSummary;
 use serde_json::{Value, json};
 
-use super::chat_types::{ChatCompletion, ChatCompletionRequest};
-use llamagate_authz::Principal;
+use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
 
+use crate::admission::Admission;
 use crate::app::AppState;
 use crate::auth::authorize_model;
-use crate::error::ApiError;
+use crate::caller::Caller;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::generation_fields::{UsageBody, response_id, unix_now};
 use crate::json_body::JsonBody;
+use crate::safety_gate::SafetyChecks;
 use crate::sse::{self, ChunkFormat};
 
 /// Answers a chat completion, streamed or not.
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "inference", request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events whose `data:` lines \
+            are `chat.completion.chunk` objects, ending with `data: [DONE]` (an error mid-stream arrives as a \
+            final `{\"error\":{...}}` event)",
+            content((ChatCompletion = "application/json"), (ChatCompletionChunk = "text/event-stream"))),
+        (status = 400, description = "Malformed body, a feature this server refuses, or input refused by content \
+            safety (`type: content_policy_violation`, the violated `categories`; see docs/safety.md)", body = ErrorEnvelope),
+        (status = 404, description = "No such model", body = ErrorEnvelope),
+        (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 429, description = "The caller's tier has no budget left for this request; `Retry-After`, \
+            `x-ratelimit-*` and `RateLimit` headers say when (see `GET /v1/usage`)", body = ErrorEnvelope),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     JsonBody(request): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (messages, params) = request.validate()?;
-    authorize_model(state.auth.as_deref(), &request.model, principal.as_deref())?;
+    caller.note_model(&request.model);
+    authorize_model(state.auth.as_deref(), &request.model, caller.principal())?;
     let served = state.registry.get(&request.model)?;
     let prompt = served.engine.render_chat(&messages)?;
     let prompt_ids = served.engine.tokenize(&prompt)?;
-    let generation = served.engine.submit(served.engine.prepare(prompt_ids, params)?)?;
+    let prepared = served.engine.prepare(prompt_ids, params)?;
+    let prompt_tokens = prepared.prompt_ids.len();
+    let report = caller.usage_report(state.metrics.clone(), &request.model, prompt_tokens as u64);
+    let mut admission = Admission::reserve(state.limits.as_deref(), caller.principal(), &prepared).await?;
+    let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
+    safety.check_input(&messages, &mut admission).await?;
+    let admission = admission.reporting_to(report);
+    let generation = safety.guard_output(served.engine.submit(prepared)?, &messages, prompt_tokens);
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
     let format =
         ChatChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
-    sse::respond(generation, request.fields.streaming(), format, |output| {
+    sse::respond(generation, admission, request.fields.streaming(), format, |output| {
         ChatCompletion::new(id, created, model, output)
     })
     .await
@@ -51,41 +75,40 @@ struct ChatChunks {
 }
 
 impl ChatChunks {
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
-        json!({
-            "id": self.id,
-            "choices": [{ "delta": delta, "finish_reason": finish_reason, "index": 0, "logprobs": null }],
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "service_tier": null,
-            "system_fingerprint": null,
-            "usage": null,
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<UsageBody>) -> Value {
+        json!(ChatCompletionChunk {
+            id: self.id.clone(),
+            choices,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            service_tier: None,
+            system_fingerprint: None,
+            usage,
         })
     }
 }
 
-fn delta(role: Option<&str>, content: Option<&str>) -> Value {
-    json!({ "content": content, "refusal": null, "role": role, "tool_calls": null, "reasoning_content": null })
+/// The one choice of a content chunk.
+fn choice(delta: ChunkDelta, finish_reason: Option<&'static str>) -> Vec<ChunkChoice> {
+    vec![ChunkChoice { delta, finish_reason, index: 0, logprobs: None }]
 }
 
 impl ChunkFormat for ChatChunks {
     fn opening(&self) -> Option<Value> {
-        Some(self.chunk(delta(Some("assistant"), Some("")), None))
+        let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() };
+        Some(self.chunk(choice(delta, None), None))
     }
 
     fn text(&self, text: &str) -> Value {
-        self.chunk(delta(None, Some(text)), None)
+        self.chunk(choice(ChunkDelta { content: Some(text.to_string()), ..Default::default() }, None), None)
     }
 
     fn finished(&self, summary: &GenerationSummary) -> Vec<Value> {
-        let mut chunks = vec![self.chunk(delta(None, None), Some(summary.finish_reason.as_str()))];
+        let mut chunks = vec![self.chunk(choice(ChunkDelta::default(), Some(summary.finish_reason.as_str())), None)];
         if self.include_usage {
             // OpenAI's usage chunk: no choices, usage filled in.
-            let mut usage = self.chunk(Value::Null, None);
-            usage["choices"] = json!([]);
-            usage["usage"] = json!(UsageBody::from(summary.usage));
-            chunks.push(usage);
+            chunks.push(self.chunk(Vec::new(), Some(UsageBody::from(summary.usage))));
         }
         chunks
     }

@@ -1,16 +1,20 @@
 //! Wire types of `POST /v1/chat/completions` (reference §a.4, §a.6): the OpenAI-compatible body and
 //! the `chat.completion` object. Unknown keys are accepted and ignored, as Llama Stack does; keys we
 //! understand but cannot honour are refused with a 400 in [`ChatCompletionRequest::validate`].
+//!
+//! Response fields of type `Option` are marked `required` in the OpenAPI schema: they are always sent,
+//! as `null` when empty, and the SDKs' models expect the key.
 
 use llamagate_engine::{ChatMessage, GenerateParams, GenerationOutput};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::generation_fields::{GenerationFields, UsageBody};
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// The served model id.
     pub model: String,
@@ -32,7 +36,7 @@ pub struct ChatCompletionRequest {
 }
 
 /// One input message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessageIn {
     /// Who said it.
     pub role: Role,
@@ -42,7 +46,7 @@ pub struct ChatMessageIn {
 }
 
 /// The roles OpenAI-compatible clients send.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions for the model.
@@ -58,7 +62,7 @@ pub enum Role {
 }
 
 /// A message's content: plain text or typed parts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
@@ -68,7 +72,7 @@ pub enum MessageContent {
 }
 
 /// One typed content part.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     /// Text.
@@ -83,7 +87,7 @@ pub enum ContentPart {
 }
 
 /// `response_format`, of which only the type matters here.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ResponseFormat {
     /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
@@ -119,7 +123,8 @@ impl ChatCompletionRequest {
 }
 
 impl ChatMessageIn {
-    fn to_engine(&self) -> Result<ChatMessage, ApiError> {
+    /// The message as the engine's chat turn: roles mapped for Llama templates, text parts joined.
+    pub(crate) fn to_engine(&self) -> Result<ChatMessage, ApiError> {
         let role = match self.role {
             Role::System | Role::Developer => "system",
             Role::User => "user",
@@ -149,7 +154,7 @@ impl ChatMessageIn {
 }
 
 /// The `chat.completion` object. Every key is serialized, nulls included, as the SDKs' models expect.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatCompletion {
     /// `chatcmpl-…`.
     pub id: String,
@@ -162,43 +167,110 @@ pub struct ChatCompletion {
     /// The id the client sent.
     pub model: String,
     /// Not applicable; null.
+    #[schema(required = true)]
     pub service_tier: Option<String>,
     /// Not applicable; null.
+    #[schema(required = true)]
     pub system_fingerprint: Option<String>,
     /// Exact token counts.
     pub usage: UsageBody,
 }
 
 /// One choice of a chat completion.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatChoice {
     /// The assistant's reply.
     pub message: AssistantMessage,
-    /// `stop` or `length`.
+    /// `stop`, `length`, or `content_filter` when content safety refused the output.
     pub finish_reason: &'static str,
     /// Always 0.
     pub index: u32,
     /// Not reported; null.
+    #[schema(required = true)]
     pub logprobs: Option<Value>,
 }
 
 /// The assistant message in a choice; the optional OpenAI fields are present as null.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
     /// The generated text.
     pub content: String,
     /// No tool calls are parsed; null.
+    #[schema(required = true)]
     pub tool_calls: Option<Value>,
     /// Null.
+    #[schema(required = true)]
     pub refusal: Option<String>,
     /// Null.
+    #[schema(required = true)]
     pub function_call: Option<Value>,
     /// Null.
+    #[schema(required = true)]
     pub annotations: Option<Value>,
     /// Null.
+    #[schema(required = true)]
     pub audio: Option<Value>,
+}
+
+/// One streamed `chat.completion.chunk` (reference §a.5); every key is serialized, nulls included.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletionChunk {
+    /// The same `chatcmpl-…` id on every chunk of a stream.
+    pub id: String,
+    /// One choice; empty on the final usage chunk.
+    pub choices: Vec<ChunkChoice>,
+    /// Always `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds, the same on every chunk.
+    pub created: u64,
+    /// The id the client sent.
+    pub model: String,
+    /// Not applicable; null.
+    #[schema(required = true)]
+    pub service_tier: Option<String>,
+    /// Not applicable; null.
+    #[schema(required = true)]
+    pub system_fingerprint: Option<String>,
+    /// Exact token counts on the usage chunk (`stream_options.include_usage`); null elsewhere.
+    #[schema(required = true)]
+    pub usage: Option<UsageBody>,
+}
+
+/// The choice of one chunk.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkChoice {
+    /// What this chunk adds to the message.
+    pub delta: ChunkDelta,
+    /// `stop`, `length` or `content_filter` on the last content chunk; null before.
+    #[schema(required = true)]
+    pub finish_reason: Option<&'static str>,
+    /// Always 0.
+    pub index: u32,
+    /// Not reported; null.
+    #[schema(required = true)]
+    pub logprobs: Option<Value>,
+}
+
+/// A piece of the assistant message; the first chunk carries the role, later ones the text.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ChunkDelta {
+    /// The next piece of text.
+    #[schema(required = true)]
+    pub content: Option<String>,
+    /// Null.
+    #[schema(required = true)]
+    pub refusal: Option<String>,
+    /// `assistant` on the first chunk; null after.
+    #[schema(required = true)]
+    pub role: Option<&'static str>,
+    /// No tool calls are parsed; null.
+    #[schema(required = true)]
+    pub tool_calls: Option<Value>,
+    /// Null: no reasoning traces are separated.
+    #[schema(required = true)]
+    pub reasoning_content: Option<String>,
 }
 
 impl ChatCompletion {

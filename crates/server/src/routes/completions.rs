@@ -1,40 +1,67 @@
-//! `POST /v1/completions` (legacy): a raw prompt, no chat template, streamed or not.
+//! `POST /v1/completions` (legacy): a raw prompt, no chat template, streamed or not. With content safety
+//! on, the prompt is checked as one user turn and the output as the reply ([`crate::safety_gate`]).
 
-use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
-use llamagate_engine::GenerationSummary;
+use llamagate_engine::{ChatMessage, GenerationSummary};
 use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
-use llamagate_authz::Principal;
 
+use crate::admission::Admission;
 use crate::app::AppState;
 use crate::auth::authorize_model;
-use crate::error::ApiError;
+use crate::caller::Caller;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::generation_fields::{UsageBody, response_id, unix_now};
 use crate::json_body::JsonBody;
+use crate::safety_gate::SafetyChecks;
 use crate::sse::{self, ChunkFormat};
 
 /// Answers a legacy completion, streamed or not.
+#[utoipa::path(post, path = "/v1/completions", operation_id = "create_completion", tag = "inference", request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events whose `data:` lines \
+            are `text_completion` objects of the same shape, ending with `data: [DONE]`",
+            content((TextCompletion = "application/json"), (TextCompletion = "text/event-stream"))),
+        (status = 400, description = "Malformed body, a feature this server refuses, or input refused by content \
+            safety (`type: content_policy_violation`, the violated `categories`; see docs/safety.md)", body = ErrorEnvelope),
+        (status = 404, description = "No such model", body = ErrorEnvelope),
+        (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 429, description = "The caller's tier has no budget left for this request; `Retry-After`, \
+            `x-ratelimit-*` and `RateLimit` headers say when (see `GET /v1/usage`)", body = ErrorEnvelope),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (prompt, params) = request.validate()?;
-    authorize_model(state.auth.as_deref(), &request.model, principal.as_deref())?;
+    caller.note_model(&request.model);
+    authorize_model(state.auth.as_deref(), &request.model, caller.principal())?;
     let served = state.registry.get(&request.model)?;
-    let prompt_ids = match prompt {
-        PromptInput::Text(text) => served.engine.tokenize(&text)?,
-        PromptInput::Tokens(ids) => ids,
+    let (prompt_ids, text) = match prompt {
+        PromptInput::Text(text) => (served.engine.tokenize(&text)?, text),
+        PromptInput::Tokens(ids) => {
+            let text = served.engine.tokenizer().decode(&ids);
+            (ids, text)
+        }
     };
-    let generation = served.engine.submit(served.engine.prepare(prompt_ids, params)?)?;
+    let prepared = served.engine.prepare(prompt_ids, params)?;
+    let prompt_tokens = prepared.prompt_ids.len();
+    let report = caller.usage_report(state.metrics.clone(), &request.model, prompt_tokens as u64);
+    let mut admission = Admission::reserve(state.limits.as_deref(), caller.principal(), &prepared).await?;
+    // Content safety judges a raw prompt as the user's turn.
+    let conversation = [ChatMessage::new("user", text)];
+    let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
+    safety.check_input(&conversation, &mut admission).await?;
+    let admission = admission.reporting_to(report);
+    let generation = safety.guard_output(served.engine.submit(prepared)?, &conversation, prompt_tokens);
 
     let (id, created, model) = (response_id("cmpl"), unix_now(), request.model);
     let format =
         TextChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
-    sse::respond(generation, request.fields.streaming(), format, |output| {
+    sse::respond(generation, admission, request.fields.streaming(), format, |output| {
         TextCompletion::new(id, created, model, output)
     })
     .await

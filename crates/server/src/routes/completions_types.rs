@@ -5,12 +5,13 @@
 use llamagate_engine::{GenerateParams, GenerationOutput};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::generation_fields::{GenerationFields, UsageBody};
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     /// The served model id.
     pub model: String,
@@ -30,7 +31,7 @@ pub struct CompletionRequest {
 }
 
 /// Every spelling of `prompt` OpenAI accepts; only a single prompt is served.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Prompt {
     /// One text prompt.
@@ -86,7 +87,7 @@ impl CompletionRequest {
 }
 
 /// The `text_completion` object; streamed chunks have the same shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TextCompletion {
     /// `cmpl-…`.
     pub id: String,
@@ -99,21 +100,25 @@ pub struct TextCompletion {
     /// Always `text_completion`.
     pub object: &'static str,
     /// Not applicable; null.
+    #[schema(required = true)]
     pub system_fingerprint: Option<String>,
     /// Exact token counts (null on streamed chunks other than the usage chunk).
+    #[schema(required = true)]
     pub usage: Option<UsageBody>,
 }
 
 /// One choice of a text completion.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TextChoice {
-    /// `stop` or `length`; null on streamed chunks before the last.
+    /// `stop`, `length` or `content_filter`; null on streamed chunks before the last.
+    #[schema(required = true)]
     pub finish_reason: Option<&'static str>,
     /// Always 0.
     pub index: u32,
     /// The generated text (or this chunk's piece of it).
     pub text: String,
     /// Not reported; null.
+    #[schema(required = true)]
     pub logprobs: Option<Value>,
 }
 

@@ -4,27 +4,29 @@
 use axum::Json;
 use axum::extract::Query;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::{Api, ApiRoute, ROUTES};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::registry::PROVIDER_TYPE;
+use crate::shields::SAFETY_PROVIDER_TYPE;
 
 /// The query string: which API level to list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct RoutesQuery {
     /// `v1`, `v1alpha`, `v1beta` or `deprecated`; absent lists every route that is not deprecated.
     pub api_filter: Option<String>,
 }
 
 /// The list body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RouteList {
     /// One entry per route and method.
     pub data: Vec<RouteInfo>,
 }
 
 /// One route as Llama Stack reports it.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub struct RouteInfo {
     /// The path in Llama Stack's spelling (`{model_id:path}` for a tail capture).
     pub route: String,
@@ -38,6 +40,7 @@ impl RouteInfo {
     fn new(route: &ApiRoute) -> Self {
         let provider_types = match route.api {
             Api::Inference => vec![PROVIDER_TYPE],
+            Api::Safety => vec![SAFETY_PROVIDER_TYPE],
             Api::Introspection => Vec::new(),
         };
         Self { route: llama_stack_path(route.path), method: route.method.as_str().to_string(), provider_types }
@@ -53,6 +56,11 @@ fn llama_stack_path(axum_path: &str) -> String {
 }
 
 /// Lists the served routes, filtered by API level.
+#[utoipa::path(get, path = "/v1/inspect/routes", operation_id = "list_routes", tag = "introspection", params(RoutesQuery),
+    responses(
+        (status = 200, description = "The served Llama Stack API routes", body = RouteList),
+        (status = 400, description = "Unknown `api_filter`", body = ErrorEnvelope),
+    ))]
 pub async fn routes(Query(query): Query<RoutesQuery>) -> Result<Json<RouteList>, ApiError> {
     Ok(Json(RouteList { data: list(query.api_filter.as_deref())? }))
 }
@@ -87,9 +95,11 @@ mod tests {
     fn filters_select_by_api_level() {
         let all = list(None).unwrap();
         // Every API route; the `/.well-known/` documents (RFC 9728, and the dev issuer's RFC 8414
-        // metadata and JWKS) are not Llama Stack APIs and are not listed.
+        // metadata and JWKS), the OpenAPI document and its page, and `/metrics` are not Llama Stack APIs
+        // and are not listed.
         assert_eq!(all.len(), ROUTES.iter().filter(|r| r.path.starts_with("/v1/")).count());
-        assert_eq!(all.len(), ROUTES.len() - 3);
+        let others = ROUTES.iter().filter(|r| r.path.starts_with("/.well-known/") || r.path.starts_with("/docs"));
+        assert_eq!(all.len(), ROUTES.len() - others.count() - 2, "all but those, /openapi.json and /metrics");
         assert_eq!(list(Some("v1")).unwrap(), all);
         assert!(list(Some("v1alpha")).unwrap().is_empty());
         assert!(list(Some("deprecated")).unwrap().is_empty());

@@ -9,17 +9,18 @@ use axum::{Extension, Json};
 use llamagate_authz::Principal;
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::model_visible;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::registry::{PROVIDER_ID, ServedModel};
 
 /// The only model type served so far: text generation.
 const MODEL_TYPE: &str = "llm";
 
 /// The list body; the SDKs unwrap `.data`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     /// Always `list` (the OpenAI SDK's page type reads it).
     pub object: &'static str,
@@ -29,7 +30,7 @@ pub struct ModelList {
 
 /// A list entry in OpenAI's shape, with Llama Stack's `custom_metadata` from which the Python SDK
 /// derives `identifier`, `provider_id`, `model_type` and `provider_resource_id`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OpenAiModel {
     /// The served id.
     pub id: String,
@@ -44,7 +45,7 @@ pub struct OpenAiModel {
 }
 
 /// The native Llama Stack `Model` returned by retrieve.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NativeModel {
     /// The served id.
     pub identifier: String,
@@ -60,6 +61,7 @@ pub struct NativeModel {
     /// Always `llm`.
     pub model_type: &'static str,
     /// Not applicable; null.
+    #[schema(required = true)]
     pub model_validation: Option<Value>,
 }
 
@@ -68,6 +70,8 @@ fn metadata(model: &ServedModel) -> Value {
 }
 
 /// Lists the served models the caller may use.
+#[utoipa::path(get, path = "/v1/models", operation_id = "list_models", tag = "models",
+    responses((status = 200, description = "The served models the caller may use", body = ModelList)))]
 pub async fn list(State(state): State<AppState>, principal: Option<Extension<Principal>>) -> Json<ModelList> {
     let data = state
         .registry
@@ -93,6 +97,12 @@ pub async fn list(State(state): State<AppState>, principal: Option<Extension<Pri
 
 /// Retrieves one model by id (raw or percent-encoded); a model the caller may not use is answered
 /// like an unknown one.
+#[utoipa::path(get, path = "/v1/models/{model_id}", operation_id = "retrieve_model", tag = "models",
+    params(("model_id" = String, Path, description = "The model id; may contain `/`, raw or percent-encoded as `%2F`")),
+    responses(
+        (status = 200, description = "The model in Llama Stack's native shape", body = NativeModel),
+        (status = 404, description = "No such model, or not one the caller may use", body = ErrorEnvelope),
+    ))]
 pub async fn retrieve(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,

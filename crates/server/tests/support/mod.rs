@@ -2,6 +2,10 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod dev;
+pub mod forge;
+pub mod oauth;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

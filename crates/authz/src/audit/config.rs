@@ -1,0 +1,88 @@
+//! The `oauth_config.audit` section: where records go, how files rotate, and what happens when
+//! the writer falls behind.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// What [`super::AuditLog::record`] does when the queue to the writer is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Wait up to `block_timeout_ms` for room, then count the record as dropped. Requests slow down
+    /// a little under a slow disk instead of going unaudited.
+    #[default]
+    Block,
+    /// Refuse the request (503) when its record cannot be queued at once: nothing runs unaudited.
+    FailClosed,
+}
+
+/// Audit sinks and their limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines file to append to (e.g. `/var/log/llamagate/audit.log`). Unset: stdout only.
+    pub path: Option<PathBuf>,
+    /// Also write every record to stdout (for a platform's log pipeline). Always on without `path`.
+    pub stdout: bool,
+    /// Rotate the file once it would grow past this many bytes.
+    pub rotate_max_bytes: u64,
+    /// Rotate the file when the UTC day changes.
+    pub rotate_daily: bool,
+    /// Rotated files to keep; older ones are deleted.
+    pub retention_files: usize,
+    /// Records that may wait for the writer; beyond this [`OnFull`] applies.
+    pub queue_capacity: usize,
+    /// What to do when the queue is full.
+    pub on_full: OnFull,
+    /// How long [`OnFull::Block`] waits for room.
+    pub block_timeout_ms: u64,
+    /// Put the prompt text into request records. Off by default: prompts are user data; turn on only
+    /// for research deployments that need them and protect the log accordingly.
+    pub record_prompts: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            stdout: false,
+            rotate_max_bytes: 100 * 1024 * 1024,
+            rotate_daily: true,
+            retention_files: 30,
+            queue_capacity: 65_536,
+            on_full: OnFull::Block,
+            block_timeout_ms: 250,
+            record_prompts: false,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Checks the section; errors name the key (`oauth_config.audit.<key>`) and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str, fix: &str| ConfigError::Invalid {
+            key,
+            problem: problem.into(),
+            fix: fix.into(),
+        };
+        if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid("audit.path", "is empty", "give a file path, or remove the key to use stdout"));
+        }
+        if self.rotate_max_bytes < 4096 {
+            return Err(invalid("audit.rotate_max_bytes", "must be at least 4096", "use e.g. 104857600 (100 MiB)"));
+        }
+        if self.retention_files == 0 {
+            return Err(invalid("audit.retention_files", "must be at least 1", "use e.g. 30"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("audit.queue_capacity", "must be at least 1", "use e.g. 65536"));
+        }
+        if self.block_timeout_ms > 10_000 {
+            return Err(invalid("audit.block_timeout_ms", "must be at most 10000", "use e.g. 250"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The single writer: numbers records, seals them into the chain and appends them to the sinks.
+//!
+//! The file sink rotates by size and by UTC day. A rotated file is renamed to
+//! `<name>.<UTC timestamp>` (names sort in time order) and the oldest beyond `retention_files` are
+//! deleted. The chain runs on across files; after a restart it resumes from the last line of the
+//! newest file, so restarts do not break it either.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, Utc};
+use serde::Serialize;
+
+use super::chain::{GENESIS, Link, last_link, seal};
+use super::config::AuditConfig;
+use super::record::AuditRecord;
+
+/// A record plus its place in the chain, as serialized (the hash is appended by [`seal`]).
+#[derive(Serialize)]
+struct Chained<'a> {
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    seq: u64,
+    prev_hash: &'a str,
+}
+
+/// Appends sealed records to the configured sinks.
+pub struct ChainWriter {
+    next_seq: u64,
+    prev_hash: String,
+    file: Option<RotatingFile>,
+    stdout: bool,
+}
+
+impl ChainWriter {
+    /// Opens the sinks and resumes the chain from the newest existing file, if any.
+    pub fn open(config: &AuditConfig) -> io::Result<Self> {
+        let file = config.path.as_deref().map(|p| RotatingFile::open(p, config)).transpose()?;
+        let resume = match &file {
+            Some(f) => f.newest_link()?,
+            None => None,
+        };
+        let (next_seq, prev_hash) = match resume {
+            Some(link) => (link.seq + 1, link.hash),
+            None => (0, GENESIS.to_string()),
+        };
+        Ok(Self { next_seq, prev_hash, file, stdout: config.stdout || config.path.is_none() })
+    }
+
+    /// Seals and writes one record. Buffered: call [`ChainWriter::flush`] when the queue is drained.
+    pub fn write(&mut self, record: &AuditRecord) -> io::Result<()> {
+        let body = serde_json::to_string(&Chained { record, seq: self.next_seq, prev_hash: &self.prev_hash })
+            .map_err(io::Error::other)?;
+        let (line, hash) = seal(&body);
+        if let Some(file) = &mut self.file {
+            file.append(&line)?;
+        }
+        if self.stdout {
+            let mut out = io::stdout().lock();
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        self.next_seq += 1;
+        self.prev_hash = hash;
+        Ok(())
+    }
+
+    /// Pushes buffered lines to the operating system.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(file) = &mut self.file {
+            file.out.flush()?;
+        }
+        if self.stdout {
+            io::stdout().lock().flush()?;
+        }
+        Ok(())
+    }
+}
+
+struct RotatingFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    day: NaiveDate,
+    max_bytes: u64,
+    daily: bool,
+    keep: usize,
+}
+
+impl RotatingFile {
+    fn open(path: &Path, config: &AuditConfig) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            size,
+            day: Utc::now().date_naive(),
+            max_bytes: config.rotate_max_bytes,
+            daily: config.rotate_daily,
+            keep: config.retention_files,
+        })
+    }
+
+    /// The last link in the current file, or in the newest rotated one when the current file is empty.
+    fn newest_link(&self) -> io::Result<Option<Link>> {
+        if let Some(link) = last_link(&self.path)? {
+            return Ok(Some(link));
+        }
+        match self.rotated()?.last() {
+            Some(newest) => last_link(newest),
+            None => Ok(None),
+        }
+    }
+
+    fn append(&mut self, line: &str) -> io::Result<()> {
+        let today = Utc::now().date_naive();
+        let needed = line.len() as u64 + 1;
+        if self.size > 0 && (self.size + needed > self.max_bytes || (self.daily && today != self.day)) {
+            self.rotate()?;
+        }
+        self.day = today;
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.size += needed;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+        let mut target = PathBuf::from(format!("{}.{stamp}", self.path.display()));
+        let mut n = 1;
+        while target.exists() {
+            target = PathBuf::from(format!("{}.{stamp}-{n}", self.path.display()));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &target)?;
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.out = BufWriter::new(file);
+        self.size = 0;
+        let rotated = self.rotated()?;
+        if rotated.len() > self.keep {
+            for old in &rotated[..rotated.len() - self.keep] {
+                std::fs::remove_file(old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rotated siblings (`<name>.<stamp>`), oldest first.
+    fn rotated(&self) -> io::Result<Vec<PathBuf>> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let Some(name) = self.path.file_name().and_then(|n| n.to_str()) else { return Ok(Vec::new()) };
+        let prefix = format!("{name}.");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chain::verify_files;
+    use super::super::record::{AuditEvent, Outcome};
+    use super::*;
+
+    fn config(path: &Path, max_bytes: u64, keep: usize) -> AuditConfig {
+        AuditConfig {
+            path: Some(path.to_path_buf()),
+            rotate_max_bytes: max_bytes,
+            retention_files: keep,
+            ..AuditConfig::default()
+        }
+    }
+
+    fn all_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+
+    #[test]
+    fn rotation_keeps_the_chain_and_prunes_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut writer = ChainWriter::open(&config(&path, 4096, 100)).unwrap();
+        for _ in 0..100 {
+            writer.write(&AuditRecord::new(AuditEvent::InferenceRequest, Outcome::Allowed)).unwrap();
+        }
+        writer.flush().unwrap();
+        let files = all_files(dir.path());
+        assert!(files.len() > 2, "expected rotation, got {files:?}");
+        let report = verify_files(&files).unwrap();
+        assert_eq!(report.records, 100);
+        assert!(report.from_genesis);
+
+        // A restart continues the chain; a small retention prunes the oldest files.
+        drop(writer);
+        let mut writer = ChainWriter::open(&config(&path, 4096, 1)).unwrap();
+        for _ in 0..40 {
+            writer.write(&AuditRecord::new(AuditEvent::InferenceResponse, Outcome::Allowed)).unwrap();
+        }
+        writer.flush().unwrap();
+        let files = all_files(dir.path());
+        assert!(files.len() <= 2, "{files:?}");
+        let report = verify_files(&files).unwrap();
+        assert_eq!(report.last_seq, Some(139));
+        assert!(!report.from_genesis);
+    }
+}

@@ -1,0 +1,153 @@
+//! The Redis backend against a real `redis-server` started on a free loopback port: the same
+//! reserve/settle rules as in process, atomic under concurrency, and the failure modes once Redis is
+//! gone. `scripts/test.sh` installs redis-server; without it these tests fail and say so.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llamagate_authz::ratelimit::{FailureMode, RedisStore, TierLimits};
+use llamagate_authz::{RateKey, RateLimitError, RateLimiter, Tier};
+
+/// A `redis-server` on a free port; shut down when dropped.
+struct RedisServer {
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let status = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "yes", "--dir"])
+            .arg(dir.path())
+            .arg("--pidfile")
+            .arg(dir.path().join("redis.pid"))
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .status()
+            .expect("redis-server is not installed: run scripts/test.sh, or apt-get install redis-server");
+        assert!(status.success(), "redis-server did not start");
+        let server = Self { port, _dir: dir };
+        server.wait_until(true);
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+    }
+
+    fn wait_until(&self, up: bool) {
+        for _ in 0..200 {
+            if self.ping() == up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis on port {} did not come {}", self.port, if up { "up" } else { "down" });
+    }
+
+    fn shutdown(&self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+        self.wait_until(false);
+    }
+
+    fn pid_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("redis.pid")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if Path::new(&self.pid_file()).exists() {
+            let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+        }
+    }
+}
+
+fn limiter(redis: &RedisServer, mode: FailureMode) -> RateLimiter {
+    let store = RedisStore::connect(&redis.url(), "test", Duration::from_millis(500)).expect("client");
+    RateLimiter::redis(store, mode)
+}
+
+fn tier(requests: u64, tokens: u64) -> Tier {
+    // An hour-long window: the buckets do not visibly refill while a test runs.
+    Tier { name: "t".into(), limits: TierLimits { requests, tokens, window_seconds: 3600 } }
+}
+
+#[tokio::test]
+async fn reserve_settle_and_never_fit_behave_as_in_process() {
+    let redis = RedisServer::start();
+    let limiter = limiter(&redis, FailureMode::Closed);
+    let (key, tier) = (RateKey::new("alice", "app"), tier(3, 1_000));
+    let first = limiter.reserve(&key, &tier, 600).await.expect("fits");
+    assert_eq!(first.status().expect("metered").tokens.remaining, 400);
+    assert!(matches!(limiter.reserve(&key, &tier, 600).await, Err(RateLimitError::Exceeded { .. })));
+    assert_eq!(first.settle(100).await, 500);
+    let usage = limiter.usage(&key, &tier).await.expect("usage");
+    assert_eq!((usage.tokens.remaining, usage.requests.remaining), (900, 2));
+    let mut dropped = limiter.reserve(&key, &tier, 500).await.expect("fits after the refund");
+    dropped.record_usage(50);
+    drop(dropped);
+    assert!(matches!(limiter.reserve(&key, &tier, 1_001).await, Err(RateLimitError::NeverFits { .. })));
+    let _last = limiter.reserve(&key, &tier, 1).await.expect("the third request");
+    match limiter.reserve(&key, &tier, 1).await {
+        Err(RateLimitError::Exceeded { status, retry_after }) => {
+            assert_eq!(status.requests.remaining, 0);
+            assert!(retry_after > Duration::from_secs(1_000), "{retry_after:?}");
+        }
+        other => panic!("expected Exceeded, got {other:?}"),
+    }
+    // The drop's refund runs in the background; it lands eventually.
+    for _ in 0..100 {
+        if limiter.usage(&key, &tier).await.expect("usage").tokens.remaining >= 850 - 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the dropped reservation was never refunded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_reservations_admit_exactly_the_limit() {
+    let redis = RedisServer::start();
+    // Two limiters stand in for two replicas with their own connections.
+    let replicas = [Arc::new(limiter(&redis, FailureMode::Closed)), Arc::new(limiter(&redis, FailureMode::Closed))];
+    let (key, tier) = (RateKey::new("alice", "app"), tier(50, 1_000_000));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (limiter, key, tier) = (replicas[i % 2].clone(), key.clone(), tier.clone());
+            tokio::spawn(async move { limiter.reserve(&key, &tier, 10).await.map(|mut r| r.record_usage(10)).is_ok() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.expect("task"));
+    }
+    assert_eq!(admitted, 50);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
+    let redis = RedisServer::start();
+    let (closed, open) = (limiter(&redis, FailureMode::Closed), limiter(&redis, FailureMode::Open));
+    let (key, tier) = (RateKey::new("alice", "app"), tier(10, 1_000));
+    assert!(closed.health().await.reachable);
+    assert!(closed.reserve(&key, &tier, 1).await.is_ok());
+    redis.shutdown();
+    assert!(matches!(closed.reserve(&key, &tier, 1).await, Err(RateLimitError::Unavailable(_))));
+    let health = closed.health().await;
+    assert!(!health.reachable && health.error.is_some(), "{health:?}");
+    let admitted = open.reserve(&key, &tier, 1).await.expect("fail-open admits");
+    assert!(admitted.status().is_none(), "unmetered");
+}

@@ -1,0 +1,143 @@
+//! End to end against the real `llamagate serve --dev` on the default model, with tokens minted by
+//! `llamagate token` through `token_cmd`: a premium tenant, one whose token lacks the model's scope
+//! and one without a token.
+//!
+//! Cargo cannot build another package's binary for this test, so it uses `target/debug/llamagate`
+//! (`cargo build -p llamagate-server`) or `$LLAMAGATE_BIN`, and skips with a message when neither
+//! exists or the default model is not fetched (`models/fetch.sh`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use llamagate_loadgen::scenario::{Api, MaxTokens, TenantSpec};
+use llamagate_loadgen::{Live, Scenario, run_scenario};
+
+const MODEL_ID: &str = "smollm2-135m-instruct";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn llamagate_bin() -> Option<PathBuf> {
+    let path = std::env::var_os("LLAMAGATE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
+        target.join("debug/llamagate")
+    });
+    path.is_file().then_some(path)
+}
+
+fn default_model() -> Option<PathBuf> {
+    let path = std::env::var_os("LLAMAGATE_DEFAULT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    path.is_file().then_some(path)
+}
+
+/// `llamagate serve --dev`; killed when dropped.
+struct DevServer {
+    child: Child,
+    base: String,
+}
+
+impl DevServer {
+    fn start(bin: &Path, dir: &Path) -> Self {
+        let mut child = Command::new(bin)
+            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--dev-key-file", "dev-key.json"])
+            .current_dir(dir)
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let Some(base) = line.trim().strip_prefix("llamagate listening on ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {line:?}");
+        };
+        std::thread::spawn(move || std::io::copy(&mut stdout.take(u64::MAX), &mut std::io::sink()));
+        Self { child, base }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_against_the_real_server() {
+    let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
+        eprintln!("skipped: build target/debug/llamagate (cargo build -p llamagate-server) and run models/fetch.sh");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
+        model.display()
+    );
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    // A one-word prompt and 4 tokens keep the CPU generation short.
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
+    let server = DevServer::start(&bin, dir.path());
+    let token_cmd = |extra: &str| {
+        format!(
+            "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
+            dir.path().display(),
+            bin.display(),
+            server.base
+        )
+    };
+    let tenant = |tier: &str, cmd: Option<String>| TenantSpec {
+        tier: tier.into(),
+        weight: 1.0,
+        token: None,
+        token_env: None,
+        token_cmd: cmd,
+    };
+    let scenario = Scenario {
+        url: Some(server.base.clone()),
+        model: Some(MODEL_ID.into()),
+        requests: Some(6),
+        concurrency: Some(3),
+        prompts: Some(prompts),
+        max_tokens: Some(MaxTokens { min: 4, max: 4 }),
+        temperature: Some(0.0),
+        tenants: Some(vec![
+            tenant("premium", Some(token_cmd("--tier premium --sub load-e2e"))),
+            tenant("wrong-scope", Some(token_cmd("--tier premium --scope model_something_else"))),
+            tenant("anonymous", None),
+        ]),
+        ..Default::default()
+    };
+    let report = run_scenario(&scenario, Arc::new(Live::default())).await.unwrap();
+    let tier = |name: &str| &report.tiers.iter().find(|t| t.tier == name).unwrap().report;
+    assert_eq!(report.overall.requests, 6, "{:?}", report.errors);
+    let premium = tier("premium");
+    assert!(premium.requests > 0, "seed 42 picks the premium tenant");
+    assert_eq!(premium.ok, premium.requests, "{:?}", report.errors);
+    assert!((premium.ok..=4 * premium.ok).contains(&premium.output_tokens), "{premium:?}");
+    assert_eq!(premium.ttft_ms.unwrap().count, premium.ok);
+    assert_eq!(tier("wrong-scope").status["forbidden_403"], tier("wrong-scope").requests);
+    assert_eq!(tier("anonymous").status["unauthorized_401"], tier("anonymous").requests);
+
+    // Text completions, not streamed: the token count comes from the body's usage.
+    let plain = Scenario {
+        api: Some(Api::Completions),
+        requests: Some(1),
+        concurrency: Some(1),
+        stream: Some(false),
+        tenants: Some(vec![tenant("premium", Some(token_cmd("--tier premium")))]),
+        ..scenario
+    };
+    let report = run_scenario(&plain, Arc::new(Live::default())).await.unwrap();
+    assert_eq!(report.overall.ok, 1, "{:?}", report.errors);
+    assert!((1..=4).contains(&report.overall.output_tokens), "{:?}", report.overall);
+}

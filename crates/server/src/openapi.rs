@@ -1,0 +1,234 @@
+//! The OpenAPI 3.1 document, generated from the code: each handler's `#[utoipa::path]` annotation
+//! and each wire type's `ToSchema` derive, so the document describes the structs the server actually
+//! serializes.
+//!
+//! What a handler annotation cannot know is read from [`ROUTES`], the table the router and the
+//! authentication layer are built from: public rows get an empty `security` list, protected rows the
+//! bearer requirement and the 401/403/503 answers of the authentication layer. The tests below check
+//! that the document lists exactly the rows of the table, and that the copies committed under
+//! `openapi/` are current. Regenerate those with
+//! `UPDATE_OPENAPI=1 cargo test -p llamagate-server --bin llamagate openapi`.
+
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::app::{Access, ROUTES};
+use crate::error::{ErrorDetail, ErrorEnvelope};
+use crate::routes::{chat, completions, docs, inspect, models, moderations, providers, safety, shields, system, usage};
+
+/// The name of the bearer-token security scheme in the document (also spelled out in `#[openapi(security)]`,
+/// which takes only a literal).
+const BEARER: &str = "bearer";
+
+/// The answers of the authentication layer on every protected route (design.md, "The path of one chat
+/// completion", step 2), each a named response in `components.responses`.
+const AUTH_RESPONSES: [(&str, &str, &str); 3] = [
+    (
+        "401",
+        "Unauthorized",
+        "Missing, malformed, expired or revoked access token (with a `WWW-Authenticate` challenge)",
+    ),
+    ("403", "Forbidden", "The token lacks the scope this request needs (`insufficient_scope`)"),
+    ("503", "IdentityUnavailable", "The authorization server's keys cannot be fetched and none are cached"),
+];
+
+/// The document's root: every annotated handler and the schemas no handler names directly.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "llamagate",
+        description = "Llama-family models behind the Llama Stack HTTP API (0.7.x), with an OAuth 2.1 \
+            resource server in front: every route except `/v1/health`, `/v1/version` and \
+            `/.well-known/oauth-protected-resource` needs a bearer access token. Where to get one is \
+            in the RFC 9728 metadata at `/.well-known/oauth-protected-resource`.",
+        license(name = "MIT")
+    ),
+    paths(
+        system::health,
+        system::version,
+        system::protected_resource_metadata,
+        system::dev_issuer_metadata,
+        system::dev_issuer_jwks,
+        inspect::routes,
+        providers::list,
+        providers::retrieve,
+        models::list,
+        models::retrieve,
+        chat::create,
+        completions::create,
+        shields::list,
+        shields::retrieve,
+        safety::run_shield,
+        moderations::create,
+        usage::show,
+        crate::metrics::render,
+        docs::document,
+        docs::redirect,
+        docs::page,
+        docs::asset,
+    ),
+    components(schemas(ErrorEnvelope, ErrorDetail)),
+    modifiers(&AccessFromRouteTable),
+    security(("bearer" = [])),
+    tags(
+        (name = "inference", description = "Chat and text completions, plain or streamed"),
+        (name = "models", description = "The served models"),
+        (name = "safety", description = "Llama Guard shields and moderation"),
+        (name = "introspection", description = "Health, version, routes and providers"),
+        (name = "oauth", description = "Discovery documents for OAuth clients"),
+        (name = "documentation", description = "This document and its interactive page"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, as served at `GET /openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The OpenAPI spelling of an axum path: `{*name}` tail captures are plain `{name}` parameters.
+pub fn openapi_path(axum_path: &str) -> String {
+    axum_path.replace("{*", "{")
+}
+
+/// Fills in security from [`ROUTES`]: the bearer scheme, and per operation whether it applies.
+struct AccessFromRouteTable;
+
+impl Modify for AccessFromRouteTable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "An OAuth 2.1 access token (RFC 6750), a JWT or an opaque token checked by introspection; \
+                 DPoP-bound tokens also need a `DPoP` proof header.",
+            ))
+            .build();
+        components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        for (_, name, description) in AUTH_RESPONSES {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build();
+            let response = ResponseBuilder::new().description(description).content("application/json", content);
+            components.responses.insert(name.to_string(), response.into());
+        }
+
+        for route in ROUTES {
+            let Some(operation) =
+                openapi.paths.paths.get_mut(&openapi_path(route.path)).and_then(|item| operation(item, &route.method))
+            else {
+                continue; // an undocumented row; the `every_route_is_documented` test names it
+            };
+            match route.access {
+                // An empty list overrides the document-wide bearer requirement.
+                Access::Public => operation.security = Some(Vec::new()),
+                Access::Protected => {
+                    for (status, name, _) in AUTH_RESPONSES {
+                        operation
+                            .responses
+                            .responses
+                            .insert(status.to_string(), RefOr::Ref(Ref::from_response_name(name)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The operation of `item` for `method`, if documented.
+fn operation<'a>(item: &'a mut PathItem, method: &axum::http::Method) -> Option<&'a mut Operation> {
+    use axum::http::Method;
+    match *method {
+        Method::GET => item.get.as_mut(),
+        Method::POST => item.post.as_mut(),
+        Method::PUT => item.put.as_mut(),
+        Method::DELETE => item.delete.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn committed(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../openapi").join(name)
+    }
+
+    /// The committed copies are what the code generates; `UPDATE_OPENAPI=1` rewrites them instead.
+    #[test]
+    fn committed_openapi_documents_are_current() {
+        let doc = document();
+        let generated = [
+            ("llamagate.json", format!("{}\n", doc.to_pretty_json().unwrap())),
+            ("llamagate.yaml", doc.to_yaml().unwrap()),
+        ];
+        let update = std::env::var_os("UPDATE_OPENAPI").is_some();
+        for (name, text) in generated {
+            let path = committed(name);
+            if update {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+                continue;
+            }
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "{} is stale: regenerate it with `UPDATE_OPENAPI=1 cargo test -p llamagate-server --bin llamagate \
+                 openapi` and commit the result",
+                path.display()
+            );
+        }
+    }
+
+    /// The document lists exactly the routes the router serves, with the same methods.
+    #[test]
+    fn every_openapi_route_is_documented() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| item.as_object().unwrap().keys().map(|m| (m.to_uppercase(), path.clone())))
+            .collect();
+        let served: BTreeSet<(String, String)> =
+            ROUTES.iter().map(|r| (r.method.to_string(), openapi_path(r.path))).collect();
+        assert_eq!(
+            documented, served,
+            "every row of app::ROUTES needs a `#[utoipa::path]` on its handler, listed in `ApiDoc`'s paths(...)"
+        );
+    }
+
+    /// Client generators name methods after operation ids; two equal ids would collide.
+    #[test]
+    fn openapi_operation_ids_are_unique() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|operation| operation["operationId"].as_str().unwrap())
+            .collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "{ids:?}");
+    }
+
+    #[test]
+    fn public_routes_need_no_token_and_protected_ones_do() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["components"]["securitySchemes"][BEARER]["scheme"], "bearer");
+        assert_eq!(doc["security"], serde_json::json!([{ BEARER: [] }]), "the literal in #[openapi] matches BEARER");
+        let health = &doc["paths"]["/v1/health"]["get"];
+        assert_eq!(health["security"], serde_json::json!([]));
+        let chat = &doc["paths"]["/v1/chat/completions"]["post"];
+        assert!(chat.get("security").is_none(), "inherits the document-wide bearer requirement");
+        assert_eq!(chat["responses"]["401"]["$ref"], "#/components/responses/Unauthorized");
+    }
+}

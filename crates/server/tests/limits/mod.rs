@@ -1,0 +1,222 @@
+//! Shared by the rate-limit end-to-end tests: `serve --dev` processes with a rate-limit config,
+//! development tokens for a chosen subject and scopes, and a real `redis-server` on a free port.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The id the default model is served under.
+pub const MODEL_ID: &str = "local/smollm2-135m-instruct";
+
+/// The default model's family scope, which every token needs to use it.
+pub const MODEL_SCOPE: &str = "model_smollm2_135m";
+
+/// A test tier: 50 requests per hour, so nothing visibly refills while a test runs.
+pub const BURST_TIER_YAML: &str = "    tiers:\n      burst: {requests: 50, tokens: 1000000, window_seconds: 3600}\n    \
+                                   scope_tiers:\n      burst_access: burst\n";
+
+fn default_model() -> PathBuf {
+    let path = std::env::var_os("LLAMAGATE_DEFAULT_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    assert!(path.is_file(), "default model missing at {}: run models/fetch.sh", path.display());
+    path
+}
+
+/// Writes `dir/stack.yaml`: the default model, and `rate_limits` holding `rate_limits_yaml`
+/// (lines indented by four spaces).
+pub fn write_config(dir: &Path, rate_limits_yaml: &str) {
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
+         oauth_config:\n  enable_audit_logging: false\n  rate_limits:\n{rate_limits_yaml}",
+        default_model().display()
+    );
+    std::fs::write(dir.join("stack.yaml"), yaml).unwrap();
+}
+
+/// A `serve --dev` process in `dir`; killed when dropped. Its log goes to `dir/server-<port>.log`.
+pub struct DevServer {
+    child: Child,
+    /// `http://127.0.0.1:<port>`: the issuer too.
+    pub base: String,
+}
+
+impl DevServer {
+    /// Starts `serve --dev` with `dir/stack.yaml` and extra environment variables.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let log = tempfile::NamedTempFile::new_in(dir).unwrap().into_temp_path().keep().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
+            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--port", "0"])
+            .current_dir(dir)
+            .env_remove("LLAMAGATE_DEV_KEY_FILE")
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let Some(base) = line.trim().strip_prefix("llamagate listening on ").map(str::to_string) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        };
+        std::thread::spawn(move || std::io::copy(&mut stdout.take(u64::MAX), &mut std::io::sink()));
+        Self { child, base }
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token from `llamagate token` for `server`, subject `sub` (client `dev-client`), with the model's
+/// scope plus `scopes`.
+pub fn token(dir: &Path, server: &DevServer, sub: &str, scopes: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llamagate"));
+    command
+        .args(["token", "--config", "stack.yaml", "--issuer", &server.base, "--sub", sub, "--scope", MODEL_SCOPE])
+        .current_dir(dir)
+        .env_remove("LLAMAGATE_DEV_KEY_FILE");
+    for scope in scopes {
+        command.args(["--scope", scope]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// A status, the headers and the JSON body of one answer.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header as a string (panics when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).unwrap_or_else(|| panic!("no {name} header; {:?}", self.headers)).to_str().unwrap()
+    }
+
+    /// A header as a number.
+    pub fn number(&self, name: &str) -> u64 {
+        self.header(name).parse().unwrap()
+    }
+}
+
+/// POSTs `body` to `path` with `token`.
+pub async fn post(client: &reqwest::Client, server: &DevServer, token: &str, path: &str, body: &Value) -> Answer {
+    let response = client.post(server.url(path)).bearer_auth(token).json(body).send().await.unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    Answer { status, headers, body: response.json().await.unwrap() }
+}
+
+/// GETs `path` with `token` (or none).
+pub async fn get(client: &reqwest::Client, server: &DevServer, token: Option<&str>, path: &str) -> Answer {
+    let mut request = client.get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    Answer { status, headers, body: response.json().await.unwrap() }
+}
+
+/// A cheap completion: a two-token prompt, one generated token.
+pub fn tiny_completion() -> Value {
+    json!({ "model": MODEL_ID, "prompt": "Hi", "max_tokens": 1, "temperature": 0 })
+}
+
+/// Sends `count` cheap completions at once, request `i` to `servers[i % n]` with `tokens[i % n]`.
+pub async fn burst(client: &reqwest::Client, servers: &[&DevServer], tokens: &[String], count: usize) -> Vec<Answer> {
+    let body = tiny_completion();
+    let requests = (0..count)
+        .map(|i| post(client, servers[i % servers.len()], &tokens[i % servers.len()], "/v1/completions", &body));
+    futures::future::join_all(requests).await
+}
+
+/// A `redis-server` on a free loopback port, started by the test; shut down when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts it, failing loudly when redis-server is not installed (scripts/test.sh installs it).
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let status = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "yes", "--dir"])
+            .arg(dir.path())
+            .arg("--pidfile")
+            .arg(dir.path().join("redis.pid"))
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .status()
+            .expect("redis-server is not installed: run scripts/test.sh, or apt-get install redis-server");
+        assert!(status.success(), "redis-server did not start");
+        let redis = Self { port, dir };
+        redis.wait_until(true);
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+    }
+
+    fn wait_until(&self, up: bool) {
+        for _ in 0..400 {
+            if self.ping() == up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis on port {} did not come {}", self.port, if up { "up" } else { "down" });
+    }
+
+    /// Stops it (as a crash would look to the servers: connections refused from now on).
+    pub fn kill(&self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+        self.wait_until(false);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.dir.path().join("redis.pid").exists() {
+            let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+        }
+    }
+}
+
+/// An HTTP client (installs the ring provider reqwest is built to expect).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
