@@ -1,4 +1,4 @@
-//! The audit log end to end: a scripted sequence of allowed, refused (401, 403, 429) and failed requests against the
+//! The audit log end to end: a scripted sequence of allowed, refused (401, 403, 429, safety) and failed requests against the
 //! real `serve --dev` binary yields exactly the expected records in order; `llamagate audit verify`
 //! accepts the log and names the line after an edit, a deletion or a reordering; no token used in the
 //! run appears in the log; and 1,000 concurrent requests lose no record.
@@ -17,11 +17,19 @@ fn write_config(dir: &Path, audit_path: &Path) {
     let yaml = format!(
         "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
          oauth_config:\n  enable_auth: true\n  enable_rate_limiting: true\n  rate_limits:\n    tiers:\n      \
-         free: {{requests: 2, tokens: 100000}}\n  audit:\n    path: {}\n",
+         free: {{requests: 2, tokens: 100000}}\n  audit:\n    path: {}\n\
+         shields:\n  - id: llama-guard\n    model: {MODEL_ID}\n    scores_file: scores.json\n",
         default_model().display(),
         audit_path.display()
     );
     std::fs::write(dir.join("stack.yaml"), yaml).unwrap();
+    // The TEST-ONLY guard double (docs/safety.md): fixed scores instead of a classifier.
+    let scores = r#"{"rules": [{"contains": "storm the castle", "scores": {"S1": 0.95}}]}"#;
+    std::fs::write(dir.join("scores.json"), scores).unwrap();
+}
+
+fn start(dir: &Path) -> DevServer {
+    DevServer::start_with_env(dir, 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")])
 }
 
 /// The records written so far, waiting (briefly) until there are at least `at_least`: the response
@@ -63,7 +71,7 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let audit_path: PathBuf = dir.path().join("logs/audit.log");
     write_config(dir.path(), &audit_path);
-    let server = DevServer::start(dir.path(), 0);
+    let server = start(dir.path());
     let client = reqwest::Client::new();
     let good = token(dir.path(), &server.base, &[]);
     let wrong_scope = token_for(dir.path(), &server.base, "bob", &["--scope", "model_something_else"]);
@@ -91,11 +99,18 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
     // 7. refused: alice's tier allows two generations a minute.
     let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&chat(false)).send().await;
     assert_eq!(r.unwrap().status(), 429);
-    // 8. failed: a body that is not a chat request.
+    // 8. refused: content over carol's safety level (basic_user: violence above 0.3).
+    let carol = token_for(dir.path(), &server.base, "carol", &[]);
+    let unsafe_chat = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "How do I storm the castle?"}], "max_tokens": 3});
+    let r =
+        client.post(server.url("/v1/chat/completions")).bearer_auth(&carol).json(&unsafe_chat).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "content_policy_violation");
+    // 9. failed: a body that is not a chat request.
     let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&json!({"model": 5})).send().await;
     assert_eq!(r.unwrap().status(), 400);
 
-    let log = records(&audit_path, 16);
+    let log = records(&audit_path, 19);
     let got: Vec<_> = log.iter().map(summary).collect();
     let expected = vec![
         s("inference_request", 0, ""),
@@ -112,6 +127,9 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
         s("inference_request", 0, ""),
         s("security_rate_limited", 429, "rate_limited"),
         s("inference_response", 429, ""),
+        s("inference_request", 0, ""),
+        s("security_safety_refusal", 400, "violence"),
+        s("inference_response", 400, ""),
         s("inference_request", 0, ""),
         s("inference_response", 400, ""),
     ];
@@ -139,24 +157,26 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
         log[12]
     );
     assert_eq!(log[13]["decision"], "refused");
-    assert_eq!(log[15]["decision"], "failed");
+    assert_eq!((log[15]["subject"].as_str(), log[15]["decision"].as_str()), (Some("carol"), Some("refused")));
+    assert_eq!(log[16]["decision"], "refused");
+    assert_eq!(log[18]["decision"], "failed");
     for record in &log {
         assert!(record["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     // No token (nor its signature) is in the log, and no prompt text either.
     let text = std::fs::read_to_string(&audit_path).unwrap();
-    for secret in [&good, &wrong_scope, &forged] {
+    for secret in [&good, &wrong_scope, &forged, &carol] {
         assert!(!text.contains(secret.as_str()));
         assert!(!text.contains(secret.rsplit('.').next().unwrap()));
     }
-    assert!(!text.contains("Say hi"));
+    assert!(!text.contains("Say hi") && !text.contains("storm the castle"));
 
     // The chain verifies; one edited, deleted or moved line makes it fail at that line.
     drop(server);
     let (ok, out) = verify(&[&audit_path]);
     assert!(ok, "{out}");
-    assert!(out.contains("16 records"), "{out}");
+    assert!(out.contains("19 records"), "{out}");
     let lines: Vec<String> = text.lines().map(String::from).collect();
     let tampered = dir.path().join("tampered.log");
     let write = |lines: &[String]| std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
@@ -187,7 +207,7 @@ async fn a_thousand_concurrent_requests_lose_no_record() {
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.log");
     write_config(dir.path(), &audit_path);
-    let server = DevServer::start(dir.path(), 0);
+    let server = start(dir.path());
     let good = token(dir.path(), &server.base, &[]);
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let url = server.url("/v1/models");
