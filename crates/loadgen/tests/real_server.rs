@@ -141,3 +141,108 @@ async fn tiers_against_the_real_server() {
     assert_eq!(report.overall.ok, 1, "{:?}", report.errors);
     assert!((1..=4).contains(&report.overall.output_tokens), "{:?}", report.overall);
 }
+
+/// The report's counts against what the server itself recorded: its audit log and `/metrics`, and the
+/// 429s of a rate-limited tier against that tier's configured limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_match_the_servers_audit_log_metrics_and_limits() {
+    let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
+        eprintln!("skipped: build target/debug/llamagate (cargo build -p llamagate-server) and run models/fetch.sh");
+        return;
+    };
+    const FREE_REQUESTS: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    // Free: 3 requests per hour, so no request comes back during the run; premium stays unlimited here.
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
+         oauth_config:\n  rate_limits:\n    tiers:\n      free: {{requests: {FREE_REQUESTS}, tokens: 100000, window_seconds: 3600}}\n  \
+         audit:\n    path: audit.log\n",
+        model.display()
+    );
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
+    let server = DevServer::start(&bin, dir.path());
+    let token_cmd = |extra: &str| {
+        format!(
+            "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
+            dir.path().display(),
+            bin.display(),
+            server.base
+        )
+    };
+    let tenant = |tier: &str, weight: f64, cmd: Option<String>| TenantSpec {
+        tier: tier.into(),
+        weight,
+        token: None,
+        token_env: None,
+        token_cmd: cmd,
+    };
+    let premium_cmd = token_cmd("--sub paying --scope model_smollm2_135m --scope premium_access");
+    let scenario = Scenario {
+        url: Some(server.base.clone()),
+        model: Some(MODEL_ID.into()),
+        requests: Some(14),
+        concurrency: Some(2),
+        prompts: Some(prompts),
+        max_tokens: Some(MaxTokens { min: 2, max: 2 }),
+        temperature: Some(0.0),
+        tenants: Some(vec![
+            tenant("premium", 1.0, Some(premium_cmd.clone())),
+            tenant("free", 3.0, Some(token_cmd("--sub thrifty"))),
+            tenant("anonymous", 1.0, None),
+        ]),
+        ..Default::default()
+    };
+    let report = run_scenario(&scenario, Arc::new(Live::default())).await.unwrap();
+    let tier = |name: &str| &report.tiers.iter().find(|t| t.tier == name).unwrap().report;
+    let (premium, free, anonymous) = (tier("premium"), tier("free"), tier("anonymous"));
+    assert_eq!(report.overall.requests, 14, "{:?}", report.errors);
+    assert!(free.requests > FREE_REQUESTS, "the seeded mix sends the free tenant past its limit: {free:?}");
+    assert_eq!(free.ok, FREE_REQUESTS, "{:?}", report.errors);
+    assert_eq!(free.status["rate_limited_429"], free.requests - FREE_REQUESTS);
+    assert_eq!(premium.ok, premium.requests, "{:?}", report.errors);
+    assert_eq!(anonymous.status["unauthorized_401"], anonymous.requests);
+    let (ok, limited, unauthorized) =
+        (report.overall.ok, report.overall.status["rate_limited_429"], report.overall.status["unauthorized_401"]);
+    assert_eq!(ok + limited + unauthorized, 14);
+
+    // The server's metrics count the same answers on the chat route.
+    let premium_token =
+        String::from_utf8(Command::new("sh").arg("-c").arg(&premium_cmd).output().unwrap().stdout).unwrap();
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(premium_token.trim())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chat_answers = |status: u16| {
+        let prefix = format!(
+            "llamagate_http_requests_total{{method=\"POST\",route=\"/v1/chat/completions\",status=\"{status}\"}} "
+        );
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!((chat_answers(200), chat_answers(429), chat_answers(401)), (ok, limited, unauthorized), "{metrics}");
+
+    // And so does its audit log (the response records are written as each response ends).
+    let audit_path = dir.path().join("audit.log");
+    let count = |event: &str, status: u64| {
+        std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["event"] == event && r["status"] == status && r["route"] == "POST /v1/chat/completions")
+            .count() as u64
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count("inference_response", 200) < ok && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(count("inference_response", 200), ok);
+    assert_eq!(count("inference_response", 429), limited);
+    assert_eq!(count("security_rate_limited", 429), limited);
+    assert_eq!(count("security_invalid_token", 401), unauthorized);
+}
