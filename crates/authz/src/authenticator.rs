@@ -85,6 +85,13 @@ impl Authenticator {
         }
     }
 
+    /// Sends the authenticator's own events (failed JWKS refreshes) to the audit log.
+    pub fn audit_to(&self, log: &crate::audit::AuditLog) {
+        if let Validation::Jwt { jwks, .. } = &self.validation {
+            jwks.audit_failures_to(log.clone());
+        }
+    }
+
     /// Challenge parameters, for answering any [`AuthError`].
     pub fn challenge_params(&self) -> &ChallengeParams {
         &self.challenge

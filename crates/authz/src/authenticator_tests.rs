@@ -191,3 +191,49 @@ async fn verified_tokens_are_cached_only_while_unexpired_and_their_key_is_curren
     assert!(matches!(run(long.clone()).await, Err(AuthError::InvalidToken { .. })), "old key rotated out");
     run(sign(&next_key, NOW + 10_000)).await.expect("new key");
 }
+
+/// A failed JWKS refresh is an audit record even though the request it happened under is served
+/// with the stale keys.
+#[tokio::test]
+async fn failed_jwks_refreshes_are_audited() {
+    let mock = MockServer::start().await;
+    let key = ec_key("as-key");
+    mock.serve_metadata();
+    mock.serve_jwks(&[&key]);
+    let cfg = OAuthConfig { auth_server_uri: mock.base.clone(), stack_uri: STACK.into(), ..OAuthConfig::default() };
+    let (clock, hand) = Clock::manual(NOW);
+    let auth = Authenticator::from_config(&cfg, clock).expect("authenticator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit_cfg = crate::audit::AuditConfig { path: Some(dir.path().join("audit.log")), ..Default::default() };
+    let log = crate::audit::AuditLog::start(&audit_cfg, crate::config::AuditLogLevel::Info).expect("audit log");
+    auth.audit_to(&log);
+    let claims = json!({"iss": mock.base, "aud": STACK, "sub": "alice", "client_id": "c", "jti": "j",
+                        "iat": NOW, "exp": NOW + 10_000, "scope": "model_smollm2_135m"});
+    let header = format!("Bearer {}", key.sign(&claims, Some("at+jwt")));
+    let authz: Vec<&[u8]> = vec![header.as_bytes()];
+    let req = AuthRequest { authorization: &authz, dpop: &[], method: "GET", url: URL, query: None };
+    auth.authenticate(&req).await.expect("valid");
+
+    // The TTL passes while the AS is down: the refresh fails, the stale key still serves, and the
+    // failure is recorded.
+    mock.set_down(true);
+    hand.set(NOW + cfg.jwks_cache_ttl + 1);
+    let other = format!(
+        "Bearer {}",
+        key.sign(
+            &json!({"jti": "k", "iss": mock.base, "aud": STACK, "sub": "bob",
+        "client_id": "c", "iat": NOW, "exp": NOW + 10_000}),
+            Some("at+jwt")
+        )
+    );
+    let authz: Vec<&[u8]> = vec![other.as_bytes()];
+    let req = AuthRequest { authorization: &authz, dpop: &[], method: "GET", url: URL, query: None };
+    assert_eq!(auth.authenticate(&req).await.expect("stale key serves").subject, "bob");
+    log.flush();
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).expect("audit log written");
+    let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(records.len(), 1, "{text}");
+    assert_eq!(records[0]["event"], "security_jwks_refresh_failure");
+    assert_eq!((records[0]["severity"].as_str(), records[0]["decision"].as_str()), (Some("error"), Some("failed")));
+    assert_eq!(records[0]["issuer"], mock.base.as_str());
+}

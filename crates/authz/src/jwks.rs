@@ -10,13 +10,14 @@
 //! - every key pins the algorithms it may verify, from its key type and curve (and its own `alg`
 //!   member), intersected with the configured allow-list. A token's `alg` must be in that set.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::audit::{AuditEvent, AuditLog, AuditRecord, Outcome};
 use crate::clock::Clock;
 use crate::config::parse_asymmetric_algorithm;
 use crate::discovery::{self, FetchError};
@@ -89,13 +90,20 @@ pub struct JwksCache {
     clock: Clock,
     state: RwLock<KeyState>,
     refresh_lock: Mutex<()>,
+    /// Where failed refreshes are recorded, once the server has an audit log.
+    audit: OnceLock<AuditLog>,
 }
 
 impl JwksCache {
     /// A cache that fetches nothing until the first lookup (or [`JwksCache::prefetch`]).
     pub fn new(http: reqwest::Client, settings: JwksSettings, clock: Clock) -> Self {
         let state = KeyState { jwks_uri: settings.jwks_uri.clone(), ..KeyState::default() };
-        Self { http, settings, clock, state: RwLock::new(state), refresh_lock: Mutex::new(()) }
+        Self { http, settings, clock, state: RwLock::new(state), refresh_lock: Mutex::new(()), audit: OnceLock::new() }
+    }
+
+    /// Records every failed refresh in `log` as `security_jwks_refresh_failure` (set once, at start).
+    pub fn audit_failures_to(&self, log: AuditLog) {
+        let _ = self.audit.set(log);
     }
 
     /// Fetches the key set now so the first request does not wait; the error is for a start-up log.
@@ -186,7 +194,16 @@ impl JwksCache {
                 s.keys = Arc::new(keys);
                 s.fetched_at = Some(now);
             }
-            Err(e) => tracing::warn!(error = %e, stale_keys = s.keys.len(), "JWKS refresh failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, stale_keys = s.keys.len(), "JWKS refresh failed");
+                if let Some(log) = self.audit.get() {
+                    let mut record = AuditRecord::new(AuditEvent::SecurityJwksRefreshFailure, Outcome::Failed);
+                    record.issuer = Some(self.settings.issuer.clone());
+                    record.reason = Some(format!("{e} (stale keys served: {})", s.keys.len()));
+                    // A full queue is already counted as a drop; nothing else to do off a request.
+                    let _ = log.record(record);
+                }
+            }
         }
     }
 

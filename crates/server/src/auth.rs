@@ -76,6 +76,9 @@ impl AuthState {
         } else {
             None
         };
+        if let Some(trail) = &audit {
+            authenticator.audit_to(&trail.log);
+        }
         Ok(Self {
             authenticator,
             challenge,

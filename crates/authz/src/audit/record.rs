@@ -30,6 +30,8 @@ pub enum AuditEvent {
     SecurityDpopReplay,
     /// Keys or introspection could not be had from the authorization server (503).
     SecurityAuthUnavailable,
+    /// A JWKS refresh failed (stale keys, if any, keep serving); not tied to one request.
+    SecurityJwksRefreshFailure,
 }
 
 impl AuditEvent {
@@ -38,7 +40,7 @@ impl AuditEvent {
     pub fn default_severity(self) -> Severity {
         match self {
             Self::InferenceRequest | Self::InferenceResponse => Severity::Info,
-            Self::SecurityAuthUnavailable => Severity::Error,
+            Self::SecurityAuthUnavailable | Self::SecurityJwksRefreshFailure => Severity::Error,
             _ => Severity::Warn,
         }
     }
