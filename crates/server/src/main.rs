@@ -24,6 +24,7 @@ mod safety_gate;
 mod serve;
 mod shields;
 mod sse;
+mod start;
 mod token;
 
 use clap::{Parser, Subcommand};

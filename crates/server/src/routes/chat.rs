@@ -13,15 +13,14 @@ use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
 
-use crate::admission::Admission;
 use crate::app::AppState;
 use crate::auth::authorize_model;
 use crate::caller::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::generation_fields::{UsageBody, response_id, unix_now};
 use crate::json_body::JsonBody;
-use crate::safety_gate::SafetyChecks;
 use crate::sse::{self, ChunkFormat};
+use crate::start;
 
 /// Answers a chat completion, streamed or not.
 #[utoipa::path(post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "inference", request_body = ChatCompletionRequest,
@@ -49,13 +48,8 @@ pub async fn create(
     let prompt = served.engine.render_chat(&messages)?;
     let prompt_ids = served.engine.tokenize(&prompt)?;
     let prepared = served.engine.prepare(prompt_ids, params)?;
-    let prompt_tokens = prepared.prompt_ids.len();
-    let report = caller.usage_report(state.metrics.clone(), &request.model, prompt_tokens as u64);
-    let mut admission = Admission::reserve(state.limits.as_deref(), caller.principal(), &prepared).await?;
-    let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
-    safety.check_input(&messages, &mut admission).await?;
-    let admission = admission.reporting_to(report);
-    let generation = safety.guard_output(served.engine.submit(prepared)?, &messages, prompt_tokens);
+    let (generation, admission) =
+        start::generation(&state, &caller, &request.model, &served.engine, prepared, &messages).await?;
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
     let format =

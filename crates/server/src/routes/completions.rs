@@ -8,15 +8,14 @@ use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
 
-use crate::admission::Admission;
 use crate::app::AppState;
 use crate::auth::authorize_model;
 use crate::caller::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::generation_fields::{UsageBody, response_id, unix_now};
 use crate::json_body::JsonBody;
-use crate::safety_gate::SafetyChecks;
 use crate::sse::{self, ChunkFormat};
+use crate::start;
 
 /// Answers a legacy completion, streamed or not.
 #[utoipa::path(post, path = "/v1/completions", operation_id = "create_completion", tag = "inference", request_body = CompletionRequest,
@@ -48,15 +47,10 @@ pub async fn create(
         }
     };
     let prepared = served.engine.prepare(prompt_ids, params)?;
-    let prompt_tokens = prepared.prompt_ids.len();
-    let report = caller.usage_report(state.metrics.clone(), &request.model, prompt_tokens as u64);
-    let mut admission = Admission::reserve(state.limits.as_deref(), caller.principal(), &prepared).await?;
     // Content safety judges a raw prompt as the user's turn.
     let conversation = [ChatMessage::new("user", text)];
-    let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
-    safety.check_input(&conversation, &mut admission).await?;
-    let admission = admission.reporting_to(report);
-    let generation = safety.guard_output(served.engine.submit(prepared)?, &conversation, prompt_tokens);
+    let (generation, admission) =
+        start::generation(&state, &caller, &request.model, &served.engine, prepared, &conversation).await?;
 
     let (id, created, model) = (response_id("cmpl"), unix_now(), request.model);
     let format =
