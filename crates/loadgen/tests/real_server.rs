@@ -71,6 +71,20 @@ impl Drop for DevServer {
     }
 }
 
+/// A `--tokens-cmd`-style shell command that mints a development token for `server`.
+fn token_cmd(dir: &Path, bin: &Path, server: &DevServer, extra: &str) -> String {
+    format!(
+        "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
+        dir.display(),
+        bin.display(),
+        server.base
+    )
+}
+
+fn tenant(tier: &str, weight: f64, cmd: Option<String>) -> TenantSpec {
+    TenantSpec { tier: tier.into(), weight, token: None, token_env: None, token_cmd: cmd }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiers_against_the_real_server() {
     let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
@@ -87,21 +101,7 @@ async fn tiers_against_the_real_server() {
     let prompts = dir.path().join("prompts.jsonl");
     std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
     let server = DevServer::start(&bin, dir.path());
-    let token_cmd = |extra: &str| {
-        format!(
-            "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
-            dir.path().display(),
-            bin.display(),
-            server.base
-        )
-    };
-    let tenant = |tier: &str, cmd: Option<String>| TenantSpec {
-        tier: tier.into(),
-        weight: 1.0,
-        token: None,
-        token_env: None,
-        token_cmd: cmd,
-    };
+    let token_cmd = |extra: &str| token_cmd(dir.path(), &bin, &server, extra);
     let scenario = Scenario {
         url: Some(server.base.clone()),
         model: Some(MODEL_ID.into()),
@@ -111,9 +111,9 @@ async fn tiers_against_the_real_server() {
         max_tokens: Some(MaxTokens { min: 4, max: 4 }),
         temperature: Some(0.0),
         tenants: Some(vec![
-            tenant("premium", Some(token_cmd("--tier premium --sub load-e2e"))),
-            tenant("wrong-scope", Some(token_cmd("--tier premium --scope model_something_else"))),
-            tenant("anonymous", None),
+            tenant("premium", 1.0, Some(token_cmd("--tier premium --sub load-e2e"))),
+            tenant("wrong-scope", 1.0, Some(token_cmd("--tier premium --scope model_something_else"))),
+            tenant("anonymous", 1.0, None),
         ]),
         ..Default::default()
     };
@@ -134,7 +134,7 @@ async fn tiers_against_the_real_server() {
         requests: Some(1),
         concurrency: Some(1),
         stream: Some(false),
-        tenants: Some(vec![tenant("premium", Some(token_cmd("--tier premium")))]),
+        tenants: Some(vec![tenant("premium", 1.0, Some(token_cmd("--tier premium")))]),
         ..scenario
     };
     let report = run_scenario(&plain, Arc::new(Live::default())).await.unwrap();
@@ -163,21 +163,7 @@ async fn counts_match_the_servers_audit_log_metrics_and_limits() {
     let prompts = dir.path().join("prompts.jsonl");
     std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
     let server = DevServer::start(&bin, dir.path());
-    let token_cmd = |extra: &str| {
-        format!(
-            "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
-            dir.path().display(),
-            bin.display(),
-            server.base
-        )
-    };
-    let tenant = |tier: &str, weight: f64, cmd: Option<String>| TenantSpec {
-        tier: tier.into(),
-        weight,
-        token: None,
-        token_env: None,
-        token_cmd: cmd,
-    };
+    let token_cmd = |extra: &str| token_cmd(dir.path(), &bin, &server, extra);
     let premium_cmd = token_cmd("--sub paying --scope model_smollm2_135m --scope premium_access");
     let scenario = Scenario {
         url: Some(server.base.clone()),
