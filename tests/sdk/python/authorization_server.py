@@ -32,7 +32,7 @@ def start(port: int, resource: str, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "wb")
     proc = subprocess.Popen(["node", "start-op.mjs"], cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
     issuer = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # node starts slowly on a loaded 2-core machine
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the authorization server exited: {log_path.read_text()}")
