@@ -1,12 +1,12 @@
 //! Tiers and rate limits end to end, in-process backend: the real binary under `serve --dev`, tokens
 //! from `llamagate token`, budgets charged with the engine's real token counts.
 
-mod limits;
+mod support;
 
 use std::time::Duration;
 
-use limits::{BURST_TIER_YAML, DevServer, MODEL_ID, burst, get, post, token, write_config};
 use serde_json::json;
+use support::limits::{BURST_TIER_YAML, DevServer, MODEL_ID, burst, get, post, token, write_config};
 
 /// A short chat whose reply is cut at the first space or punctuation, so it uses far fewer tokens
 /// than `max_tokens`.
@@ -24,9 +24,9 @@ fn short_chat(max_tokens: u64) -> serde_json::Value {
 async fn a_free_token_gets_exactly_ten_requests_then_429_with_the_headers() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "    backend: memory\n");
-    let server = DevServer::start(dir.path(), &[]);
+    let server = DevServer::start(dir.path(), 0);
     let token = token(dir.path(), &server, "free-user", &[]);
-    let client = limits::client();
+    let client = support::limits::client();
 
     let usage = get(&client, &server, Some(&token), "/v1/usage").await;
     assert_eq!(usage.status, 200, "{}", usage.body);
@@ -36,7 +36,7 @@ async fn a_free_token_gets_exactly_ten_requests_then_429_with_the_headers() {
 
     // Eleven at once: all reservations happen within moments (before any generation), long before
     // one request refills (6 s).
-    let answers = limits::burst(&client, &[&server], std::slice::from_ref(&token), 11).await;
+    let answers = support::limits::burst(&client, &[&server], std::slice::from_ref(&token), 11).await;
     let (ok, refused): (Vec<_>, Vec<_>) = answers.iter().partition(|a| a.status == 200);
     assert_eq!((ok.len(), refused.len()), (10, 1), "{:?}", answers.iter().map(|a| &a.body).collect::<Vec<_>>());
     let mut remaining: Vec<u64> = ok.iter().map(|a| a.number("x-ratelimit-remaining-requests")).collect();
@@ -64,7 +64,7 @@ async fn a_free_token_gets_exactly_ten_requests_then_429_with_the_headers() {
     assert!(refused.headers.get("x-should-retry").is_none());
 
     // Another subject has its own budget.
-    let other = limits::token(dir.path(), &server, "someone-else", &[]);
+    let other = support::limits::token(dir.path(), &server, "someone-else", &[]);
     assert_eq!(post(&client, &server, &other, "/v1/chat/completions", &short_chat(1)).await.status, 200);
 }
 
@@ -77,9 +77,9 @@ const METERED_TIER_YAML: &str = "    tiers:\n      metered: {requests: 100, toke
 async fn tokens_are_charged_at_their_real_count_and_the_rest_is_refunded() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &format!("    backend: memory\n{METERED_TIER_YAML}"));
-    let server = DevServer::start(dir.path(), &[]);
+    let server = DevServer::start(dir.path(), 0);
     let token = token(dir.path(), &server, "token-user", &["metered_access"]);
-    let client = limits::client();
+    let client = support::limits::client();
 
     // 1. Reserve prompt + 600, use a handful: the unused part comes back.
     let first = post(&client, &server, &token, "/v1/chat/completions", &short_chat(600)).await;
@@ -145,9 +145,9 @@ async fn tokens_are_charged_at_their_real_count_and_the_rest_is_refunded() {
 async fn two_hundred_concurrent_requests_admit_exactly_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &format!("    backend: memory\n{BURST_TIER_YAML}"));
-    let server = DevServer::start(dir.path(), &[]);
+    let server = DevServer::start(dir.path(), 0);
     let token = token(dir.path(), &server, "busy-user", &["burst_access"]);
-    let client = limits::client();
+    let client = support::limits::client();
     let answers = burst(&client, &[&server], std::slice::from_ref(&token), 200).await;
     let admitted = answers.iter().filter(|a| a.status == 200).count();
     let odd: Vec<_> =
@@ -162,8 +162,8 @@ async fn two_hundred_concurrent_requests_admit_exactly_the_limit() {
 async fn health_stays_plain_without_redis_and_usage_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "    backend: memory\n");
-    let server = DevServer::start(dir.path(), &[]);
-    let client = limits::client();
+    let server = DevServer::start(dir.path(), 0);
+    let client = support::limits::client();
     let health = get(&client, &server, None, "/v1/health").await;
     assert_eq!((health.status, health.body.clone()), (200, json!({"status": "OK"})));
     assert_eq!(get(&client, &server, None, "/v1/usage").await.status, 401);

@@ -3,10 +3,12 @@
 //! fail-closed replica refuse with 503 and report it in health, while a fail-open replica admits
 //! unmetered and reports the outage too.
 
-mod limits;
+mod support;
 
-use limits::{BURST_TIER_YAML, DevServer, RedisServer, burst, get, post, tiny_completion, token, write_config};
 use serde_json::json;
+use support::limits::{
+    BURST_TIER_YAML, DevServer, RedisServer, burst, get, post, tiny_completion, token, write_config,
+};
 
 #[tokio::test]
 async fn two_processes_share_one_limit_and_a_dead_redis_is_visible_in_health() {
@@ -17,9 +19,10 @@ async fn two_processes_share_one_limit_and_a_dead_redis_is_visible_in_health() {
     let yaml =
         format!("    backend: redis\n    redis_url: {}\n    redis_timeout_ms: 5000\n{BURST_TIER_YAML}", redis.url());
     write_config(dir.path(), &yaml);
-    let closed = DevServer::start(dir.path(), &[]);
-    let open = DevServer::start(dir.path(), &[("LLAMA_STACK_OAUTH_RATE_LIMITS_ON_BACKEND_FAILURE", "open")]);
-    let client = limits::client();
+    let closed = DevServer::start(dir.path(), 0);
+    let open =
+        DevServer::start_with_env(dir.path(), 0, &[("LLAMA_STACK_OAUTH_RATE_LIMITS_ON_BACKEND_FAILURE", "open")]);
+    let client = support::limits::client();
 
     let health = get(&client, &closed, None, "/v1/health").await;
     assert_eq!(health.status, 200, "{}", health.body);

@@ -4,6 +4,7 @@
 
 pub mod dev;
 pub mod forge;
+pub mod limits;
 pub mod oauth;
 
 use std::io::{BufRead, BufReader};

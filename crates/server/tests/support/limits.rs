@@ -1,17 +1,15 @@
 //! Shared by the rate-limit end-to-end tests: `serve --dev` processes with a rate-limit config,
 //! development tokens for a chosen subject and scopes, and a real `redis-server` on a free port.
 
-#![allow(dead_code)] // Each test binary uses a different part of this module.
-
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// The id the default model is served under.
-pub const MODEL_ID: &str = "local/smollm2-135m-instruct";
+pub use super::MODEL_ID;
+use super::default_model;
+pub use super::dev::DevServer;
 
 /// The default model's family scope, which every token needs to use it.
 pub const MODEL_SCOPE: &str = "model_smollm2_135m";
@@ -19,14 +17,6 @@ pub const MODEL_SCOPE: &str = "model_smollm2_135m";
 /// A test tier: 50 requests per hour, so nothing visibly refills while a test runs.
 pub const BURST_TIER_YAML: &str = "    tiers:\n      burst: {requests: 50, tokens: 1000000, window_seconds: 3600}\n    \
                                    scope_tiers:\n      burst_access: burst\n";
-
-fn default_model() -> PathBuf {
-    let path = std::env::var_os("LLAMAGATE_DEFAULT_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    assert!(path.is_file(), "default model missing at {}: run models/fetch.sh", path.display());
-    path
-}
 
 /// Writes `dir/stack.yaml`: the default model, and `rate_limits` holding `rate_limits_yaml`
 /// (lines indented by four spaces).
@@ -37,52 +27,6 @@ pub fn write_config(dir: &Path, rate_limits_yaml: &str) {
         default_model().display()
     );
     std::fs::write(dir.join("stack.yaml"), yaml).unwrap();
-}
-
-/// A `serve --dev` process in `dir`; killed when dropped. Its log goes to `dir/server-<port>.log`.
-pub struct DevServer {
-    child: Child,
-    /// `http://127.0.0.1:<port>`: the issuer too.
-    pub base: String,
-}
-
-impl DevServer {
-    /// Starts `serve --dev` with `dir/stack.yaml` and extra environment variables.
-    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let log = tempfile::NamedTempFile::new_in(dir).unwrap().into_temp_path().keep().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
-            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--port", "0"])
-            .current_dir(dir)
-            .env_remove("LLAMAGATE_DEV_KEY_FILE")
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let Some(base) = line.trim().strip_prefix("llamagate listening on ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        };
-        std::thread::spawn(move || std::io::copy(&mut stdout.take(u64::MAX), &mut std::io::sink()));
-        Self { child, base }
-    }
-
-    /// The full URL of `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A token from `llamagate token` for `server`, subject `sub` (client `dev-client`), with the model's
