@@ -10,6 +10,7 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{QMatMul, QTensor};
 
+use crate::cpu_forward::CpuWeights;
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
 use crate::linear::Linear;
@@ -111,6 +112,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     }
     let final_norm = dense(tensor("output_norm.weight")?)?;
     let rope = RopeFrequencies::new(&hp, freq_factors.as_deref());
+    let cpu = CpuWeights::new(&hp, &layers, &final_norm, &lm_head, freq_factors.as_deref());
     let model = LlamaModel {
         hp,
         embedding: Embedding::Quantized(token_embd),
@@ -120,6 +122,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         rope,
         device: device.clone(),
         kv_dtype: candle_core::DType::F16,
+        cpu,
     };
     Ok(GgufModel { model, tokenizer, chat_template, name })
 }

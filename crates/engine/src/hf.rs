@@ -105,6 +105,7 @@ fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
         rope: RopeFrequencies::new(hp, None),
         device: w.device.clone(),
         kv_dtype: DType::F32,
+        cpu: None,
     })
 }
 

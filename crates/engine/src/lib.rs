@@ -11,6 +11,7 @@
 //! shields [`LlamaGuard`] (the Llama Guard 3 prompt) with its probability-based [`GuardScores`].
 
 mod chat_template;
+mod cpu_forward;
 mod detokenize;
 mod device;
 mod engine;
@@ -22,6 +23,7 @@ mod guard;
 mod guard_scores;
 mod hf;
 mod hparams;
+pub mod kernels;
 mod linear;
 pub mod model;
 mod rope;

@@ -1,35 +1,27 @@
-//! [`Linear`]: a weight matrix applied to a batch of rows, with the CPU kernel chosen by the row count.
+//! [`Linear`]: a weight matrix applied to a batch of rows in the candle forward pass, with the CPU kernel
+//! chosen by format and row count.
 //!
-//! candle's quantized matmul (`QMatMul`) quantizes the activations to the weight's dot-product type and
-//! runs one dot product per (row, output) pair; for Q4_1, the default model's format, that dot product has
-//! no SIMD kernel. It is the right tool for decode (one row per sequence: it reads the 4.5-bit weights once
-//! and never widens them), but at prefill it makes a chunk of `T` tokens cost `T` matrix–vector products.
-//! With many rows we instead dequantize the weight to f32 for this one call and run candle's dense matmul
-//! (the `gemm` crate: blocked, SIMD, cache-aware). Widening costs about one pass over the weight, which a
-//! prefill chunk amortises over all its rows; nothing is kept, so resident memory stays that of the
-//! quantized model plus at most one block of [`DEQUANT_BLOCK_ELEMS`] f32 values during a call.
-//!
-//! The dense path rounds the activations as the quantized kernel does (8-bit blocks, like llama.cpp), so
-//! both paths compute the same products up to float summation order; see [`DENSE_MIN_ROWS`] for why that
-//! is still not close enough for short prompts.
+//! Q4_1 and Q8_0 weights on CPU (the default model's formats) always go through our own kernels
+//! ([`crate::kernels`]: SIMD, llama.cpp's arithmetic); GGUF models made only of those formats skip this
+//! module altogether and run [`crate::cpu_forward`]. Other quantized formats on CPU use candle's quantized
+//! matmul (`QMatMul`) for few rows — it reads the packed weights once and never widens them — and, from
+//! [`DENSE_MIN_ROWS`] rows on, dequantize the weight for that one call and run candle's dense matmul (the
+//! `gemm` crate), which a prefill chunk amortises over all its rows. Nothing widened is kept, so resident
+//! memory stays that of the quantized model plus at most [`DEQUANT_BLOCK_ELEMS`] f32 values during a call.
+//! The dense path rounds the activations to 8-bit blocks as the quantized kernel does.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, ggml_file};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
+use crate::kernels::{self, WeightFormat, quantized_matmul};
 
-/// Rows (tokens across the batch) from which a quantized weight is dequantized for a dense matmul.
-///
-/// Speed alone would put this at 4: on the default model's Q4_1 projections, widening a weight costs
-/// about two rows of candle's scalar Q4_1 kernel, so the dense path is already twice as fast at 4 rows and
-/// 16–27× faster at 512 (benches/RESULTS.md, "Prefill kernels"). It is 128 for fidelity: the model
-/// amplifies rounding differences chaotically (activations are re-quantized to 8 bits at every layer, so a
-/// 1e-7 change can flip a rounding step), and with the dense path the llama.cpp reference test's
-/// teacher-forced sequences (all under 128 tokens) moved from 0.86 to 0.99–1.67 logits off llama.cpp, over
-/// its 0.9 bound, whichever activation rounding we tried, including one that reproduced candle's kernel to
-/// 1e-7. Chunks of up to 127 tokens, decode
-/// steps and small decode batches keep the quantized kernel; long prompts, where prefill time matters
-/// (Llama Guard's ≈ 300–400 tokens, the 512-token benchmark), take the dense path.
+/// Rows (tokens across the batch) from which a quantized weight in a format without our own kernel is
+/// dequantized for a dense matmul. Widening a weight costs about a few rows of a quantized kernel, so
+/// speed alone would put this near 4 (benches/RESULTS.md, "Prefill kernels"); it is 128 because the
+/// dense path sums in a different order, and a 30-layer model that re-quantizes its activations every
+/// layer amplifies that into logit differences of about 1 (measured on the default model before it got
+/// its own kernels). Long prompts, where prefill time matters, take the dense path.
 pub const DENSE_MIN_ROWS: usize = 128;
 
 /// Most f32 values dequantized at once: 2 Mi values (8 MiB). Every projection of SmolLM2 (at most
@@ -50,15 +42,48 @@ impl From<QMatMul> for Linear {
 }
 
 impl Linear {
+    /// The weight, for the CPU forward pass that multiplies it with its own kernels.
+    pub(crate) fn weight(&self) -> &QMatMul {
+        &self.weight
+    }
+
     /// `x`: `[T, in]` → `[T, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
-            QMatMul::QTensor(q) if x.device().is_cpu() && x.dims().len() == 2 && x.dim(0)? >= DENSE_MIN_ROWS => {
-                dense_forward(q, x)
-            }
+            QMatMul::QTensor(q) if x.device().is_cpu() && x.dims().len() == 2 => match kernel_format(q.dtype()) {
+                Some(format) => llama_cpp_forward(q, format, x),
+                None if x.dim(0)? >= DENSE_MIN_ROWS => dense_forward(q, x),
+                None => Ok(self.weight.forward(x)?),
+            },
             weight => Ok(weight.forward(x)?),
         }
     }
+}
+
+/// The formats our own CPU kernels multiply (the default model's); others go through candle.
+fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
+    match dtype {
+        GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
+        GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
+        _ => None,
+    }
+}
+
+/// `x` `[T, in]` → `[T, out]` with [`crate::kernels`]: llama.cpp's arithmetic, SIMD, any row count.
+fn llama_cpp_forward(w: &QTensor, format: WeightFormat, x: &Tensor) -> Result<Tensor> {
+    let (out, inp) = w.shape().dims2()?;
+    let (t, x_cols) = x.dims2()?;
+    if x_cols != inp || !inp.is_multiple_of(kernels::BLOCK) {
+        return Err(candle_core::Error::ShapeMismatchBinaryOp {
+            lhs: x.shape().clone(),
+            rhs: w.shape().clone(),
+            op: "quantized_matmul",
+        }
+        .into());
+    }
+    let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let y = quantized_matmul(format, &w.data()?, out, inp, &values, t);
+    Ok(Tensor::from_vec(y, (t, out), &Device::Cpu)?)
 }
 
 /// `x` (`[T, in]`) rounded the way candle's quantized kernel for a `weight`-typed matrix rounds its
@@ -140,7 +165,7 @@ mod tests {
     fn dense_path_matches_the_quantized_kernel() {
         // Outputs are about 0.5; the paths differ in summation order and, for Q4_1, in the f16 rounding
         // of the activation block sums the quantized kernel multiplies the block minimums with.
-        for (dtype, tolerance) in [(GgmlDType::Q4_1, 1e-3), (GgmlDType::Q8_0, 1e-5)] {
+        for (dtype, tolerance) in [(GgmlDType::Q5_1, 1e-3), (GgmlDType::Q4_0, 1e-5)] {
             let (q, _) = weight(96, 64, dtype);
             let x = input(DENSE_MIN_ROWS + 3, 64);
             let quantized = QMatMul::from_qtensor(q).expect("qmatmul");
@@ -166,8 +191,24 @@ mod tests {
     }
 
     #[test]
+    fn q4_1_and_q8_0_run_our_kernels_at_any_row_count() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let format = kernel_format(dtype).expect("a kernel format");
+            for rows in [1, DENSE_MIN_ROWS + 1] {
+                let (q, _) = weight(32, 64, dtype);
+                let bytes = q.data().expect("bytes").into_owned();
+                let x = input(rows, 64);
+                let y = Linear::from(QMatMul::from_qtensor(q).expect("qmatmul")).forward(&x).expect("forward");
+                let values = x.flatten_all().expect("flat").to_vec1::<f32>().expect("vec");
+                let expected = quantized_matmul(format, &bytes, 32, 64, &values, rows);
+                assert_eq!(y.flatten_all().expect("flat").to_vec1::<f32>().expect("vec"), expected);
+            }
+        }
+    }
+
+    #[test]
     fn few_rows_keep_the_quantized_kernel() {
-        let (q, _) = weight(32, 64, GgmlDType::Q4_1);
+        let (q, _) = weight(32, 64, GgmlDType::Q4_0);
         let x = input(DENSE_MIN_ROWS - 1, 64);
         let quantized = QMatMul::from_qtensor(q).expect("qmatmul");
         let expected = quantized.forward(&x).expect("qmatmul forward");

@@ -13,6 +13,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::cpu_forward::{self, CpuWeights, HostLayerCache};
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
 use crate::linear::Linear;
@@ -62,6 +63,9 @@ pub struct LlamaModel {
     pub(crate) device: Device,
     /// Element type of the KV cache.
     pub(crate) kv_dtype: DType,
+    /// Quantized GGUF models on CPU run [`cpu_forward`] (llama.cpp's arithmetic, our SIMD kernels);
+    /// `None` runs the candle pass.
+    pub(crate) cpu: Option<CpuWeights>,
 }
 
 /// One sequence's keys and values for every layer, allocated once for the sequence's whole lifetime
@@ -71,10 +75,18 @@ pub struct LlamaModel {
 /// f32 for full-precision checkpoints (matching transformers).
 #[derive(Debug)]
 pub struct KvCache {
-    /// Per layer: keys and values, each `[KV, capacity, D]`.
-    layers: Vec<(Tensor, Tensor)>,
+    storage: KvStorage,
     capacity: usize,
     len: usize,
+}
+
+/// Per layer: keys and values, each `[KV, capacity, D]`.
+#[derive(Debug)]
+enum KvStorage {
+    /// Candle tensors on the model's device (the candle pass).
+    Tensors(Vec<(Tensor, Tensor)>),
+    /// Host f16 arrays (the CPU pass).
+    Host(Vec<HostLayerCache>),
 }
 
 impl KvCache {
@@ -97,6 +109,26 @@ impl KvCache {
     /// prefilled prompt; later forward calls overwrite the forgotten slots.
     pub(crate) fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+
+    /// Marks `n` more positions as cached, after a forward call wrote them.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// The host arrays of one layer. Only the CPU pass calls this, on caches it allocated.
+    pub(crate) fn host_layer(&mut self, layer: usize) -> Result<&mut HostLayerCache> {
+        match &mut self.storage {
+            KvStorage::Host(layers) => Ok(&mut layers[layer]),
+            KvStorage::Tensors(_) => Err(EngineError::Inference("a device cache reached the CPU pass".into())),
+        }
+    }
+
+    fn tensors(&self, layer: usize) -> Result<&(Tensor, Tensor)> {
+        match &self.storage {
+            KvStorage::Tensors(layers) => Ok(&layers[layer]),
+            KvStorage::Host(_) => Err(EngineError::Inference("a host cache reached the candle pass".into())),
+        }
     }
 }
 
@@ -128,16 +160,23 @@ impl LlamaModel {
                 self.hp.context_length
             )));
         }
-        let shape = (self.hp.num_kv_heads, capacity.max(1), self.hp.head_dim);
-        let layers = (0..self.hp.num_layers)
-            .map(|_| {
-                Ok((
-                    Tensor::zeros(shape, self.kv_dtype, &self.device)?,
-                    Tensor::zeros(shape, self.kv_dtype, &self.device)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { layers, capacity, len: 0 })
+        let (kv, d) = (self.hp.num_kv_heads, self.hp.head_dim);
+        let storage = if self.cpu.is_some() {
+            KvStorage::Host((0..self.hp.num_layers).map(|_| HostLayerCache::new(kv, capacity.max(1), d)).collect())
+        } else {
+            let shape = (kv, capacity.max(1), d);
+            KvStorage::Tensors(
+                (0..self.hp.num_layers)
+                    .map(|_| {
+                        Ok((
+                            Tensor::zeros(shape, self.kv_dtype, &self.device)?,
+                            Tensor::zeros(shape, self.kv_dtype, &self.device)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        };
+        Ok(KvCache { storage, capacity, len: 0 })
     }
 
     /// Runs the model over every sequence's new tokens and appends them to the caches.
@@ -165,6 +204,9 @@ impl LlamaModel {
         }
         let total = ids.len();
         let ids = Tensor::from_vec(ids, total, &self.device)?;
+        if let Some(cpu) = &self.cpu {
+            return cpu_forward::forward(cpu, &self.hp, self.embedding.forward(&ids)?, &positions, batch);
+        }
         let (cos, sin) = self.rope.cos_sin(&positions, &self.device)?;
 
         let mut x = self.embedding.forward(&ids)?.to_dtype(DType::F32)?; // [T, hidden]
@@ -233,7 +275,7 @@ impl LlamaModel {
             let l = seq.tokens.len();
             let start = seq.cache.len;
             let end = start + l;
-            let (k_cache, v_cache) = &seq.cache.layers[layer_idx];
+            let (k_cache, v_cache) = seq.cache.tensors(layer_idx)?;
             k_cache.slice_set(&k.narrow(1, offset, l)?.to_dtype(self.kv_dtype)?.contiguous()?, 1, start)?;
             v_cache.slice_set(&v.narrow(1, offset, l)?.to_dtype(self.kv_dtype)?.contiguous()?, 1, start)?;
             let keys = k_cache.narrow(1, 0, end)?.to_dtype(DType::F32)?; // [KV, S, D]

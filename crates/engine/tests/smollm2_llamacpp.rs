@@ -8,12 +8,10 @@ use llamagate_engine::{GenerateParams, Model, ModelOptions, ModelSource};
 
 /// Steps whose llama.cpp top-1/top-2 margin is below this are near ties that float rounding may flip.
 const CLEAR_MARGIN: f64 = 0.2;
-/// How far our logits for llama.cpp's top-5 ids may be from its values. The issue asks for 0.5; we
-/// measure up to 0.86 (about 3% of logits around 25-30), growing with position, the same size as the
-/// gap between candle's own `quantized_llama` and llama.cpp. The remaining difference is llama.cpp's
-/// attention rounding (f16 K/V and f16 accumulation), recorded in benches/RESULTS.md; this bound
-/// guards against regressions until it is closed.
-const LOGIT_TOLERANCE: f32 = 0.9;
+/// How far our logits for llama.cpp's top-5 ids may be from its values (the engine issue's bound).
+/// The CPU pass reproduces llama.cpp's arithmetic, so we measure 0 (printed with `--nocapture`); any
+/// drift from that shows up here and, sooner, in the greedy comparison below.
+const LOGIT_TOLERANCE: f32 = 0.5;
 
 #[test]
 fn matches_llamacpp_reference() {
@@ -52,9 +50,12 @@ fn matches_llamacpp_reference() {
         let out = model.submit(request).unwrap().collect_blocking().unwrap();
         let matching = out.token_ids.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
         eprintln!(
-            "case {i}: largest top-5 logit deviation {case_worst:.4}; greedy matches llama.cpp for {matching}/{} tokens",
+            "case {i}: largest top-5 logit deviation {case_worst:.3e}; greedy matches llama.cpp for {matching}/{} tokens",
             greedy.len()
         );
+        // Generation (one prefill, then single-token decode steps) follows llama.cpp's greedy path token
+        // for token, near ties included: its decode arithmetic differs from prefill's, and so does ours.
+        assert_eq!(out.token_ids, greedy, "case {i}: greedy tokens differ from llama.cpp's");
     }
-    eprintln!("largest top-5 logit deviation over all cases: {worst:.4}");
+    eprintln!("largest top-5 logit deviation over all cases: {worst:.3e}");
 }

@@ -1,0 +1,372 @@
+//! Dot products of quantized weight rows with quantized activation rows, `N` activation rows at a time
+//! (the weight block is unpacked once for all of them).
+//!
+//! Every path computes what ggml's x86 `ggml_vec_dot_q4_1_q8_1` / `ggml_vec_dot_q8_0_q8_0` compute: per
+//! block, eight exact 32-bit integer sums of four adjacent byte products; each converted to f32 and
+//! fused-multiply-added, scaled by `d_w · d_a`, into eight running lanes; at the end the lanes summed as
+//! `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, and for Q4_1 the `m · s` terms of all blocks accumulated by a
+//! separate fused multiply-add chain and added last. Integer sums are exact whatever instructions form
+//! them, so the SIMD paths and the portable one agree bit for bit.
+
+use std::sync::OnceLock;
+
+use super::BLOCK;
+use super::quantize::ActivationBlock;
+
+/// Bytes of one Q4_1 weight block: f16 scale `d`, f16 minimum `m`, 16 bytes of 4-bit values.
+pub const Q4_1_BYTES: usize = 20;
+/// Bytes of one Q8_0 weight block: f16 scale `d`, 32 signed bytes.
+pub const Q8_0_BYTES: usize = 34;
+
+/// The instruction set the kernels run with, detected once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 VNNI (256-bit `vpdpbusd`) with AVX2, FMA and F16C.
+    Avx512Vnni,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    /// Plain Rust: any CPU, same results, several times slower.
+    Portable,
+}
+
+/// The best instruction set this CPU offers. `LLAMAGATE_KERNELS=portable` or `=avx2` forces a lesser one
+/// (to compare paths, or to rule the SIMD code out when chasing a problem).
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let detected = detect();
+        match std::env::var("LLAMAGATE_KERNELS").ok().as_deref() {
+            Some("portable") => Isa::Portable,
+            Some("avx2") if detected != Isa::Portable => Isa::Avx2,
+            _ => detected,
+        }
+    })
+}
+
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 =
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            return Isa::Avx512Vnni;
+        }
+        if avx2 {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// `out[i] = w_row · acts[i]` for a Q4_1 weight row (`acts[i].len()` blocks of it).
+pub fn q4_1<const N: usize>(isa: Isa, w_row: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+    check_lengths(w_row, Q4_1_BYTES, &acts);
+    match isa {
+        // SAFETY: `isa` only names instruction sets `detect` found on this CPU; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::q4_1_vnni(w_row, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::q4_1_avx2(w_row, acts, out) },
+        _ => portable::q4_1(w_row, acts, out),
+    }
+}
+
+/// `out[i] = w_row · acts[i]` for a Q8_0 weight row.
+pub fn q8_0<const N: usize>(isa: Isa, w_row: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+    check_lengths(w_row, Q8_0_BYTES, &acts);
+    match isa {
+        // SAFETY: as in `q4_1`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni | Isa::Avx2 => unsafe { x86::q8_0_avx2(w_row, acts, out) },
+        _ => portable::q8_0(w_row, acts, out),
+    }
+}
+
+fn check_lengths<const N: usize>(w_row: &[u8], block_bytes: usize, acts: &[&[ActivationBlock]; N]) {
+    let blocks = w_row.len() / block_bytes;
+    assert!(w_row.len() == blocks * block_bytes && acts.iter().all(|a| a.len() == blocks), "row lengths differ");
+}
+
+/// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`: ggml's `hsum_float_8`.
+#[inline(always)]
+fn hsum_lanes(l: [f32; 8]) -> f32 {
+    let r = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+#[allow(clippy::needless_range_loop)]
+mod portable {
+    use super::*;
+
+    pub fn q4_1<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+        let mut lanes = [[0.0f32; 8]; N];
+        let mut summs = [0.0f32; N];
+        for (ib, block) in w.chunks_exact(Q4_1_BYTES).enumerate() {
+            let (d, m) = (f16_at(block, 0), f16_at(block, 2));
+            let mut x = [0i32; BLOCK];
+            for (k, byte) in block[4..].iter().enumerate() {
+                x[k] = i32::from(byte & 0x0F);
+                x[k + 16] = i32::from(byte >> 4);
+            }
+            for i in 0..N {
+                let a = &acts[i][ib];
+                summs[i] = m.mul_add(a.s, summs[i]);
+                let scale = d * a.d;
+                for (l, lane) in lanes[i].iter_mut().enumerate() {
+                    let sum: i32 = (4 * l..4 * l + 4).map(|k| x[k] * i32::from(a.qs[k])).sum();
+                    *lane = scale.mul_add(sum as f32, *lane);
+                }
+            }
+        }
+        for i in 0..N {
+            out[i] = hsum_lanes(lanes[i]) + summs[i];
+        }
+    }
+
+    pub fn q8_0<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+        let mut lanes = [[0.0f32; 8]; N];
+        for (ib, block) in w.chunks_exact(Q8_0_BYTES).enumerate() {
+            let d = f16_at(block, 0);
+            for i in 0..N {
+                let a = &acts[i][ib];
+                let scale = d * a.d;
+                for (l, lane) in lanes[i].iter_mut().enumerate() {
+                    let sum: i32 = (4 * l..4 * l + 4).map(|k| i32::from(block[2 + k] as i8) * i32::from(a.qs[k])).sum();
+                    *lane = scale.mul_add(sum as f32, *lane);
+                }
+            }
+        }
+        for i in 0..N {
+            out[i] = hsum_lanes(lanes[i]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+// Block and row indices address several arrays in lockstep (weights by byte offset, activations by block).
+#[allow(clippy::needless_range_loop)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// Eight 32-bit sums of four adjacent `u8 × i8` products (AVX2: two widening multiply-adds).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn idot_avx2(unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(unsigned, signed))
+    }
+
+    /// The same sums in one `vpdpbusd`.
+    #[target_feature(enable = "avx512vnni,avx512vl")]
+    #[inline]
+    fn idot_vnni(unsigned: __m256i, signed: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned, signed)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let mut l = [0.0f32; 8];
+        // SAFETY: `l` holds eight f32.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
+        hsum_lanes(l)
+    }
+
+    /// `d` and `m` of a weight block (f16 pair at `p`) widened with F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn scale_pair(p: *const u8) -> (f32, f32) {
+        // SAFETY: the caller passes a pointer to at least 4 readable bytes.
+        let bits = unsafe { p.cast::<i32>().read_unaligned() };
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
+    macro_rules! q4_1_kernel {
+        ($name:ident, $features:literal, $idot:ident) => {
+            /// # Safety
+            /// The CPU has `$features`; `w` holds `acts[i].len()` Q4_1 blocks.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut summs = [0.0f32; N];
+                let low = _mm256_set1_epi8(0x0F);
+                let blocks = acts[0].len();
+                for ib in 0..blocks {
+                    // SAFETY: block `ib` lies inside `w` (checked by the caller).
+                    let p = unsafe { w.as_ptr().add(ib * Q4_1_BYTES) };
+                    let (d, m) = unsafe { scale_pair(p) };
+                    let packed = unsafe { _mm_loadu_si128(p.add(4).cast()) };
+                    let x = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
+                    for i in 0..N {
+                        let a = &acts[i][ib];
+                        summs[i] = m.mul_add(a.s, summs[i]);
+                        let y = unsafe { _mm256_load_si256(a.qs.as_ptr().cast()) };
+                        let xy = _mm256_cvtepi32_ps($idot(x, y));
+                        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[i]);
+                    }
+                }
+                for i in 0..N {
+                    out[i] = hsum(acc[i]) + summs[i];
+                }
+            }
+        };
+    }
+
+    q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", idot_avx2);
+    q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", idot_vnni);
+
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `w` holds `acts[i].len()` Q8_0 blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0_avx2<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+        let mut acc = [_mm256_setzero_ps(); N];
+        let blocks = acts[0].len();
+        for ib in 0..blocks {
+            // SAFETY: block `ib` lies inside `w` (checked by the caller).
+            let p = unsafe { w.as_ptr().add(ib * Q8_0_BYTES) };
+            let (d, _) = unsafe { scale_pair(p) };
+            let x = unsafe { _mm256_loadu_si256(p.add(2).cast()) };
+            // |x| as unsigned and the activations carrying x's sign: ggml's `mul_sum_i8_pairs_float`.
+            let ax = _mm256_sign_epi8(x, x);
+            for i in 0..N {
+                let a = &acts[i][ib];
+                let y = unsafe { _mm256_load_si256(a.qs.as_ptr().cast()) };
+                let xy = _mm256_cvtepi32_ps(idot_avx2(ax, _mm256_sign_epi8(y, x)));
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[i]);
+            }
+        }
+        for i in 0..N {
+            out[i] = hsum(acc[i]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::quantize::quantize_row;
+
+    fn weight_row(blocks: usize, block_bytes: usize, seed: u32) -> Vec<u8> {
+        let mut state = seed;
+        let mut bytes: Vec<u8> = (0..blocks * block_bytes)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        for block in bytes.chunks_exact_mut(block_bytes) {
+            // Sane f16 scales (and minimums): 0.01–0.02 with either sign.
+            let d = half::f16::from_f32(0.01 + f32::from(block[0]) / 25_600.0);
+            block[..2].copy_from_slice(&d.to_le_bytes());
+            if block_bytes == Q4_1_BYTES {
+                let m = half::f16::from_f32(-0.1 + f32::from(block[2]) / 1280.0);
+                block[2..4].copy_from_slice(&m.to_le_bytes());
+            } else {
+                // Q8_0 values are in -127..=127, as ggml's quantizer writes them.
+                for q in &mut block[2..] {
+                    if *q == 0x80 {
+                        *q = 0x81;
+                    }
+                }
+            }
+        }
+        bytes
+    }
+
+    fn activations(blocks: usize, seed: usize) -> Vec<ActivationBlock> {
+        let x: Vec<f32> =
+            (0..blocks * BLOCK).map(|i| (((i + seed) * 7919 % 2003) as f32 / 2003.0 - 0.5) * 3.0).collect();
+        let mut out = vec![ActivationBlock::default(); blocks];
+        quantize_row(&x, &mut out);
+        out
+    }
+
+    /// The plainest possible statement of the arithmetic, block by block.
+    fn reference(w: &[u8], a: &[ActivationBlock], q4_1: bool) -> f32 {
+        let bytes = if q4_1 { Q4_1_BYTES } else { Q8_0_BYTES };
+        let mut lanes = [0.0f32; 8];
+        let mut summs = 0.0f32;
+        for (block, act) in w.chunks_exact(bytes).zip(a) {
+            let d = f16_at(block, 0);
+            let value = |k: usize| -> i32 {
+                if q4_1 {
+                    let byte = block[4 + k % 16];
+                    i32::from(if k < 16 { byte & 0x0F } else { byte >> 4 })
+                } else {
+                    i32::from(block[2 + k] as i8)
+                }
+            };
+            if q4_1 {
+                summs = f16_at(block, 2).mul_add(act.s, summs);
+            }
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let s: i32 = (0..4).map(|j| value(4 * l + j) * i32::from(act.qs[4 * l + j])).sum();
+                *lane = (d * act.d).mul_add(s as f32, *lane);
+            }
+        }
+        hsum_lanes(lanes) + summs
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_reference_bit_for_bit() {
+        let blocks = 48;
+        for (q4_1_format, bytes) in [(true, Q4_1_BYTES), (false, Q8_0_BYTES)] {
+            let w = weight_row(blocks, bytes, 7);
+            let acts: Vec<Vec<ActivationBlock>> = (0..3).map(|s| activations(blocks, s * 101)).collect();
+            let expected: Vec<f32> = acts.iter().map(|a| reference(&w, a, q4_1_format)).collect();
+            let mut isas = vec![Isa::Portable];
+            if detect() != Isa::Portable {
+                isas.push(Isa::Avx2);
+            }
+            if detect() == Isa::Avx512Vnni {
+                isas.push(Isa::Avx512Vnni);
+            }
+            for isa in isas {
+                let mut out = [0.0f32; 3];
+                let rows = [acts[0].as_slice(), acts[1].as_slice(), acts[2].as_slice()];
+                if q4_1_format {
+                    q4_1(isa, &w, rows, &mut out);
+                } else {
+                    q8_0(isa, &w, rows, &mut out);
+                }
+                for i in 0..3 {
+                    assert_eq!(out[i].to_bits(), expected[i].to_bits(), "{isa:?} q4_1={q4_1_format} row {i}");
+                }
+                let mut one = [0.0f32; 1];
+                if q4_1_format {
+                    q4_1(isa, &w, [rows[1]], &mut one);
+                } else {
+                    q8_0(isa, &w, [rows[1]], &mut one);
+                }
+                assert_eq!(one[0].to_bits(), expected[1].to_bits(), "{isa:?} single row");
+            }
+        }
+    }
+
+    #[test]
+    fn the_result_approximates_the_real_dot_product() {
+        // Dequantize both sides and compare with a plain f64 dot product.
+        let blocks = 18;
+        let w = weight_row(blocks, Q4_1_BYTES, 3);
+        let a = activations(blocks, 5);
+        let mut exact = 0.0f64;
+        for (block, act) in w.chunks_exact(Q4_1_BYTES).zip(&a) {
+            let (d, m) = (f64::from(f16_at(block, 0)), f64::from(f16_at(block, 2)));
+            for k in 0..BLOCK {
+                let byte = block[4 + k % 16];
+                let q = f64::from(if k < 16 { byte & 0x0F } else { byte >> 4 });
+                exact += (d * q + m) * f64::from(act.d) * f64::from(act.qs[k]);
+            }
+        }
+        let mut out = [0.0f32];
+        q4_1(isa(), &w, [&a], &mut out);
+        // The kernel uses the f16-rounded block sum for the minimum term; allow for that rounding.
+        assert!((f64::from(out[0]) - exact).abs() < 0.05 * exact.abs().max(1.0), "{} vs {exact}", out[0]);
+    }
+}

@@ -1,0 +1,151 @@
+//! A whole projection `y = x · Wᵀ` over a batch of rows, with the dot products of [`super::dot`].
+//!
+//! The activations are quantized once per call; output rows are split into contiguous ranges across the
+//! engine's threads (rayon's pool, sized by `RAYON_NUM_THREADS`); inside a range each weight row is read
+//! once and multiplied with up to four activation rows per pass, so prefill reads the weights `T / 4`
+//! times instead of `T` and decode batches share each read.
+
+use rayon::prelude::*;
+
+use super::BLOCK;
+use super::dot::{self, Isa, Q4_1_BYTES, Q8_0_BYTES};
+use super::quantize::{ActivationBlock, quantize_row};
+
+/// The weight formats these kernels multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    Q4_1,
+    Q8_0,
+}
+
+impl WeightFormat {
+    fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => Q4_1_BYTES,
+            Self::Q8_0 => Q8_0_BYTES,
+        }
+    }
+}
+
+/// Output rows per parallel task: enough work per task to hide rayon's scheduling cost.
+const ROWS_PER_TASK: usize = 64;
+
+/// `x` (`t` rows of `cols` values) times the transpose of `weight` (`rows` rows of `cols` values in
+/// `format`'s GGUF block layout): `t` rows of `rows` values. `cols` must be a multiple of 32 and
+/// `weight` exactly `rows` rows long (the caller checks shapes; a mismatch panics here).
+pub fn quantized_matmul(
+    format: WeightFormat,
+    weight: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    t: usize,
+) -> Vec<f32> {
+    let blocks = cols / BLOCK;
+    assert!(cols.is_multiple_of(BLOCK) && x.len() == t * cols && weight.len() == rows * blocks * format.block_bytes());
+    let mut acts = vec![ActivationBlock::default(); t * blocks];
+    for (row, out) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(blocks)) {
+        quantize_row(row, out);
+    }
+    let isa = dot::isa();
+    let row_bytes = blocks * format.block_bytes();
+
+    // Computed as `[rows, t]` so each task owns a contiguous range, then transposed.
+    let mut transposed = vec![0.0f32; rows * t];
+    let task = |(chunk_index, out): (usize, &mut [f32])| {
+        let first = chunk_index * ROWS_PER_TASK;
+        for (r, out_row) in out.chunks_exact_mut(t).enumerate() {
+            let w_row = &weight[(first + r) * row_bytes..(first + r + 1) * row_bytes];
+            row_times_activations(format, isa, w_row, &acts, blocks, out_row);
+        }
+    };
+    if rayon::current_num_threads() > 1 && rows > ROWS_PER_TASK {
+        transposed.par_chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task);
+    } else {
+        transposed.chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task);
+    }
+    if t == 1 {
+        return transposed;
+    }
+    let mut y = vec![0.0f32; t * rows];
+    for (r, column) in transposed.chunks_exact(t).enumerate() {
+        for (i, v) in column.iter().enumerate() {
+            y[i * rows + r] = *v;
+        }
+    }
+    y
+}
+
+/// One weight row against every activation row, four at a time.
+fn row_times_activations(
+    format: WeightFormat,
+    isa: Isa,
+    w_row: &[u8],
+    acts: &[ActivationBlock],
+    blocks: usize,
+    out: &mut [f32],
+) {
+    let row = |i: usize| &acts[i * blocks..(i + 1) * blocks];
+    let mut i = 0;
+    while i + 4 <= out.len() {
+        let mut o = [0.0f32; 4];
+        let rows = [row(i), row(i + 1), row(i + 2), row(i + 3)];
+        match format {
+            WeightFormat::Q4_1 => dot::q4_1(isa, w_row, rows, &mut o),
+            WeightFormat::Q8_0 => dot::q8_0(isa, w_row, rows, &mut o),
+        }
+        out[i..i + 4].copy_from_slice(&o);
+        i += 4;
+    }
+    while i < out.len() {
+        let mut o = [0.0f32; 1];
+        match format {
+            WeightFormat::Q4_1 => dot::q4_1(isa, w_row, [row(i)], &mut o),
+            WeightFormat::Q8_0 => dot::q8_0(isa, w_row, [row(i)], &mut o),
+        }
+        out[i] = o[0];
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 104_729 % 997) as f32 / 997.0 - 0.5) * 0.4).collect()
+    }
+
+    #[test]
+    fn matches_row_by_row_products_and_approximates_candle() {
+        let (rows, cols, t) = (ROWS_PER_TASK * 2 + 7, 96, 6);
+        for (format, dtype) in [(WeightFormat::Q4_1, GgmlDType::Q4_1), (WeightFormat::Q8_0, GgmlDType::Q8_0)] {
+            let w = Tensor::from_vec(values(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let bytes = q.data().unwrap().into_owned();
+            let x = values(t * cols, 9);
+            let y = quantized_matmul(format, &bytes, rows, cols, &x, t);
+            assert_eq!(y.len(), t * rows);
+            // Each row alone (one activation row per call) gives the same bits as the batched call.
+            for i in 0..t {
+                let single = quantized_matmul(format, &bytes, rows, cols, &x[i * cols..(i + 1) * cols], 1);
+                assert!(single.iter().zip(&y[i * rows..(i + 1) * rows]).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+            // And it is the same product candle's kernel computes, up to rounding.
+            let xt = Tensor::from_vec(x.clone(), (t, cols), &Device::Cpu).unwrap();
+            let expected = QMatMul::from_qtensor(q)
+                .unwrap()
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let worst = y.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 2e-3, "{format:?}: {worst}");
+        }
+    }
+}

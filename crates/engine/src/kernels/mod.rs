@@ -1,0 +1,23 @@
+//! CPU kernels for the quantized formats GGUF Llama models ship in (Q4_1 and Q8_0 weights), with
+//! llama.cpp's arithmetic.
+//!
+//! Why our own: candle's Q4_1 dot product is scalar (every matrix of the default model is Q4_1), and its
+//! activation rounding differs from llama.cpp's, which the model amplifies into logit differences of up to
+//! 0.9 (benches/RESULTS.md). These kernels reproduce ggml's x86 kernels operation for operation — the same
+//! 8-bit activation rounding, the same per-block integer dot products, the same float accumulation order —
+//! so one forward pass gives llama.cpp's numbers whichever instruction set runs it: the AVX-512 VNNI and
+//! AVX2 paths are chosen at run time and the portable path computes the same values in plain Rust.
+//!
+//! Layout: [`quantize`] turns f32 activations into 8-bit blocks, [`dot`] multiplies one weight row by one
+//! activation row, [`matmul`] runs a whole projection over a batch of rows on the engine's threads, and
+//! [`ops`] holds the norm, rotary, softmax and SiLU steps with ggml's rounding.
+
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+pub mod quantize;
+
+pub use matmul::{WeightFormat, quantized_matmul};
+
+/// Values per quantization block in every format here (ggml's `QK4_1`, `QK8_0`, `QK8_1`).
+pub const BLOCK: usize = 32;
