@@ -43,7 +43,12 @@ impl CpuMatrix {
             _ => return None,
         };
         let (rows, cols) = weight.shape().dims2().ok()?;
-        (weight.device().is_cpu() && cols.is_multiple_of(BLOCK)).then(|| Self { weight: weight.clone(), format, rows, cols })
+        (weight.device().is_cpu() && cols.is_multiple_of(BLOCK)).then(|| Self {
+            weight: weight.clone(),
+            format,
+            rows,
+            cols,
+        })
     }
 
     /// `x`: `t` rows of `cols` → `t` rows of `rows`.
@@ -87,7 +92,10 @@ impl CpuWeights {
         lm_head: &Linear,
         freq_factors: Option<&[f32]>,
     ) -> Option<Self> {
-        if hp.rope_layout != RopeLayout::Interleaved || !hp.head_dim.is_multiple_of(LANES) || !hp.hidden_size.is_multiple_of(BLOCK) {
+        if hp.rope_layout != RopeLayout::Interleaved
+            || !hp.head_dim.is_multiple_of(LANES)
+            || !hp.hidden_size.is_multiple_of(BLOCK)
+        {
             return None;
         }
         let vector = |t: &Tensor| t.to_dtype(DType::F32).and_then(|t| t.to_vec1::<f32>()).ok();
