@@ -83,8 +83,8 @@ pub(crate) struct CpuWeights {
 
 impl CpuWeights {
     /// The CPU pass's view of a GGUF model, or `None` when it cannot run it (a weight on an accelerator
-    /// or in another format, or a head size its 16-lane attention does not tile); the candle pass runs
-    /// those.
+    /// or in another format, or a head size that is not a multiple of 64, where ggml's f16 dot product
+    /// ends in a scalar tail we do not reproduce); the candle pass runs those.
     pub fn new(
         hp: &LlamaHparams,
         layers: &[LayerWeights],
@@ -127,7 +127,8 @@ impl CpuWeights {
     }
 }
 
-/// One layer's cached keys and values for one sequence, as f16 bit patterns, each `[KV, capacity, D]`.
+/// One layer's cached keys and values for one sequence, as f16 bit patterns, each `[KV, D, capacity]`:
+/// dimension-major, so attention reads each dimension's positions contiguously, 16 at a time.
 #[derive(Debug)]
 pub(crate) struct HostLayerCache {
     k: Vec<u16>,
@@ -248,23 +249,31 @@ fn attention(
         // Store the new keys and values rounded to f16, like llama.cpp's f16 cache.
         for i in 0..l {
             for kv in 0..kv_heads {
-                let at = (kv * capacity + start + i) * d;
                 let src = (offset + i) * kv_heads * d + kv * d;
-                cache.k[at..at + d].reinterpret_cast_mut::<f16>().convert_from_f32_slice(&k[src..src + d]);
-                cache.v[at..at + d].reinterpret_cast_mut::<f16>().convert_from_f32_slice(&v[src..src + d]);
+                for dim in 0..d {
+                    let at = (kv * d + dim) * capacity + start + i;
+                    cache.k[at] = f16::from_f32(k[src + dim]).to_bits();
+                    cache.v[at] = f16::from_f32(v[src + dim]).to_bits();
+                }
             }
         }
+        // Widen one KV head's positions to f32, dimension-major and padded to whole 16-position chunks.
         let end = start + l;
-        let mut keys = vec![0.0f32; end * d];
-        let mut values = vec![0.0f32; end * d];
+        let stride = end.div_ceil(LANES) * LANES;
+        let mut keys = vec![0.0f32; d * stride];
+        let mut values = vec![0.0f32; d * stride];
         for kv in 0..kv_heads {
-            let base = kv * capacity * d;
-            cache.k[base..base + end * d].reinterpret_cast::<f16>().convert_to_f32_slice(&mut keys);
-            cache.v[base..base + end * d].reinterpret_cast::<f16>().convert_to_f32_slice(&mut values);
+            for dim in 0..d {
+                let from = (kv * d + dim) * capacity;
+                let to = dim * stride;
+                cache.k[from..from + end].reinterpret_cast::<f16>().convert_to_f32_slice(&mut keys[to..to + end]);
+                cache.v[from..from + end].reinterpret_cast::<f16>().convert_to_f32_slice(&mut values[to..to + end]);
+            }
             for i in 0..l {
                 for head in kv * group..(kv + 1) * group {
                     let at = (offset + i) * heads * d + head * d;
-                    attend(&q[at..at + d], &keys, &values, start + i + 1, scale, product, &mut out[at..at + d]);
+                    let seen = Positions { stride, n: start + i + 1 };
+                    attend(&q[at..at + d], &keys, &values, seen, scale, product, &mut out[at..at + d]);
                 }
             }
         }
@@ -284,97 +293,103 @@ enum F16Product {
     Vector,
 }
 
-/// A dot product of two f16-valued rows (widened to f32) as `product` sums it.
-#[inline(always)]
-fn f16_dot(a: &[f32], b: &[f32], product: F16Product) -> f32 {
-    match product {
-        F16Product::Tiled => {
-            let mut acc = [0.0f32; LANES];
-            for (ac, bc) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
-                for lane in 0..LANES {
-                    acc[lane] = ac[lane].mul_add(bc[lane], acc[lane]);
-                }
-            }
-            ops::reduce_lanes(&acc)
-        }
-        F16Product::Vector => {
-            let mut acc = [[0.0f32; LANES]; 4];
-            for (c, (ac, bc)) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)).enumerate() {
-                let sum = &mut acc[c % 4];
-                for lane in 0..LANES {
-                    sum[lane] = ac[lane].mul_add(bc[lane], sum[lane]);
-                }
-            }
-            fold_accumulators(&acc)
-        }
-    }
+/// Which cached positions a query sees: the first `n`, in rows of `stride` (a multiple of 16).
+#[derive(Debug, Clone, Copy)]
+struct Positions {
+    stride: usize,
+    n: usize,
 }
 
-/// `ggml_vec_dot_f16`'s end: accumulators 0+2 and 1+3, then their sum, then the lanes.
+type Lanes = [f32; LANES];
+
+/// `ggml_vec_dot_f16`'s end: accumulators 0+2 and 1+3, then their sum.
 #[inline(always)]
-fn fold_accumulators(acc: &[[f32; LANES]; 4]) -> f32 {
-    let mut folded = [0.0f32; LANES];
-    for lane in 0..LANES {
-        folded[lane] = (acc[0][lane] + acc[2][lane]) + (acc[1][lane] + acc[3][lane]);
-    }
-    ops::reduce_lanes(&folded)
+fn fold(acc: &[Lanes; 4]) -> Lanes {
+    std::array::from_fn(|i| (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]))
 }
 
-/// One query against the first `n` cached positions, as ggml computes `kq = K·q` (f16 inputs),
-/// `softmax(kq · scale)` and `kqv = V·p` (f16 inputs) for one head.
+/// [`ops::reduce_lanes`] for 16 independent sums at once: `rows[lane]` holds lane `lane` of each sum.
+#[inline(always)]
+fn reduce_rows(rows: &[Lanes; LANES]) -> Lanes {
+    let add = |a: &Lanes, b: &Lanes| -> Lanes { std::array::from_fn(|i| a[i] + b[i]) };
+    let t8: [Lanes; 8] = std::array::from_fn(|i| add(&rows[i + 8], &rows[i]));
+    let t4: [Lanes; 4] = std::array::from_fn(|i| add(&t8[i + 4], &t8[i]));
+    add(&add(&t4[0], &t4[2]), &add(&t4[1], &t4[3]))
+}
+
+/// One query against the cached positions it sees, as ggml computes `kq = K·q` (f16 inputs),
+/// `softmax(kq · scale)` and `kqv = V·p` (f16 inputs) for one head. `keys` and `values` are
+/// dimension-major (`[D][stride]`), so each step below works on 16 positions at once.
+// Lane and position indices address several arrays in lockstep; plain loops vectorize best here.
+#[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma+f16c", "x86_64+avx2+fma+f16c"))]
-fn attend(query: &[f32], keys: &[f32], values: &[f32], n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
-    let d = query.len();
-    let mut q16 = vec![f16::ZERO; d];
-    q16.convert_from_f32_slice(query);
-    let mut q_rounded = vec![0.0f32; d];
-    q16.convert_to_f32_slice(&mut q_rounded);
-
+fn attend(
+    query: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    seen: Positions,
+    scale: f32,
+    product: F16Product,
+    out: &mut [f32],
+) {
+    let (d, stride, n) = (query.len(), seen.stride, seen.n);
+    let q: Vec<f32> = query.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
     let chunks = n.div_ceil(LANES);
     let mut scores = vec![f32::NEG_INFINITY; chunks * LANES];
-    for (s, key) in keys.chunks_exact(d).take(n).enumerate() {
-        scores[s] = f16_dot(key, &q_rounded, product) * scale;
+    for c in 0..chunks {
+        let base = c * LANES;
+        let key = |dim: usize| -> &[f32] { &keys[dim * stride + base..dim * stride + base + LANES] };
+        // acc[slot][lane][position]: dimension `lane + 16·j` of each position's dot product goes to
+        // lane `lane` of accumulator `slot` (0 for tinyBLAS, `j % 4` for vec_dot).
+        let slots = if product == F16Product::Tiled { 1 } else { 4 };
+        let mut acc = [[[0.0f32; LANES]; LANES]; 4];
+        for j in 0..d / LANES {
+            let slot = &mut acc[j % slots];
+            for lane in 0..LANES {
+                let dim = j * LANES + lane;
+                let (k, qv) = (key(dim), q[dim]);
+                for p in 0..LANES {
+                    slot[lane][p] = k[p].mul_add(qv, slot[lane][p]);
+                }
+            }
+        }
+        let dots = match product {
+            F16Product::Tiled => reduce_rows(&acc[0]),
+            F16Product::Vector => {
+                let folded: [Lanes; LANES] = std::array::from_fn(|lane| fold(&std::array::from_fn(|s| acc[s][lane])));
+                reduce_rows(&folded)
+            }
+        };
+        for (p, dot) in dots.iter().enumerate().take(n - base) {
+            scores[base + p] = dot * scale;
+        }
     }
+
     let max = scores[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f64;
     for chunk in scores.chunks_exact_mut(LANES) {
-        let mut vals = [0.0f32; LANES];
-        for lane in 0..LANES {
-            vals[lane] = ops::expf(chunk[lane] - max);
-        }
+        let vals: Lanes = std::array::from_fn(|i| ops::expf(chunk[i] - max));
         sum += f64::from(ops::reduce_lanes(&vals));
         chunk.copy_from_slice(&vals);
     }
     let inv = (1.0 / sum) as f32;
-    let mut p16 = vec![f16::ZERO; scores.len()];
-    for (p, s) in p16.iter_mut().zip(&scores) {
-        *p = f16::from_f32(s * inv);
-    }
-    let mut p = vec![0.0f32; scores.len()];
-    p16.convert_to_f32_slice(&mut p);
+    let p: Vec<f32> = scores.iter().map(|s| f16::from_f32(s * inv).to_f32()).collect();
 
-    // Per output dimension, the accumulators of a dot product over positions (V is stored
-    // position-major, so all dimensions advance together); chunk `c` of 16 positions feeds
-    // accumulator 0 (tinyBLAS) or `c % 4` (vec_dot).
-    let accumulators = if product == F16Product::Tiled { 1 } else { 4 };
-    let mut acc = vec![[[0.0f32; LANES]; 4]; d];
-    for (c, pc) in p.chunks_exact(LANES).enumerate() {
-        let slot = c % accumulators;
-        for lane in 0..LANES {
-            let s = c * LANES + lane;
-            if s >= n {
-                break;
-            }
-            let row = &values[s * d..(s + 1) * d];
-            for (a, value) in acc.iter_mut().zip(row) {
-                a[slot][lane] = value.mul_add(pc[lane], a[slot][lane]);
+    // kqv: per dimension, a dot product over positions; chunk `c` of 16 positions feeds accumulator
+    // 0 (tinyBLAS) or `c % 4` (vec_dot). Positions past `n` have probability 0 and add nothing.
+    for (dim, o) in out.iter_mut().enumerate() {
+        let row = &values[dim * stride..dim * stride + chunks * LANES];
+        let mut acc = [[0.0f32; LANES]; 4];
+        let slots = if product == F16Product::Tiled { 1 } else { 4 };
+        for (c, (vc, pc)) in row.chunks_exact(LANES).zip(p.chunks_exact(LANES)).enumerate() {
+            let slot = &mut acc[c % slots];
+            for lane in 0..LANES {
+                slot[lane] = vc[lane].mul_add(pc[lane], slot[lane]);
             }
         }
-    }
-    for (o, a) in out.iter_mut().zip(&acc) {
         *o = match product {
-            F16Product::Tiled => ops::reduce_lanes(&a[0]),
-            F16Product::Vector => fold_accumulators(a),
+            F16Product::Tiled => ops::reduce_lanes(&acc[0]),
+            F16Product::Vector => ops::reduce_lanes(&fold(&acc)),
         };
     }
 }

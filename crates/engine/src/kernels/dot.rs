@@ -58,33 +58,54 @@ fn detect() -> Isa {
     Isa::Portable
 }
 
-/// `out[i] = w_row · acts[i]` for a Q4_1 weight row (`acts[i].len()` blocks of it).
-pub fn q4_1<const N: usize>(isa: Isa, w_row: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
-    check_lengths(w_row, Q4_1_BYTES, &acts);
+/// `out[r][i] = w_rows[r] · acts[i]` for Q4_1 weight rows (`acts[i].len()` blocks each). A tile of `R`
+/// weight rows by `N` activation rows runs `R·N` independent accumulations side by side, which hides
+/// the latency of each one's fused multiply-add chain; every result is still summed in ggml's order.
+pub fn q4_1<const R: usize, const N: usize>(
+    isa: Isa,
+    w_rows: [&[u8]; R],
+    acts: [&[ActivationBlock]; N],
+    out: &mut [[f32; N]; R],
+) {
+    check_lengths(&w_rows, Q4_1_BYTES, &acts);
     match isa {
         // SAFETY: `isa` only names instruction sets `detect` found on this CPU; lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { x86::q4_1_vnni(w_row, acts, out) },
+        Isa::Avx512Vnni => unsafe { x86::q4_1_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::q4_1_avx2(w_row, acts, out) },
-        _ => portable::q4_1(w_row, acts, out),
+        Isa::Avx2 => unsafe { x86::q4_1_avx2(w_rows, acts, out) },
+        _ => portable::q4_1(w_rows, acts, out),
     }
 }
 
-/// `out[i] = w_row · acts[i]` for a Q8_0 weight row.
-pub fn q8_0<const N: usize>(isa: Isa, w_row: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
-    check_lengths(w_row, Q8_0_BYTES, &acts);
+/// `out[r][i] = w_rows[r] · acts[i]` for Q8_0 weight rows.
+pub fn q8_0<const R: usize, const N: usize>(
+    isa: Isa,
+    w_rows: [&[u8]; R],
+    acts: [&[ActivationBlock]; N],
+    out: &mut [[f32; N]; R],
+) {
+    check_lengths(&w_rows, Q8_0_BYTES, &acts);
     match isa {
         // SAFETY: as in `q4_1`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni | Isa::Avx2 => unsafe { x86::q8_0_avx2(w_row, acts, out) },
-        _ => portable::q8_0(w_row, acts, out),
+        Isa::Avx512Vnni => unsafe { x86::q8_0_vnni(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::q8_0_avx2(w_rows, acts, out) },
+        _ => portable::q8_0(w_rows, acts, out),
     }
 }
 
-fn check_lengths<const N: usize>(w_row: &[u8], block_bytes: usize, acts: &[&[ActivationBlock]; N]) {
-    let blocks = w_row.len() / block_bytes;
-    assert!(w_row.len() == blocks * block_bytes && acts.iter().all(|a| a.len() == blocks), "row lengths differ");
+fn check_lengths<const R: usize, const N: usize>(
+    w_rows: &[&[u8]; R],
+    block_bytes: usize,
+    acts: &[&[ActivationBlock]; N],
+) {
+    let blocks = acts.first().map_or(0, |a| a.len());
+    assert!(
+        w_rows.iter().all(|w| w.len() == blocks * block_bytes) && acts.iter().all(|a| a.len() == blocks),
+        "row lengths differ"
+    );
 }
 
 /// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`: ggml's `hsum_float_8`.
@@ -102,7 +123,7 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 mod portable {
     use super::*;
 
-    pub fn q4_1<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+    fn q4_1_row<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
         let mut lanes = [[0.0f32; 8]; N];
         let mut summs = [0.0f32; N];
         for (ib, block) in w.chunks_exact(Q4_1_BYTES).enumerate() {
@@ -127,7 +148,7 @@ mod portable {
         }
     }
 
-    pub fn q8_0<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
+    fn q8_0_row<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
         let mut lanes = [[0.0f32; 8]; N];
         for (ib, block) in w.chunks_exact(Q8_0_BYTES).enumerate() {
             let d = f16_at(block, 0);
@@ -142,6 +163,18 @@ mod portable {
         }
         for i in 0..N {
             out[i] = hsum_lanes(lanes[i]);
+        }
+    }
+
+    pub fn q4_1<const R: usize, const N: usize>(w: [&[u8]; R], acts: [&[ActivationBlock]; N], out: &mut [[f32; N]; R]) {
+        for r in 0..R {
+            q4_1_row(w[r], acts, &mut out[r]);
+        }
+    }
+
+    pub fn q8_0<const R: usize, const N: usize>(w: [&[u8]; R], acts: [&[ActivationBlock]; N], out: &mut [[f32; N]; R]) {
+        for r in 0..R {
+            q8_0_row(w[r], acts, &mut out[r]);
         }
     }
 }
@@ -190,29 +223,42 @@ mod x86 {
     macro_rules! q4_1_kernel {
         ($name:ident, $features:literal, $idot:ident) => {
             /// # Safety
-            /// The CPU has `$features`; `w` holds `acts[i].len()` Q4_1 blocks.
+            /// The CPU has `$features`; each `w[r]` holds `acts[i].len()` Q4_1 blocks.
             #[target_feature(enable = $features)]
-            pub unsafe fn $name<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
-                let mut acc = [_mm256_setzero_ps(); N];
-                let mut summs = [0.0f32; N];
+            pub unsafe fn $name<const R: usize, const N: usize>(
+                w: [&[u8]; R],
+                acts: [&[ActivationBlock]; N],
+                out: &mut [[f32; N]; R],
+            ) {
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
+                let mut summs = [[0.0f32; N]; R];
                 let low = _mm256_set1_epi8(0x0F);
-                let blocks = acts[0].len();
+                let blocks = acts.first().map_or(0, |a| a.len());
                 for ib in 0..blocks {
-                    // SAFETY: block `ib` lies inside `w` (checked by the caller).
-                    let p = unsafe { w.as_ptr().add(ib * Q4_1_BYTES) };
-                    let (d, m) = unsafe { scale_pair(p) };
-                    let packed = unsafe { _mm_loadu_si128(p.add(4).cast()) };
-                    let x = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
+                    let mut x = [_mm256_setzero_si256(); R];
+                    let mut dm = [(0.0f32, 0.0f32); R];
+                    for r in 0..R {
+                        // SAFETY: block `ib` lies inside every row (checked by the caller).
+                        let p = unsafe { w[r].as_ptr().add(ib * Q4_1_BYTES) };
+                        dm[r] = unsafe { scale_pair(p) };
+                        let packed = unsafe { _mm_loadu_si128(p.add(4).cast()) };
+                        x[r] = _mm256_and_si256(low, _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed));
+                    }
                     for i in 0..N {
                         let a = &acts[i][ib];
-                        summs[i] = m.mul_add(a.s, summs[i]);
                         let y = unsafe { _mm256_load_si256(a.qs.as_ptr().cast()) };
-                        let xy = _mm256_cvtepi32_ps($idot(x, y));
-                        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[i]);
+                        for r in 0..R {
+                            let (d, m) = dm[r];
+                            summs[r][i] = m.mul_add(a.s, summs[r][i]);
+                            let xy = _mm256_cvtepi32_ps($idot(x[r], y));
+                            acc[r][i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[r][i]);
+                        }
                     }
                 }
-                for i in 0..N {
-                    out[i] = hsum(acc[i]) + summs[i];
+                for r in 0..R {
+                    for i in 0..N {
+                        out[r][i] = hsum(acc[r][i]) + summs[r][i];
+                    }
                 }
             }
         };
@@ -221,33 +267,54 @@ mod x86 {
     q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", idot_avx2);
     q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", idot_vnni);
 
-    /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `w` holds `acts[i].len()` Q8_0 blocks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q8_0_avx2<const N: usize>(w: &[u8], acts: [&[ActivationBlock]; N], out: &mut [f32; N]) {
-        let mut acc = [_mm256_setzero_ps(); N];
-        let blocks = acts[0].len();
-        for ib in 0..blocks {
-            // SAFETY: block `ib` lies inside `w` (checked by the caller).
-            let p = unsafe { w.as_ptr().add(ib * Q8_0_BYTES) };
-            let (d, _) = unsafe { scale_pair(p) };
-            let x = unsafe { _mm256_loadu_si256(p.add(2).cast()) };
-            // |x| as unsigned and the activations carrying x's sign: ggml's `mul_sum_i8_pairs_float`.
-            let ax = _mm256_sign_epi8(x, x);
-            for i in 0..N {
-                let a = &acts[i][ib];
-                let y = unsafe { _mm256_load_si256(a.qs.as_ptr().cast()) };
-                let xy = _mm256_cvtepi32_ps(idot_avx2(ax, _mm256_sign_epi8(y, x)));
-                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), xy, acc[i]);
+    macro_rules! q8_0_kernel {
+        ($name:ident, $features:literal, $idot:ident) => {
+            /// # Safety
+            /// The CPU has `$features`; each `w[r]` holds `acts[i].len()` Q8_0 blocks.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const R: usize, const N: usize>(
+                w: [&[u8]; R],
+                acts: [&[ActivationBlock]; N],
+                out: &mut [[f32; N]; R],
+            ) {
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
+                let blocks = acts.first().map_or(0, |a| a.len());
+                for ib in 0..blocks {
+                    let mut x = [_mm256_setzero_si256(); R];
+                    let mut d = [0.0f32; R];
+                    for r in 0..R {
+                        // SAFETY: block `ib` lies inside every row (checked by the caller).
+                        let p = unsafe { w[r].as_ptr().add(ib * Q8_0_BYTES) };
+                        d[r] = unsafe { scale_pair(p) }.0;
+                        x[r] = unsafe { _mm256_loadu_si256(p.add(2).cast()) };
+                    }
+                    for i in 0..N {
+                        let a = &acts[i][ib];
+                        let y = unsafe { _mm256_load_si256(a.qs.as_ptr().cast()) };
+                        for r in 0..R {
+                            // |x| as unsigned and the activations carrying x's sign: ggml's
+                            // `mul_sum_i8_pairs_float`.
+                            let ax = _mm256_sign_epi8(x[r], x[r]);
+                            let xy = _mm256_cvtepi32_ps($idot(ax, _mm256_sign_epi8(y, x[r])));
+                            acc[r][i] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * a.d), xy, acc[r][i]);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for i in 0..N {
+                        out[r][i] = hsum(acc[r][i]);
+                    }
+                }
             }
-        }
-        for i in 0..N {
-            out[i] = hsum(acc[i]);
-        }
+        };
     }
+
+    q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", idot_avx2);
+    q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", idot_vnni);
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use crate::kernels::quantize::quantize_row;
@@ -328,23 +395,26 @@ mod tests {
                 isas.push(Isa::Avx512Vnni);
             }
             for isa in isas {
-                let mut out = [0.0f32; 3];
+                // A 2×3 tile (the same weight row twice) and a 1×1 one.
+                let mut out = [[0.0f32; 3]; 2];
                 let rows = [acts[0].as_slice(), acts[1].as_slice(), acts[2].as_slice()];
                 if q4_1_format {
-                    q4_1(isa, &w, rows, &mut out);
+                    q4_1(isa, [&w, &w], rows, &mut out);
                 } else {
-                    q8_0(isa, &w, rows, &mut out);
+                    q8_0(isa, [&w, &w], rows, &mut out);
                 }
-                for i in 0..3 {
-                    assert_eq!(out[i].to_bits(), expected[i].to_bits(), "{isa:?} q4_1={q4_1_format} row {i}");
+                for r in 0..2 {
+                    for i in 0..3 {
+                        assert_eq!(out[r][i].to_bits(), expected[i].to_bits(), "{isa:?} q4_1={q4_1_format} {r},{i}");
+                    }
                 }
-                let mut one = [0.0f32; 1];
+                let mut one = [[0.0f32; 1]; 1];
                 if q4_1_format {
-                    q4_1(isa, &w, [rows[1]], &mut one);
+                    q4_1(isa, [&w], [rows[1]], &mut one);
                 } else {
-                    q8_0(isa, &w, [rows[1]], &mut one);
+                    q8_0(isa, [&w], [rows[1]], &mut one);
                 }
-                assert_eq!(one[0].to_bits(), expected[1].to_bits(), "{isa:?} single row");
+                assert_eq!(one[0][0].to_bits(), expected[1].to_bits(), "{isa:?} single row");
             }
         }
     }
@@ -364,9 +434,9 @@ mod tests {
                 exact += (d * q + m) * f64::from(act.d) * f64::from(act.qs[k]);
             }
         }
-        let mut out = [0.0f32];
-        q4_1(isa(), &w, [&a], &mut out);
+        let mut out = [[0.0f32]];
+        q4_1(isa(), [&w], [&a], &mut out);
         // The kernel uses the f16-rounded block sum for the minimum term; allow for that rounding.
-        assert!((f64::from(out[0]) - exact).abs() < 0.05 * exact.abs().max(1.0), "{} vs {exact}", out[0]);
+        assert!((f64::from(out[0][0]) - exact).abs() < 0.05 * exact.abs().max(1.0), "{} vs {exact}", out[0][0]);
     }
 }

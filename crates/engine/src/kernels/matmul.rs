@@ -50,13 +50,21 @@ pub fn quantized_matmul(
     let isa = dot::isa();
     let row_bytes = blocks * format.block_bytes();
 
-    // Computed as `[rows, t]` so each task owns a contiguous range, then transposed.
+    // Computed as `[rows, t]` so each task owns a contiguous range of whole weight rows, then transposed.
     let mut transposed = vec![0.0f32; rows * t];
     let task = |(chunk_index, out): (usize, &mut [f32])| {
         let first = chunk_index * ROWS_PER_TASK;
-        for (r, out_row) in out.chunks_exact_mut(t).enumerate() {
-            let w_row = &weight[(first + r) * row_bytes..(first + r + 1) * row_bytes];
-            row_times_activations(format, isa, w_row, &acts, blocks, out_row);
+        let w_row = |r: usize| &weight[(first + r) * row_bytes..(first + r + 1) * row_bytes];
+        let mut r = 0;
+        let n_rows = out.len() / t;
+        while r + TILE_ROWS <= n_rows {
+            let ws = std::array::from_fn(|k| w_row(r + k));
+            tile::<TILE_ROWS>(format, isa, ws, &acts, blocks, &mut out[r * t..(r + TILE_ROWS) * t]);
+            r += TILE_ROWS;
+        }
+        while r < n_rows {
+            tile::<1>(format, isa, [w_row(r)], &acts, blocks, &mut out[r * t..(r + 1) * t]);
+            r += 1;
         }
     };
     if rayon::current_num_threads() > 1 && rows > ROWS_PER_TASK {
@@ -76,34 +84,44 @@ pub fn quantized_matmul(
     y
 }
 
-/// One weight row against every activation row, four at a time.
-fn row_times_activations(
+/// Weight rows per kernel call (independent accumulations hide each other's latency).
+const TILE_ROWS: usize = 4;
+/// Activation rows per kernel call: each unpacked weight block is reused this many times.
+const TILE_ACTS: usize = 4;
+
+/// `R` weight rows against every activation row, [`TILE_ACTS`] at a time; `out` is `[R, t]`.
+fn tile<const R: usize>(
     format: WeightFormat,
     isa: Isa,
-    w_row: &[u8],
+    w_rows: [&[u8]; R],
     acts: &[ActivationBlock],
     blocks: usize,
     out: &mut [f32],
 ) {
+    let t = out.len() / R;
     let row = |i: usize| &acts[i * blocks..(i + 1) * blocks];
     let mut i = 0;
-    while i + 4 <= out.len() {
-        let mut o = [0.0f32; 4];
-        let rows = [row(i), row(i + 1), row(i + 2), row(i + 3)];
+    while i + TILE_ACTS <= t {
+        let mut o = [[0.0f32; TILE_ACTS]; R];
+        let rows: [&[ActivationBlock]; TILE_ACTS] = std::array::from_fn(|k| row(i + k));
         match format {
-            WeightFormat::Q4_1 => dot::q4_1(isa, w_row, rows, &mut o),
-            WeightFormat::Q8_0 => dot::q8_0(isa, w_row, rows, &mut o),
+            WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, rows, &mut o),
+            WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, rows, &mut o),
         }
-        out[i..i + 4].copy_from_slice(&o);
-        i += 4;
+        for (r, values) in o.iter().enumerate() {
+            out[r * t + i..r * t + i + TILE_ACTS].copy_from_slice(values);
+        }
+        i += TILE_ACTS;
     }
-    while i < out.len() {
-        let mut o = [0.0f32; 1];
+    while i < t {
+        let mut o = [[0.0f32; 1]; R];
         match format {
-            WeightFormat::Q4_1 => dot::q4_1(isa, w_row, [row(i)], &mut o),
-            WeightFormat::Q8_0 => dot::q8_0(isa, w_row, [row(i)], &mut o),
+            WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, [row(i)], &mut o),
+            WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, [row(i)], &mut o),
         }
-        out[i] = o[0];
+        for (r, value) in o.iter().enumerate() {
+            out[r * t + i] = value[0];
+        }
         i += 1;
     }
 }

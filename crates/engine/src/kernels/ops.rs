@@ -66,8 +66,9 @@ pub fn expf(x: f32) -> f32 {
     let c1 = f32::from_bits(0x3EFF_FEDB); // 0x1.fffdb6p-2
     let c0 = f32::from_bits(0x3F7F_FFF6); // 0x1.ffffecp-1
     let j = c4.mul_add(b, c3).mul_add(u, c2.mul_add(b, c1)).mul_add(u, c0.mul_add(b, 1.0));
-    // `_mm512_scalef_ps(j, n)`: j · 2^n rounded once (n is an integer here).
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // `_mm512_scalef_ps(j, n)`: j · 2^n rounded once (n is an integer, |n| ≤ 192, so 2^n is an exact f64).
+    let two_to_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * two_to_n) as f32
 }
 
 /// `silu(gate) * up`, ggml's `swiglu`: `x / (1 + expf(0 - x))` times the up projection.

@@ -3,6 +3,7 @@
 //! even). Scales are stored already widened from f16, so dot products do not convert them per use.
 
 use half::f16;
+use multiversion::multiversion;
 
 use super::BLOCK;
 
@@ -29,6 +30,7 @@ pub fn round_f16(x: f32) -> f32 {
 }
 
 /// Quantizes `x` (a multiple of 32 values) into `out` (one block per 32 values).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+sse4.1"))]
 pub fn quantize_row(x: &[f32], out: &mut [ActivationBlock]) {
     debug_assert_eq!(x.len(), out.len() * BLOCK);
     for (values, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
@@ -36,6 +38,7 @@ pub fn quantize_row(x: &[f32], out: &mut [ActivationBlock]) {
     }
 }
 
+#[inline(always)]
 fn quantize_block(values: &[f32], block: &mut ActivationBlock) {
     let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = max / 127.0;
