@@ -15,10 +15,11 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-use multiversion::multiversion;
+use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::hparams::{LlamaHparams, RopeLayout};
+use crate::kernels::attention::{F16Product, Positions, attend};
 use crate::kernels::ops::{self, LANES};
 use crate::kernels::{BLOCK, WeightFormat, quantized_matmul};
 use crate::linear::Linear;
@@ -127,19 +128,60 @@ impl CpuWeights {
     }
 }
 
-/// One layer's cached keys and values for one sequence, as f16 bit patterns, each `[KV, D, capacity]`:
+/// Positions per KV-cache page: a sequence's cache grows a page at a time, so its memory follows its
+/// length rather than its worst case.
+pub(crate) const PAGE: usize = 256;
+
+/// One layer's cached keys and values for one sequence, rounded to f16 like llama.cpp's cache, in
+/// pages of [`PAGE`] positions. Each page holds `[KV, D, PAGE]` f16 bit patterns for keys and for values:
 /// dimension-major, so attention reads each dimension's positions contiguously, 16 at a time.
 #[derive(Debug)]
 pub(crate) struct HostLayerCache {
-    k: Vec<u16>,
-    v: Vec<u16>,
+    kv_heads: usize,
+    head_dim: usize,
+    pages: Vec<(Vec<u16>, Vec<u16>)>,
 }
 
 impl HostLayerCache {
-    /// Zeroed storage; the pages are only touched as positions are written.
-    pub fn new(kv_heads: usize, capacity: usize, head_dim: usize) -> Self {
-        let n = kv_heads * capacity * head_dim;
-        Self { k: vec![0; n], v: vec![0; n] }
+    /// An empty cache; pages are allocated as positions are written.
+    pub fn new(kv_heads: usize, head_dim: usize) -> Self {
+        Self { kv_heads, head_dim, pages: Vec::new() }
+    }
+
+    /// Bytes of keys and values one position takes in one layer.
+    pub fn bytes_per_position(kv_heads: usize, head_dim: usize) -> usize {
+        2 * kv_heads * head_dim * std::mem::size_of::<u16>()
+    }
+
+    /// Writes one position's keys and values for KV head `kv`.
+    fn store(&mut self, position: usize, kv: usize, keys: &[f32], values: &[f32]) {
+        let page_len = self.kv_heads * self.head_dim * PAGE;
+        while self.pages.len() <= position / PAGE {
+            self.pages.push((vec![0; page_len], vec![0; page_len]));
+        }
+        let (k, v) = &mut self.pages[position / PAGE];
+        for dim in 0..self.head_dim {
+            let at = (kv * self.head_dim + dim) * PAGE + position % PAGE;
+            k[at] = f16::from_f32(keys[dim]).to_bits();
+            v[at] = f16::from_f32(values[dim]).to_bits();
+        }
+    }
+
+    /// Widens KV head `kv`'s first `end` positions to f32 into `keys` and `values`, each `[D][stride]`.
+    fn widen(&self, kv: usize, end: usize, stride: usize, keys: &mut [f32], values: &mut [f32]) {
+        for (page_index, (k, v)) in self.pages.iter().enumerate() {
+            let first = page_index * PAGE;
+            if first >= end {
+                break;
+            }
+            let len = PAGE.min(end - first);
+            for dim in 0..self.head_dim {
+                let from = (kv * self.head_dim + dim) * PAGE;
+                let to = dim * stride + first;
+                k[from..from + len].reinterpret_cast::<f16>().convert_to_f32_slice(&mut keys[to..to + len]);
+                v[from..from + len].reinterpret_cast::<f16>().convert_to_f32_slice(&mut values[to..to + len]);
+            }
+        }
     }
 }
 
@@ -225,8 +267,9 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Self-attention of one layer: stores the new keys and values, then attends every new query.
-/// `q`: `[T, H·D]`, `k`/`v`: `[T, KV·D]` → `[T, H·D]`.
+/// Self-attention of one layer: stores the new keys and values, then attends every new query, the
+/// (query, head) pairs spread over the engine's threads. `q`: `[T, H·D]`, `k`/`v`: `[T, KV·D]` →
+/// `[T, H·D]`.
 fn attention(
     hp: &LlamaHparams,
     layer_index: usize,
@@ -244,152 +287,38 @@ fn attention(
     for seq in batch.iter_mut() {
         let l = seq.tokens.len();
         let start = seq.cache.len();
-        let capacity = seq.cache.capacity();
         let cache = seq.cache.host_layer(layer_index)?;
-        // Store the new keys and values rounded to f16, like llama.cpp's f16 cache.
         for i in 0..l {
             for kv in 0..kv_heads {
                 let src = (offset + i) * kv_heads * d + kv * d;
-                for dim in 0..d {
-                    let at = (kv * d + dim) * capacity + start + i;
-                    cache.k[at] = f16::from_f32(k[src + dim]).to_bits();
-                    cache.v[at] = f16::from_f32(v[src + dim]).to_bits();
-                }
+                cache.store(start + i, kv, &k[src..src + d], &v[src..src + d]);
             }
         }
-        // Widen one KV head's positions to f32, dimension-major and padded to whole 16-position chunks.
+        // Every KV head's positions widened to f32, `[KV][D][stride]`, padded to whole 16-position chunks.
         let end = start + l;
         let stride = end.div_ceil(LANES) * LANES;
-        let mut keys = vec![0.0f32; d * stride];
-        let mut values = vec![0.0f32; d * stride];
+        let per_head = d * stride;
+        let mut keys = vec![0.0f32; kv_heads * per_head];
+        let mut values = vec![0.0f32; kv_heads * per_head];
         for kv in 0..kv_heads {
-            for dim in 0..d {
-                let from = (kv * d + dim) * capacity;
-                let to = dim * stride;
-                cache.k[from..from + end].reinterpret_cast::<f16>().convert_to_f32_slice(&mut keys[to..to + end]);
-                cache.v[from..from + end].reinterpret_cast::<f16>().convert_to_f32_slice(&mut values[to..to + end]);
-            }
-            for i in 0..l {
-                for head in kv * group..(kv + 1) * group {
-                    let at = (offset + i) * heads * d + head * d;
-                    let seen = Positions { stride, n: start + i + 1 };
-                    attend(&q[at..at + d], &keys, &values, seen, scale, product, &mut out[at..at + d]);
-                }
-            }
+            let range = kv * per_head..(kv + 1) * per_head;
+            cache.widen(kv, end, stride, &mut keys[range.clone()], &mut values[range]);
+        }
+        let work = |(index, o): (usize, &mut [f32])| {
+            let (i, head) = (index / heads, index % heads);
+            let kv = head / group;
+            let at = (offset + i) * heads * d + head * d;
+            let range = kv * per_head..(kv + 1) * per_head;
+            let seen = Positions { stride, n: start + i + 1 };
+            attend(&q[at..at + d], &keys[range.clone()], &values[range], seen, scale, product, o);
+        };
+        let rows = &mut out[offset * heads * d..(offset + l) * heads * d];
+        if rayon::current_num_threads() > 1 {
+            rows.par_chunks_mut(d).enumerate().for_each(work);
+        } else {
+            rows.chunks_mut(d).enumerate().for_each(work);
         }
         offset += l;
     }
     Ok(out)
-}
-
-/// How ggml sums an f16 matrix product, which depends on the number of tokens in the call: llama.cpp
-/// hands products with two or more columns to llamafile's tinyBLAS and single columns to
-/// `ggml_vec_dot_f16`, and the two accumulate in different orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum F16Product {
-    /// tinyBLAS: one 16-lane accumulator, fed 16 elements at a time.
-    Tiled,
-    /// `ggml_vec_dot_f16`: four 16-lane accumulators fed in rotation, folded pairwise at the end.
-    Vector,
-}
-
-/// Which cached positions a query sees: the first `n`, in rows of `stride` (a multiple of 16).
-#[derive(Debug, Clone, Copy)]
-struct Positions {
-    stride: usize,
-    n: usize,
-}
-
-type Lanes = [f32; LANES];
-
-/// `ggml_vec_dot_f16`'s end: accumulators 0+2 and 1+3, then their sum.
-#[inline(always)]
-fn fold(acc: &[Lanes; 4]) -> Lanes {
-    std::array::from_fn(|i| (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]))
-}
-
-/// [`ops::reduce_lanes`] for 16 independent sums at once: `rows[lane]` holds lane `lane` of each sum.
-#[inline(always)]
-fn reduce_rows(rows: &[Lanes; LANES]) -> Lanes {
-    let add = |a: &Lanes, b: &Lanes| -> Lanes { std::array::from_fn(|i| a[i] + b[i]) };
-    let t8: [Lanes; 8] = std::array::from_fn(|i| add(&rows[i + 8], &rows[i]));
-    let t4: [Lanes; 4] = std::array::from_fn(|i| add(&t8[i + 4], &t8[i]));
-    add(&add(&t4[0], &t4[2]), &add(&t4[1], &t4[3]))
-}
-
-/// One query against the cached positions it sees, as ggml computes `kq = K·q` (f16 inputs),
-/// `softmax(kq · scale)` and `kqv = V·p` (f16 inputs) for one head. `keys` and `values` are
-/// dimension-major (`[D][stride]`), so each step below works on 16 positions at once.
-// Lane and position indices address several arrays in lockstep; plain loops vectorize best here.
-#[allow(clippy::needless_range_loop)]
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma+f16c", "x86_64+avx2+fma+f16c"))]
-fn attend(
-    query: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    seen: Positions,
-    scale: f32,
-    product: F16Product,
-    out: &mut [f32],
-) {
-    let (d, stride, n) = (query.len(), seen.stride, seen.n);
-    let q: Vec<f32> = query.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
-    let chunks = n.div_ceil(LANES);
-    let mut scores = vec![f32::NEG_INFINITY; chunks * LANES];
-    for c in 0..chunks {
-        let base = c * LANES;
-        let key = |dim: usize| -> &[f32] { &keys[dim * stride + base..dim * stride + base + LANES] };
-        // acc[slot][lane][position]: dimension `lane + 16·j` of each position's dot product goes to
-        // lane `lane` of accumulator `slot` (0 for tinyBLAS, `j % 4` for vec_dot).
-        let slots = if product == F16Product::Tiled { 1 } else { 4 };
-        let mut acc = [[[0.0f32; LANES]; LANES]; 4];
-        for j in 0..d / LANES {
-            let slot = &mut acc[j % slots];
-            for lane in 0..LANES {
-                let dim = j * LANES + lane;
-                let (k, qv) = (key(dim), q[dim]);
-                for p in 0..LANES {
-                    slot[lane][p] = k[p].mul_add(qv, slot[lane][p]);
-                }
-            }
-        }
-        let dots = match product {
-            F16Product::Tiled => reduce_rows(&acc[0]),
-            F16Product::Vector => {
-                let folded: [Lanes; LANES] = std::array::from_fn(|lane| fold(&std::array::from_fn(|s| acc[s][lane])));
-                reduce_rows(&folded)
-            }
-        };
-        for (p, dot) in dots.iter().enumerate().take(n - base) {
-            scores[base + p] = dot * scale;
-        }
-    }
-
-    let max = scores[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f64;
-    for chunk in scores.chunks_exact_mut(LANES) {
-        let vals: Lanes = std::array::from_fn(|i| ops::expf(chunk[i] - max));
-        sum += f64::from(ops::reduce_lanes(&vals));
-        chunk.copy_from_slice(&vals);
-    }
-    let inv = (1.0 / sum) as f32;
-    let p: Vec<f32> = scores.iter().map(|s| f16::from_f32(s * inv).to_f32()).collect();
-
-    // kqv: per dimension, a dot product over positions; chunk `c` of 16 positions feeds accumulator
-    // 0 (tinyBLAS) or `c % 4` (vec_dot). Positions past `n` have probability 0 and add nothing.
-    for (dim, o) in out.iter_mut().enumerate() {
-        let row = &values[dim * stride..dim * stride + chunks * LANES];
-        let mut acc = [[0.0f32; LANES]; 4];
-        let slots = if product == F16Product::Tiled { 1 } else { 4 };
-        for (c, (vc, pc)) in row.chunks_exact(LANES).zip(p.chunks_exact(LANES)).enumerate() {
-            let slot = &mut acc[c % slots];
-            for lane in 0..LANES {
-                slot[lane] = vc[lane].mul_add(pc[lane], slot[lane]);
-            }
-        }
-        *o = match product {
-            F16Product::Tiled => ops::reduce_lanes(&acc[0]),
-            F16Product::Vector => ops::reduce_lanes(&fold(&acc)),
-        };
-    }
 }

@@ -152,6 +152,18 @@ impl LlamaModel {
         &self.device
     }
 
+    /// Bytes of KV cache one position of one sequence takes, over all layers: what the scheduler's
+    /// memory budget counts.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let (kv, d, layers) = (self.hp.num_kv_heads, self.hp.head_dim, self.hp.num_layers);
+        let per_layer = if self.cpu.is_some() {
+            HostLayerCache::bytes_per_position(kv, d)
+        } else {
+            2 * kv * d * self.kv_dtype.size_in_bytes()
+        };
+        per_layer * layers
+    }
+
     /// Allocates a cache for a sequence that will hold at most `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         if capacity > self.hp.context_length {
@@ -162,7 +174,7 @@ impl LlamaModel {
         }
         let (kv, d) = (self.hp.num_kv_heads, self.hp.head_dim);
         let storage = if self.cpu.is_some() {
-            KvStorage::Host((0..self.hp.num_layers).map(|_| HostLayerCache::new(kv, capacity.max(1), d)).collect())
+            KvStorage::Host((0..self.hp.num_layers).map(|_| HostLayerCache::new(kv, d)).collect())
         } else {
             let shape = (kv, capacity.max(1), d);
             KvStorage::Tensors(

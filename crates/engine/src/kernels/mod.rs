@@ -12,6 +12,7 @@
 //! activation row, [`matmul`] runs a whole projection over a batch of rows on the engine's threads, and
 //! [`ops`] holds the norm, rotary, softmax and SiLU steps with ggml's rounding.
 
+pub mod attention;
 pub mod dot;
 pub mod matmul;
 pub mod ops;
