@@ -29,6 +29,8 @@ pub struct GenerateParams {
     /// `None`: as many as the context allows.
     pub max_tokens: Option<usize>,
     pub stop: Vec<String>,
+    /// See [`GenerationRequest::priority`]; 0 (the default) is the lowest.
+    pub priority: u8,
 }
 
 /// Facts about a loaded model for listings and limits.
@@ -94,6 +96,12 @@ impl Model {
         self.scheduler.stats()
     }
 
+    /// Bytes of KV cache one position of one sequence takes: the unit of the scheduler's memory budget
+    /// ([`SchedulerConfig::kv_budget_bytes`]).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        self.weights.kv_bytes_per_position()
+    }
+
     /// Facts for listings.
     pub fn info(&self) -> &ModelInfo {
         &self.info
@@ -142,7 +150,13 @@ impl Model {
             Some(n) => n.min(room),
             None => room,
         };
-        Ok(GenerationRequest { prompt_ids, sampling: params.sampling, max_tokens, stop: params.stop })
+        Ok(GenerationRequest {
+            prompt_ids,
+            sampling: params.sampling,
+            max_tokens,
+            stop: params.stop,
+            priority: params.priority,
+        })
     }
 
     /// Starts a generation; events arrive on the returned stream as tokens are produced.

@@ -38,9 +38,13 @@ pub enum EngineError {
     /// The requested device is not available in this build or on this machine.
     #[error("device unavailable: {0}")]
     Device(String),
-    /// The scheduler is gone (the engine is shutting down) or its queue is full.
+    /// The scheduler is gone (the engine is shutting down).
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The engine is at capacity (its queue is full): the request was not queued and may be retried
+    /// after about `retry_after_secs` seconds.
+    #[error("engine busy: {reason}")]
+    Busy { reason: String, retry_after_secs: u64 },
     /// A tensor operation failed during generation; this is a bug or a resource problem, not user error.
     #[error("inference failed: {0}")]
     Inference(String),

@@ -15,6 +15,9 @@ pub struct GenerationRequest {
     pub max_tokens: usize,
     /// Strings that end generation; they are not part of the output.
     pub stop: Vec<String>,
+    /// Scheduling priority: waiting requests with a higher value are admitted first (FIFO among
+    /// equals). The server sets it from the caller's tier, so paying tiers can be favoured under load.
+    pub priority: u8,
 }
 
 /// Why generation ended, in OpenAI's vocabulary.
@@ -96,6 +99,11 @@ impl GenerationStream {
     /// The next event, or `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<GenerationEvent> {
         self.rx.recv().await
+    }
+
+    /// The next event if one has already arrived, without waiting; `None` also when the stream has ended.
+    pub fn try_next(&mut self) -> Option<GenerationEvent> {
+        self.rx.try_recv().ok()
     }
 
     /// The next event, blocking the thread; for command-line tools and tests outside a runtime.

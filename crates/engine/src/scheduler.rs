@@ -1,39 +1,57 @@
-//! The scheduler: one thread per model that owns every running sequence and steps them together.
+//! The scheduler: one thread per model that owns every running sequence and steps them together
+//! (continuous batching).
 //!
-//! Each iteration admits waiting requests (prefilling each prompt in chunks), then runs one decode step
-//! for all running sequences in a single forward call, so the weights are read once per step whatever
-//! the batch size. Sequences leave the batch as soon as they finish or their consumer disconnects.
-//! The queue in front is bounded: when it is full, `submit` fails at once instead of piling up work.
-//! Interleaving prefill chunks with decode steps, KV-memory admission and tier priorities are the next
-//! steps (see the engine-speed issue).
+//! Every iteration is one forward call: one token for each decoding sequence, plus the next chunk of
+//! the oldest prompt still being prefilled. Sequences join the batch the step after they are admitted
+//! and leave it as soon as they finish or their consumer disconnects, so one call reads the weights once
+//! for everything in flight, and a long prompt is prefilled in [`SchedulerConfig::prefill_chunk`]-sized
+//! pieces between decode steps instead of stalling the running streams (alone, it takes
+//! [`PREFILL_CHUNK`] at a time).
+//!
+//! Admission: waiting requests are taken by priority (higher first, then oldest), as long as the batch
+//! has a free slot and the KV-cache budget can hold the request's worst case (prompt + `max_tokens`
+//! positions). What does not fit waits; the queue in front is bounded, and when it is full `submit`
+//! fails at once with [`EngineError::Busy`] (the server's 503 with `Retry-After`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
 use crate::error::{EngineError, Result};
 use crate::generation::{GenerationEvent, GenerationRequest, GenerationStream};
-use crate::model::{LlamaModel, SequenceBatch, last_logits, logits_rows};
+use crate::model::{LlamaModel, SequenceBatch, last_logits};
 use crate::sequence::{ActiveSequence, StepResult};
 use crate::tokenizer::Tokenizer;
 
-/// Prompt tokens processed per forward call at prefill: bounds the attention score matrix (chunk ×
-/// context × heads) so a long prompt cannot allocate gigabytes at once.
-const PREFILL_CHUNK: usize = 512;
+/// Prompt tokens per forward call when no other sequence is decoding: bounds the attention scratch
+/// memory (chunk × context × heads) so a long prompt cannot allocate gigabytes at once.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Seconds a refused caller is told to wait: about the time a running sequence takes to free a slot.
+const RETRY_AFTER_SECS: u64 = 1;
 
 /// Scheduler limits.
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerConfig {
     /// Sequences decoded together in one step.
     pub max_batch: usize,
-    /// Requests that may wait for a batch slot before `submit` refuses more.
+    /// Requests that may wait for a batch slot before `submit` refuses more with
+    /// [`EngineError::Busy`].
     pub queue_capacity: usize,
+    /// KV-cache memory the running sequences may reserve, in bytes. A sequence reserves its worst case
+    /// (prompt + `max_tokens` positions) when it is admitted and releases it when it ends; requests
+    /// that do not fit wait in the queue. `None`: room for `max_batch` sequences of the full context.
+    pub kv_budget_bytes: Option<usize>,
+    /// Prompt tokens per forward call while other sequences are decoding: long prompts are prefilled
+    /// in chunks of this size interleaved with decode steps, so running streams keep flowing.
+    pub prefill_chunk: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_batch: 8, queue_capacity: 64 }
+        Self { max_batch: 8, queue_capacity: 64, kv_budget_bytes: None, prefill_chunk: 64 }
     }
 }
 
@@ -65,21 +83,42 @@ struct Job {
 /// Handle for submitting work; cloneable and cheap. The thread stops when every handle is dropped.
 #[derive(Clone)]
 pub struct SchedulerHandle {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
+    /// Submitted but not yet admitted; bounded by the queue capacity.
+    queued: Arc<AtomicUsize>,
+    queue_capacity: usize,
     stats: Arc<SchedulerStats>,
 }
 
 impl SchedulerHandle {
     /// Starts the scheduler thread for `model`.
     pub fn spawn(model: Arc<LlamaModel>, tokenizer: Arc<Tokenizer>, config: SchedulerConfig) -> Result<Self> {
-        let (jobs, rx) = std::sync::mpsc::sync_channel(config.queue_capacity.max(1));
+        let (jobs, rx) = std::sync::mpsc::channel();
         let stats = Arc::new(SchedulerStats::default());
-        let scheduler = Scheduler { model, tokenizer, config, rx, active: Vec::new(), stats: stats.clone() };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let max_batch = config.max_batch.max(1);
+        let bytes_per_position = model.kv_bytes_per_position();
+        let budget = config.kv_budget_bytes.unwrap_or_else(|| {
+            max_batch.saturating_mul(model.hparams().context_length).saturating_mul(bytes_per_position)
+        });
+        let scheduler = Scheduler {
+            model,
+            tokenizer,
+            max_batch,
+            prefill_chunk: config.prefill_chunk.max(1),
+            rx,
+            queued: queued.clone(),
+            waiting: Vec::new(),
+            prefilling: VecDeque::new(),
+            active: Vec::new(),
+            kv: KvBudget { budget, reserved: 0, bytes_per_position },
+            stats: stats.clone(),
+        };
         std::thread::Builder::new()
             .name("llamagate-scheduler".into())
             .spawn(move || scheduler.run())
             .map_err(|e| EngineError::Unavailable(format!("cannot start the scheduler thread: {e}")))?;
-        Ok(Self { jobs, stats })
+        Ok(Self { jobs, queued, queue_capacity: config.queue_capacity.max(1), stats })
     }
 
     /// Live counters.
@@ -87,124 +126,214 @@ impl SchedulerHandle {
         &self.stats
     }
 
-    /// Queues a request; fails at once with [`EngineError::Unavailable`] when the queue is full.
+    /// Queues a request; fails at once with [`EngineError::Busy`] when the queue is full.
     pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Busy {
+                reason: format!("the generation queue is full ({} requests waiting)", self.queue_capacity),
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        match self.jobs.try_send(Job { request, tx, submitted: Instant::now() }) {
+        match self.jobs.send(Job { request, tx, submitted: Instant::now() }) {
             Ok(()) => Ok(GenerationStream { rx }),
-            Err(TrySendError::Full(_)) => Err(EngineError::Unavailable("the generation queue is full".into())),
-            Err(TrySendError::Disconnected(_)) => Err(EngineError::Unavailable("the scheduler has stopped".into())),
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                Err(EngineError::Unavailable("the scheduler has stopped".into()))
+            }
         }
     }
+}
+
+/// The KV-cache memory the running sequences have reserved, against the configured budget.
+struct KvBudget {
+    budget: usize,
+    reserved: usize,
+    bytes_per_position: usize,
+}
+
+impl KvBudget {
+    /// Bytes a request reserves: its worst case, prompt + `max_tokens` positions.
+    fn need(&self, request: &GenerationRequest) -> usize {
+        (request.prompt_ids.len() + request.max_tokens).saturating_mul(self.bytes_per_position)
+    }
+}
+
+/// A sequence whose prompt is still being fed through the model, `done` tokens so far.
+struct Prefill {
+    seq: ActiveSequence,
+    done: usize,
+    reserved: usize,
+}
+
+/// A sequence generating tokens.
+struct Running {
+    seq: ActiveSequence,
+    reserved: usize,
 }
 
 struct Scheduler {
     model: Arc<LlamaModel>,
     tokenizer: Arc<Tokenizer>,
-    config: SchedulerConfig,
+    max_batch: usize,
+    prefill_chunk: usize,
     rx: Receiver<Job>,
-    active: Vec<ActiveSequence>,
+    queued: Arc<AtomicUsize>,
+    waiting: Vec<Job>,
+    prefilling: VecDeque<Prefill>,
+    active: Vec<Running>,
+    kv: KvBudget,
     stats: Arc<SchedulerStats>,
 }
 
 impl Scheduler {
     fn run(mut self) {
         loop {
-            if self.active.is_empty() {
+            if self.waiting.is_empty() && self.prefilling.is_empty() && self.active.is_empty() {
                 match self.rx.recv() {
-                    Ok(job) => self.admit(job),
+                    Ok(job) => self.waiting.push(job),
                     Err(_) => return,
                 }
             }
-            while self.active.len() < self.config.max_batch {
+            loop {
                 match self.rx.try_recv() {
-                    Ok(job) => self.admit(job),
+                    Ok(job) => self.waiting.push(job),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        if self.active.is_empty() {
+                        if self.waiting.is_empty() && self.prefilling.is_empty() && self.active.is_empty() {
                             return;
                         }
                         break;
                     }
                 }
             }
-            self.active.retain(|s| !s.is_cancelled());
-            if !self.active.is_empty() {
-                self.decode_step();
+            self.drop_cancelled();
+            self.admit();
+            if !self.prefilling.is_empty() || !self.active.is_empty() {
+                self.step();
             }
-            self.stats.active.store(self.active.len(), Ordering::Relaxed);
+            self.stats.active.store(self.active.len() + self.prefilling.len(), Ordering::Relaxed);
         }
     }
 
-    /// Prefills a new request and samples its first token.
-    fn admit(&mut self, job: Job) {
-        if job.tx.is_closed() {
-            return;
+    /// Forgets work whose consumer has gone away, releasing its KV reservation.
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|job| !job.tx.is_closed());
+        self.queued.fetch_sub(before - self.waiting.len(), Ordering::AcqRel);
+        let kv = &mut self.kv;
+        self.prefilling.retain(|p| {
+            let keep = !p.seq.is_cancelled();
+            if !keep {
+                kv.reserved -= p.reserved;
+            }
+            keep
+        });
+        self.active.retain(|r| {
+            let keep = !r.seq.is_cancelled();
+            if !keep {
+                kv.reserved -= r.reserved;
+            }
+            keep
+        });
+    }
+
+    /// Moves waiting requests into the batch, highest priority first, while slots and KV budget last.
+    fn admit(&mut self) {
+        // Stable sort: among equal priorities the oldest stays first.
+        self.waiting.sort_by_key(|job| std::cmp::Reverse(job.request.priority));
+        while self.active.len() + self.prefilling.len() < self.max_batch && !self.waiting.is_empty() {
+            let need = self.kv.need(&self.waiting[0].request);
+            if need > self.kv.budget {
+                let job = self.waiting.remove(0);
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                let message = format!(
+                    "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB",
+                    need.div_ceil(1 << 20),
+                    self.kv.budget >> 20
+                );
+                let _ = job.tx.send(GenerationEvent::Failed(EngineError::InvalidRequest(message).to_string()));
+                continue;
+            }
+            if self.kv.reserved + need > self.kv.budget {
+                break; // waits for running sequences to release memory
+            }
+            let job = self.waiting.remove(0);
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            let capacity = job.request.prompt_ids.len() + job.request.max_tokens;
+            let cache = match self.model.new_cache(capacity) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = job.tx.send(GenerationEvent::Failed(e.to_string()));
+                    continue;
+                }
+            };
+            self.kv.reserved += need;
+            let seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
+            self.prefilling.push_back(Prefill { seq, done: 0, reserved: need });
         }
-        let capacity = job.request.prompt_ids.len() + job.request.max_tokens;
-        let cache = match self.model.new_cache(capacity) {
-            Ok(c) => c,
+    }
+
+    /// One forward call: a token for every decoding sequence and the next chunk of the oldest prompt.
+    fn step(&mut self) {
+        let chunk_len = if self.active.is_empty() { PREFILL_CHUNK } else { self.prefill_chunk };
+        let inputs: Vec<[u32; 1]> = self.active.iter().map(|r| [r.seq.last_token]).collect();
+        let Self { model, active, prefilling, .. } = self;
+        let result = {
+            let mut batch: Vec<SequenceBatch<'_>> = active
+                .iter_mut()
+                .zip(&inputs)
+                .map(|(r, t)| SequenceBatch { tokens: t, cache: &mut r.seq.cache, all_logits: false })
+                .collect();
+            if let Some(p) = prefilling.front_mut() {
+                let end = (p.done + chunk_len).min(p.seq.prompt_ids.len());
+                let tokens = &p.seq.prompt_ids[p.done..end];
+                batch.push(SequenceBatch { tokens, cache: &mut p.seq.cache, all_logits: false });
+            }
+            let chunk = batch.last().map_or(0, |b| b.tokens.len());
+            model
+                .forward(&mut batch)
+                .and_then(|out| out.iter().map(last_logits).collect::<Result<Vec<_>>>())
+                .map(|rows| (rows, chunk))
+        };
+        let (mut rows, chunk) = match result {
+            Ok(r) => r,
             Err(e) => {
-                let _ = job.tx.send(GenerationEvent::Failed(e.to_string()));
+                tracing::error!(error = %e, "forward step failed");
+                for r in self.active.drain(..) {
+                    r.seq.fail(&e.to_string());
+                }
+                if let Some(p) = self.prefilling.pop_front() {
+                    p.seq.fail(&e.to_string());
+                }
+                self.kv.reserved = self.prefilling.iter().map(|p| p.reserved).sum();
                 return;
             }
         };
-        let mut seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
-        match self.prefill(&mut seq) {
-            Ok(mut logits) => {
+
+        let prefill_logits = if self.prefilling.is_empty() { None } else { rows.pop() };
+        self.stats.generated_tokens.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let kv = &mut self.kv;
+        let mut rows = rows.into_iter();
+        self.active.retain_mut(|r| {
+            let mut logits = rows.next().unwrap_or_default();
+            let running = r.seq.step(&mut logits) == StepResult::Running;
+            if !running {
+                kv.reserved -= r.reserved;
+            }
+            running
+        });
+
+        if let (Some(mut logits), Some(p)) = (prefill_logits, self.prefilling.front_mut()) {
+            p.done += chunk;
+            if p.done >= p.seq.prompt_ids.len() {
+                let Some(mut p) = self.prefilling.pop_front() else { return };
                 self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                if seq.step(&mut logits) == StepResult::Running {
-                    self.active.push(seq);
-                }
-            }
-            Err(e) => seq.fail(&e.to_string()),
-        }
-    }
-
-    fn prefill(&self, seq: &mut ActiveSequence) -> Result<Vec<f32>> {
-        let prompt = seq.prompt_ids.clone();
-        let mut logits = None;
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
-            if seq.is_cancelled() {
-                return Err(EngineError::Unavailable("cancelled".into()));
-            }
-            let mut batch = [SequenceBatch { tokens: chunk, cache: &mut seq.cache, all_logits: false }];
-            logits = Some(self.model.forward(&mut batch)?.remove(0));
-        }
-        let logits = logits.ok_or_else(|| EngineError::InvalidRequest("empty prompt".into()))?;
-        last_logits(&logits)
-    }
-
-    /// One token for every running sequence, in one forward call.
-    fn decode_step(&mut self) {
-        let inputs: Vec<[u32; 1]> = self.active.iter().map(|s| [s.last_token]).collect();
-        let result = {
-            let mut batch: Vec<SequenceBatch<'_>> = self
-                .active
-                .iter_mut()
-                .zip(&inputs)
-                .map(|(s, t)| SequenceBatch { tokens: t, cache: &mut s.cache, all_logits: false })
-                .collect();
-            self.model.forward(&mut batch).and_then(|out| out.iter().map(logits_rows).collect::<Result<Vec<_>>>())
-        };
-        match result {
-            Ok(rows) => {
-                self.stats.generated_tokens.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                let mut finished = vec![false; self.active.len()];
-                for (i, (seq, mut row)) in self.active.iter_mut().zip(rows).enumerate() {
-                    let logits = row.first_mut().map(Vec::as_mut_slice).unwrap_or_default();
-                    finished[i] = seq.step(logits) == StepResult::Finished;
-                }
-                let mut idx = 0;
-                self.active.retain(|_| {
-                    idx += 1;
-                    !finished[idx - 1]
-                });
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "decode step failed");
-                for seq in self.active.drain(..) {
-                    seq.fail(&e.to_string());
+                if p.seq.step(&mut logits) == StepResult::Running {
+                    self.active.push(Running { seq: p.seq, reserved: p.reserved });
+                } else {
+                    self.kv.reserved -= p.reserved;
                 }
             }
         }
