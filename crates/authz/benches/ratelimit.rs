@@ -14,7 +14,10 @@ use llamagate_authz::{RateKey, RateLimiter, Tier};
 
 /// Large enough that no iteration is ever refused, so every sample measures an admitting decision.
 fn roomy_tier() -> Tier {
-    Tier { name: "bench".into(), limits: TierLimits { requests: 1 << 40, tokens: 1 << 50, window_seconds: 60 } }
+    Tier {
+        name: "bench".into(),
+        limits: TierLimits { requests: 1 << 40, tokens: 1 << 50, window_seconds: 60, priority: 0 },
+    }
 }
 
 fn bench_limiter(c: &mut Criterion, name: &str, limiter: &RateLimiter, runtime: &tokio::runtime::Runtime) {

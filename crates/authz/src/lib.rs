@@ -9,7 +9,8 @@
 //! ([`ProtectedResourceMetadata`]). [`Authenticator`] runs the whole authentication sequence.
 //! The hash-chained audit log ([`AuditLog`]) records every decision.
 //! Tiers ([`Tiers`], keyed by [`RateKey`]) and the rate limiter ([`RateLimiter`], in process or in
-//! Redis) take a [`Reservation`] before generation and settle it with the real token count.
+//! Redis) take a [`Reservation`] before generation and settle it with the real token count; a tier
+//! also carries the priority the server hands the engine's queue (a number, nothing engine-specific).
 //! Safety levels ([`SafetyPolicy`]) turn a shield's per-category scores into a per-caller decision.
 //!
 //! **Must not know** about HTTP servers, routes, request bodies, models' weights or the engine:

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::principal::Principal;
 use crate::ratelimit::config::{RateLimitConfig, TierLimits};
 
-/// A tier: its name and its limits.
+/// A tier: its name, its limits and its queue priority.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tier {
     /// The configured name (`free`, `premium`, …).
@@ -134,8 +134,10 @@ mod tests {
             tiers.resolve(&principal("basic_access enterprise_access premium_access", json!({}))).name,
             "enterprise"
         );
+        assert_eq!(tiers.resolve(&principal("premium_access", json!({}))).limits.priority, 2);
         let free = tiers.resolve(&principal("", json!({})));
         assert_eq!((free.limits.requests, free.limits.tokens, free.limits.window_seconds), (10, 1_000, 60));
+        assert_eq!(free.limits.priority, 0);
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn limiter(redis: &RedisServer, mode: FailureMode) -> RateLimiter {
 
 fn tier(requests: u64, tokens: u64) -> Tier {
     // An hour-long window: the buckets do not visibly refill while a test runs.
-    Tier { name: "t".into(), limits: TierLimits { requests, tokens, window_seconds: 3600 } }
+    Tier { name: "t".into(), limits: TierLimits { requests, tokens, window_seconds: 3600, priority: 0 } }
 }
 
 #[tokio::test]

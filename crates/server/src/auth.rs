@@ -53,6 +53,9 @@ pub struct AuthState {
     permissions: Option<PermissionMatrix>,
     /// Present when `enable_audit_logging` is on.
     audit: Option<AuditTrail>,
+    /// Picks each authenticated caller's tier, whose priority orders the engine's queue (also when
+    /// rate limiting is off).
+    tiers: Arc<Tiers>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -68,10 +71,11 @@ impl AuthState {
         let authenticator = Authenticator::from_config(cfg, Clock::system()).context("oauth_config")?;
         let challenge = authenticator.challenge_params().clone();
         let scopes = permissions.as_ref().map(|m| m.scopes()).unwrap_or_default();
+        let tiers = Arc::new(Tiers::from_config(&cfg.rate_limits, &cfg.default_user_tier));
         let audit = if cfg.enable_audit_logging {
             Some(AuditTrail {
                 log: AuditLog::start(&cfg.audit, cfg.audit_log_level).context("oauth_config.audit.path")?,
-                tiers: Arc::new(Tiers::from_config(&cfg.rate_limits, &cfg.default_user_tier)),
+                tiers: tiers.clone(),
             })
         } else {
             None
@@ -86,6 +90,7 @@ impl AuthState {
             metadata: ProtectedResourceMetadata::new(cfg, scopes, RESOURCE_NAME),
             permissions,
             audit,
+            tiers,
         })
     }
 
@@ -198,7 +203,8 @@ fn is_public(path: &str) -> bool {
     ROUTES.iter().any(|r| r.access == Access::Public && r.path == path)
 }
 
-/// The authentication layer: a valid token puts its [`Principal`] into the request extensions;
+/// The authentication layer: a valid token puts its [`Principal`] and its resolved
+/// [`llamagate_authz::Tier`] into the request extensions (read back by [`crate::caller::Caller`]);
 /// anything else is answered here with the challenge.
 pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Request, next: Next) -> Response {
     if is_public(request.uri().path()) {
@@ -219,7 +225,9 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
     match auth.authenticator.authenticate(&auth_request).await {
         Ok(principal) => {
             tracing::debug!(sub = %principal.subject, client_id = %principal.client_id, "authenticated");
+            let tier = auth.tiers.resolve(&principal);
             request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(tier);
             next.run(request).await
         }
         Err(error) => {
@@ -278,13 +286,8 @@ mod tests {
     fn models_without_a_scope_fail_naming_the_key() {
         let cfg = OAuthConfig::default();
         let models = vec![
-            ModelConfig {
-                id: "local/smollm2-135m-instruct".into(),
-                source: "x".into(),
-                context_length: None,
-                required_scope: None,
-            },
-            ModelConfig { id: "tiny".into(), source: "y".into(), context_length: None, required_scope: None },
+            ModelConfig { id: "local/smollm2-135m-instruct".into(), source: "x".into(), ..Default::default() },
+            ModelConfig { id: "tiny".into(), source: "y".into(), ..Default::default() },
         ];
         let err = permission_matrix(&cfg, &models).unwrap_err().to_string();
         assert!(err.starts_with("models[1].required_scope"), "{err}");

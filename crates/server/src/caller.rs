@@ -1,5 +1,5 @@
 //! [`Caller`]: who is asking, as the layers in front of the handlers established it — the validated
-//! token's principal and the request's audit notes — and [`UsageReport`], which carries a
+//! token's principal, its tier and the request's audit notes — and [`UsageReport`], which carries a
 //! generation's real token counts to the audit record and the metrics.
 
 use std::convert::Infallible;
@@ -7,16 +7,18 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use llamagate_authz::Principal;
+use llamagate_authz::{Principal, Tier};
 use llamagate_engine::GenerationSummary;
 
 use crate::audit::AuditContext;
 use crate::metrics::Metrics;
 
-/// The caller of a handler. Both parts are absent when authentication is off.
+/// The caller of a handler. Every part is absent when authentication is off.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
     principal: Option<Principal>,
+    /// The principal's tier, as the authentication layer resolved it.
+    tier: Option<Tier>,
     audit: Option<AuditContext>,
 }
 
@@ -26,6 +28,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self {
             principal: parts.extensions.get::<Principal>().cloned(),
+            tier: parts.extensions.get::<Tier>().cloned(),
             audit: parts.extensions.get::<AuditContext>().cloned(),
         })
     }
@@ -35,6 +38,12 @@ impl Caller {
     /// The validated token's principal.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()
+    }
+
+    /// The engine-queue priority of this caller's generations: its tier's `priority`, or 0 (the
+    /// lowest) without authentication, since an anonymous caller has no tier to earn more.
+    pub fn priority(&self) -> u8 {
+        self.tier.as_ref().map_or(0, |tier| tier.limits.priority)
     }
 
     /// Notes the model the request is for, for its audit records.
@@ -112,5 +121,55 @@ impl UsageReport {
 impl Drop for UsageReport {
     fn drop(&mut self) {
         self.report("cancelled");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use llamagate_authz::principal::TokenSource;
+    use llamagate_authz::ratelimit::RateLimitConfig;
+    use llamagate_authz::{Scopes, Tiers};
+
+    use super::*;
+
+    async fn caller_of(request: Request<()>) -> Caller {
+        let (mut parts, ()) = request.into_parts();
+        let Ok(caller) = Caller::from_request_parts(&mut parts, &()).await;
+        caller
+    }
+
+    fn principal(scopes: &str) -> Principal {
+        Principal {
+            subject: "alice".into(),
+            client_id: "app".into(),
+            scopes: Scopes::parse(scopes),
+            issuer: "https://as.example".into(),
+            expires_at: None,
+            token_id: None,
+            cnf_jkt: None,
+            tier: None,
+            source: TokenSource::Jwt,
+            claims: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tiers_configured_priority_is_the_callers() {
+        let yaml = "tiers:\n  gold: {requests: 5, tokens: 500, priority: 9}\nscope_tiers:\n  gold_access: gold\n";
+        let config: RateLimitConfig = yaml_serde::from_str(yaml).unwrap();
+        let tiers = Tiers::from_config(&config, "free");
+        // What the authentication layer puts into the request for a `gold_access` token.
+        let request =
+            Request::builder().extension(principal("gold_access")).extension(tiers.resolve(&principal("gold_access")));
+        assert_eq!(caller_of(request.body(()).unwrap()).await.priority(), 9);
+        let free = Request::builder().extension(tiers.resolve(&principal("")));
+        assert_eq!(caller_of(free.body(()).unwrap()).await.priority(), 0);
+    }
+
+    #[tokio::test]
+    async fn without_authentication_the_priority_is_the_lowest() {
+        assert_eq!(caller_of(Request::builder().body(()).unwrap()).await.priority(), 0);
+        assert_eq!(Caller::default().priority(), 0);
     }
 }

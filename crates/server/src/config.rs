@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 
+use llamagate_engine::SchedulerConfig;
 use serde::Deserialize;
 
 /// Llama Stack's default port; the SDKs assume it when no base URL is given.
@@ -94,7 +95,7 @@ fn default_max_body_bytes() -> usize {
 }
 
 /// One served model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The id clients send as `model` (may contain `/`).
@@ -108,6 +109,33 @@ pub struct ModelConfig {
     /// when unset, the model family's default scope.
     #[serde(default)]
     pub required_scope: Option<String>,
+    /// Sequences the engine decodes together in one step (more: throughput; fewer: latency).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
+    /// Requests that may wait for a batch slot; beyond it requests are answered 503 with `Retry-After`.
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+    /// KV-cache memory, in MiB, the running sequences may reserve; requests that do not fit wait.
+    /// Unset: room for `max_batch` sequences of the full context.
+    #[serde(default)]
+    pub kv_budget_mb: Option<usize>,
+    /// Prompt tokens prefilled per step while other sequences are decoding.
+    #[serde(default)]
+    pub prefill_chunk: Option<usize>,
+}
+
+impl ModelConfig {
+    /// The engine's scheduler limits: the keys given here over [`SchedulerConfig::default`], the one
+    /// place the defaults live.
+    pub fn scheduler(&self) -> SchedulerConfig {
+        let defaults = SchedulerConfig::default();
+        SchedulerConfig {
+            max_batch: self.max_batch.unwrap_or(defaults.max_batch),
+            queue_capacity: self.queue_capacity.unwrap_or(defaults.queue_capacity),
+            kv_budget_bytes: self.kv_budget_mb.map(|mb| mb.saturating_mul(1024 * 1024)).or(defaults.kv_budget_bytes),
+            prefill_chunk: self.prefill_chunk.unwrap_or(defaults.prefill_chunk),
+        }
+    }
 }
 
 /// A config that could not be read or failed validation; the message names the file or key.
@@ -175,6 +203,19 @@ impl StackConfig {
             }
             if model.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
                 return Err(invalid(key("required_scope"), "must be one non-empty scope token"));
+            }
+            let defaults = SchedulerConfig::default();
+            let engine_keys = [
+                ("max_batch", model.max_batch, defaults.max_batch.to_string()),
+                ("queue_capacity", model.queue_capacity, defaults.queue_capacity.to_string()),
+                ("kv_budget_mb", model.kv_budget_mb, "room for max_batch full contexts".to_string()),
+                ("prefill_chunk", model.prefill_chunk, defaults.prefill_chunk.to_string()),
+            ];
+            for (field, value, default) in engine_keys {
+                if value == Some(0) {
+                    let reason = format!("must be at least 1 (remove the key for the default: {default})");
+                    return Err(invalid(key(field), &reason));
+                }
             }
         }
         self.validate_shields()
@@ -250,6 +291,31 @@ mod tests {
         let config = StackConfig::parse("models:\n  - id: a\n    source: /no/such.gguf\n").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.starts_with("models[0].source: file not found"), "{err}");
+    }
+
+    #[test]
+    fn engine_keys_fill_the_scheduler_and_zero_is_refused() {
+        let base = "models:\n  - id: a\n    source: o/n\n";
+        let config = StackConfig::parse(base).unwrap();
+        let defaults = SchedulerConfig::default();
+        let scheduler = config.models[0].scheduler();
+        assert_eq!(
+            (scheduler.max_batch, scheduler.queue_capacity, scheduler.kv_budget_bytes, scheduler.prefill_chunk),
+            (defaults.max_batch, defaults.queue_capacity, defaults.kv_budget_bytes, defaults.prefill_chunk)
+        );
+        let tuned = "    max_batch: 4\n    queue_capacity: 16\n    kv_budget_mb: 512\n    prefill_chunk: 128\n";
+        let config = StackConfig::parse(&format!("{base}{tuned}")).unwrap();
+        config.validate().unwrap();
+        let scheduler = config.models[0].scheduler();
+        assert_eq!(
+            (scheduler.max_batch, scheduler.queue_capacity, scheduler.kv_budget_bytes, scheduler.prefill_chunk),
+            (4, 16, Some(512 * 1024 * 1024), 128)
+        );
+        for field in ["max_batch", "queue_capacity", "kv_budget_mb", "prefill_chunk"] {
+            let err =
+                StackConfig::parse(&format!("{base}    {field}: 0\n")).unwrap().validate().unwrap_err().to_string();
+            assert!(err.starts_with(&format!("models[0].{field}: must be at least 1 (remove the key")), "{err}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! logged, never sent: a 500 says only that something went wrong.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llamagate_authz::AuthErrorResponse;
 use llamagate_engine::EngineError;
@@ -42,9 +42,14 @@ pub enum ApiError {
     /// The body is larger than `server.max_body_bytes`.
     #[error("Request body too large")]
     PayloadTooLarge,
-    /// The engine is shutting down or its queue is full; retrying later can succeed.
+    /// The engine is shutting down, or the audit log or a shield cannot keep up; retrying later can
+    /// succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The engine's queue is full: the request was not queued. Answered 503 with `Retry-After`, the
+    /// engine's estimate of when a slot frees up, so clients back off instead of hammering a full queue.
+    #[error("{message}")]
+    Busy { message: String, retry_after_secs: u64 },
     /// Authentication or authorization refused the request (401, 400, 403 or 503), with its
     /// `WWW-Authenticate` challenges.
     #[error("{}", .0.description)]
@@ -77,7 +82,7 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Auth(answer) => StatusCode::from_u16(answer.status).unwrap_or(StatusCode::UNAUTHORIZED),
             Self::RateLimited(llamagate_authz::RateLimitError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -137,6 +142,10 @@ impl IntoResponse for ApiError {
         if let Self::RateLimited(error) = &self {
             return crate::admission::rate_limited_response(error, self.status(), self.body());
         }
+        if let Self::Busy { retry_after_secs, .. } = &self {
+            let retry_after = [(header::RETRY_AFTER, retry_after_secs.to_string())];
+            return (self.status(), retry_after, Json(self.body())).into_response();
+        }
         (self.status(), Json(self.body())).into_response()
     }
 }
@@ -146,6 +155,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::PromptTooLong { .. } | EngineError::InvalidRequest(_) => Self::BadRequest(e.to_string()),
             EngineError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            EngineError::Busy { retry_after_secs, .. } => Self::Busy { message: e.to_string(), retry_after_secs },
             // A template that raises (e.g. "roles must alternate") is the caller's conversation at fault.
             EngineError::Template(_) => Self::BadRequest(e.to_string()),
             other => Self::Internal(other.to_string()),
@@ -163,6 +173,20 @@ mod tests {
         assert_eq!(ApiError::from(too_long).status(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::from(EngineError::Unavailable("x".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ApiError::from(EngineError::Inference("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_full_engine_queue_is_a_503_with_retry_after() {
+        let busy = EngineError::Busy { reason: "queue full (64 waiting)".into(), retry_after_secs: 3 };
+        let error = ApiError::from(busy);
+        let body = error.body();
+        assert_eq!(body["error"]["code"], "503");
+        assert_eq!(body["error"]["message"], "engine busy: queue full (64 waiting)");
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let unavailable = ApiError::from(EngineError::Unavailable("x".into())).into_response();
+        assert!(unavailable.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -71,8 +71,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..Default::default()
     };
-    let request =
-        model.prepare(ids, GenerateParams { sampling, max_tokens: Some(args.max_tokens), stop: args.stop })?;
+    let params = GenerateParams { sampling, max_tokens: Some(args.max_tokens), stop: args.stop, priority: 0 };
+    let request = model.prepare(ids, params)?;
     let mut stream = model.submit(request)?;
     let mut stdout = std::io::stdout().lock();
     while let Some(event) = stream.blocking_next() {

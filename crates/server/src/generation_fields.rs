@@ -74,7 +74,8 @@ impl GenerationFields {
     }
 
     /// Checks the fields and builds the engine's parameters; `max_tokens` may be overridden by a
-    /// route-specific spelling (`max_completion_tokens`).
+    /// route-specific spelling (`max_completion_tokens`). `priority` is left at 0: it belongs to the
+    /// caller's tier, not to the body, and the route sets it from [`crate::caller::Caller::priority`].
     pub fn to_params(&self, max_tokens: Option<u32>) -> Result<GenerateParams, ApiError> {
         if let Some(n) = self.n.filter(|&n| n != 1) {
             return Err(ApiError::BadRequest(format!(
@@ -101,7 +102,7 @@ impl GenerationFields {
             ..Default::default()
         };
         let max_tokens = max_tokens.or(self.max_tokens).map(|n| n as usize);
-        Ok(GenerateParams { sampling, max_tokens, stop })
+        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0 })
     }
 }
 
@@ -174,6 +175,11 @@ mod tests {
     fn more_than_one_choice_is_refused() {
         assert!(matches!(fields(r#"{"n":2}"#).to_params(None), Err(ApiError::BadRequest(_))));
         assert!(fields(r#"{"n":1}"#).to_params(None).is_ok());
+    }
+
+    #[test]
+    fn the_body_cannot_choose_a_priority() {
+        assert_eq!(fields(r#"{"priority":255}"#).to_params(None).unwrap().priority, 0);
     }
 
     #[test]

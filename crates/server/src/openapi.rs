@@ -4,9 +4,10 @@
 //!
 //! What a handler annotation cannot know is read from [`ROUTES`], the table the router and the
 //! authentication layer are built from: public rows get an empty `security` list, protected rows the
-//! bearer requirement and the 401/403/503 answers of the authentication layer. The tests below check
-//! that the document lists exactly the rows of the table, and that the copies committed under
-//! `openapi/` are current. Regenerate those with
+//! bearer requirement and the 401/403/503 answers of the authentication layer (appended to the
+//! handler's own description where it documents the same status). The tests below check that the
+//! document lists exactly the rows of the table, and that the copies committed under `openapi/` are
+//! current. Regenerate those with
 //! `UPDATE_OPENAPI=1 cargo test -p llamagate-server --bin llamagate openapi`.
 
 use utoipa::openapi::path::{Operation, PathItem};
@@ -124,11 +125,19 @@ impl Modify for AccessFromRouteTable {
                 // An empty list overrides the document-wide bearer requirement.
                 Access::Public => operation.security = Some(Vec::new()),
                 Access::Protected => {
-                    for (status, name, _) in AUTH_RESPONSES {
-                        operation
-                            .responses
-                            .responses
-                            .insert(status.to_string(), RefOr::Ref(Ref::from_response_name(name)));
+                    for (status, name, description) in AUTH_RESPONSES {
+                        let responses = &mut operation.responses.responses;
+                        match responses.get_mut(status) {
+                            // The handler documents its own answer with this status (a full engine
+                            // queue, an unreachable Redis): keep it and add the layer's reason to it.
+                            Some(RefOr::T(own)) => {
+                                let (first, rest) = description.split_at(1);
+                                own.description = format!("{}; or {}{rest}", own.description, first.to_lowercase());
+                            }
+                            _ => {
+                                responses.insert(status.to_string(), RefOr::Ref(Ref::from_response_name(name)));
+                            }
+                        }
                     }
                 }
             }
@@ -230,5 +239,10 @@ mod tests {
         let chat = &doc["paths"]["/v1/chat/completions"]["post"];
         assert!(chat.get("security").is_none(), "inherits the document-wide bearer requirement");
         assert_eq!(chat["responses"]["401"]["$ref"], "#/components/responses/Unauthorized");
+        let busy = chat["responses"]["503"]["description"].as_str().unwrap();
+        assert!(busy.contains("engine queue is full") && busy.contains("authorization server's keys"), "{busy}");
+        assert!(chat["responses"]["503"]["headers"].get("Retry-After").is_some());
+        let models = &doc["paths"]["/v1/models"]["get"];
+        assert_eq!(models["responses"]["503"]["$ref"], "#/components/responses/IdentityUnavailable");
     }
 }

@@ -45,12 +45,18 @@ impl ModelRegistry {
             let started = std::time::Instant::now();
             let source = ModelSource::parse(&config.source)
                 .with_context(|| format!("models[{i}].source: cannot use {}", config.source))?;
-            let options = ModelOptions { max_context: config.context_length, ..Default::default() };
+            let options = ModelOptions {
+                max_context: config.context_length,
+                scheduler: config.scheduler(),
+                ..Default::default()
+            };
             let engine = Model::load(&source, &options)
                 .with_context(|| format!("models[{i}] ({}): cannot load {}", config.id, config.source))?;
             tracing::info!(
                 model = %config.id,
                 context_length = engine.info().context_length,
+                max_batch = options.scheduler.max_batch,
+                queue_capacity = options.scheduler.queue_capacity,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "model loaded"
             );

@@ -34,7 +34,8 @@ pub enum FailureMode {
 }
 
 /// One tier's budget: `requests` and `tokens` per `window_seconds`, refilled continuously (GCRA).
-/// The whole budget is also the burst: a fresh caller may spend it at once.
+/// The whole budget is also the burst: a fresh caller may spend it at once. `priority` is not a limit
+/// but the tier's place in the engine's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierLimits {
@@ -45,6 +46,11 @@ pub struct TierLimits {
     /// The window, in seconds (60: limits per minute).
     #[serde(default = "default_window")]
     pub window_seconds: u64,
+    /// Scheduling priority of this tier's generations (default 0, the lowest): when the engine's
+    /// queue is contended, waiting requests of a higher priority are admitted first. It orders the
+    /// queue only; it neither preempts running generations nor bypasses the budget above.
+    #[serde(default)]
+    pub priority: u8,
 }
 
 fn default_window() -> u64 {
@@ -52,9 +58,14 @@ fn default_window() -> u64 {
 }
 
 impl TierLimits {
-    /// Limits per minute.
+    /// Limits per minute, at priority 0.
     pub const fn per_minute(requests: u64, tokens: u64) -> Self {
-        Self { requests, tokens, window_seconds: 60 }
+        Self { requests, tokens, window_seconds: 60, priority: 0 }
+    }
+
+    /// The same limits at `priority`.
+    pub const fn with_priority(self, priority: u8) -> Self {
+        Self { priority, ..self }
     }
 }
 
@@ -104,12 +115,13 @@ fn default_scope_tiers() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Paying tiers also go ahead of cheaper ones in a contended engine queue.
 fn default_tiers() -> BTreeMap<String, TierLimits> {
     [
         ("free", TierLimits::per_minute(10, 1_000)),
-        ("basic", TierLimits::per_minute(50, 10_000)),
-        ("premium", TierLimits::per_minute(200, 50_000)),
-        ("enterprise", TierLimits::per_minute(1_000, 500_000)),
+        ("basic", TierLimits::per_minute(50, 10_000).with_priority(1)),
+        ("premium", TierLimits::per_minute(200, 50_000).with_priority(2)),
+        ("enterprise", TierLimits::per_minute(1_000, 500_000).with_priority(3)),
     ]
     .into_iter()
     .map(|(name, limits)| (name.to_string(), limits))
@@ -249,13 +261,13 @@ mod tests {
     #[test]
     fn file_entries_merge_over_the_default_tiers() {
         let cfg: RateLimitConfig = yaml_serde::from_str(
-            "tiers:\n  burst: {requests: 50, tokens: 100000, window_seconds: 3600}\n  free: {requests: 5, tokens: 500}\n\
+            "tiers:\n  burst: {requests: 50, tokens: 100000, window_seconds: 3600, priority: 7}\n  free: {requests: 5, tokens: 500}\n\
              scope_tiers:\n  team_access: burst\n",
         )
         .expect("parse");
-        assert_eq!(cfg.tiers["burst"], TierLimits { requests: 50, tokens: 100_000, window_seconds: 3600 });
+        assert_eq!(cfg.tiers["burst"], TierLimits { requests: 50, tokens: 100_000, window_seconds: 3600, priority: 7 });
         assert_eq!(cfg.tiers["free"], TierLimits::per_minute(5, 500));
-        assert_eq!(cfg.tiers["enterprise"], TierLimits::per_minute(1_000, 500_000));
+        assert_eq!(cfg.tiers["enterprise"], TierLimits::per_minute(1_000, 500_000).with_priority(3));
         assert_eq!(cfg.scope_tiers["team_access"], "burst");
         assert_eq!(cfg.scope_tiers["premium_access"], "premium");
         assert!(cfg.validate("free").is_ok());

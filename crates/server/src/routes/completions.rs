@@ -29,13 +29,17 @@ use crate::start;
         (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 429, description = "The caller's tier has no budget left for this request; `Retry-After`, \
             `x-ratelimit-*` and `RateLimit` headers say when (see `GET /v1/usage`)", body = ErrorEnvelope),
+        (status = 503, description = "The model's engine queue is full (retry after `Retry-After` seconds), or the \
+            rate limiter's Redis is unreachable in fail-closed mode", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let (prompt, params) = request.validate()?;
+    let (prompt, mut params) = request.validate()?;
+    params.priority = caller.priority();
     caller.note_model(&request.model);
     authorize_model(state.auth.as_deref(), &request.model, caller.principal())?;
     let served = state.registry.get(&request.model)?;
