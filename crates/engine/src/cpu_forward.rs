@@ -14,12 +14,11 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use half::f16;
-use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::hparams::{LlamaHparams, RopeLayout};
-use crate::kernels::attention::{F16Product, Positions, attend};
+use crate::kernels::attention::{F16Product, KvHead, attend};
 use crate::kernels::ops::{self, LANES};
 use crate::kernels::{BLOCK, WeightFormat, quantized_matmul};
 use crate::linear::Linear;
@@ -129,8 +128,9 @@ impl CpuWeights {
 }
 
 /// Positions per KV-cache page: a sequence's cache grows a page at a time, so its memory follows its
-/// length rather than its worst case.
-pub(crate) const PAGE: usize = 256;
+/// length rather than its worst case. One page is one 16-position chunk of attention, so the keys a
+/// chunk needs (every dimension of 16 positions) are one contiguous block.
+pub(crate) const PAGE: usize = 16;
 
 /// One layer's cached keys and values for one sequence, rounded to f16 like llama.cpp's cache, in
 /// pages of [`PAGE`] positions. Each page holds `[KV, D, PAGE]` f16 bit patterns for keys and for values:
@@ -167,21 +167,9 @@ impl HostLayerCache {
         }
     }
 
-    /// Widens KV head `kv`'s first `end` positions to f32 into `keys` and `values`, each `[D][stride]`.
-    fn widen(&self, kv: usize, end: usize, stride: usize, keys: &mut [f32], values: &mut [f32]) {
-        for (page_index, (k, v)) in self.pages.iter().enumerate() {
-            let first = page_index * PAGE;
-            if first >= end {
-                break;
-            }
-            let len = PAGE.min(end - first);
-            for dim in 0..self.head_dim {
-                let from = (kv * self.head_dim + dim) * PAGE;
-                let to = dim * stride + first;
-                k[from..from + len].reinterpret_cast::<f16>().convert_to_f32_slice(&mut keys[to..to + len]);
-                v[from..from + len].reinterpret_cast::<f16>().convert_to_f32_slice(&mut values[to..to + len]);
-            }
-        }
+    /// KV head `kv`'s positions, for attention to read in place.
+    fn head(&self, kv: usize) -> KvHead<'_> {
+        KvHead { pages: &self.pages, kv, head_dim: self.head_dim, page: PAGE }
     }
 }
 
@@ -294,23 +282,11 @@ fn attention(
                 cache.store(start + i, kv, &k[src..src + d], &v[src..src + d]);
             }
         }
-        // Every KV head's positions widened to f32, `[KV][D][stride]`, padded to whole 16-position chunks.
-        let end = start + l;
-        let stride = end.div_ceil(LANES) * LANES;
-        let per_head = d * stride;
-        let mut keys = vec![0.0f32; kv_heads * per_head];
-        let mut values = vec![0.0f32; kv_heads * per_head];
-        for kv in 0..kv_heads {
-            let range = kv * per_head..(kv + 1) * per_head;
-            cache.widen(kv, end, stride, &mut keys[range.clone()], &mut values[range]);
-        }
+        let cache: &HostLayerCache = cache;
         let work = |(index, o): (usize, &mut [f32])| {
             let (i, head) = (index / heads, index % heads);
-            let kv = head / group;
             let at = (offset + i) * heads * d + head * d;
-            let range = kv * per_head..(kv + 1) * per_head;
-            let seen = Positions { stride, n: start + i + 1 };
-            attend(&q[at..at + d], &keys[range.clone()], &values[range], seen, scale, product, o);
+            attend(&q[at..at + d], cache.head(head / group), start + i + 1, scale, product, o);
         };
         let rows = &mut out[offset * heads * d..(offset + l) * heads * d];
         if rayon::current_num_threads() > 1 {

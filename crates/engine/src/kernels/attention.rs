@@ -19,11 +19,45 @@ pub enum F16Product {
     Vector,
 }
 
-/// Which cached positions a query sees: the first `n`, in rows of `stride` (a multiple of 16).
+/// One KV head's cached keys and values, read in place: f16 bit patterns in pages of `page` positions,
+/// each page `[KV, D, page]` for keys and for values (dimension-major, so 16 positions of one dimension
+/// are contiguous). `page` is a multiple of 16.
 #[derive(Debug, Clone, Copy)]
-pub struct Positions {
-    pub stride: usize,
-    pub n: usize,
+pub struct KvHead<'a> {
+    pub pages: &'a [(Vec<u16>, Vec<u16>)],
+    pub kv: usize,
+    pub head_dim: usize,
+    pub page: usize,
+}
+
+impl<'a> KvHead<'a> {
+    /// Where positions `16·c .. 16·c + 16` live: that page's keys and values, and the offset of this
+    /// head's first dimension in them. Computed once per chunk (it divides); [`Chunk::dim`] then only
+    /// multiplies.
+    #[inline(always)]
+    fn chunk(&self, c: usize) -> Chunk<'a> {
+        let per_page = self.page / LANES;
+        let (k, v) = &self.pages[c / per_page];
+        Chunk { k, v, first: self.kv * self.head_dim * self.page + (c % per_page) * LANES, page: self.page }
+    }
+}
+
+/// 16 positions of one KV head, every dimension.
+#[derive(Clone, Copy)]
+struct Chunk<'a> {
+    k: &'a [u16],
+    v: &'a [u16],
+    first: usize,
+    page: usize,
+}
+
+impl<'a> Chunk<'a> {
+    /// Dimension `dim` of the 16 positions: keys, or values.
+    #[inline(always)]
+    fn dim(&self, values: bool, dim: usize) -> &'a [u16] {
+        let at = self.first + dim * self.page;
+        &(if values { self.v } else { self.k })[at..at + LANES]
+    }
 }
 
 type Lanes = [f32; LANES];
@@ -44,24 +78,17 @@ fn reduce_rows(rows: &[Lanes; LANES]) -> Lanes {
 }
 
 /// One query against the cached positions it sees, as ggml computes `kq = K·q` (f16 inputs),
-/// `softmax(kq · scale)` and `kqv = V·p` (f16 inputs) for one head. `keys` and `values` are
-/// dimension-major (`[D][stride]`), so each step below works on 16 positions at once.
-pub fn attend(
-    query: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    seen: Positions,
-    scale: f32,
-    product: F16Product,
-    out: &mut [f32],
-) {
+/// `softmax(kq · scale)` and `kqv = V·p` (f16 inputs) for one head, reading the cache's f16 pages in place;
+/// each step below works on 16 positions at once.
+/// The query sees the first `n` positions, which the cache must hold.
+pub fn attend(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512() {
-        // SAFETY: the CPU has AVX-512F (checked once); the slices are as `portable` documents them.
-        unsafe { x86::attend(query, keys, values, seen, scale, product, out) };
+        // SAFETY: the CPU has AVX-512F, F16C and FMA (checked once); every chunk read is bounds-checked.
+        unsafe { x86::attend(query, cache, n, scale, product, out) };
         return;
     }
-    portable(query, keys, values, seen, scale, product, out);
+    portable(query, cache, n, scale, product, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -76,25 +103,18 @@ fn avx512() -> bool {
 }
 
 /// The same computation in plain Rust (vectorized by the compiler where it can): any CPU.
-/// `keys` and `values` are `[D][stride]`; `out` gets the head's `D` outputs.
 // Lane and position indices address several arrays in lockstep; plain loops vectorize best here.
 #[allow(clippy::needless_range_loop)]
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma+f16c", "x86_64+avx2+fma+f16c"))]
-fn portable(
-    query: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    seen: Positions,
-    scale: f32,
-    product: F16Product,
-    out: &mut [f32],
-) {
-    let (d, stride, n) = (query.len(), seen.stride, seen.n);
+fn portable(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
+    let d = query.len();
+    let widen = |bits: &[u16]| -> Lanes { std::array::from_fn(|i| f16::from_bits(bits[i]).to_f32()) };
     let q: Vec<f32> = query.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
     let chunks = n.div_ceil(LANES);
     let mut scores = vec![f32::NEG_INFINITY; chunks * LANES];
     for c in 0..chunks {
         let base = c * LANES;
+        let chunk = cache.chunk(c);
         // Lane `lane` of each position's dot product sums dimensions `lane + 16·j`: in one accumulator
         // (tinyBLAS) or in accumulator `j % 4` (vec_dot), folded before the lanes are reduced. One lane
         // at a time for all 16 positions, so the accumulators stay in registers.
@@ -104,7 +124,7 @@ fn portable(
             let slots = if product == F16Product::Tiled { 1 } else { 4 };
             for j in 0..d / LANES {
                 let dim = j * LANES + lane;
-                let (k, qv) = (&keys[dim * stride + base..dim * stride + base + LANES], q[dim]);
+                let (k, qv) = (widen(chunk.dim(false, dim)), q[dim]);
                 let slot = &mut acc[j % slots];
                 for p in 0..LANES {
                     slot[p] = k[p].mul_add(qv, slot[p]);
@@ -136,10 +156,10 @@ fn portable(
     for (group, o) in out.chunks_mut(DIMS).enumerate() {
         let mut acc = [[[0.0f32; LANES]; 4]; DIMS];
         for (c, pc) in p.chunks_exact(LANES).enumerate() {
-            let base = c * LANES;
+            let chunk = cache.chunk(c);
             for (dd, a) in acc.iter_mut().enumerate().take(o.len()) {
                 let dim = group * DIMS + dd;
-                let vc = &values[dim * stride + base..dim * stride + base + LANES];
+                let vc = widen(chunk.dim(true, dim));
                 let slot = &mut a[c % slots];
                 for lane in 0..LANES {
                     slot[lane] = vc[lane].mul_add(pc[lane], slot[lane]);
@@ -217,23 +237,34 @@ mod x86 {
     /// [`super::attend`] with one AVX-512 register per 16 lanes.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, F16C and FMA; `keys` and `values` hold `D × stride` values with `stride`
-    /// at least `n` rounded up to 16; `D = query.len() = out.len()` is a multiple of 16.
+    /// The CPU has AVX-512F, F16C and FMA; `D = query.len() = out.len()` is a multiple of 16.
     #[target_feature(enable = "avx512f,f16c,fma")]
-    pub unsafe fn attend(
-        query: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        seen: Positions,
-        scale: f32,
-        product: F16Product,
-        out: &mut [f32],
-    ) {
-        let (d, stride, n) = (query.len(), seen.stride, seen.n);
-        let tiled = product == F16Product::Tiled;
+    pub unsafe fn attend(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
+        // SAFETY: same contract; the constant makes every accumulator index static, so they stay in
+        // registers.
+        match product {
+            F16Product::Tiled => unsafe { attend_with::<true>(query, cache, n, scale, out) },
+            F16Product::Vector => unsafe { attend_with::<false>(query, cache, n, scale, out) },
+        }
+    }
+
+    /// [`attend`] for one summation order: `TILED` (tinyBLAS, one accumulator) or not (vec_dot, four
+    /// accumulators fed in rotation). Loops over accumulators run to constant bounds, so the compiler
+    /// unrolls them and keeps the accumulators in registers.
+    ///
+    /// # Safety
+    /// As [`attend`]; `D` is a multiple of 64.
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    unsafe fn attend_with<const TILED: bool>(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, out: &mut [f32]) {
+        let d = query.len();
+        let widen = |bits: &[u16]| -> __m512 {
+            assert!(bits.len() >= LANES);
+            // SAFETY: 16 f16 values (32 bytes) are readable at `bits`.
+            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(bits.as_ptr().cast()) })
+        };
         let load = |s: &[f32], at: usize| -> __m512 {
-            debug_assert!(at + LANES <= s.len());
-            // SAFETY: callers index whole 16-value chunks inside `s` (see the function's contract).
+            assert!(at + LANES <= s.len());
+            // SAFETY: 16 values are readable at `at` (checked).
             unsafe { _mm512_loadu_ps(s.as_ptr().add(at)) }
         };
         let mut q = vec![0.0f32; d];
@@ -242,21 +273,25 @@ mod x86 {
             unsafe { _mm512_storeu_ps(q.as_mut_ptr().add(c), round_f16(load(query, c))) };
         }
 
-        // kq for 16 positions at a time: register `lane` collects lane `lane` of every position's sum.
+        // kq for 16 positions at a time: register `lane` collects lane `lane` of every position's sum,
+        // over dimensions `lane + 16·j`, four values of `j` per pass.
         let chunks = n.div_ceil(LANES);
         let mut scores = vec![0.0f32; chunks * LANES];
         let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
         for c in 0..chunks {
             let base = c * LANES;
+            let chunk = cache.chunk(c);
             let mut rows = [_mm512_setzero_ps(); LANES];
             for (lane, row) in rows.iter_mut().enumerate() {
                 let mut acc = [_mm512_setzero_ps(); 4];
-                for j in 0..d / LANES {
-                    let dim = j * LANES + lane;
-                    let slot = if tiled { 0 } else { j % 4 };
-                    acc[slot] = _mm512_fmadd_ps(load(keys, dim * stride + base), _mm512_set1_ps(q[dim]), acc[slot]);
+                for j0 in (0..d / LANES).step_by(4) {
+                    for s in 0..4 {
+                        let dim = (j0 + s) * LANES + lane;
+                        let slot = if TILED { 0 } else { s };
+                        acc[slot] = _mm512_fmadd_ps(widen(chunk.dim(false, dim)), _mm512_set1_ps(q[dim]), acc[slot]);
+                    }
                 }
-                *row = if tiled { acc[0] } else { fold(&acc) };
+                *row = if TILED { acc[0] } else { fold(&acc) };
             }
             let t8: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(rows[i + 8], rows[i]));
             let t4: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(t8[i + 4], t8[i]));
@@ -288,21 +323,19 @@ mod x86 {
             unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(c * LANES), p) };
         }
 
-        // kqv, four dimensions at a time so their accumulation chains overlap.
-        const DIMS: usize = 4;
-        for first in (0..d).step_by(DIMS) {
-            let dims = DIMS.min(d - first);
-            let mut acc = [[_mm512_setzero_ps(); 4]; DIMS];
-            for c in 0..chunks {
-                let p = load(&scores, c * LANES);
-                let slot = if tiled { 0 } else { c % 4 };
-                for (dd, a) in acc.iter_mut().enumerate().take(dims) {
-                    a[slot] = _mm512_fmadd_ps(load(values, (first + dd) * stride + c * LANES), p, a[slot]);
-                }
+        // kqv: per dimension, a dot product over positions; chunk `c` feeds accumulator `c % 4` (vec_dot)
+        // or the only one (tinyBLAS). Chunk by chunk, so each chunk's values are read once, in order.
+        let mut acc = vec![[_mm512_setzero_ps(); 4]; d];
+        for c in 0..chunks {
+            let chunk = cache.chunk(c);
+            let p = load(&scores, c * LANES);
+            let slot = if TILED { 0 } else { c % 4 };
+            for (dim, a) in acc.iter_mut().enumerate() {
+                a[slot] = _mm512_fmadd_ps(widen(chunk.dim(true, dim)), p, a[slot]);
             }
-            for (dd, a) in acc.iter().enumerate().take(dims) {
-                out[first + dd] = reduce(if tiled { a[0] } else { fold(a) });
-            }
+        }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = reduce(if TILED { a[0] } else { fold(a) });
         }
     }
 }
@@ -311,9 +344,21 @@ mod x86 {
 mod tests {
     use super::*;
 
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        // f16-exact values, as the cache holds.
-        (0..len).map(|i| f16::from_f32((((i + seed) * 7919 % 4001) as f32 / 4001.0 - 0.5) * 4.0).to_f32()).collect()
+    /// A one-head cache of `n` positions (rounded up to whole pages of 32) with varied f16 values.
+    fn pages(d: usize, n: usize, seed: usize) -> Vec<(Vec<u16>, Vec<u16>)> {
+        let page = 32;
+        let value = |i: usize| f16::from_f32((((i + seed) * 7919 % 4001) as f32 / 4001.0 - 0.5) * 4.0).to_bits();
+        (0..n.div_ceil(page))
+            .map(|p| {
+                let k = (0..d * page).map(|i| value(p * 7 + i)).collect();
+                let v = (0..d * page).map(|i| value(p * 11 + i + 3)).collect();
+                (k, v)
+            })
+            .collect()
+    }
+
+    fn query(d: usize) -> Vec<f32> {
+        (0..d).map(|i| (i as f32 * 0.37).sin() * 2.0).collect()
     }
 
     #[test]
@@ -324,14 +369,13 @@ mod tests {
         }
         let d = 64;
         for n in [1usize, 15, 16, 17, 100, 300] {
-            let stride = n.div_ceil(LANES) * LANES;
-            let (keys, values, query) = (data(d * stride, 1), data(d * stride, 2), data(d, 3));
+            let cache_pages = pages(d, n, n);
+            let cache = KvHead { pages: &cache_pages, kv: 0, head_dim: d, page: 32 };
             for product in [F16Product::Tiled, F16Product::Vector] {
-                let seen = Positions { stride, n };
                 let mut expected = vec![0.0f32; d];
-                portable(&query, &keys, &values, seen, 0.125, product, &mut expected);
+                portable(&query(d), cache, n, 0.125, product, &mut expected);
                 let mut got = vec![0.0f32; d];
-                attend(&query, &keys, &values, seen, 0.125, product, &mut got);
+                attend(&query(d), cache, n, 0.125, product, &mut got);
                 let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "n={n} {product:?}: {got:?} vs {expected:?}");
             }
@@ -341,11 +385,12 @@ mod tests {
     #[test]
     fn one_position_returns_its_value() {
         let d = 64;
-        let (keys, values, query) = (data(d * LANES, 5), data(d * LANES, 6), data(d, 7));
+        let cache_pages = pages(d, 1, 5);
+        let cache = KvHead { pages: &cache_pages, kv: 0, head_dim: d, page: 32 };
         let mut out = vec![0.0f32; d];
-        attend(&query, &keys, &values, Positions { stride: LANES, n: 1 }, 0.125, F16Product::Vector, &mut out);
+        attend(&query(d), cache, 1, 0.125, F16Product::Vector, &mut out);
         for (dim, o) in out.iter().enumerate() {
-            assert_eq!(*o, values[dim * LANES], "dim {dim}");
+            assert_eq!(*o, f16::from_bits(cache_pages[0].1[dim * 32]).to_f32(), "dim {dim}");
         }
     }
 }
