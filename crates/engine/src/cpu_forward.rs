@@ -283,16 +283,17 @@ fn attention(
             }
         }
         let cache: &HostLayerCache = cache;
+        // One work item per (token, KV head): the group of query heads sharing that KV head.
         let work = |(index, o): (usize, &mut [f32])| {
-            let (i, head) = (index / heads, index % heads);
-            let at = (offset + i) * heads * d + head * d;
-            attend(&q[at..at + d], cache.head(head / group), start + i + 1, scale, product, o);
+            let (i, kv) = (index / kv_heads, index % kv_heads);
+            let at = (offset + i) * heads * d + kv * group * d;
+            attend(&q[at..at + group * d], cache.head(kv), start + i + 1, scale, product, o);
         };
         let rows = &mut out[offset * heads * d..(offset + l) * heads * d];
         if rayon::current_num_threads() > 1 {
-            rows.par_chunks_mut(d).enumerate().for_each(work);
+            rows.par_chunks_mut(group * d).enumerate().for_each(work);
         } else {
-            rows.chunks_mut(d).enumerate().for_each(work);
+            rows.chunks_mut(group * d).enumerate().for_each(work);
         }
         offset += l;
     }

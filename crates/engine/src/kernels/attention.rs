@@ -52,6 +52,20 @@ struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
+    /// This chunk's keys or values for every dimension, as one slice: with pages of 16 positions they
+    /// are contiguous, and prefetching them hides the memory latency of the next chunk.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(&self, values: bool, dims: usize) {
+        let data = if values { self.v } else { self.k };
+        let end = (self.first + (dims - 1) * self.page + LANES).min(data.len());
+        let block = &data[self.first.min(end)..end];
+        for line in block.chunks(32) {
+            // SAFETY: a prefetch reads nothing architecturally; the address is inside `data`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+        }
+    }
+
     /// Dimension `dim` of the 16 positions: keys, or values.
     #[inline(always)]
     fn dim(&self, values: bool, dim: usize) -> &'a [u16] {
@@ -80,15 +94,21 @@ fn reduce_rows(rows: &[Lanes; LANES]) -> Lanes {
 /// One query against the cached positions it sees, as ggml computes `kq = K·q` (f16 inputs),
 /// `softmax(kq · scale)` and `kqv = V·p` (f16 inputs) for one head, reading the cache's f16 pages in place;
 /// each step below works on 16 positions at once.
-/// The query sees the first `n` positions, which the cache must hold.
-pub fn attend(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
+///
+/// `queries` holds the queries of every head that shares this KV head (grouped-query attention), `D`
+/// values each, and `out` their outputs: the cache is read once for the group. The queries see the
+/// first `n` positions, which the cache must hold.
+pub fn attend(queries: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has AVX-512F, F16C and FMA (checked once); every chunk read is bounds-checked.
-        unsafe { x86::attend(query, cache, n, scale, product, out) };
+        unsafe { x86::attend(queries, cache, n, scale, product, out) };
         return;
     }
-    portable(query, cache, n, scale, product, out);
+    let d = cache.head_dim;
+    for (query, o) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        portable(query, cache, n, scale, product, o);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -237,14 +257,22 @@ mod x86 {
     /// [`super::attend`] with one AVX-512 register per 16 lanes.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, F16C and FMA; `D = query.len() = out.len()` is a multiple of 16.
+    /// The CPU has AVX-512F, F16C and FMA; `D` is a multiple of 64 and `queries` and `out` hold whole
+    /// heads of `D` values.
     #[target_feature(enable = "avx512f,f16c,fma")]
-    pub unsafe fn attend(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16Product, out: &mut [f32]) {
+    pub unsafe fn attend(
+        queries: &[f32],
+        cache: KvHead<'_>,
+        n: usize,
+        scale: f32,
+        product: F16Product,
+        out: &mut [f32],
+    ) {
         // SAFETY: same contract; the constant makes every accumulator index static, so they stay in
         // registers.
         match product {
-            F16Product::Tiled => unsafe { attend_with::<true>(query, cache, n, scale, out) },
-            F16Product::Vector => unsafe { attend_with::<false>(query, cache, n, scale, out) },
+            F16Product::Tiled => unsafe { attend_with::<true>(queries, cache, n, scale, out) },
+            F16Product::Vector => unsafe { attend_with::<false>(queries, cache, n, scale, out) },
         }
     }
 
@@ -255,8 +283,15 @@ mod x86 {
     /// # Safety
     /// As [`attend`]; `D` is a multiple of 64.
     #[target_feature(enable = "avx512f,f16c,fma")]
-    unsafe fn attend_with<const TILED: bool>(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, out: &mut [f32]) {
-        let d = query.len();
+    unsafe fn attend_with<const TILED: bool>(
+        queries: &[f32],
+        cache: KvHead<'_>,
+        n: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let d = cache.head_dim;
+        let heads = queries.len() / d;
         let widen = |bits: &[u16]| -> __m512 {
             assert!(bits.len() >= LANES);
             // SAFETY: 16 f16 values (32 bytes) are readable at `bits`.
@@ -267,71 +302,94 @@ mod x86 {
             // SAFETY: 16 values are readable at `at` (checked).
             unsafe { _mm512_loadu_ps(s.as_ptr().add(at)) }
         };
-        let mut q = vec![0.0f32; d];
-        for c in (0..d).step_by(LANES) {
-            // SAFETY: `q` holds `d` values, a multiple of 16.
-            unsafe { _mm512_storeu_ps(q.as_mut_ptr().add(c), round_f16(load(query, c))) };
+        let mut q = vec![0.0f32; heads * d];
+        for c in (0..heads * d).step_by(LANES) {
+            // SAFETY: `q` holds `heads · d` values, a multiple of 16.
+            unsafe { _mm512_storeu_ps(q.as_mut_ptr().add(c), round_f16(load(queries, c))) };
         }
 
         // kq for 16 positions at a time: register `lane` collects lane `lane` of every position's sum,
-        // over dimensions `lane + 16·j`, four values of `j` per pass.
+        // over dimensions `lane + 16·j`, four values of `j` per pass. Each chunk's keys are read from
+        // memory once; the group's other heads find them in cache.
+        const AHEAD: usize = 2;
         let chunks = n.div_ceil(LANES);
-        let mut scores = vec![0.0f32; chunks * LANES];
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        let width = chunks * LANES;
+        let mut scores = vec![0.0f32; heads * width];
+        let mut maxes = vec![_mm512_set1_ps(f32::NEG_INFINITY); heads];
         for c in 0..chunks {
             let base = c * LANES;
             let chunk = cache.chunk(c);
-            let mut rows = [_mm512_setzero_ps(); LANES];
-            for (lane, row) in rows.iter_mut().enumerate() {
-                let mut acc = [_mm512_setzero_ps(); 4];
-                for j0 in (0..d / LANES).step_by(4) {
-                    for s in 0..4 {
-                        let dim = (j0 + s) * LANES + lane;
-                        let slot = if TILED { 0 } else { s };
-                        acc[slot] = _mm512_fmadd_ps(widen(chunk.dim(false, dim)), _mm512_set1_ps(q[dim]), acc[slot]);
-                    }
-                }
-                *row = if TILED { acc[0] } else { fold(&acc) };
+            if c + AHEAD < chunks {
+                cache.chunk(c + AHEAD).prefetch(false, d);
             }
-            let t8: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(rows[i + 8], rows[i]));
-            let t4: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(t8[i + 4], t8[i]));
-            let dots = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
-            let valid = (n - base).min(LANES);
-            let mask: __mmask16 = if valid == LANES { 0xFFFF } else { (1u16 << valid) - 1 };
-            let s = _mm512_mask_blend_ps(
-                mask,
-                _mm512_set1_ps(f32::NEG_INFINITY),
-                _mm512_mul_ps(dots, _mm512_set1_ps(scale)),
-            );
-            max = _mm512_max_ps(max, s);
-            // SAFETY: `scores` holds `chunks · 16` values.
-            unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(base), s) };
+            for (h, max) in maxes.iter_mut().enumerate() {
+                let qh = &q[h * d..(h + 1) * d];
+                let mut rows = [_mm512_setzero_ps(); LANES];
+                for (lane, row) in rows.iter_mut().enumerate() {
+                    let mut acc = [_mm512_setzero_ps(); 4];
+                    for j0 in (0..d / LANES).step_by(4) {
+                        for s in 0..4 {
+                            let dim = (j0 + s) * LANES + lane;
+                            let slot = if TILED { 0 } else { s };
+                            acc[slot] =
+                                _mm512_fmadd_ps(widen(chunk.dim(false, dim)), _mm512_set1_ps(qh[dim]), acc[slot]);
+                        }
+                    }
+                    *row = if TILED { acc[0] } else { fold(&acc) };
+                }
+                let t8: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(rows[i + 8], rows[i]));
+                let t4: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(t8[i + 4], t8[i]));
+                let dots = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
+                let valid = (n - base).min(LANES);
+                let mask: __mmask16 = if valid == LANES { 0xFFFF } else { (1u16 << valid) - 1 };
+                let s = _mm512_mask_blend_ps(
+                    mask,
+                    _mm512_set1_ps(f32::NEG_INFINITY),
+                    _mm512_mul_ps(dots, _mm512_set1_ps(scale)),
+                );
+                *max = _mm512_max_ps(*max, s);
+                // SAFETY: `scores` holds `heads · width` values.
+                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(h * width + base), s) };
+            }
         }
 
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-        let mut sum = 0.0f64;
-        for c in 0..chunks {
-            let e = expf(_mm512_sub_ps(load(&scores, c * LANES), max));
-            sum += f64::from(reduce(e));
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(c * LANES), e) };
-        }
-        let inv = _mm512_set1_ps((1.0 / sum) as f32);
-        for c in 0..chunks {
-            let p = round_f16(_mm512_mul_ps(load(&scores, c * LANES), inv));
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(c * LANES), p) };
+        for (h, max) in maxes.iter().enumerate() {
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(*max));
+            let row = h * width;
+            let mut sum = 0.0f64;
+            for c in 0..chunks {
+                let e = expf(_mm512_sub_ps(load(&scores, row + c * LANES), max));
+                sum += f64::from(reduce(e));
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(row + c * LANES), e) };
+            }
+            let inv = _mm512_set1_ps((1.0 / sum) as f32);
+            for c in 0..chunks {
+                let p = round_f16(_mm512_mul_ps(load(&scores, row + c * LANES), inv));
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(row + c * LANES), p) };
+            }
         }
 
-        // kqv: per dimension, a dot product over positions; chunk `c` feeds accumulator `c % 4` (vec_dot)
-        // or the only one (tinyBLAS). Chunk by chunk, so each chunk's values are read once, in order.
-        let mut acc = vec![[_mm512_setzero_ps(); 4]; d];
+        // kqv: per head and dimension, a dot product over positions; chunk `c` feeds accumulator `c % 4`
+        // (vec_dot) or the only one (tinyBLAS). Chunk by chunk, each value widened once for the group.
+        let mut acc = vec![[_mm512_setzero_ps(); 4]; heads * d];
+        let mut p = vec![_mm512_setzero_ps(); heads];
         for c in 0..chunks {
             let chunk = cache.chunk(c);
-            let p = load(&scores, c * LANES);
+            if c + AHEAD < chunks {
+                cache.chunk(c + AHEAD).prefetch(true, d);
+            }
+            for (h, ph) in p.iter_mut().enumerate() {
+                *ph = load(&scores, h * width + c * LANES);
+            }
             let slot = if TILED { 0 } else { c % 4 };
-            for (dim, a) in acc.iter_mut().enumerate() {
-                a[slot] = _mm512_fmadd_ps(widen(chunk.dim(true, dim)), p, a[slot]);
+            for dim in 0..d {
+                let v = widen(chunk.dim(true, dim));
+                for (h, ph) in p.iter().enumerate() {
+                    let a = &mut acc[h * d + dim][slot];
+                    *a = _mm512_fmadd_ps(v, *ph, *a);
+                }
             }
         }
         for (o, a) in out.iter_mut().zip(&acc) {
@@ -378,6 +436,24 @@ mod tests {
                 attend(&query(d), cache, n, 0.125, product, &mut got);
                 let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "n={n} {product:?}: {got:?} vs {expected:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_of_heads_gives_what_each_head_gives_alone() {
+        let d = 64;
+        let n = 70;
+        let cache_pages = pages(d, n, 9);
+        let cache = KvHead { pages: &cache_pages, kv: 0, head_dim: d, page: 32 };
+        let queries: Vec<f32> = (0..3 * d).map(|i| (i as f32 * 0.11).cos()).collect();
+        for product in [F16Product::Tiled, F16Product::Vector] {
+            let mut together = vec![0.0f32; 3 * d];
+            attend(&queries, cache, n, 0.125, product, &mut together);
+            for h in 0..3 {
+                let mut alone = vec![0.0f32; d];
+                attend(&queries[h * d..(h + 1) * d], cache, n, 0.125, product, &mut alone);
+                assert_eq!(&together[h * d..(h + 1) * d], alone.as_slice(), "head {h} {product:?}");
             }
         }
     }
