@@ -182,6 +182,22 @@ pub(crate) fn forward(
     positions: &[usize],
     batch: &mut [SequenceBatch<'_>],
 ) -> Result<Vec<Tensor>> {
+    // The pass makes a few hundred parallel calls. Made from the scheduler's own thread, each would hand
+    // its work to the pool and put the caller to sleep until done (two thread wake-ups per call); run
+    // the whole pass on a pool thread instead, which takes part in every parallel call itself.
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| forward_on_pool(w, hp, embeddings, positions, batch));
+    }
+    forward_on_pool(w, hp, embeddings, positions, batch)
+}
+
+fn forward_on_pool(
+    w: &CpuWeights,
+    hp: &LlamaHparams,
+    embeddings: Tensor,
+    positions: &[usize],
+    batch: &mut [SequenceBatch<'_>],
+) -> Result<Vec<Tensor>> {
     let hidden = hp.hidden_size;
     let t = positions.len();
     let mut x = embeddings.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?; // [T, hidden]
