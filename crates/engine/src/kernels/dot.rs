@@ -21,7 +21,7 @@ pub const Q8_0_BYTES: usize = 34;
 /// The instruction set the kernels run with, detected once per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// AVX-512 VNNI (256-bit `vpdpbusd`) with AVX2, FMA and F16C.
+    /// AVX-512 (F, BW, VL, VNNI) with AVX2, FMA and F16C: two weight rows per 512-bit register.
     Avx512Vnni,
     /// AVX2 with FMA and F16C.
     Avx2,
@@ -48,7 +48,12 @@ fn detect() -> Isa {
     {
         let avx2 =
             is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-        if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+        if avx2
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+        {
             return Isa::Avx512Vnni;
         }
         if avx2 {
@@ -71,6 +76,8 @@ pub fn q4_1<const R: usize, const N: usize>(
     match isa {
         // SAFETY: `isa` only names instruction sets `detect` found on this CPU; lengths checked above.
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if R % 2 == 0 => unsafe { x86::q4_1_zmm(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::q4_1_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::q4_1_avx2(w_rows, acts, out) },
@@ -88,6 +95,8 @@ pub fn q8_0<const R: usize, const N: usize>(
     check_lengths(&w_rows, Q8_0_BYTES, &acts);
     match isa {
         // SAFETY: as in `q4_1`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if R % 2 == 0 => unsafe { x86::q8_0_zmm(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::q8_0_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
@@ -311,6 +320,134 @@ mod x86 {
 
     q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", idot_avx2);
     q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", idot_vnni);
+
+    /// `[d0, m0, d1, m1]` (Q4_1) or `[d0, x, d1, x]`… of two blocks' leading f16 pairs, widened.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn scale_pairs(p0: *const u8, p1: *const u8) -> __m128 {
+        // SAFETY: the caller passes pointers to at least 4 readable bytes each.
+        let (a, b) = unsafe { (p0.cast::<i32>().read_unaligned(), p1.cast::<i32>().read_unaligned()) };
+        _mm_cvtph_ps(_mm_unpacklo_epi32(_mm_cvtsi32_si128(a), _mm_cvtsi32_si128(b)))
+    }
+
+    /// Lanes 0–7 from `v[lo]`, lanes 8–15 from `v[hi]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn spread(v: __m128, lo: i32, hi: i32) -> __m512 {
+        let index = _mm512_set_epi32(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo);
+        _mm512_permutexvar_ps(index, _mm512_castps128_ps512(v))
+    }
+
+    /// The 8-lane sums of each half of `v`, in ggml's order: rows `2k` and `2k + 1`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn hsum_halves(v: __m512) -> (f32, f32) {
+        let mut l = [0.0f32; 16];
+        // SAFETY: `l` holds sixteen f32.
+        unsafe { _mm512_storeu_ps(l.as_mut_ptr(), v) };
+        let (lo, hi) = l.split_at(8);
+        let lane = |h: &[f32]| -> [f32; 8] { std::array::from_fn(|i| h[i]) };
+        (hsum_lanes(lane(lo)), hsum_lanes(lane(hi)))
+    }
+
+    /// Q4_1 with weight rows `2k` and `2k + 1` sharing one 512-bit register (eight lanes each): each
+    /// row's lanes see exactly the operations of [`q4_1_vnni`], with half the instructions.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `R` is even; each `w[r]` holds
+    /// `acts[i].len()` Q4_1 blocks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q4_1_zmm<const R: usize, const N: usize>(
+        w: [&[u8]; R],
+        acts: [&[ActivationBlock]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        // Lanes 1 and 3 carry the two rows' `m · s` chains (lanes 0 and 2 are unused by-products).
+        let mut summs = [[_mm_setzero_ps(); N]; R];
+        let low = _mm512_set1_epi8(0x0F);
+        let four = 0x0004_0004_0004_0004_i64;
+        let shifts = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+        let halves = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
+        let blocks = acts.first().map_or(0, |a| a.len());
+        for ib in 0..blocks {
+            for k in 0..R / 2 {
+                // SAFETY: block `ib` lies inside every row (checked by the caller).
+                let (p0, p1) =
+                    unsafe { (w[2 * k].as_ptr().add(ib * Q4_1_BYTES), w[2 * k + 1].as_ptr().add(ib * Q4_1_BYTES)) };
+                let dm = unsafe { scale_pairs(p0, p1) };
+                let (a, b) = unsafe { (_mm_loadu_si128(p0.add(4).cast()), _mm_loadu_si128(p1.add(4).cast())) };
+                // [a, a, b, b] → [a & 15, a >> 4, b & 15, b >> 4]: each row's 32 values, in order.
+                let ab = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(a), b);
+                let x = _mm512_permutexvar_epi64(halves, _mm512_castsi256_si512(ab));
+                let x = _mm512_and_si512(_mm512_srlv_epi16(x, shifts), low);
+                for i in 0..N {
+                    let act = &acts[i][ib];
+                    // SAFETY: `qs` is 32 aligned bytes.
+                    let y = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(act.qs.as_ptr().cast()) });
+                    summs[k][i] = _mm_fmadd_ps(dm, _mm_set1_ps(act.s), summs[k][i]);
+                    let scale = spread(_mm_mul_ps(dm, _mm_set1_ps(act.d)), 0, 2);
+                    let xy = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y));
+                    acc[k][i] = _mm512_fmadd_ps(scale, xy, acc[k][i]);
+                }
+            }
+        }
+        for k in 0..R / 2 {
+            for i in 0..N {
+                let (s0, s1) = hsum_halves(acc[k][i]);
+                let mut m = [0.0f32; 4];
+                // SAFETY: `m` holds four f32.
+                unsafe { _mm_storeu_ps(m.as_mut_ptr(), summs[k][i]) };
+                out[2 * k][i] = s0 + m[1];
+                out[2 * k + 1][i] = s1 + m[3];
+            }
+        }
+    }
+
+    /// Q8_0 with two weight rows per 512-bit register, as [`q4_1_zmm`].
+    ///
+    /// # Safety
+    /// As [`q4_1_zmm`], with Q8_0 blocks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q8_0_zmm<const R: usize, const N: usize>(
+        w: [&[u8]; R],
+        acts: [&[ActivationBlock]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        let blocks = acts.first().map_or(0, |a| a.len());
+        for ib in 0..blocks {
+            for k in 0..R / 2 {
+                // SAFETY: block `ib` lies inside every row (checked by the caller).
+                let (p0, p1) =
+                    unsafe { (w[2 * k].as_ptr().add(ib * Q8_0_BYTES), w[2 * k + 1].as_ptr().add(ib * Q8_0_BYTES)) };
+                // Only lanes 0 and 2 (the two `d`) are used; the f16 after each `d` is a quant pair.
+                let d = unsafe { scale_pairs(p0, p1) };
+                let (a, b) = unsafe { (_mm256_loadu_si256(p0.add(2).cast()), _mm256_loadu_si256(p1.add(2).cast())) };
+                let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
+                // |x| as unsigned, and the activations carrying x's sign (where x is 0 the product is 0
+                // either way): ggml's `mul_sum_i8_pairs_float`.
+                let ax = _mm512_abs_epi8(x);
+                let negative = _mm512_movepi8_mask(x);
+                for i in 0..N {
+                    let act = &acts[i][ib];
+                    // SAFETY: `qs` is 32 aligned bytes.
+                    let y = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(act.qs.as_ptr().cast()) });
+                    let sy = _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y);
+                    let scale = spread(_mm_mul_ps(d, _mm_set1_ps(act.d)), 0, 2);
+                    let xy = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy));
+                    acc[k][i] = _mm512_fmadd_ps(scale, xy, acc[k][i]);
+                }
+            }
+        }
+        for k in 0..R / 2 {
+            for i in 0..N {
+                let (s0, s1) = hsum_halves(acc[k][i]);
+                out[2 * k][i] = s0;
+                out[2 * k + 1][i] = s1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
