@@ -76,7 +76,7 @@ pub fn q4_1<const R: usize, const N: usize>(
     match isa {
         // SAFETY: `isa` only names instruction sets `detect` found on this CPU; lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni if R % 2 == 0 => unsafe { x86::q4_1_zmm(w_rows, acts, out) },
+        Isa::Avx512Vnni if R.is_multiple_of(2) => unsafe { x86::q4_1_zmm(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::q4_1_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
@@ -96,7 +96,7 @@ pub fn q8_0<const R: usize, const N: usize>(
     match isa {
         // SAFETY: as in `q4_1`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni if R % 2 == 0 => unsafe { x86::q8_0_zmm(w_rows, acts, out) },
+        Isa::Avx512Vnni if R.is_multiple_of(2) => unsafe { x86::q8_0_zmm(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::q8_0_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
