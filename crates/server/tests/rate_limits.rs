@@ -13,7 +13,7 @@ use support::limits::{BURST_TIER_YAML, DevServer, MODEL_ID, burst, get, post, to
 fn short_chat(max_tokens: u64) -> serde_json::Value {
     json!({
         "model": MODEL_ID,
-        "messages": [{"role": "user", "content": "Say hello to me."}],
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
         "max_tokens": max_tokens,
         "temperature": 0,
         "stop": [" ", "\n", ".", ","],
