@@ -87,6 +87,9 @@ pub struct SchedulerHandle {
     /// Submitted but not yet admitted; bounded by the queue capacity.
     queued: Arc<AtomicUsize>,
     queue_capacity: usize,
+    /// The KV budget and its unit, to refuse at once a request that could never be admitted.
+    kv_budget: usize,
+    kv_bytes_per_position: usize,
     stats: Arc<SchedulerStats>,
 }
 
@@ -118,7 +121,14 @@ impl SchedulerHandle {
             .name("llamagate-scheduler".into())
             .spawn(move || scheduler.run())
             .map_err(|e| EngineError::Unavailable(format!("cannot start the scheduler thread: {e}")))?;
-        Ok(Self { jobs, queued, queue_capacity: config.queue_capacity.max(1), stats })
+        Ok(Self {
+            jobs,
+            queued,
+            queue_capacity: config.queue_capacity.max(1),
+            kv_budget: budget,
+            kv_bytes_per_position: bytes_per_position,
+            stats,
+        })
     }
 
     /// Live counters.
@@ -126,8 +136,18 @@ impl SchedulerHandle {
         &self.stats
     }
 
-    /// Queues a request; fails at once with [`EngineError::Busy`] when the queue is full.
+    /// Queues a request; fails at once with [`EngineError::Busy`] when the queue is full, and with
+    /// [`EngineError::InvalidRequest`] when its worst case (prompt + `max_tokens`) exceeds the whole KV
+    /// budget, so it could never be admitted.
     pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        let need = (request.prompt_ids.len() + request.max_tokens).saturating_mul(self.kv_bytes_per_position);
+        if need > self.kv_budget {
+            return Err(EngineError::InvalidRequest(format!(
+                "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB (lower max_tokens)",
+                need.div_ceil(1 << 20),
+                self.kv_budget >> 20
+            )));
+        }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_capacity {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(EngineError::Busy {
@@ -244,18 +264,8 @@ impl Scheduler {
         // Stable sort: among equal priorities the oldest stays first.
         self.waiting.sort_by_key(|job| std::cmp::Reverse(job.request.priority));
         while self.active.len() + self.prefilling.len() < self.max_batch && !self.waiting.is_empty() {
+            // `submit` refused anything larger than the whole budget, so this only waits for releases.
             let need = self.kv.need(&self.waiting[0].request);
-            if need > self.kv.budget {
-                let job = self.waiting.remove(0);
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                let message = format!(
-                    "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB",
-                    need.div_ceil(1 << 20),
-                    self.kv.budget >> 20
-                );
-                let _ = job.tx.send(GenerationEvent::Failed(EngineError::InvalidRequest(message).to_string()));
-                continue;
-            }
             if self.kv.reserved + need > self.kv.budget {
                 break; // waits for running sequences to release memory
             }

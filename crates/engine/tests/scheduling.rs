@@ -116,10 +116,12 @@ fn the_kv_budget_holds_back_requests_that_do_not_fit() {
     let first1 = log.iter().position(|(i, _)| *i == 1).unwrap();
     assert!(done0 < first1, "the second request started before the first released its KV memory: {log:?}");
 
-    // A request that can never fit is refused with a reason instead of waiting forever.
+    // A request that can never fit is refused at once, with a reason, instead of waiting forever.
     let huge = m.prepare(prompt, params(1000, 0)).unwrap();
-    let err = m.submit(huge).unwrap().collect_blocking().unwrap_err();
-    assert!(err.to_string().contains("KV cache"), "{err}");
+    match m.submit(huge) {
+        Err(EngineError::InvalidRequest(reason)) => assert!(reason.contains("KV cache"), "{reason}"),
+        other => panic!("expected InvalidRequest, got {other:?}"),
+    }
 }
 
 #[test]
