@@ -75,7 +75,8 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
     let client = reqwest::Client::new();
     let good = token(dir.path(), &server.base, &[]);
     let wrong_scope = token_for(dir.path(), &server.base, "bob", &["--scope", "model_something_else"]);
-    let chat = |stream: bool| json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 3, "stream": stream});
+    // Greedy, so the reply is the same every run (it runs past 3 tokens: finish_reason "length").
+    let chat = |stream: bool| json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 3, "temperature": 0, "stream": stream});
 
     // 1. allowed: list models.
     let r = client.get(server.url("/v1/models")).bearer_auth(&good).send().await.unwrap();
