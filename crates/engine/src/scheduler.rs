@@ -140,7 +140,7 @@ impl SchedulerHandle {
     /// [`EngineError::InvalidRequest`] when its worst case (prompt + `max_tokens`) exceeds the whole KV
     /// budget, so it could never be admitted.
     pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
-        let need = (request.prompt_ids.len() + request.max_tokens).saturating_mul(self.kv_bytes_per_position);
+        let need = kv_need(&request, self.kv_bytes_per_position);
         if need > self.kv_budget {
             return Err(EngineError::InvalidRequest(format!(
                 "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB (lower max_tokens)",
@@ -174,10 +174,15 @@ struct KvBudget {
 }
 
 impl KvBudget {
-    /// Bytes a request reserves: its worst case, prompt + `max_tokens` positions.
+    /// Bytes a request reserves.
     fn need(&self, request: &GenerationRequest) -> usize {
-        (request.prompt_ids.len() + request.max_tokens).saturating_mul(self.bytes_per_position)
+        kv_need(request, self.bytes_per_position)
     }
+}
+
+/// Bytes of KV cache a request reserves: its worst case, prompt + `max_tokens` positions.
+fn kv_need(request: &GenerationRequest, bytes_per_position: usize) -> usize {
+    (request.prompt_ids.len() + request.max_tokens).saturating_mul(bytes_per_position)
 }
 
 /// A sequence whose prompt is still being fed through the model, `done` tokens so far.
