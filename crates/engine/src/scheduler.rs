@@ -114,7 +114,7 @@ impl SchedulerHandle {
             waiting: Vec::new(),
             prefilling: VecDeque::new(),
             active: Vec::new(),
-            kv: KvBudget { budget, reserved: 0, bytes_per_position },
+            kv: KvBudget { budget, bytes_per_position },
             stats: stats.clone(),
         };
         std::thread::Builder::new()
@@ -166,10 +166,10 @@ impl SchedulerHandle {
     }
 }
 
-/// The KV-cache memory the running sequences have reserved, against the configured budget.
+/// The KV-cache budget; what is reserved is the sum over the sequences in flight
+/// ([`Scheduler::reserved`]).
 struct KvBudget {
     budget: usize,
-    reserved: usize,
     bytes_per_position: usize,
 }
 
@@ -247,21 +247,13 @@ impl Scheduler {
         let before = self.waiting.len();
         self.waiting.retain(|job| !job.tx.is_closed());
         self.queued.fetch_sub(before - self.waiting.len(), Ordering::AcqRel);
-        let kv = &mut self.kv;
-        self.prefilling.retain(|p| {
-            let keep = !p.seq.is_cancelled();
-            if !keep {
-                kv.reserved -= p.reserved;
-            }
-            keep
-        });
-        self.active.retain(|r| {
-            let keep = !r.seq.is_cancelled();
-            if !keep {
-                kv.reserved -= r.reserved;
-            }
-            keep
-        });
+        self.prefilling.retain(|p| !p.seq.is_cancelled());
+        self.active.retain(|r| !r.seq.is_cancelled());
+    }
+
+    /// KV-cache bytes reserved by the sequences in flight (at most `max_batch` of them).
+    fn reserved(&self) -> usize {
+        self.prefilling.iter().map(|p| p.reserved).chain(self.active.iter().map(|r| r.reserved)).sum()
     }
 
     /// Moves waiting requests into the batch, highest priority first, while slots and KV budget last.
@@ -271,7 +263,7 @@ impl Scheduler {
         while self.active.len() + self.prefilling.len() < self.max_batch && !self.waiting.is_empty() {
             // `submit` refused anything larger than the whole budget, so this only waits for releases.
             let need = self.kv.need(&self.waiting[0].request);
-            if self.kv.reserved + need > self.kv.budget {
+            if self.reserved() + need > self.kv.budget {
                 break; // waits for running sequences to release memory
             }
             let job = self.waiting.remove(0);
@@ -284,7 +276,6 @@ impl Scheduler {
                     continue;
                 }
             };
-            self.kv.reserved += need;
             let seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
             self.prefilling.push_back(Prefill { seq, done: 0, reserved: need });
         }
@@ -322,22 +313,16 @@ impl Scheduler {
                 if let Some(p) = self.prefilling.pop_front() {
                     p.seq.fail(&e.to_string());
                 }
-                self.kv.reserved = self.prefilling.iter().map(|p| p.reserved).sum();
                 return;
             }
         };
 
         let prefill_logits = if self.prefilling.is_empty() { None } else { rows.pop() };
         self.stats.generated_tokens.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        let kv = &mut self.kv;
         let mut rows = rows.into_iter();
         self.active.retain_mut(|r| {
             let mut logits = rows.next().unwrap_or_default();
-            let running = r.seq.step(&mut logits) == StepResult::Running;
-            if !running {
-                kv.reserved -= r.reserved;
-            }
-            running
+            r.seq.step(&mut logits) == StepResult::Running
         });
 
         if let (Some(mut logits), Some(p)) = (prefill_logits, self.prefilling.front_mut()) {
@@ -347,8 +332,6 @@ impl Scheduler {
                 self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
                 if p.seq.step(&mut logits) == StepResult::Running {
                     self.active.push(Running { seq: p.seq, reserved: p.reserved });
-                } else {
-                    self.kv.reserved -= p.reserved;
                 }
             }
         }
