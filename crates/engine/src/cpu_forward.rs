@@ -9,6 +9,7 @@
 //! cached in f16, queries and probabilities rounded to f16 for the two f16 matrix products, each product
 //! summed in 16 lanes. Full-precision checkpoints and accelerators keep the candle pass.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -16,11 +17,11 @@ use candle_core::{DType, Device, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
 use crate::kernels::attention::{F16Product, KvHead, attend};
 use crate::kernels::ops::{self, LANES};
-use crate::kernels::{BLOCK, WeightFormat, quantized_matmul};
+use crate::kernels::{Activations, BLOCK, Matrix, WeightFormat, project};
 use crate::linear::Linear;
 use crate::model::{LayerWeights, SequenceBatch};
 
@@ -43,17 +44,22 @@ impl CpuMatrix {
             _ => return None,
         };
         let (rows, cols) = weight.shape().dims2().ok()?;
-        (weight.device().is_cpu() && cols.is_multiple_of(BLOCK)).then(|| Self {
-            weight: weight.clone(),
-            format,
-            rows,
-            cols,
-        })
+        let in_place = weight.device().is_cpu() && matches!(weight.data(), Ok(Cow::Borrowed(_)));
+        (in_place && cols.is_multiple_of(BLOCK)).then(|| Self { weight: weight.clone(), format, rows, cols })
+    }
+
+    /// The weights as the kernels read them: candle's host buffer, borrowed (checked in [`Self::new`]).
+    fn matrix(&self) -> Result<Matrix<'_>> {
+        match self.weight.data()? {
+            Cow::Borrowed(bytes) => Ok(Matrix { format: self.format, bytes, rows: self.rows }),
+            Cow::Owned(_) => Err(EngineError::Inference("a CPU-pass weight is not in host memory".into())),
+        }
     }
 
     /// `x`: `t` rows of `cols` → `t` rows of `rows`.
     fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
-        Ok(quantized_matmul(self.format, &self.weight.data()?, self.rows, self.cols, x, t))
+        let [y] = project(&Activations::quantize(x, t, self.cols), [self.matrix()?]);
+        Ok(y)
     }
 }
 
@@ -206,17 +212,16 @@ fn forward_on_pool(
     let mut h = vec![0.0f32; t * hidden];
     for (layer_index, layer) in w.layers.iter().enumerate() {
         norm_rows(&x, &layer.attn_norm, w.eps, &mut h);
-        let mut q = layer.wq.forward(&h, t)?;
-        let mut k = layer.wk.forward(&h, t)?;
-        let v = layer.wv.forward(&h, t)?;
+        let normed = Activations::quantize(&h, t, hidden);
+        let [mut q, mut k, v] = project(&normed, [layer.wq.matrix()?, layer.wk.matrix()?, layer.wv.matrix()?]);
         rotate_rows(&mut q, hp.num_heads, hp.head_dim, &tables);
         rotate_rows(&mut k, hp.num_kv_heads, hp.head_dim, &tables);
         let attn = attention(hp, layer_index, &q, &k, &v, batch)?;
         add_in_place(&mut x, &layer.wo.forward(&attn, t)?);
 
         norm_rows(&x, &layer.ffn_norm, w.eps, &mut h);
-        let gate = layer.gate.forward(&h, t)?;
-        let up = layer.up.forward(&h, t)?;
+        let normed = Activations::quantize(&h, t, hidden);
+        let [gate, up] = project(&normed, [layer.gate.matrix()?, layer.up.matrix()?]);
         let mut act = vec![0.0f32; gate.len()];
         ops::swiglu(&gate, &up, &mut act);
         add_in_place(&mut x, &layer.down.forward(&act, t)?);

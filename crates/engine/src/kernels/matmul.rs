@@ -30,6 +30,36 @@ impl WeightFormat {
 /// Output rows per parallel task: enough work per task to hide rayon's scheduling cost.
 const ROWS_PER_TASK: usize = 64;
 
+/// One quantized weight matrix, `rows` rows in `format`'s GGUF block layout, borrowed in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    pub format: WeightFormat,
+    pub bytes: &'a [u8],
+    pub rows: usize,
+}
+
+/// `t` rows of activations quantized once (8-bit blocks, ggml's rounding) for every projection that
+/// reads them: Q, K and V read the same normed input, as do the gate and up projections.
+#[derive(Debug)]
+pub struct Activations {
+    blocks: Vec<ActivationBlock>,
+    t: usize,
+    cols: usize,
+}
+
+impl Activations {
+    /// Quantizes `x`, `t` rows of `cols` values (`cols` a multiple of 32; the caller checks).
+    pub fn quantize(x: &[f32], t: usize, cols: usize) -> Self {
+        assert!(cols.is_multiple_of(BLOCK) && x.len() == t * cols, "activation shape");
+        let blocks_per_row = cols / BLOCK;
+        let mut blocks = vec![ActivationBlock::default(); t * blocks_per_row];
+        for (row, out) in x.chunks_exact(cols).zip(blocks.chunks_exact_mut(blocks_per_row)) {
+            quantize_row(row, out);
+        }
+        Self { blocks, t, cols }
+    }
+}
+
 /// `x` (`t` rows of `cols` values) times the transpose of `weight` (`rows` rows of `cols` values in
 /// `format`'s GGUF block layout): `t` rows of `rows` values. `cols` must be a multiple of 32 and
 /// `weight` exactly `rows` rows long (the caller checks shapes; a mismatch panics here).
@@ -41,47 +71,89 @@ pub fn quantized_matmul(
     x: &[f32],
     t: usize,
 ) -> Vec<f32> {
-    let blocks = cols / BLOCK;
-    assert!(cols.is_multiple_of(BLOCK) && x.len() == t * cols && weight.len() == rows * blocks * format.block_bytes());
-    let mut acts = vec![ActivationBlock::default(); t * blocks];
-    for (row, out) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(blocks)) {
-        quantize_row(row, out);
+    let acts = Activations::quantize(x, t, cols);
+    let [y] = project(&acts, [Matrix { format, bytes: weight, rows }]);
+    y
+}
+
+/// Every matrix in `matrices` times the same activations, in one parallel pass: `t` rows of each
+/// matrix's `rows` values. One pass instead of one per matrix halves the number of times the engine's
+/// threads meet per layer, which is most of the cost of a second thread on a model this small.
+pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) -> [Vec<f32>; M] {
+    let (t, blocks) = (acts.t, acts.cols / BLOCK);
+    for m in &matrices {
+        assert_eq!(m.bytes.len(), m.rows * blocks * m.format.block_bytes(), "weight shape");
+    }
+    if t == 0 {
+        return std::array::from_fn(|_| Vec::new());
     }
     let isa = dot::isa();
-    let row_bytes = blocks * format.block_bytes();
-
     // Computed as `[rows, t]` so each task owns a contiguous range of whole weight rows, then transposed.
-    let mut transposed = vec![0.0f32; rows * t];
-    let task = |(chunk_index, out): (usize, &mut [f32])| {
-        let first = chunk_index * ROWS_PER_TASK;
-        let w_row = |r: usize| &weight[(first + r) * row_bytes..(first + r + 1) * row_bytes];
-        let mut r = 0;
-        let n_rows = out.len() / t;
-        while r + TILE_ROWS <= n_rows {
-            let ws = std::array::from_fn(|k| w_row(r + k));
-            tile::<TILE_ROWS>(format, isa, ws, &acts, blocks, &mut out[r * t..(r + TILE_ROWS) * t]);
-            r += TILE_ROWS;
+    let mut transposed: [Vec<f32>; M] = std::array::from_fn(|j| vec![0.0f32; matrices[j].rows * t]);
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (j, out) in transposed.iter_mut().enumerate() {
+        for (chunk_index, chunk) in out.chunks_mut(ROWS_PER_TASK * t).enumerate() {
+            tasks.push((j, chunk_index * ROWS_PER_TASK, chunk));
         }
-        while r < n_rows {
-            tile::<1>(format, isa, [w_row(r)], &acts, blocks, &mut out[r * t..(r + 1) * t]);
-            r += 1;
-        }
+    }
+    let task = |(j, first, out): (usize, usize, &mut [f32])| {
+        rows_times_activations(&matrices[j], isa, first, &acts.blocks, t, out);
     };
-    if rayon::current_num_threads() > 1 && rows > ROWS_PER_TASK {
-        transposed.par_chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task);
+    if rayon::current_num_threads() > 1 && tasks.len() > 1 {
+        tasks.into_par_iter().for_each(task);
     } else {
-        transposed.chunks_mut(ROWS_PER_TASK * t).enumerate().for_each(task);
+        tasks.into_iter().for_each(task);
     }
     if t == 1 {
         return transposed;
     }
-    let mut y = vec![0.0f32; t * rows];
-    for (r, column) in transposed.chunks_exact(t).enumerate() {
-        for (i, v) in column.iter().enumerate() {
-            y[i * rows + r] = *v;
+    std::array::from_fn(|j| {
+        let rows = matrices[j].rows;
+        let mut y = vec![0.0f32; t * rows];
+        for (r, column) in transposed[j].chunks_exact(t).enumerate() {
+            for (i, v) in column.iter().enumerate() {
+                y[i * rows + r] = *v;
+            }
         }
+        y
+    })
+}
+
+/// Weight tiles fetched ahead of the one being multiplied. Without it each tile's rows arrive on
+/// demand and decode ran 20–25% slower (benches/RESULTS.md); much further ahead and the prefetched
+/// lines start to leave the cache before they are used.
+const TILES_AHEAD: usize = 2;
+
+/// Rows `first ..` of `m` (as many as `out` holds, `out` being `[rows, t]`) times every activation row
+/// (`acts`: `t` rows of blocks).
+fn rows_times_activations(m: &Matrix<'_>, isa: Isa, first: usize, acts: &[ActivationBlock], t: usize, out: &mut [f32]) {
+    let blocks = acts.len() / t;
+    let row_bytes = blocks * m.format.block_bytes();
+    let w_row = |r: usize| &m.bytes[(first + r) * row_bytes..(first + r + 1) * row_bytes];
+    let n_rows = out.len() / t;
+    let tile_bytes = TILE_ROWS * row_bytes;
+    prefetch(m.bytes, first * row_bytes, TILES_AHEAD * tile_bytes);
+    let mut r = 0;
+    while r + TILE_ROWS <= n_rows {
+        prefetch(m.bytes, (first + r) * row_bytes + TILES_AHEAD * tile_bytes, tile_bytes);
+        let ws = std::array::from_fn(|k| w_row(r + k));
+        tile::<TILE_ROWS>(m.format, isa, ws, acts, blocks, &mut out[r * t..(r + TILE_ROWS) * t]);
+        r += TILE_ROWS;
     }
-    y
+    while r < n_rows {
+        tile::<1>(m.format, isa, [w_row(r)], acts, blocks, &mut out[r * t..(r + 1) * t]);
+        r += 1;
+    }
+}
+
+/// Asks for `len` bytes of `bytes` from `start` to be brought into the cache (clipped to the slice).
+#[inline(always)]
+fn prefetch(bytes: &[u8], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.get(start..(start + len).min(bytes.len())).unwrap_or_default().chunks(64) {
+        // SAFETY: a prefetch reads nothing architecturally; the address is inside `bytes`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+    }
 }
 
 /// Weight rows per kernel call (independent accumulations hide each other's latency).

@@ -18,7 +18,7 @@ pub mod matmul;
 pub mod ops;
 pub mod quantize;
 
-pub use matmul::{WeightFormat, quantized_matmul};
+pub use matmul::{Activations, Matrix, WeightFormat, project, quantized_matmul};
 
 /// Values per quantization block in every format here (ggml's `QK4_1`, `QK8_0`, `QK8_1`).
 pub const BLOCK: usize = 32;
