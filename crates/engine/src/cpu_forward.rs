@@ -99,7 +99,7 @@ impl CpuWeights {
         freq_factors: Option<&[f32]>,
     ) -> Option<Self> {
         if hp.rope_layout != RopeLayout::Interleaved
-            || !hp.head_dim.is_multiple_of(LANES)
+            || !hp.head_dim.is_multiple_of(4 * LANES)
             || !hp.hidden_size.is_multiple_of(BLOCK)
         {
             return None;
@@ -134,13 +134,13 @@ impl CpuWeights {
 }
 
 /// Positions per KV-cache page: a sequence's cache grows a page at a time, so its memory follows its
-/// length rather than its worst case. One page is one 16-position chunk of attention, so the keys a
-/// chunk needs (every dimension of 16 positions) are one contiguous block.
-pub(crate) const PAGE: usize = 16;
+/// length rather than its worst case (at most 63 positions, 1.4 MB for the default model, unused). A
+/// KV head's 64 positions are one contiguous 8 KB run of keys (and one of values) that attention
+/// streams through in order; with 16-position pages it jumped to a new allocation every 2 KB.
+pub(crate) const PAGE: usize = 64;
 
 /// One layer's cached keys and values for one sequence, rounded to f16 like llama.cpp's cache, in
-/// pages of [`PAGE`] positions. Each page holds `[KV, D, PAGE]` f16 bit patterns for keys and for values:
-/// dimension-major, so attention reads each dimension's positions contiguously, 16 at a time.
+/// pages of [`PAGE`] positions laid out as [`KvHead`] describes.
 #[derive(Debug)]
 pub(crate) struct HostLayerCache {
     kv_heads: usize,
@@ -165,9 +165,9 @@ impl HostLayerCache {
         while self.pages.len() <= position / PAGE {
             self.pages.push((vec![0; page_len], vec![0; page_len]));
         }
-        let (k, v) = &mut self.pages[position / PAGE];
         for dim in 0..self.head_dim {
-            let at = (kv * self.head_dim + dim) * PAGE + position % PAGE;
+            let (page, at) = KvHead::slot(kv, self.head_dim, PAGE, position, dim);
+            let (k, v) = &mut self.pages[page];
             k[at] = f16::from_f32(keys[dim]).to_bits();
             v[at] = f16::from_f32(values[dim]).to_bits();
         }

@@ -19,9 +19,10 @@ pub enum F16Product {
     Vector,
 }
 
-/// One KV head's cached keys and values, read in place: f16 bit patterns in pages of `page` positions,
-/// each page `[KV, D, page]` for keys and for values (dimension-major, so 16 positions of one dimension
-/// are contiguous). `page` is a multiple of 16.
+/// One KV head's cached keys and values, read in place: f16 bit patterns in pages of `page` positions.
+/// Each page holds `[KV, page / 16, D, 16]` for keys and for values: a KV head's positions are one
+/// contiguous run per page, in chunks of 16 positions, and a chunk holds each dimension's 16 positions
+/// side by side, which is the order attention reads them in. `page` is a multiple of 16.
 #[derive(Debug, Clone, Copy)]
 pub struct KvHead<'a> {
     pub pages: &'a [(Vec<u16>, Vec<u16>)],
@@ -31,45 +32,38 @@ pub struct KvHead<'a> {
 }
 
 impl<'a> KvHead<'a> {
-    /// Where positions `16·c .. 16·c + 16` live: that page's keys and values, and the offset of this
-    /// head's first dimension in them. Computed once per chunk (it divides); [`Chunk::dim`] then only
-    /// multiplies.
+    /// Positions `16·c .. 16·c + 16`: every dimension's keys and values, as two slices of `D · 16`
+    /// values (dimension `dim` at `16·dim`). Bounds are checked here, once per chunk.
     #[inline(always)]
     fn chunk(&self, c: usize) -> Chunk<'a> {
         let per_page = self.page / LANES;
+        let len = self.head_dim * LANES;
+        let first = (self.kv * per_page + c % per_page) * len;
         let (k, v) = &self.pages[c / per_page];
-        Chunk { k, v, first: self.kv * self.head_dim * self.page + (c % per_page) * LANES, page: self.page }
+        Chunk { k: &k[first..first + len], v: &v[first..first + len] }
+    }
+
+    /// Where position `position`'s dimension `dim` lives in its page (see [`KvHead`]): the page, and the
+    /// index within it. The cache writes through this, so writer and readers share one layout.
+    pub fn slot(kv: usize, head_dim: usize, page: usize, position: usize, dim: usize) -> (usize, usize) {
+        let (in_page, lane) = (position % page, position % LANES);
+        let chunk = kv * (page / LANES) + in_page / LANES;
+        (position / page, (chunk * head_dim + dim) * LANES + lane)
     }
 }
 
-/// 16 positions of one KV head, every dimension.
+/// 16 positions of one KV head, every dimension: `D · 16` keys and as many values.
 #[derive(Clone, Copy)]
 struct Chunk<'a> {
     k: &'a [u16],
     v: &'a [u16],
-    first: usize,
-    page: usize,
 }
 
 impl<'a> Chunk<'a> {
-    /// This chunk's keys or values for every dimension, as one slice: with pages of 16 positions they
-    /// are contiguous, and prefetching them hides the memory latency of the next chunk.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn prefetch(&self, values: bool, dims: usize) {
-        let data = if values { self.v } else { self.k };
-        let end = (self.first + (dims - 1) * self.page + LANES).min(data.len());
-        let block = &data[self.first.min(end)..end];
-        for line in block.chunks(32) {
-            // SAFETY: a prefetch reads nothing architecturally; the address is inside `data`.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
-        }
-    }
-
     /// Dimension `dim` of the 16 positions: keys, or values.
     #[inline(always)]
     fn dim(&self, values: bool, dim: usize) -> &'a [u16] {
-        let at = self.first + dim * self.page;
+        let at = dim * LANES;
         &(if values { self.v } else { self.k })[at..at + LANES]
     }
 }
@@ -276,6 +270,32 @@ mod x86 {
         }
     }
 
+    /// Brings `values` into the cache: level 1 (`L1`) or level 2.
+    #[inline(always)]
+    fn prefetch<const L1: bool>(values: &[u16]) {
+        for line in values.chunks(32) {
+            // SAFETY: a prefetch reads nothing architecturally; the address is inside `values`.
+            unsafe {
+                if L1 {
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                } else {
+                    _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+                }
+            }
+        }
+    }
+
+    /// 16 f16 values at `p`, widened.
+    ///
+    /// # Safety
+    /// 16 values are readable at `p`.
+    #[target_feature(enable = "avx512f,f16c")]
+    #[inline]
+    unsafe fn widen(p: *const u16) -> __m512 {
+        // SAFETY: as the caller promises.
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
+    }
+
     /// [`attend`] for one summation order: `TILED` (tinyBLAS, one accumulator) or not (vec_dot, four
     /// accumulators fed in rotation). Loops over accumulators run to constant bounds, so the compiler
     /// unrolls them and keeps the accumulators in registers.
@@ -292,36 +312,30 @@ mod x86 {
     ) {
         let d = cache.head_dim;
         let heads = queries.len() / d;
-        let widen = |bits: &[u16]| -> __m512 {
-            assert!(bits.len() >= LANES);
-            // SAFETY: 16 f16 values (32 bytes) are readable at `bits`.
-            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(bits.as_ptr().cast()) })
-        };
-        let load = |s: &[f32], at: usize| -> __m512 {
-            assert!(at + LANES <= s.len());
-            // SAFETY: 16 values are readable at `at` (checked).
-            unsafe { _mm512_loadu_ps(s.as_ptr().add(at)) }
-        };
+        assert!(d.is_multiple_of(4 * LANES) && out.len() == heads * d, "attention shapes");
         let mut q = vec![0.0f32; heads * d];
         for c in (0..heads * d).step_by(LANES) {
-            // SAFETY: `q` holds `heads · d` values, a multiple of 16.
-            unsafe { _mm512_storeu_ps(q.as_mut_ptr().add(c), round_f16(load(queries, c))) };
+            // SAFETY: `queries` and `q` hold `heads · d` values, a multiple of 16.
+            unsafe { _mm512_storeu_ps(q.as_mut_ptr().add(c), round_f16(_mm512_loadu_ps(queries.as_ptr().add(c)))) };
         }
+        let chunks = n.div_ceil(LANES);
+        // Every chunk's slices, bounds-checked once; the loops below then read through raw pointers.
+        let parts: Vec<Chunk<'_>> = (0..chunks).map(|c| cache.chunk(c)).collect();
 
         // kq for 16 positions at a time: register `lane` collects lane `lane` of every position's sum,
-        // over dimensions `lane + 16·j`, four values of `j` per pass. Each chunk's keys are read from
-        // memory once; the group's other heads find them in cache.
+        // over dimensions `lane + 16·j`. The chunk two ahead is fetched meanwhile, its values to level 2
+        // for the kqv pass below.
         const AHEAD: usize = 2;
-        let chunks = n.div_ceil(LANES);
         let width = chunks * LANES;
         let mut scores = vec![0.0f32; heads * width];
         let mut maxes = vec![_mm512_set1_ps(f32::NEG_INFINITY); heads];
-        for c in 0..chunks {
-            let base = c * LANES;
-            let chunk = cache.chunk(c);
-            if c + AHEAD < chunks {
-                cache.chunk(c + AHEAD).prefetch(false, d);
+        for (c, part) in parts.iter().enumerate() {
+            if let Some(next) = parts.get(c + AHEAD) {
+                prefetch::<true>(next.k);
+                prefetch::<false>(next.v);
             }
+            let k = part.k.as_ptr();
+            let base = c * LANES;
             for (h, max) in maxes.iter_mut().enumerate() {
                 let qh = &q[h * d..(h + 1) * d];
                 let mut rows = [_mm512_setzero_ps(); LANES];
@@ -331,8 +345,9 @@ mod x86 {
                         for s in 0..4 {
                             let dim = (j0 + s) * LANES + lane;
                             let slot = if TILED { 0 } else { s };
-                            acc[slot] =
-                                _mm512_fmadd_ps(widen(chunk.dim(false, dim)), _mm512_set1_ps(qh[dim]), acc[slot]);
+                            // SAFETY: `dim < d`, and the chunk holds `d · 16` keys.
+                            let key = unsafe { widen(k.add(dim * LANES)) };
+                            acc[slot] = _mm512_fmadd_ps(key, _mm512_set1_ps(qh[dim]), acc[slot]);
                         }
                     }
                     *row = if TILED { acc[0] } else { fold(&acc) };
@@ -355,45 +370,95 @@ mod x86 {
 
         for (h, max) in maxes.iter().enumerate() {
             let max = _mm512_set1_ps(_mm512_reduce_max_ps(*max));
-            let row = h * width;
+            let row = &mut scores[h * width..(h + 1) * width];
             let mut sum = 0.0f64;
-            for c in 0..chunks {
-                let e = expf(_mm512_sub_ps(load(&scores, row + c * LANES), max));
+            for chunk in row.chunks_exact_mut(LANES) {
+                // SAFETY: `chunk` holds 16 values.
+                let e = expf(_mm512_sub_ps(unsafe { _mm512_loadu_ps(chunk.as_ptr()) }, max));
                 sum += f64::from(reduce(e));
                 // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(row + c * LANES), e) };
+                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), e) };
             }
             let inv = _mm512_set1_ps((1.0 / sum) as f32);
-            for c in 0..chunks {
-                let p = round_f16(_mm512_mul_ps(load(&scores, row + c * LANES), inv));
+            for chunk in row.chunks_exact_mut(LANES) {
                 // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(row + c * LANES), p) };
+                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), round_f16(_mm512_mul_ps(_mm512_loadu_ps(chunk.as_ptr()), inv))) };
             }
         }
 
         // kqv: per head and dimension, a dot product over positions; chunk `c` feeds accumulator `c % 4`
-        // (vec_dot) or the only one (tinyBLAS). Chunk by chunk, each value widened once for the group.
-        let mut acc = vec![[_mm512_setzero_ps(); 4]; heads * d];
-        let mut p = vec![_mm512_setzero_ps(); heads];
-        for c in 0..chunks {
-            let chunk = cache.chunk(c);
-            if c + AHEAD < chunks {
-                cache.chunk(c + AHEAD).prefetch(true, d);
-            }
-            for (h, ph) in p.iter_mut().enumerate() {
-                *ph = load(&scores, h * width + c * LANES);
-            }
-            let slot = if TILED { 0 } else { c % 4 };
-            for dim in 0..d {
-                let v = widen(chunk.dim(true, dim));
-                for (h, ph) in p.iter().enumerate() {
-                    let a = &mut acc[h * d + dim][slot];
-                    *a = _mm512_fmadd_ps(v, *ph, *a);
+        // (vec_dot) or the only one (tinyBLAS). One pass per accumulator, block of dimensions and group
+        // of up to three heads keeps every running sum in a register; the passes' results meet in
+        // `partial`, accumulator by accumulator, and are folded in ggml's order at the end.
+        let slots = if TILED { 1 } else { 4 };
+        let mut partial = vec![_mm512_setzero_ps(); slots * heads * d];
+        for first_head in (0..heads).step_by(KQV_HEADS) {
+            let group = (heads - first_head).min(KQV_HEADS);
+            for slot in 0..slots {
+                for first_dim in (0..d).step_by(KQV_DIMS) {
+                    let pass = KqvPass { parts: &parts, scores: &scores, width, first_head, first_dim, slot, slots };
+                    let at = (slot * heads + first_head) * d + first_dim;
+                    // SAFETY: the CPU has AVX-512F and F16C (this function's contract).
+                    unsafe {
+                        match group {
+                            1 => pass.run::<1>(&mut partial[at..], d),
+                            2 => pass.run::<2>(&mut partial[at..], d),
+                            _ => pass.run::<KQV_HEADS>(&mut partial[at..], d),
+                        }
+                    }
                 }
             }
         }
-        for (o, a) in out.iter_mut().zip(&acc) {
-            *o = reduce(if TILED { a[0] } else { fold(a) });
+        for (h, o) in out.chunks_exact_mut(d).enumerate() {
+            for (dim, value) in o.iter_mut().enumerate() {
+                let acc = |slot: usize| partial[(slot * heads + h) * d + dim];
+                *value = reduce(if TILED { acc(0) } else { fold(&[acc(0), acc(1), acc(2), acc(3)]) });
+            }
+        }
+    }
+
+    /// Heads and dimensions of one kqv pass: 3 × 8 running sums, 24 of the 32 registers.
+    const KQV_HEADS: usize = 3;
+    const KQV_DIMS: usize = 8;
+
+    /// One kqv pass: accumulator `slot` (chunks `slot, slot + slots, …`) of dimensions
+    /// `first_dim .. + KQV_DIMS` for heads `first_head ..`.
+    struct KqvPass<'p, 'c> {
+        parts: &'p [Chunk<'c>],
+        scores: &'p [f32],
+        width: usize,
+        first_head: usize,
+        first_dim: usize,
+        slot: usize,
+        slots: usize,
+    }
+
+    impl KqvPass<'_, '_> {
+        /// Runs the pass for `H` heads; head `h`'s sums go to `out[h · d ..]` (`d`: the head size).
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F and F16C.
+        #[target_feature(enable = "avx512f,f16c,fma")]
+        unsafe fn run<const H: usize>(&self, out: &mut [__m512], d: usize) {
+            let mut acc = [[_mm512_setzero_ps(); KQV_DIMS]; H];
+            for c in (self.slot..self.parts.len()).step_by(self.slots) {
+                let p: [__m512; H] = std::array::from_fn(|h| {
+                    let row = &self.scores[(self.first_head + h) * self.width + c * LANES..][..LANES];
+                    // SAFETY: `row` holds 16 values.
+                    unsafe { _mm512_loadu_ps(row.as_ptr()) }
+                });
+                let v = &self.parts[c].v[self.first_dim * LANES..][..KQV_DIMS * LANES];
+                for dd in 0..KQV_DIMS {
+                    // SAFETY: `v` holds `KQV_DIMS · 16` values.
+                    let value = unsafe { widen(v.as_ptr().add(dd * LANES)) };
+                    for h in 0..H {
+                        acc[h][dd] = _mm512_fmadd_ps(value, p[h], acc[h][dd]);
+                    }
+                }
+            }
+            for h in 0..H {
+                out[h * d..h * d + KQV_DIMS].copy_from_slice(&acc[h]);
+            }
         }
     }
 }
@@ -466,7 +531,7 @@ mod tests {
         let mut out = vec![0.0f32; d];
         attend(&query(d), cache, 1, 0.125, F16Product::Vector, &mut out);
         for (dim, o) in out.iter().enumerate() {
-            assert_eq!(*o, f16::from_bits(cache_pages[0].1[dim * 32]).to_f32(), "dim {dim}");
+            assert_eq!(*o, f16::from_bits(cache_pages[0].1[dim * LANES]).to_f32(), "dim {dim}");
         }
     }
 }
