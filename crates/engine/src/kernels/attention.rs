@@ -270,16 +270,17 @@ mod x86 {
         }
     }
 
-    /// Brings `values` into the cache: level 1 (`L1`) or level 2.
+    /// Brings `values` into the cache: level 1 (`L1`) or level 2. One instruction per 64-byte line.
     #[inline(always)]
     fn prefetch<const L1: bool>(values: &[u16]) {
-        for line in values.chunks(32) {
+        let p = values.as_ptr().cast::<i8>();
+        for offset in (0..std::mem::size_of_val(values)).step_by(64) {
             // SAFETY: a prefetch reads nothing architecturally; the address is inside `values`.
             unsafe {
                 if L1 {
-                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(offset));
                 } else {
-                    _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+                    _mm_prefetch::<_MM_HINT_T1>(p.add(offset));
                 }
             }
         }
@@ -322,49 +323,31 @@ mod x86 {
         // Every chunk's slices, bounds-checked once; the loops below then read through raw pointers.
         let parts: Vec<Chunk<'_>> = (0..chunks).map(|c| cache.chunk(c)).collect();
 
-        // kq for 16 positions at a time: register `lane` collects lane `lane` of every position's sum,
-        // over dimensions `lane + 16·j`. The chunk two ahead is fetched meanwhile, its values to level 2
-        // for the kqv pass below.
-        const AHEAD: usize = 2;
         let width = chunks * LANES;
         let mut scores = vec![0.0f32; heads * width];
         let mut maxes = vec![_mm512_set1_ps(f32::NEG_INFINITY); heads];
-        for (c, part) in parts.iter().enumerate() {
-            if let Some(next) = parts.get(c + AHEAD) {
-                prefetch::<true>(next.k);
-                prefetch::<false>(next.v);
-            }
-            let k = part.k.as_ptr();
-            let base = c * LANES;
-            for (h, max) in maxes.iter_mut().enumerate() {
-                let qh = &q[h * d..(h + 1) * d];
-                let mut rows = [_mm512_setzero_ps(); LANES];
-                for (lane, row) in rows.iter_mut().enumerate() {
-                    let mut acc = [_mm512_setzero_ps(); 4];
-                    for j0 in (0..d / LANES).step_by(4) {
-                        for s in 0..4 {
-                            let dim = (j0 + s) * LANES + lane;
-                            let slot = if TILED { 0 } else { s };
-                            // SAFETY: `dim < d`, and the chunk holds `d · 16` keys.
-                            let key = unsafe { widen(k.add(dim * LANES)) };
-                            acc[slot] = _mm512_fmadd_ps(key, _mm512_set1_ps(qh[dim]), acc[slot]);
-                        }
-                    }
-                    *row = if TILED { acc[0] } else { fold(&acc) };
+        for first_head in (0..heads).step_by(KQ_HEADS) {
+            let pass = KqPass {
+                parts: &parts,
+                q: &q,
+                d,
+                n,
+                scale,
+                width,
+                first_head,
+                prefetch: first_head == 0,
+            };
+            let scores = &mut scores[first_head * width..];
+            let maxes = &mut maxes[first_head..];
+            // SAFETY: the CPU has AVX-512F, F16C and FMA (this function's contract); `d` is a multiple
+            // of 64.
+            unsafe {
+                match (heads - first_head).min(KQ_HEADS) {
+                    1 => pass.run::<1, TILED>(scores, maxes),
+                    2 => pass.run::<2, TILED>(scores, maxes),
+                    3 => pass.run::<3, TILED>(scores, maxes),
+                    _ => pass.run::<KQ_HEADS, TILED>(scores, maxes),
                 }
-                let t8: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(rows[i + 8], rows[i]));
-                let t4: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(t8[i + 4], t8[i]));
-                let dots = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
-                let valid = (n - base).min(LANES);
-                let mask: __mmask16 = if valid == LANES { 0xFFFF } else { (1u16 << valid) - 1 };
-                let s = _mm512_mask_blend_ps(
-                    mask,
-                    _mm512_set1_ps(f32::NEG_INFINITY),
-                    _mm512_mul_ps(dots, _mm512_set1_ps(scale)),
-                );
-                *max = _mm512_max_ps(*max, s);
-                // SAFETY: `scores` holds `heads · width` values.
-                unsafe { _mm512_storeu_ps(scores.as_mut_ptr().add(h * width + base), s) };
             }
         }
 
@@ -413,6 +396,87 @@ mod x86 {
             for (dim, value) in o.iter_mut().enumerate() {
                 let acc = |slot: usize| partial[(slot * heads + h) * d + dim];
                 *value = reduce(if TILED { acc(0) } else { fold(&[acc(0), acc(1), acc(2), acc(3)]) });
+            }
+        }
+    }
+
+    /// Heads of one kq pass: 4 × 4 running sums and 4 widened keys, 20 of the 32 registers.
+    const KQ_HEADS: usize = 4;
+    /// Chunks ahead whose keys and values are fetched while the kq pass works on the current one.
+    const AHEAD: usize = 2;
+
+    /// One kq pass: every chunk's scores for heads `first_head .. + H`, each chunk's keys widened once
+    /// for all of them.
+    struct KqPass<'p, 'c> {
+        parts: &'p [Chunk<'c>],
+        /// Every head's query, rounded to f16.
+        q: &'p [f32],
+        d: usize,
+        n: usize,
+        scale: f32,
+        width: usize,
+        first_head: usize,
+        /// Whether to fetch chunks ahead (the first pass does; later ones find them in cache).
+        prefetch: bool,
+    }
+
+    impl KqPass<'_, '_> {
+        /// Writes head `h`'s scaled scores (−∞ past `n`) to `scores[h · width ..]` and folds them into
+        /// `maxes[h]`, for `h < H`.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F, F16C and FMA; `d` is a multiple of 64.
+        #[target_feature(enable = "avx512f,f16c,fma")]
+        unsafe fn run<const H: usize, const TILED: bool>(&self, scores: &mut [f32], maxes: &mut [__m512]) {
+            let d = self.d;
+            let q = &self.q[self.first_head * d..][..H * d];
+            let scores = &mut scores[..H * self.width];
+            for (c, part) in self.parts.iter().enumerate() {
+                if let Some(next) = self.parts.get(c + AHEAD).filter(|_| self.prefetch) {
+                    prefetch::<true>(next.k);
+                    prefetch::<false>(next.v);
+                }
+                let k = part.k.as_ptr();
+                // Register `lane` of `rows[h]` collects lane `lane` of head `h`'s sum for each of the 16
+                // positions, over dimensions `lane + 16·j`.
+                let mut rows = [[_mm512_setzero_ps(); LANES]; H];
+                for lane in 0..LANES {
+                    let mut acc = [[_mm512_setzero_ps(); 4]; H];
+                    for j0 in (0..d / LANES).step_by(4) {
+                        for s in 0..4 {
+                            let dim = (j0 + s) * LANES + lane;
+                            let slot = if TILED { 0 } else { s };
+                            // SAFETY: `dim < d`; the chunk holds `d · 16` keys.
+                            let key = unsafe { widen(k.add(dim * LANES)) };
+                            for h in 0..H {
+                                // SAFETY: `q` holds `H · d` values.
+                                let qv = _mm512_set1_ps(unsafe { *q.as_ptr().add(h * d + dim) });
+                                acc[h][slot] = _mm512_fmadd_ps(key, qv, acc[h][slot]);
+                            }
+                        }
+                    }
+                    for h in 0..H {
+                        rows[h][lane] = if TILED { acc[h][0] } else { fold(&acc[h]) };
+                    }
+                }
+                let base = c * LANES;
+                let valid = (self.n - base).min(LANES);
+                let mask: __mmask16 = if valid == LANES { 0xFFFF } else { (1u16 << valid) - 1 };
+                for h in 0..H {
+                    let r = &rows[h];
+                    let t8: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(r[i + 8], r[i]));
+                    let t4: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(t8[i + 4], t8[i]));
+                    let dots = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
+                    let s = _mm512_mask_blend_ps(
+                        mask,
+                        _mm512_set1_ps(f32::NEG_INFINITY),
+                        _mm512_mul_ps(dots, _mm512_set1_ps(self.scale)),
+                    );
+                    maxes[h] = _mm512_max_ps(maxes[h], s);
+                    let out = &mut scores[h * self.width + base..][..LANES];
+                    // SAFETY: `out` holds 16 values.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), s) };
+                }
             }
         }
     }
