@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
+use crate::huge_pages;
 use crate::kernels::attention::{F16Product, KvHead, attend};
 use crate::kernels::ops::{self, LANES};
 use crate::kernels::{Activations, BLOCK, Matrix, WeightFormat, project};
@@ -121,7 +122,7 @@ impl CpuWeights {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Self {
+        let weights = Self {
             layers: cpu_layers,
             final_norm: vector(final_norm)?,
             lm_head: CpuMatrix::new(lm_head)?,
@@ -129,7 +130,17 @@ impl CpuWeights {
             // ggml: powf(freq_base, -2.0f / n_dims) in f32.
             theta_scale: (hp.rope_theta as f32).powf(-2.0 / hp.head_dim as f32),
             freq_factors: freq_factors.map(<[f32]>::to_vec),
-        })
+        };
+        huge_pages::collapse(weights.matrices().filter_map(|m| m.matrix().ok()).map(|m| m.bytes));
+        Some(weights)
+    }
+
+    /// Every weight matrix the pass reads.
+    fn matrices(&self) -> impl Iterator<Item = &CpuMatrix> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .chain(std::iter::once(&self.lm_head))
     }
 }
 

@@ -23,6 +23,7 @@ mod guard;
 mod guard_scores;
 mod hf;
 mod hparams;
+mod huge_pages;
 pub mod kernels;
 mod linear;
 pub mod model;

@@ -190,6 +190,8 @@ fn portable(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16
 }
 
 #[cfg(target_arch = "x86_64")]
+// Lane, head and dimension indices address several arrays in lockstep.
+#[allow(clippy::needless_range_loop)]
 mod x86 {
     use std::arch::x86_64::*;
 
@@ -327,16 +329,7 @@ mod x86 {
         let mut scores = vec![0.0f32; heads * width];
         let mut maxes = vec![_mm512_set1_ps(f32::NEG_INFINITY); heads];
         for first_head in (0..heads).step_by(KQ_HEADS) {
-            let pass = KqPass {
-                parts: &parts,
-                q: &q,
-                d,
-                n,
-                scale,
-                width,
-                first_head,
-                prefetch: first_head == 0,
-            };
+            let pass = KqPass { parts: &parts, q: &q, d, n, scale, width, first_head, prefetch: first_head == 0 };
             let scores = &mut scores[first_head * width..];
             let maxes = &mut maxes[first_head..];
             // SAFETY: the CPU has AVX-512F, F16C and FMA (this function's contract); `d` is a multiple
@@ -365,7 +358,9 @@ mod x86 {
             let inv = _mm512_set1_ps((1.0 / sum) as f32);
             for chunk in row.chunks_exact_mut(LANES) {
                 // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), round_f16(_mm512_mul_ps(_mm512_loadu_ps(chunk.as_ptr()), inv))) };
+                unsafe {
+                    _mm512_storeu_ps(chunk.as_mut_ptr(), round_f16(_mm512_mul_ps(_mm512_loadu_ps(chunk.as_ptr()), inv)))
+                };
             }
         }
 
