@@ -326,7 +326,11 @@ mod x86 {
         let parts: Vec<Chunk<'_>> = (0..chunks).map(|c| cache.chunk(c)).collect();
 
         let width = chunks * LANES;
-        let mut scores = vec![0.0f32; heads * width];
+        // Every value of `scores` and `partial` is written before it is read, so the buffers are reused
+        // as they are, only grown.
+        let mut scratch = SCRATCH.take();
+        scratch.scores.resize(scratch.scores.len().max(heads * width), 0.0);
+        let scores = &mut scratch.scores[..heads * width];
         let mut maxes = vec![_mm512_set1_ps(f32::NEG_INFINITY); heads];
         for first_head in (0..heads).step_by(KQ_HEADS) {
             let pass = KqPass { parts: &parts, q: &q, d, n, scale, width, first_head, prefetch: first_head == 0 };
@@ -369,12 +373,14 @@ mod x86 {
         // of up to three heads keeps every running sum in a register; the passes' results meet in
         // `partial`, accumulator by accumulator, and are folded in ggml's order at the end.
         let slots = if TILED { 1 } else { 4 };
-        let mut partial = vec![_mm512_setzero_ps(); slots * heads * d];
+        let needed = slots * heads * d;
+        scratch.partial.resize(scratch.partial.len().max(needed), _mm512_setzero_ps());
+        let partial = &mut scratch.partial[..needed];
         for first_head in (0..heads).step_by(KQV_HEADS) {
             let group = (heads - first_head).min(KQV_HEADS);
             for slot in 0..slots {
                 for first_dim in (0..d).step_by(KQV_DIMS) {
-                    let pass = KqvPass { parts: &parts, scores: &scores, width, first_head, first_dim, slot, slots };
+                    let pass = KqvPass { parts: &parts, scores, width, first_head, first_dim, slot, slots };
                     let at = (slot * heads + first_head) * d + first_dim;
                     // SAFETY: the CPU has AVX-512F and F16C (this function's contract).
                     unsafe {
@@ -393,6 +399,20 @@ mod x86 {
                 *value = reduce(if TILED { acc(0) } else { fold(&[acc(0), acc(1), acc(2), acc(3)]) });
             }
         }
+        SCRATCH.set(scratch);
+    }
+
+    /// Buffers attention reuses from call to call, one set per thread: a token makes hundreds of calls,
+    /// and allocating their ~60 KB afresh each time cost page faults whenever the allocator had handed
+    /// the memory back to the system in between.
+    #[derive(Default)]
+    struct Scratch {
+        scores: Vec<f32>,
+        partial: Vec<__m512>,
+    }
+
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
     }
 
     /// Heads of one kq pass: 4 × 4 running sums and 4 widened keys, 20 of the 32 registers.
