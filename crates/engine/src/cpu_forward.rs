@@ -287,9 +287,15 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Self-attention of one layer: stores the new keys and values, then attends every new query, the
-/// (query, head) pairs spread over the engine's threads. `q`: `[T, H·D]`, `k`/`v`: `[T, KV·D]` →
+/// Self-attention of one layer: stores every sequence's new keys and values, then attends every new
+/// query in one parallel call over the engine's threads. `q`: `[T, H·D]`, `k`/`v`: `[T, KV·D]` →
 /// `[T, H·D]`.
+///
+/// A work item is one token's group of query heads sharing a KV head, which reads that head's cache
+/// once for the group. When there are too few of those to keep every thread busy (one decoding
+/// sequence with 3 KV heads on 2 threads leaves one thread idle a third of the time), each query head
+/// is an item of its own: the group's cache is then read by up to three items, mostly from the level-2
+/// cache of the thread that runs them in a row.
 fn attention(
     hp: &LlamaHparams,
     layer_index: usize,
@@ -301,8 +307,11 @@ fn attention(
     let (heads, kv_heads, d) = (hp.num_heads, hp.num_kv_heads, hp.head_dim);
     let group = heads / kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let product = if q.len() / (heads * d) > 1 { F16Product::Tiled } else { F16Product::Vector };
-    let mut out = vec![0.0f32; q.len()];
+    let tokens = q.len() / (heads * d);
+    let product = if tokens > 1 { F16Product::Tiled } else { F16Product::Vector };
+
+    // Each new token: its sequence's cache, and how many positions it sees.
+    let mut seen_by: Vec<(&HostLayerCache, usize)> = Vec::with_capacity(tokens);
     let mut offset = 0;
     for seq in batch.iter_mut() {
         let l = seq.tokens.len();
@@ -315,19 +324,25 @@ fn attention(
             }
         }
         let cache: &HostLayerCache = cache;
-        // One work item per (token, KV head): the group of query heads sharing that KV head.
-        let work = |(index, o): (usize, &mut [f32])| {
-            let (i, kv) = (index / kv_heads, index % kv_heads);
-            let at = (offset + i) * heads * d + kv * group * d;
-            attend(&q[at..at + group * d], cache.head(kv), start + i + 1, scale, product, o);
-        };
-        let rows = &mut out[offset * heads * d..(offset + l) * heads * d];
-        if rayon::current_num_threads() > 1 {
-            rows.par_chunks_mut(group * d).enumerate().for_each(work);
-        } else {
-            rows.chunks_mut(group * d).enumerate().for_each(work);
-        }
+        seen_by.extend((0..l).map(|i| (cache, start + i + 1)));
         offset += l;
+    }
+
+    let threads = rayon::current_num_threads();
+    let heads_per_item = if threads > 1 && tokens * kv_heads < 2 * threads { 1 } else { group };
+    let items_per_token = heads / heads_per_item;
+    let work = |(index, o): (usize, &mut [f32])| {
+        let (token, part) = (index / items_per_token, index % items_per_token);
+        let (cache, n) = seen_by[token];
+        let first_head = part * heads_per_item;
+        let at = token * heads * d + first_head * d;
+        attend(&q[at..at + heads_per_item * d], cache.head(first_head / group), n, scale, product, o);
+    };
+    let mut out = vec![0.0f32; q.len()];
+    if threads > 1 {
+        out.par_chunks_mut(heads_per_item * d).enumerate().for_each(work);
+    } else {
+        out.chunks_mut(heads_per_item * d).enumerate().for_each(work);
     }
     Ok(out)
 }
