@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Eight concurrent streams through the HTTP API, llamagate vs llama.cpp's server (llama-cpp-python 0.3.36),
-# one after the other in one run, the same engine threads for both, on the bundled SmolLM2-135M Q4_1 GGUF.
+# Eight concurrent streams through the HTTP API, llamagate vs llama.cpp's servers, one after the other in one
+# run, the same engine threads for all, on the bundled SmolLM2-135M Q4_1 GGUF: llama.cpp's own C++
+# `llama-server` with 8 parallel slots (continuous batching), when LLAMA_SERVER names one, and
+# llama-cpp-python 0.3.36's Python server.
 # Scenario: benches/scenarios/concurrent-8.yaml (8 clients in a closed loop, streamed greedy chat completions
 # of 32..64 tokens), driven by llamagate-load (crates/loadgen) for DURATION.
 #
 # usage: benches/run-concurrent.sh
 #   env: THREADS (engine threads for both servers, default 2), DURATION (default 60s), OUT (directory for the
 #        reports and server logs, default a new directory under /tmp; it is kept and printed),
-#        LLAMACPP_PYTHON (default /work/llamacpp-venv2/bin/python).
+#        LLAMACPP_PYTHON (default /work/llamacpp-venv2/bin/python), LLAMA_SERVER (llama.cpp's `llama-server`
+#        binary, default /work/llamacpp-src/build/bin/llama-server; skipped when absent — see RESULTS.md for
+#        how it was built from the llama.cpp sources vendored in llama-cpp-python 0.3.36).
 #
 # 1. llamagate: target/debug/llamagate (dev profile: the engine and numeric crates are opt-level 3) with
 #    `--threads $THREADS serve --config config/default.yaml --dev` on a free loopback port, with its own dev
@@ -23,9 +27,11 @@
 #    the running stream short ([DONE] after one chunk) whenever another request is waiting, which under 8
 #    clients truncates nearly every answer, so this script turns it off. n_ctx 2048 is ample: one sequence at a
 #    time, ≈ 45 prompt + 64 output tokens. (llama.cpp's own C++ `llama-server -np 8 -cb` would batch; it is not
-#    what is installed here.)
+#    what pip installs; the next step runs it when LLAMA_SERVER is there.)
+# 3. llama.cpp's C++ server: `llama-server -m $model --alias smollm2-135m-instruct -t $THREADS -tb $THREADS
+#    -np 8 -c 4096 --cont-batching` (8 slots of 512 positions each, decoded together in one batch), no token.
 #
-# Output: each run's full report goes to $OUT/<server>.json (and the load tool's text report to stdout), then a
+# Output: each run's full report goes to $OUT/<server>.json (llamagate, llamacpp, llama-server) (and the load tool's text report to stdout), then a
 # table: requests ok / sent, aggregate output tok/s (all streams together, over the run's wall time), TTFT p50
 # and p99, inter-token p50, end-to-end latency p50. Higher tok/s and lower TTFT are better. Short DURATIONs
 # mostly measure start-up: the run includes waiting for the requests in flight when sending stops.
@@ -35,6 +41,7 @@ cd "$(dirname "$0")/.."
 threads="${THREADS:-2}"
 duration="${DURATION:-60s}"
 py="${LLAMACPP_PYTHON:-/work/llamacpp-venv2/bin/python}"
+llama_server="${LLAMA_SERVER:-/work/llamacpp-src/build/bin/llama-server}"
 model=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
 scenario=benches/scenarios/concurrent-8.yaml
 out="${OUT:-$(mktemp -d /tmp/run-concurrent.XXXXXX)}"
@@ -119,17 +126,34 @@ wait_for "$base/v1/models" llamacpp
 load --url "$base" --name concurrent-8-llamacpp --json "$out/llamacpp.json"
 stop_server
 
+# 3. llama.cpp's C++ server with 8 parallel slots, when there is one
+reports=("$out/llamagate.json" "$out/llamacpp.json")
+if [ -x "$llama_server" ]; then
+  port=$(free_port)
+  base="http://127.0.0.1:$port"
+  echo "== llama.cpp (llama-server, 8 slots) on $base, $threads threads, $duration" >&2
+  "$llama_server" -m "$model" --alias smollm2-135m-instruct -t "$threads" -tb "$threads" -np 8 -c 4096 \
+    --cont-batching --host 127.0.0.1 --port "$port" >"$out/llama-server.log" 2>&1 &
+  server_pid=$!
+  wait_for "$base/v1/models" llama-server
+  load --url "$base" --name concurrent-8-llama-server --json "$out/llama-server.json"
+  stop_server
+  reports+=("$out/llama-server.json")
+else
+  echo "no llama-server at $llama_server (set LLAMA_SERVER): skipping the 8-slot C++ server" >&2
+fi
+
 echo
 echo "concurrent-8, $threads threads, $duration (reports and server logs in $out):"
-python3 - "$out/llamagate.json" "$out/llamacpp.json" <<'PY'
+python3 - "${reports[@]}" <<'PY'
 import json, sys
 def num(v, fmt, unit=""):
     return "-" if v is None else format(v, fmt) + unit
-print(f"{'server':<10} {'ok/sent':>9} {'out tok/s':>10} {'TTFT p50':>10} {'TTFT p99':>10} {'ITL p50':>9} {'lat p50':>10} {'wall s':>7}")
-for name, path in zip(("llamagate", "llama.cpp"), sys.argv[1:]):
+print(f"{'server':<12} {'ok/sent':>9} {'out tok/s':>10} {'TTFT p50':>10} {'TTFT p99':>10} {'ITL p50':>9} {'lat p50':>10} {'wall s':>7}")
+for name, path in zip(("llamagate", "llama.cpp py", "llama-server"), sys.argv[1:]):
     r = json.load(open(path))
     o = r["overall"]
-    print(f"{name:<10} {str(o['ok']) + '/' + str(o['requests']):>9} {num(o['output_tokens_per_s'], '.2f'):>10} "
+    print(f"{name:<12} {str(o['ok']) + '/' + str(o['requests']):>9} {num(o['output_tokens_per_s'], '.2f'):>10} "
           f"{num(o['ttft_ms'].get('p50'), '.0f', 'ms'):>10} {num(o['ttft_ms'].get('p99'), '.0f', 'ms'):>10} "
           f"{num(o['inter_token_ms'].get('p50'), '.1f', 'ms'):>9} {num(o['latency_ms'].get('p50'), '.0f', 'ms'):>10} "
           f"{r['wall_s']:>7.1f}")

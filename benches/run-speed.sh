@@ -10,9 +10,12 @@
 # usage: benches/run-speed.sh [model.gguf]
 #   env: LLAMACPP_PYTHON (default /work/llamacpp-venv2/bin/python, llama-cpp-python 0.3.36; see run-engine.sh
 #        for how it was built), THREADS (default "1 2"), PREFILL (512), DECODE (128), POSITIONS ("50 1024"),
-#        DECODE_AT_TOKENS (64). Ours runs the dev profile (engine and numeric crates at opt-level 3).
+#        DECODE_AT_TOKENS (64), REPS (rounds of the whole set, default 1: on a shared host the numbers move
+#        by ±25% from minute to minute, so several rounds, each pairing the two engines back to back, and
+#        their medians say more than one). Ours runs the dev profile (engine and numeric crates at opt-level 3).
 #
-# Output: one JSON line per measurement, on stdout, llamagate first then llama.cpp for each case, e.g.
+# Output: one JSON line per measurement, on stdout, llamagate first then llama.cpp for each case, then a summary
+# (lines starting with '#': medians over the rounds, ratios, and the slowdown with position), e.g.
 #   {"engine":"llamagate","threads":1,"prefill_tokens":512,"prefill_tok_s":..,"decode_tok_s":..,"peak_rss_mb":..}
 #   {"engine":"llamagate","bench":"decode_at","threads":1,"position":1024,"decode_tok_s":..,"ms_per_token":..}
 # Compare lines with the same threads (and position): higher tok/s is better. decode_at's decode_tok_s
@@ -30,6 +33,7 @@ prefill="${PREFILL:-512}"
 decode="${DECODE:-128}"
 positions="${POSITIONS:-50 1024}"
 decode_at_tokens="${DECODE_AT_TOKENS:-64}"
+reps="${REPS:-1}"
 
 if [ "$model" = models/cache/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ ! -f "$model" ]; then
   ./models/fetch.sh >&2
@@ -37,13 +41,43 @@ fi
 echo "building the engine's examples (dev profile)..." >&2
 cargo build --quiet -p llamagate-engine --examples
 
-for t in $threads_list; do
-  echo "== threads $t: throughput (prefill $prefill, decode $decode)" >&2
-  RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$t target/debug/examples/throughput "$model" "$prefill" "$decode"
-  "$py" benches/llamacpp_throughput.py "$model" "$t" "$prefill" "$decode"
-  for pos in $positions; do
-    echo "== threads $t: decode_at position $pos, $decode_at_tokens tokens" >&2
-    RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$t target/debug/examples/decode_at "$model" "$pos" "$decode_at_tokens"
-    "$py" benches/llamacpp_decode_at.py "$model" "$t" "$pos" "$decode_at_tokens"
+lines="$(mktemp)"
+trap 'rm -f "$lines"' EXIT
+for rep in $(seq "$reps"); do
+  for t in $threads_list; do
+    echo "== round $rep/$reps, threads $t: throughput (prefill $prefill, decode $decode)" >&2
+    RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$t target/debug/examples/throughput "$model" "$prefill" "$decode" | tee -a "$lines"
+    "$py" benches/llamacpp_throughput.py "$model" "$t" "$prefill" "$decode" | tee -a "$lines"
+    for pos in $positions; do
+      echo "== round $rep/$reps, threads $t: decode_at position $pos, $decode_at_tokens tokens" >&2
+      RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$t target/debug/examples/decode_at "$model" "$pos" "$decode_at_tokens" | tee -a "$lines"
+      "$py" benches/llamacpp_decode_at.py "$model" "$t" "$pos" "$decode_at_tokens" | tee -a "$lines"
+    done
   done
 done
+
+# Summary: the median of the rounds per engine and case, and llamagate's ratio to llama.cpp; for decode_at,
+# also each engine's slowdown from the first position to the last.
+python3 - "$lines" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def med(engine, threads, key, **match):
+    vals = [r[key] for r in rows if r["engine"] == engine and r["threads"] == threads
+            and all(r.get(k) == v for k, v in match.items()) and r.get(key) is not None]
+    return (statistics.median(vals), len(vals)) if vals else (None, 0)
+print("# summary: medians over rounds (llamagate / llama.cpp = ratio)")
+for t in sorted({r["threads"] for r in rows}):
+    for key in ("prefill_tok_s", "decode_tok_s"):
+        g, n = med("llamagate", t, key, bench=None)
+        c, _ = med("llama.cpp", t, key, bench=None)
+        if g and c:
+            print(f"# threads {t} throughput {key}: {g:.1f} / {c:.1f} = {g / c:.2f}x  ({n} rounds)")
+    positions = sorted({r["position"] for r in rows if r.get("bench") == "decode_at"})
+    for engine in ("llamagate", "llama.cpp"):
+        speeds = {p: med(engine, t, "decode_tok_s", bench="decode_at", position=p)[0] for p in positions}
+        text = ", ".join(f"pos {p}: {v:.1f}" for p, v in speeds.items() if v)
+        if len(positions) > 1 and speeds[positions[0]] and speeds[positions[-1]]:
+            slower = 100 * (speeds[positions[0]] / speeds[positions[-1]] - 1)
+            text += f"; pos {positions[-1]} is {slower:.0f}% slower than pos {positions[0]} (per token)"
+        print(f"# threads {t} decode_at {engine}: {text}")
+PY
