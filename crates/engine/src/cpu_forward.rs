@@ -15,13 +15,13 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 use half::f16;
-use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
 use crate::huge_pages;
 use crate::kernels::attention::{F16Product, KvHead, attend};
 use crate::kernels::ops::{self, LANES};
+use crate::kernels::team::{self, Team};
 use crate::kernels::{Activations, BLOCK, Matrix, WeightFormat, project};
 use crate::linear::Linear;
 use crate::model::{LayerWeights, SequenceBatch};
@@ -199,22 +199,6 @@ pub(crate) fn forward(
     positions: &[usize],
     batch: &mut [SequenceBatch<'_>],
 ) -> Result<Vec<Tensor>> {
-    // The pass makes a few hundred parallel calls. Made from the scheduler's own thread, each would hand
-    // its work to the pool and put the caller to sleep until done (two thread wake-ups per call); run
-    // the whole pass on a pool thread instead, which takes part in every parallel call itself.
-    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
-        return rayon::scope(|_| forward_on_pool(w, hp, embeddings, positions, batch));
-    }
-    forward_on_pool(w, hp, embeddings, positions, batch)
-}
-
-fn forward_on_pool(
-    w: &CpuWeights,
-    hp: &LlamaHparams,
-    embeddings: Tensor,
-    positions: &[usize],
-    batch: &mut [SequenceBatch<'_>],
-) -> Result<Vec<Tensor>> {
     let hidden = hp.hidden_size;
     let t = positions.len();
     let mut x = embeddings.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?; // [T, hidden]
@@ -328,21 +312,16 @@ fn attention(
         offset += l;
     }
 
-    let threads = rayon::current_num_threads();
+    let threads = Team::global().threads();
     let heads_per_item = if threads > 1 && tokens * kv_heads < 2 * threads { 1 } else { group };
     let items_per_token = heads / heads_per_item;
-    let work = |(index, o): (usize, &mut [f32])| {
+    let mut out = vec![0.0f32; q.len()];
+    team::for_each_item(out.chunks_mut(heads_per_item * d).collect(), |index, o| {
         let (token, part) = (index / items_per_token, index % items_per_token);
         let (cache, n) = seen_by[token];
         let first_head = part * heads_per_item;
         let at = token * heads * d + first_head * d;
         attend(&q[at..at + heads_per_item * d], cache.head(first_head / group), n, scale, product, o);
-    };
-    let mut out = vec![0.0f32; q.len()];
-    if threads > 1 {
-        out.par_chunks_mut(heads_per_item * d).enumerate().for_each(work);
-    } else {
-        out.chunks_mut(heads_per_item * d).enumerate().for_each(work);
-    }
+    });
     Ok(out)
 }

@@ -1,15 +1,14 @@
 //! A whole projection `y = x · Wᵀ` over a batch of rows, with the dot products of [`super::dot`].
 //!
 //! The activations are quantized once per call; output rows are split into contiguous ranges across the
-//! engine's threads (rayon's pool, sized by `RAYON_NUM_THREADS`); inside a range each weight row is read
+//! engine's threads ([`super::team`], sized by `RAYON_NUM_THREADS`); inside a range each weight row is read
 //! once and multiplied with up to four activation rows per pass, so prefill reads the weights `T / 4`
 //! times instead of `T` and decode batches share each read.
-
-use rayon::prelude::*;
 
 use super::BLOCK;
 use super::dot::{self, Isa, Q4_1_BYTES, Q8_0_BYTES};
 use super::quantize::{ActivationBlock, quantize_row};
+use super::team;
 
 /// The weight formats these kernels multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +95,9 @@ pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) ->
             tasks.push((j, chunk_index * ROWS_PER_TASK, chunk));
         }
     }
-    let task = |(j, first, out): (usize, usize, &mut [f32])| {
+    team::for_each_item(tasks, |_, (j, first, out)| {
         rows_times_activations(&matrices[j], isa, first, &acts.blocks, t, out);
-    };
-    if rayon::current_num_threads() > 1 && tasks.len() > 1 {
-        tasks.into_par_iter().for_each(task);
-    } else {
-        tasks.into_iter().for_each(task);
-    }
+    });
     if t == 1 {
         return transposed;
     }

@@ -17,6 +17,7 @@ pub mod dot;
 pub mod matmul;
 pub mod ops;
 pub mod quantize;
+pub mod team;
 
 pub use matmul::{Activations, Matrix, WeightFormat, project, quantized_matmul};
 
