@@ -184,6 +184,16 @@ impl HostLayerCache {
         }
     }
 
+    /// A copy of the first `len` positions (whole pages; positions past `len` in the last page are
+    /// overwritten when the copy grows).
+    pub fn copy_prefix(&self, len: usize) -> Self {
+        Self {
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            pages: self.pages[..len.div_ceil(PAGE).min(self.pages.len())].to_vec(),
+        }
+    }
+
     /// KV head `kv`'s positions, for attention to read in place.
     fn head(&self, kv: usize) -> KvHead<'_> {
         KvHead { pages: &self.pages, kv, head_dim: self.head_dim, page: PAGE }

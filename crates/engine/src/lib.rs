@@ -27,6 +27,7 @@ mod huge_pages;
 pub mod kernels;
 mod linear;
 pub mod model;
+mod prefix_cache;
 mod rope;
 mod sampling;
 mod scheduler;

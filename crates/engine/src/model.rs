@@ -116,6 +116,15 @@ impl KvCache {
         self.len += n;
     }
 
+    /// A new cache of `capacity` positions holding a copy of this one's first `len`, for a sequence
+    /// whose tokens start the same way; `None` for device caches (only host caches are copied).
+    pub(crate) fn copy_prefix(&self, len: usize, capacity: usize) -> Option<KvCache> {
+        let KvStorage::Host(layers) = &self.storage else { return None };
+        let len = len.min(self.len).min(capacity);
+        let layers = layers.iter().map(|layer| layer.copy_prefix(len)).collect();
+        Some(KvCache { storage: KvStorage::Host(layers), capacity, len })
+    }
+
     /// The host arrays of one layer. Only the CPU pass calls this, on caches it allocated.
     pub(crate) fn host_layer(&mut self, layer: usize) -> Result<&mut HostLayerCache> {
         match &mut self.storage {

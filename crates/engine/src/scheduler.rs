@@ -22,6 +22,7 @@ use std::time::Instant;
 use crate::error::{EngineError, Result};
 use crate::generation::{GenerationEvent, GenerationRequest, GenerationStream};
 use crate::model::{LlamaModel, SequenceBatch, last_logits};
+use crate::prefix_cache::PrefixCache;
 use crate::sequence::{ActiveSequence, StepResult};
 use crate::tokenizer::Tokenizer;
 
@@ -47,19 +48,32 @@ pub struct SchedulerConfig {
     /// Prompt tokens per forward call while other sequences are decoding: long prompts are prefilled
     /// in chunks of this size interleaved with decode steps, so running streams keep flowing.
     pub prefill_chunk: usize,
+    /// Memory for the keys and values of recently prefilled prompts, in bytes: a request that starts
+    /// with the same tokens copies them instead of computing them (see `prefix_cache.rs`). 0 turns it off.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_batch: 8, queue_capacity: 64, kv_budget_bytes: None, prefill_chunk: 64 }
+        Self {
+            max_batch: 8,
+            queue_capacity: 64,
+            kv_budget_bytes: None,
+            prefill_chunk: 64,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+        }
     }
 }
+
+/// 32 MiB: about 1,400 positions of the default model, its system prompt thousands of times over.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 32 << 20;
 
 /// Live counters, for metrics and for tests that check cancellation really stops work.
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
     active: AtomicUsize,
     generated_tokens: AtomicU64,
+    reused_prompt_tokens: AtomicU64,
 }
 
 impl SchedulerStats {
@@ -71,6 +85,11 @@ impl SchedulerStats {
     /// Tokens sampled since the model was loaded.
     pub fn generated_tokens(&self) -> u64 {
         self.generated_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens whose keys and values were copied from an earlier prompt instead of computed.
+    pub fn reused_prompt_tokens(&self) -> u64 {
+        self.reused_prompt_tokens.load(Ordering::Relaxed)
     }
 }
 
@@ -115,6 +134,7 @@ impl SchedulerHandle {
             prefilling: VecDeque::new(),
             active: Vec::new(),
             kv: KvBudget { budget, bytes_per_position },
+            prefixes: PrefixCache::new(config.prefix_cache_bytes / bytes_per_position.max(1)),
             stats: stats.clone(),
         };
         std::thread::Builder::new()
@@ -209,6 +229,7 @@ struct Scheduler {
     prefilling: VecDeque<Prefill>,
     active: Vec<Running>,
     kv: KvBudget,
+    prefixes: PrefixCache,
     stats: Arc<SchedulerStats>,
 }
 
@@ -276,8 +297,11 @@ impl Scheduler {
                     continue;
                 }
             };
+            // A remembered prompt that starts the same way saves computing that much of this one.
+            let (done, cache) = self.prefixes.lookup(&job.request.prompt_ids, capacity).unwrap_or((0, cache));
+            self.stats.reused_prompt_tokens.fetch_add(done as u64, Ordering::Relaxed);
             let seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
-            self.prefilling.push_back(Prefill { seq, done: 0, reserved: need });
+            self.prefilling.push_back(Prefill { seq, done, reserved: need });
         }
     }
 
@@ -329,6 +353,7 @@ impl Scheduler {
             p.done += chunk;
             if p.done >= p.seq.prompt_ids.len() {
                 let Some(mut p) = self.prefilling.pop_front() else { return };
+                self.prefixes.insert(&p.seq.prompt_ids, &p.seq.cache);
                 self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
                 if p.seq.step(&mut logits) == StepResult::Running {
                     self.active.push(Running { seq: p.seq, reserved: p.reserved });

@@ -138,3 +138,32 @@ fn a_full_queue_refuses_at_once_with_busy() {
     let out: GenerationOutput = waiting.collect_blocking().unwrap();
     assert!(!out.token_ids.is_empty(), "the queued request still runs once the slot frees");
 }
+
+#[test]
+fn a_prompt_starting_like_an_earlier_one_reuses_its_keys_and_values_and_generates_the_same() {
+    let m = model(SchedulerConfig::default());
+    let question = "Name three colours of the rainbow and say which one is in the middle.";
+    let prompt = chat(&m, question);
+    let generate = |prompt: Vec<u32>| -> GenerationOutput {
+        m.submit(m.prepare(prompt, params(12, 0)).unwrap()).unwrap().collect_blocking().unwrap()
+    };
+    let first = generate(prompt.clone());
+    assert_eq!(m.stats().reused_prompt_tokens(), 0, "nothing to reuse yet");
+    let again = generate(prompt.clone());
+    // All but the last two tokens came from the first request's cache, and the answer is the same.
+    assert_eq!(m.stats().reused_prompt_tokens(), (prompt.len() - 2) as u64);
+    assert_eq!(again.token_ids, first.token_ids);
+
+    // Another question shares the chat template's start: that much is reused, and the answer equals
+    // the one a model without the earlier prompts gives.
+    let other = chat(&m, "What is the capital of France?");
+    let shared = other.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
+    assert!(shared >= 8, "the template's start is shared ({shared} tokens)");
+    let reused_before = m.stats().reused_prompt_tokens();
+    let answer = generate(other.clone());
+    assert_eq!(m.stats().reused_prompt_tokens() - reused_before, shared as u64);
+    let fresh = model(SchedulerConfig { prefix_cache_bytes: 0, ..SchedulerConfig::default() });
+    let expected = fresh.submit(fresh.prepare(other, params(12, 0)).unwrap()).unwrap().collect_blocking().unwrap();
+    assert_eq!(answer.token_ids, expected.token_ids);
+    assert_eq!(fresh.stats().reused_prompt_tokens(), 0);
+}

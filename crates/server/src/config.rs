@@ -122,6 +122,10 @@ pub struct ModelConfig {
     /// Prompt tokens prefilled per step while other sequences are decoding.
     #[serde(default)]
     pub prefill_chunk: Option<usize>,
+    /// MiB kept for the keys and values of recent prompts, so a request starting with the same tokens
+    /// (a shared system prompt, earlier turns) skips computing them; 0 turns it off. Unset: 32.
+    #[serde(default)]
+    pub prefix_cache_mb: Option<usize>,
 }
 
 impl ModelConfig {
@@ -134,6 +138,9 @@ impl ModelConfig {
             queue_capacity: self.queue_capacity.unwrap_or(defaults.queue_capacity),
             kv_budget_bytes: self.kv_budget_mb.map(|mb| mb.saturating_mul(1024 * 1024)).or(defaults.kv_budget_bytes),
             prefill_chunk: self.prefill_chunk.unwrap_or(defaults.prefill_chunk),
+            prefix_cache_bytes: self
+                .prefix_cache_mb
+                .map_or(defaults.prefix_cache_bytes, |mb| mb.saturating_mul(1024 * 1024)),
         }
     }
 }
