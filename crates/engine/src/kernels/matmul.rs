@@ -32,8 +32,11 @@ const ROWS_PER_TASK: usize = 64;
 /// One quantized weight matrix, `rows` rows in `format`'s GGUF block layout, borrowed in place.
 #[derive(Debug, Clone, Copy)]
 pub struct Matrix<'a> {
+    /// How each row's blocks are encoded.
     pub format: WeightFormat,
+    /// `rows` rows of blocks, as stored in the GGUF file (the kernels read them in place).
     pub bytes: &'a [u8],
+    /// Output values this matrix produces per activation row.
     pub rows: usize,
 }
 
