@@ -194,6 +194,11 @@ impl HostLayerCache {
         }
     }
 
+    /// Positions the allocated pages can hold (what this layer's memory amounts to).
+    pub fn allocated_positions(&self) -> usize {
+        self.pages.len() * PAGE
+    }
+
     /// KV head `kv`'s positions, for attention to read in place.
     fn head(&self, kv: usize) -> KvHead<'_> {
         KvHead { pages: &self.pages, kv, head_dim: self.head_dim, page: PAGE }

@@ -125,6 +125,15 @@ impl KvCache {
         Some(KvCache { storage: KvStorage::Host(layers), capacity, len })
     }
 
+    /// Positions this cache's memory holds: whole pages for host caches (they grow a page at a time),
+    /// the capacity for device caches (allocated at once).
+    pub(crate) fn allocated_positions(&self) -> usize {
+        match &self.storage {
+            KvStorage::Host(layers) => layers.first().map_or(0, HostLayerCache::allocated_positions),
+            KvStorage::Tensors(_) => self.capacity,
+        }
+    }
+
     /// The host arrays of one layer. Only the CPU pass calls this, on caches it allocated.
     pub(crate) fn host_layer(&mut self, layer: usize) -> Result<&mut HostLayerCache> {
         match &mut self.storage {

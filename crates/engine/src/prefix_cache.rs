@@ -24,6 +24,8 @@ pub(crate) struct PrefixCache {
 struct Entry {
     tokens: Vec<u32>,
     cache: KvCache,
+    /// Positions its memory holds (whole cache pages), what counts against `max_positions`.
+    positions: usize,
 }
 
 impl PrefixCache {
@@ -41,15 +43,16 @@ impl PrefixCache {
         }
         // An entry this prompt extends (or repeats) is covered by the new one.
         if let Some(at) = self.entries.iter().position(|e| prompt.starts_with(&e.tokens)) {
-            let old = self.entries.remove(at).map_or(0, |e| e.tokens.len());
+            let old = self.entries.remove(at).map_or(0, |e| e.positions);
             self.held -= old;
         }
         let Some(copy) = cache.copy_prefix(prompt.len(), prompt.len()) else { return };
-        self.held += prompt.len();
-        self.entries.push_back(Entry { tokens: prompt.to_vec(), cache: copy });
+        let positions = copy.allocated_positions();
+        self.held += positions;
+        self.entries.push_back(Entry { tokens: prompt.to_vec(), cache: copy, positions });
         while self.held > self.max_positions {
             let Some(evicted) = self.entries.pop_front() else { break };
-            self.held -= evicted.tokens.len();
+            self.held -= evicted.positions;
         }
     }
 
