@@ -13,6 +13,10 @@ use std::time::Instant;
 
 use llamagate_engine::{GenerateParams, Model, ModelOptions, ModelSource};
 
+#[path = "support/bench_env.rs"]
+mod bench_env;
+use bench_env::{peak_rss_mb, threads_json};
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: decode_at <model> <position> <tokens>";
@@ -43,21 +47,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         peak_rss_mb()
     );
     Ok(())
-}
-
-/// `RAYON_NUM_THREADS` as a JSON number, or the string "default" when unset or not a number.
-fn threads_json() -> String {
-    match std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse::<usize>().ok()) {
-        Some(n) => n.to_string(),
-        None => "\"default\"".into(),
-    }
-}
-
-/// `VmHWM` from /proc/self/status: the peak resident set, in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(0.0, |kb| kb / 1024.0)
 }

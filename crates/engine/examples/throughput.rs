@@ -8,6 +8,10 @@ use std::time::Instant;
 
 use llamagate_engine::{ChatMessage, GenerateParams, Model, ModelOptions, ModelSource};
 
+#[path = "support/bench_env.rs"]
+mod bench_env;
+use bench_env::{peak_rss_mb, threads_json};
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let model_path = args.get(1).ok_or("usage: throughput <model> [prefill tokens] [decode tokens]")?;
@@ -34,18 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!(
         "{{\"engine\":\"llamagate\",\"threads\":{},\"prefill_tokens\":{prefill_len},\"prefill_tok_s\":{prefill_tps:.1},\"decode_tokens\":{decoded},\"decode_tok_s\":{decode_tps:.1},\"wall_s\":{:.2},\"peak_rss_mb\":{:.0}}}",
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
+        threads_json(),
         started.elapsed().as_secs_f64(),
         peak_rss_mb()
     );
     Ok(())
-}
-
-/// `VmHWM` from /proc/self/status: the peak resident set, in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(0.0, |kb| kb / 1024.0)
 }

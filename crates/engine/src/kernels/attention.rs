@@ -272,22 +272,6 @@ mod x86 {
         }
     }
 
-    /// Brings `values` into the cache: level 1 (`L1`) or level 2. One instruction per 64-byte line.
-    #[inline(always)]
-    fn prefetch<const L1: bool>(values: &[u16]) {
-        let p = values.as_ptr().cast::<i8>();
-        for offset in (0..std::mem::size_of_val(values)).step_by(64) {
-            // SAFETY: a prefetch reads nothing architecturally; the address is inside `values`.
-            unsafe {
-                if L1 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(offset));
-                } else {
-                    _mm_prefetch::<_MM_HINT_T1>(p.add(offset));
-                }
-            }
-        }
-    }
-
     /// 16 f16 values at `p`, widened.
     ///
     /// # Safety
@@ -448,8 +432,8 @@ mod x86 {
             let scores = &mut scores[..H * self.width];
             for (c, part) in self.parts.iter().enumerate() {
                 if let Some(next) = self.parts.get(c + AHEAD).filter(|_| self.prefetch) {
-                    prefetch::<true>(next.k);
-                    prefetch::<false>(next.v);
+                    crate::kernels::prefetch::<u16, true>(next.k);
+                    crate::kernels::prefetch::<u16, false>(next.v);
                 }
                 let k = part.k.as_ptr();
                 // Register `lane` of `rows[h]` collects lane `lane` of head `h`'s sum for each of the 16

@@ -143,14 +143,10 @@ fn rows_times_activations(m: &Matrix<'_>, isa: Isa, first: usize, acts: &[Activa
     }
 }
 
-/// Asks for `len` bytes of `bytes` from `start` to be brought into the cache (clipped to the slice).
+/// Prefetches `len` bytes of `bytes` from `start` (clipped to the slice) into level 1.
 #[inline(always)]
 fn prefetch(bytes: &[u8], start: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.get(start..(start + len).min(bytes.len())).unwrap_or_default().chunks(64) {
-        // SAFETY: a prefetch reads nothing architecturally; the address is inside `bytes`.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
-    }
+    super::prefetch::<u8, true>(bytes.get(start..(start + len).min(bytes.len())).unwrap_or_default());
 }
 
 /// Weight rows per kernel call (independent accumulations hide each other's latency).

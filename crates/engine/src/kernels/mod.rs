@@ -23,3 +23,26 @@ pub use matmul::{Activations, Matrix, WeightFormat, project, quantized_matmul};
 
 /// Values per quantization block in every format here (ggml's `QK4_1`, `QK8_0`, `QK8_1`).
 pub const BLOCK: usize = 32;
+
+/// Asks for `data` to be brought into the cache ahead of use, one instruction per 64-byte line: into
+/// level 1 (`L1`) or only level 2. A no-op off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch<T, const L1: bool>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+        let p = data.as_ptr().cast::<i8>();
+        for offset in (0..std::mem::size_of_val(data)).step_by(64) {
+            // SAFETY: a prefetch reads nothing architecturally; the address is inside `data`.
+            unsafe {
+                if L1 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(offset));
+                } else {
+                    _mm_prefetch::<_MM_HINT_T1>(p.add(offset));
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
