@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use half::f16;
 use llamagate_engine::kernels::attention::{F16Product, KvHead, attend};
+use llamagate_engine::kernels::attention_q8::{Q8Head, Q8Page, attend_q8};
 
 const KV_HEADS: usize = 3;
 const HEAD_DIM: usize = 64;
@@ -38,13 +39,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         })
         .collect();
+    let q8 = std::env::var("KV_CACHE_TYPE").is_ok_and(|v| v == "q8_0");
+    let q8_caches: Vec<Vec<Q8Page>> = (0..if q8 { layers } else { 0 })
+        .map(|l| {
+            let mut pages = vec![Q8Page::new(KV_HEADS, HEAD_DIM, PAGE); n.div_ceil(PAGE)];
+            for p in 0..n {
+                for kv in 0..KV_HEADS {
+                    let row = |salt: usize| -> Vec<f32> {
+                        (0..HEAD_DIM)
+                            .map(|i| f16::from_bits(value(i * 7 + p * 13 + kv * 3 + l + salt)).to_f32())
+                            .collect()
+                    };
+                    pages[p / PAGE].store(kv, PAGE, p % PAGE, &row(0), &row(1));
+                }
+            }
+            pages
+        })
+        .collect();
     let queries: Vec<f32> = (0..GROUP * HEAD_DIM).map(|i| (i as f32 * 0.1).sin()).collect();
     let mut out = vec![0.0f32; GROUP * HEAD_DIM];
     let warm_up = 5;
     let mut measured = 0.0;
     for round in 0..tokens + warm_up {
         let started = Instant::now();
-        for pages in &caches {
+        for pages in &q8_caches {
+            for kv in 0..KV_HEADS {
+                attend_q8(&queries, Q8Head { pages, kv, head_dim: HEAD_DIM, page: PAGE }, n, 0.125, &mut out);
+            }
+        }
+        for pages in caches.iter().filter(|_| !q8) {
             for kv in 0..KV_HEADS {
                 let cache = KvHead { pages, kv, head_dim: HEAD_DIM, page: PAGE };
                 attend(&queries, cache, n, 0.125, F16Product::Vector, &mut out);
@@ -55,7 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "{{\"bench\":\"attention_at\",\"positions\":{n},\"layers\":{layers},\"ms_per_token\":{:.3},\"check\":{}}}",
+        "{{\"bench\":\"attention_at\",\"kv_cache_type\":\"{}\",\"positions\":{n},\"layers\":{layers},\"ms_per_token\":{:.3},\"check\":{}}}",
+        if q8 { "q8_0" } else { "f16" },
         1e3 * measured / tokens as f64,
         out[0]
     );

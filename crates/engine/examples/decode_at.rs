@@ -7,11 +7,11 @@
 //! decode steps at positions `position .. position + tokens`. `decode_tok_s` is measured over those steps
 //! only (the engine's own `timings.decode`); `decode_tokens` is how many there were (fewer than asked only
 //! if the model ended its turn, then `finish` says "Stop"). Threads come from `RAYON_NUM_THREADS`. Prints
-//! one JSON line; benches/llamacpp_decode_at.py measures llama.cpp the same way, benches/run-speed.sh runs both.
+//! one JSON line; `KV_CACHE_TYPE=q8_0` runs the 8-bit KV cache (default f16); benches/llamacpp_decode_at.py measures llama.cpp the same way, benches/run-speed.sh runs both.
 
 use std::time::Instant;
 
-use llamagate_engine::{GenerateParams, Model, ModelOptions, ModelSource};
+use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSource};
 
 #[path = "support/bench_env.rs"]
 mod bench_env;
@@ -26,7 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if position == 0 {
         return Err("position must be at least 1 (the prompt cannot be empty)".into());
     }
-    let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions::default())?;
+    let kv_cache_type: KvCacheType = std::env::var("KV_CACHE_TYPE").map_or(Ok(KvCacheType::F16), |v| v.parse())?;
+    let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions { kv_cache_type, ..Default::default() })?;
 
     let filler = model.tokenize("The quick brown fox jumps over the lazy dog while the llama watches. ")?;
     let prompt: Vec<u32> = filler.iter().copied().cycle().take(position).collect();
@@ -39,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefill_s = out.summary.timings.prefill.as_secs_f64();
 
     println!(
-        "{{\"engine\":\"llamagate\",\"bench\":\"decode_at\",\"threads\":{},\"position\":{position},\"prefill_s\":{prefill_s:.2},\"decode_tokens\":{decoded},\"decode_tok_s\":{decode_tps:.1},\"ms_per_token\":{:.1},\"finish\":\"{:?}\",\"wall_s\":{:.2},\"peak_rss_mb\":{:.0}}}",
+        "{{\"engine\":\"llamagate\",\"bench\":\"decode_at\",\"kv_cache_type\":\"{kv_cache_type}\",\"threads\":{},\"position\":{position},\"prefill_s\":{prefill_s:.2},\"decode_tokens\":{decoded},\"decode_tok_s\":{decode_tps:.1},\"ms_per_token\":{:.1},\"finish\":\"{:?}\",\"wall_s\":{:.2},\"peak_rss_mb\":{:.0}}}",
         threads_json(),
         if decoded > 0 { 1000.0 * decode_s / decoded as f64 } else { 0.0 },
         out.summary.finish_reason,

@@ -20,9 +20,11 @@ use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
 use crate::huge_pages;
 use crate::kernels::attention::{F16Product, KvHead, attend};
+use crate::kernels::attention_q8::{Q8Head, Q8Page, attend_q8};
 use crate::kernels::ops::{self, LANES};
 use crate::kernels::team::{self, Team};
 use crate::kernels::{Activations, BLOCK, Matrix, WeightFormat, project};
+use crate::kv_cache_type::KvCacheType;
 use crate::linear::Linear;
 use crate::model::{LayerWeights, SequenceBatch};
 
@@ -150,58 +152,99 @@ impl CpuWeights {
 /// streams through in order; with 16-position pages it jumped to a new allocation every 2 KB.
 pub(crate) const PAGE: usize = 64;
 
-/// One layer's cached keys and values for one sequence, rounded to f16 like llama.cpp's cache, in
-/// pages of [`PAGE`] positions laid out as [`KvHead`] describes.
+/// One layer's cached keys and values for one sequence, in pages of [`PAGE`] positions: rounded to f16
+/// like llama.cpp's default cache and laid out as [`KvHead`] describes, or to 8-bit blocks as
+/// [`Q8Page`] describes (`kv_cache_type: q8_0`).
 #[derive(Debug)]
 pub(crate) struct HostLayerCache {
     kv_heads: usize,
     head_dim: usize,
-    pages: Vec<(Vec<u16>, Vec<u16>)>,
+    pages: Pages,
+}
+
+/// The pages of one cache, in its element type.
+#[derive(Debug)]
+enum Pages {
+    F16(Vec<(Vec<u16>, Vec<u16>)>),
+    Q8(Vec<Q8Page>),
+}
+
+/// One KV head's positions, read in place by the attention kernel for the cache's type.
+#[derive(Clone, Copy)]
+enum HeadView<'a> {
+    F16(KvHead<'a>),
+    Q8(Q8Head<'a>),
 }
 
 impl HostLayerCache {
     /// An empty cache; pages are allocated as positions are written.
-    pub fn new(kv_heads: usize, head_dim: usize) -> Self {
-        Self { kv_heads, head_dim, pages: Vec::new() }
+    pub fn new(kv_heads: usize, head_dim: usize, kind: KvCacheType) -> Self {
+        let pages = match kind {
+            KvCacheType::F16 => Pages::F16(Vec::new()),
+            KvCacheType::Q8_0 => Pages::Q8(Vec::new()),
+        };
+        Self { kv_heads, head_dim, pages }
     }
 
     /// Bytes of keys and values one position takes in one layer.
-    pub fn bytes_per_position(kv_heads: usize, head_dim: usize) -> usize {
-        2 * kv_heads * head_dim * std::mem::size_of::<u16>()
+    pub fn bytes_per_position(kv_heads: usize, head_dim: usize, kind: KvCacheType) -> usize {
+        match kind {
+            KvCacheType::F16 => 2 * kv_heads * head_dim * std::mem::size_of::<u16>(),
+            KvCacheType::Q8_0 => kv_heads * Q8Page::bytes_per_position(head_dim),
+        }
     }
 
     /// Writes one position's keys and values for KV head `kv`.
     fn store(&mut self, position: usize, kv: usize, keys: &[f32], values: &[f32]) {
-        let page_len = self.kv_heads * self.head_dim * PAGE;
-        while self.pages.len() <= position / PAGE {
-            self.pages.push((vec![0; page_len], vec![0; page_len]));
-        }
-        for dim in 0..self.head_dim {
-            let (page, at) = KvHead::slot(kv, self.head_dim, PAGE, position, dim);
-            let (k, v) = &mut self.pages[page];
-            k[at] = f16::from_f32(keys[dim]).to_bits();
-            v[at] = f16::from_f32(values[dim]).to_bits();
+        let (kv_heads, head_dim) = (self.kv_heads, self.head_dim);
+        match &mut self.pages {
+            Pages::F16(pages) => {
+                let page_len = kv_heads * head_dim * PAGE;
+                while pages.len() <= position / PAGE {
+                    pages.push((vec![0; page_len], vec![0; page_len]));
+                }
+                for dim in 0..head_dim {
+                    let (page, at) = KvHead::slot(kv, head_dim, PAGE, position, dim);
+                    let (k, v) = &mut pages[page];
+                    k[at] = f16::from_f32(keys[dim]).to_bits();
+                    v[at] = f16::from_f32(values[dim]).to_bits();
+                }
+            }
+            Pages::Q8(pages) => {
+                while pages.len() <= position / PAGE {
+                    pages.push(Q8Page::new(kv_heads, head_dim, PAGE));
+                }
+                pages[position / PAGE].store(kv, PAGE, position % PAGE, keys, values);
+            }
         }
     }
 
     /// A copy of the first `len` positions (whole pages; positions past `len` in the last page are
     /// overwritten when the copy grows).
     pub fn copy_prefix(&self, len: usize) -> Self {
-        Self {
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-            pages: self.pages[..len.div_ceil(PAGE).min(self.pages.len())].to_vec(),
-        }
+        let whole = |pages: usize| len.div_ceil(PAGE).min(pages);
+        let pages = match &self.pages {
+            Pages::F16(pages) => Pages::F16(pages[..whole(pages.len())].to_vec()),
+            Pages::Q8(pages) => Pages::Q8(pages[..whole(pages.len())].to_vec()),
+        };
+        Self { kv_heads: self.kv_heads, head_dim: self.head_dim, pages }
     }
 
     /// Positions the allocated pages can hold (what this layer's memory amounts to).
     pub fn allocated_positions(&self) -> usize {
-        self.pages.len() * PAGE
+        PAGE * match &self.pages {
+            Pages::F16(pages) => pages.len(),
+            Pages::Q8(pages) => pages.len(),
+        }
     }
 
     /// KV head `kv`'s positions, for attention to read in place.
-    fn head(&self, kv: usize) -> KvHead<'_> {
-        KvHead { pages: &self.pages, kv, head_dim: self.head_dim, page: PAGE }
+    fn head(&self, kv: usize) -> HeadView<'_> {
+        let (head_dim, page) = (self.head_dim, PAGE);
+        match &self.pages {
+            Pages::F16(pages) => HeadView::F16(KvHead { pages, kv, head_dim, page }),
+            Pages::Q8(pages) => HeadView::Q8(Q8Head { pages, kv, head_dim, page }),
+        }
     }
 }
 
@@ -336,7 +379,11 @@ fn attention(
         let (cache, n) = seen_by[token];
         let first_head = part * heads_per_item;
         let at = token * heads * d + first_head * d;
-        attend(&q[at..at + heads_per_item * d], cache.head(first_head / group), n, scale, product, o);
+        let queries = &q[at..at + heads_per_item * d];
+        match cache.head(first_head / group) {
+            HeadView::F16(head) => attend(queries, head, n, scale, product, o),
+            HeadView::Q8(head) => attend_q8(queries, head, n, scale, o),
+        }
     });
     Ok(out)
 }

@@ -6,6 +6,7 @@ use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::device::DeviceChoice;
 use crate::error::{EngineError, Result};
 use crate::generation::{GenerationRequest, GenerationStream};
+use crate::kv_cache_type::KvCacheType;
 use crate::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
@@ -20,6 +21,9 @@ pub struct ModelOptions {
     pub scheduler: SchedulerConfig,
     /// Caps the context window below the model's trained length (saves KV memory).
     pub max_context: Option<usize>,
+    /// The KV cache's element type in the CPU pass: f16 (default, llama.cpp's numbers) or q8_0 (0.56×
+    /// the memory and faster long contexts, logits a few hundredths off).
+    pub kv_cache_type: KvCacheType,
 }
 
 /// What a caller wants generated, before the engine has checked it against the model.
@@ -79,6 +83,8 @@ impl Model {
                 (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
             }
         };
+        let mut model = model;
+        model.set_kv_cache_type(options.kv_cache_type)?;
         let template =
             template.map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token())).transpose()?;
         let hp = model.hparams();

@@ -122,6 +122,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         rope,
         device: device.clone(),
         kv_dtype: candle_core::DType::F16,
+        host_kv: crate::kv_cache_type::KvCacheType::F16,
         cpu,
     };
     Ok(GgufModel { model, tokenizer, chat_template, name })

@@ -105,6 +105,7 @@ fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
         rope: RopeFrequencies::new(hp, None),
         device: w.device.clone(),
         kv_dtype: DType::F32,
+        host_kv: crate::kv_cache_type::KvCacheType::F16,
         cpu: None,
     })
 }

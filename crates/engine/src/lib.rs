@@ -25,6 +25,7 @@ mod hf;
 mod hparams;
 mod huge_pages;
 pub mod kernels;
+mod kv_cache_type;
 mod linear;
 pub mod model;
 mod prefix_cache;
@@ -51,6 +52,7 @@ pub use guard::{
 };
 pub use guard_scores::{CategoryScore, GuardScores, GuardVocab, score_continuations};
 pub use hparams::{Llama3RopeScaling, LlamaHparams, RopeLayout};
+pub use kv_cache_type::KvCacheType;
 pub use sampling::SamplingParams;
 pub use scheduler::{SchedulerConfig, SchedulerStats};
 pub use scoring::{NextTokenLogits, ScoringSession};

@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::cpu_forward::{self, CpuWeights, HostLayerCache};
 use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
+use crate::kv_cache_type::KvCacheType;
 use crate::linear::Linear;
 use crate::rope::RopeFrequencies;
 
@@ -63,6 +64,8 @@ pub struct LlamaModel {
     pub(crate) device: Device,
     /// Element type of the KV cache.
     pub(crate) kv_dtype: DType,
+    /// Element type of [`cpu_forward`]'s host cache ([`ModelOptions::kv_cache_type`](crate::ModelOptions)).
+    pub(crate) host_kv: KvCacheType,
     /// Quantized GGUF models on CPU run [`cpu_forward`] (llama.cpp's arithmetic, our SIMD kernels);
     /// `None` runs the candle pass.
     pub(crate) cpu: Option<CpuWeights>,
@@ -165,6 +168,21 @@ impl LlamaModel {
         &self.hp
     }
 
+    /// Chooses the KV cache's element type before the model serves. Only the CPU pass has a choice;
+    /// elsewhere anything but the model's own type is refused, so a config cannot ask for a saving it
+    /// would not get.
+    pub(crate) fn set_kv_cache_type(&mut self, kind: KvCacheType) -> Result<()> {
+        if self.cpu.is_none() && kind != KvCacheType::F16 {
+            return Err(EngineError::InvalidRequest(format!(
+                "kv_cache_type {kind} needs the CPU pass (a Q4_1 or Q8_0 GGUF model on the CPU); this model runs on candle \
+                 with a {:?} cache: leave kv_cache_type unset or f16",
+                self.kv_dtype
+            )));
+        }
+        self.host_kv = kind;
+        Ok(())
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -175,7 +193,7 @@ impl LlamaModel {
     pub fn kv_bytes_per_position(&self) -> usize {
         let (kv, d, layers) = (self.hp.num_kv_heads, self.hp.head_dim, self.hp.num_layers);
         let per_layer = if self.cpu.is_some() {
-            HostLayerCache::bytes_per_position(kv, d)
+            HostLayerCache::bytes_per_position(kv, d, self.host_kv)
         } else {
             2 * kv * d * self.kv_dtype.size_in_bytes()
         };
@@ -192,7 +210,7 @@ impl LlamaModel {
         }
         let (kv, d) = (self.hp.num_kv_heads, self.hp.head_dim);
         let storage = if self.cpu.is_some() {
-            KvStorage::Host((0..self.hp.num_layers).map(|_| HostLayerCache::new(kv, d)).collect())
+            KvStorage::Host((0..self.hp.num_layers).map(|_| HostLayerCache::new(kv, d, self.host_kv)).collect())
         } else {
             let shape = (kv, capacity.max(1), d);
             KvStorage::Tensors(

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use llamagate_engine::{GenerateParams, Model, ModelOptions, ModelSource};
+use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSource};
 
 /// Steps whose llama.cpp top-1/top-2 margin is below this are near ties that float rounding may flip.
 const CLEAR_MARGIN: f64 = 0.2;
@@ -12,12 +12,29 @@ const CLEAR_MARGIN: f64 = 0.2;
 /// The CPU pass reproduces llama.cpp's arithmetic, so we measure 0 (printed with `--nocapture`); any
 /// drift from that shows up here and, sooner, in the greedy comparison below.
 const LOGIT_TOLERANCE: f32 = 0.5;
+/// The 8-bit KV cache rounds every key and value, so it is held to llama.cpp's own q8_0 cache on the
+/// same cases (`benches/llamacpp_kv_deviation.py`): its top-5 logits move up to 1.06 from the f16
+/// reference and 1 of 160 clear top-1 choices changes (llama.cpp's f16 flash attention alone moves
+/// them 0.82). These bounds leave a little room over that.
+const Q8_0_LOGIT_TOLERANCE: f32 = 1.5;
+const Q8_0_CLEAR_TOP1_CHANGES: usize = 2;
 
-#[test]
-fn matches_llamacpp_reference() {
+/// What one cache type does on the reference cases.
+struct Agreement {
+    /// Largest distance of our logits from llama.cpp's for its top-5 ids, over every step.
+    worst: f32,
+    /// Steps with a clear llama.cpp top-1 (margin ≥ [`CLEAR_MARGIN`]) where ours differs.
+    clear_top1_changes: usize,
+}
+
+/// Teacher-forces every reference case through the default GGUF with `kv_cache_type`, asserting the
+/// template, the tokenization and (with `greedy_must_match`) that generation follows llama.cpp's
+/// greedy tokens; returns how close the logits came.
+fn compare_with_reference(kv_cache_type: KvCacheType, greedy_must_match: bool) -> Agreement {
     let reference = read_json(fixtures().join("smollm2-llamacpp.json"));
-    let model = Model::load(&ModelSource::Gguf(default_gguf()), &ModelOptions::default()).unwrap();
-    let mut worst = 0.0f32;
+    let options = ModelOptions { kv_cache_type, ..Default::default() };
+    let model = Model::load(&ModelSource::Gguf(default_gguf()), &options).unwrap();
+    let mut agreement = Agreement { worst: 0.0, clear_top1_changes: 0 };
     for (i, case) in reference["cases"].as_array().unwrap().iter().enumerate() {
         let prompt = model.render_chat(&messages(&case["messages"])).unwrap();
         assert_eq!(prompt, case["prompt_text"].as_str().unwrap(), "case {i}: rendered template");
@@ -32,30 +49,54 @@ fn matches_llamacpp_reference() {
         for (step, expected) in case["steps"].as_array().unwrap().iter().enumerate() {
             let row = &logits[prompt_ids.len() - 1 + step];
             let top5 = ids(&expected["top5_ids"]);
-            let top5_logits = floats(&expected["top5_logits"]);
-            if expected["margin"].as_f64().unwrap() >= CLEAR_MARGIN {
-                let ours = llamagate_engine::model::argmax(row);
-                assert_eq!(ours, top5[0], "case {i} step {step}: top-1 differs from llama.cpp");
+            if expected["margin"].as_f64().unwrap() >= CLEAR_MARGIN && llamagate_engine::model::argmax(row) != top5[0] {
+                eprintln!("case {i} step {step}: top-1 differs from llama.cpp");
+                agreement.clear_top1_changes += 1;
             }
-            for (id, value) in top5.iter().zip(&top5_logits) {
-                let d = (row[*id as usize] - value).abs();
-                case_worst = case_worst.max(d);
-                assert!(d <= LOGIT_TOLERANCE, "case {i} step {step}: logit of {id} off by {d}");
+            for (id, value) in top5.iter().zip(&floats(&expected["top5_logits"])) {
+                case_worst = case_worst.max((row[*id as usize] - value).abs());
             }
         }
-        worst = worst.max(case_worst);
+        agreement.worst = agreement.worst.max(case_worst);
 
         let request =
             model.prepare(prompt_ids, GenerateParams { max_tokens: Some(greedy.len()), ..Default::default() }).unwrap();
         let out = model.submit(request).unwrap().collect_blocking().unwrap();
         let matching = out.token_ids.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
         eprintln!(
-            "case {i}: largest top-5 logit deviation {case_worst:.3e}; greedy matches llama.cpp for {matching}/{} tokens",
+            "{kv_cache_type} case {i}: largest top-5 logit deviation {case_worst:.3e}; greedy matches llama.cpp for {matching}/{} tokens",
             greedy.len()
         );
         // Generation (one prefill, then single-token decode steps) follows llama.cpp's greedy path token
         // for token, near ties included: its decode arithmetic differs from prefill's, and so does ours.
-        assert_eq!(out.token_ids, greedy, "case {i}: greedy tokens differ from llama.cpp's");
+        if greedy_must_match {
+            assert_eq!(out.token_ids, greedy, "case {i}: greedy tokens differ from llama.cpp's");
+        }
     }
-    eprintln!("largest top-5 logit deviation over all cases: {worst:.3e}");
+    eprintln!(
+        "{kv_cache_type} cache: largest top-5 logit deviation {:.3e}, clear top-1 changes {}",
+        agreement.worst, agreement.clear_top1_changes
+    );
+    agreement
+}
+
+#[test]
+fn matches_llamacpp_reference() {
+    let agreement = compare_with_reference(KvCacheType::F16, true);
+    assert_eq!(agreement.clear_top1_changes, 0, "a clear top-1 differs from llama.cpp");
+    assert!(agreement.worst <= LOGIT_TOLERANCE, "top-5 logits off by up to {}", agreement.worst);
+}
+
+/// The 8-bit cache gives up bit-for-bit agreement; it stays as close to llama.cpp's f16 reference as
+/// llama.cpp's own q8_0 cache does.
+#[test]
+fn q8_0_cache_stays_as_close_as_llamacpps_own() {
+    let agreement = compare_with_reference(KvCacheType::Q8_0, false);
+    assert!(agreement.worst > 0.0, "an 8-bit cache cannot reproduce f16 logits exactly; is it in use?");
+    assert!(agreement.worst <= Q8_0_LOGIT_TOLERANCE, "top-5 logits off by up to {}", agreement.worst);
+    assert!(
+        agreement.clear_top1_changes <= Q8_0_CLEAR_TOP1_CHANGES,
+        "{} clear top-1 choices changed",
+        agreement.clear_top1_changes
+    );
 }

@@ -48,6 +48,7 @@ impl ModelRegistry {
             let options = ModelOptions {
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
+                kv_cache_type: config.kv_cache_type.unwrap_or_default(),
                 ..Default::default()
             };
             let engine = Model::load(&source, &options)

@@ -192,7 +192,7 @@ fn portable(query: &[f32], cache: KvHead<'_>, n: usize, scale: f32, product: F16
 #[cfg(target_arch = "x86_64")]
 // Lane, head and dimension indices address several arrays in lockstep.
 #[allow(clippy::needless_range_loop)]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::*;
@@ -224,7 +224,7 @@ mod x86 {
     /// ggml's AVX-512 `ggml_v_expf`, instruction for instruction.
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
-    fn expf(x: __m512) -> __m512 {
+    pub(in crate::kernels) fn expf(x: __m512) -> __m512 {
         let c = |bits: u32| _mm512_set1_ps(f32::from_bits(bits));
         let r = c(0x4B40_0000);
         let z = _mm512_fmadd_ps(x, c(0x3FB8_AA3B), r);

@@ -13,6 +13,7 @@
 //! [`ops`] holds the norm, rotary, softmax and SiLU steps with ggml's rounding.
 
 pub mod attention;
+pub mod attention_q8;
 pub mod dot;
 pub mod matmul;
 pub mod ops;

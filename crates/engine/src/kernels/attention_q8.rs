@@ -1,0 +1,555 @@
+//! Attention over an 8-bit KV cache (`kv_cache_type: q8_0`), the opt-in that halves what a long context
+//! costs: each position's keys and values are stored as ggml's Q8_0 blocks (32 values, one scale, the
+//! rounding of `quantize_row_q8_0`), so a token reads 0.56× the bytes of the f16 cache, and the key
+//! products become 8-bit integer dot products (AVX-512 VNNI: 64 multiply-adds per instruction), as
+//! llama.cpp computes `K·q` over a Q8_0 key cache (the query is rounded to Q8_0 too).
+//!
+//! What it gives up: llama.cpp's default f16 cache, and with it our bit-for-bit agreement with
+//! llama.cpp's logits; that is why f16 stays the default. An AVX-512 VNNI path and a plain path compute
+//! the same bits.
+
+use half::f16;
+
+use super::BLOCK;
+use super::ops::{self, LANES};
+
+/// One page of a layer's 8-bit cache: `page` positions of every KV head.
+///
+/// Keys are laid out for the integer dot product: per KV head, chunks of 16 positions, and in a chunk
+/// `[D/4, 16, 4]` bytes (4 consecutive dimensions of each position side by side, 16 positions per
+/// 64-byte row), each byte the Q8_0 value plus 128. Values are plain rows, `[KV, page, D]` signed bytes:
+/// the value pass walks positions and keeps dimensions in lanes. Scales, of keys and of values: per
+/// chunk `[D/32, 16]`, so 16 positions' scales load as one register.
+#[derive(Debug, Clone)]
+pub struct Q8Page {
+    keys: Vec<u8>,
+    key_scales: Vec<f32>,
+    values: Vec<i8>,
+    value_scales: Vec<f32>,
+}
+
+impl Q8Page {
+    /// A zeroed page for `kv_heads` heads of `head_dim` (a multiple of 32) and `page` positions (a
+    /// multiple of 16).
+    pub fn new(kv_heads: usize, head_dim: usize, page: usize) -> Self {
+        let (values, scales) = (kv_heads * page * head_dim, kv_heads * page * head_dim / BLOCK);
+        Self {
+            keys: vec![0; values],
+            key_scales: vec![0.0; scales],
+            values: vec![0; values],
+            value_scales: vec![0.0; scales],
+        }
+    }
+
+    /// Bytes one position of one KV head takes: a byte per key and per value, and a 4-byte scale per
+    /// block of 32 of each.
+    pub fn bytes_per_position(head_dim: usize) -> usize {
+        2 * head_dim + 2 * (head_dim / BLOCK) * std::mem::size_of::<f32>()
+    }
+
+    /// Rounds one position's keys and values for KV head `kv` to Q8_0 and stores them; `position` is
+    /// the position within this page.
+    pub fn store(&mut self, kv: usize, page: usize, position: usize, keys: &[f32], values: &[f32]) {
+        let d = keys.len();
+        let blocks = d / BLOCK;
+        let chunk = kv * (page / LANES) + position / LANES;
+        let lane = position % LANES;
+        let mut q = [0i8; BLOCK];
+        for (b, block) in keys.chunks_exact(BLOCK).enumerate() {
+            self.key_scales[(chunk * blocks + b) * LANES + lane] = quantize_block(block, &mut q);
+            for (i, value) in q.iter().enumerate() {
+                let dim = b * BLOCK + i;
+                let at = chunk * d * LANES + (dim / 4) * 4 * LANES + lane * 4 + dim % 4;
+                self.keys[at] = (*value as u8) ^ 0x80;
+            }
+        }
+        let row = kv * page + position;
+        for (b, block) in values.chunks_exact(BLOCK).enumerate() {
+            self.value_scales[(chunk * blocks + b) * LANES + lane] = quantize_block(block, &mut q);
+            self.values[row * d + b * BLOCK..][..BLOCK].copy_from_slice(&q);
+        }
+    }
+}
+
+/// ggml's `quantize_row_q8_0` for one block: the scale `max|x| / 127` (returned rounded to f16, as the
+/// block stores it) and `round(x / scale)`.
+fn quantize_block(x: &[f32], out: &mut [i8; BLOCK]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = (v * inverse).round() as i8;
+    }
+    f16::from_f32(d).to_f32()
+}
+
+/// One KV head's positions in an 8-bit cache, read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Head<'a> {
+    pub pages: &'a [Q8Page],
+    pub kv: usize,
+    pub head_dim: usize,
+    pub page: usize,
+}
+
+/// Positions `16·c .. 16·c + 16` of one KV head.
+#[derive(Clone, Copy)]
+struct Chunk<'a> {
+    /// `[D/4, 16, 4]` key bytes (value + 128).
+    keys: &'a [u8],
+    /// `[D/32, 16]`.
+    key_scales: &'a [f32],
+    /// `[16, D]`.
+    values: &'a [i8],
+    /// `[D/32, 16]`.
+    value_scales: &'a [f32],
+}
+
+impl<'a> Q8Head<'a> {
+    /// Chunk `c`'s slices, bounds-checked here once.
+    fn chunk(&self, c: usize) -> Chunk<'a> {
+        let (d, per_page) = (self.head_dim, self.page / LANES);
+        let blocks = d / BLOCK;
+        let page = &self.pages[c / per_page];
+        let key_chunk = self.kv * per_page + c % per_page;
+        let first_row = self.kv * self.page + (c % per_page) * LANES;
+        Chunk {
+            keys: &page.keys[key_chunk * d * LANES..][..d * LANES],
+            key_scales: &page.key_scales[key_chunk * blocks * LANES..][..blocks * LANES],
+            values: &page.values[first_row * d..][..LANES * d],
+            value_scales: &page.value_scales[key_chunk * blocks * LANES..][..blocks * LANES],
+        }
+    }
+}
+
+/// The queries of one attention call rounded to Q8_0: per head and block, the scale, the 8-bit values
+/// packed four to a word (the integer dot product's operand), and `128 · Σ values`, which undoes the
+/// keys' +128 offset.
+struct QuantizedQueries {
+    words: Vec<i32>,
+    scales: Vec<f32>,
+    corrections: Vec<i32>,
+}
+
+impl QuantizedQueries {
+    fn new(queries: &[f32], d: usize) -> Self {
+        let blocks = queries.len() / BLOCK;
+        let mut words = Vec::with_capacity(queries.len() / 4);
+        let (mut scales, mut corrections) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+        let mut q = [0i8; BLOCK];
+        debug_assert!(d.is_multiple_of(BLOCK));
+        for block in queries.chunks_exact(BLOCK) {
+            scales.push(quantize_block(block, &mut q));
+            corrections.push(128 * q.iter().map(|v| i32::from(*v)).sum::<i32>());
+            words.extend(
+                q.chunks_exact(4).map(|w| i32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8])),
+            );
+        }
+        Self { words, scales, corrections }
+    }
+}
+
+/// One query per head of the group that shares this KV head (`queries`: `D` values each) against the
+/// first `n` cached positions: `softmax(scale · K·q) · V` into `out`, with the keys, values and query
+/// in Q8_0.
+pub fn attend_q8(queries: &[f32], cache: Q8Head<'_>, n: usize, scale: f32, out: &mut [f32]) {
+    let d = cache.head_dim;
+    assert!(d.is_multiple_of(4 * LANES) && queries.len() == out.len() && n > 0, "attention shapes");
+    let heads = queries.len() / d;
+    let q = QuantizedQueries::new(queries, d);
+    let chunks: Vec<Chunk<'_>> = (0..n.div_ceil(LANES)).map(|c| cache.chunk(c)).collect();
+    let width = chunks.len() * LANES;
+    let mut probabilities = vec![0.0f32; heads * width];
+    #[cfg(target_arch = "x86_64")]
+    if vnni() {
+        // SAFETY: the CPU has AVX-512F and AVX-512 VNNI (checked once); slices are bounds-checked.
+        unsafe {
+            x86::scores(&q, &chunks, d, n, scale, &mut probabilities);
+            x86::softmax_rows(&mut probabilities, width, n);
+        }
+        // SAFETY: as above.
+        unsafe { x86::weighted_values(&probabilities, &chunks, d, n, width, out) };
+        return;
+    }
+    scores(&q, &chunks, d, n, scale, &mut probabilities);
+    softmax_rows(&mut probabilities, width, n);
+    weighted_values(&probabilities, &chunks, d, n, width, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        std::env::var("LLAMAGATE_KERNELS").map_or(true, |v| v != "portable" && v != "avx2")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("fma")
+    })
+}
+
+/// `scale · K·q` for every head and position (head `h`'s row at `out[h · width ..]`), each position's
+/// product summed block by block: `Σ_b float(integer dot_b) · (key scale_b · query scale_b)`.
+fn scores(q: &QuantizedQueries, chunks: &[Chunk<'_>], d: usize, n: usize, scale: f32, out: &mut [f32]) {
+    let (blocks, width) = (d / BLOCK, chunks.len() * LANES);
+    for (h, row) in out.chunks_exact_mut(width).enumerate() {
+        for (c, chunk) in chunks.iter().enumerate() {
+            for lane in 0..LANES {
+                let mut sum = 0.0f32;
+                for b in 0..blocks {
+                    let mut dot = 0i32;
+                    for dim in b * BLOCK..(b + 1) * BLOCK {
+                        let key = i32::from(chunk.keys[(dim / 4) * 4 * LANES + lane * 4 + dim % 4]);
+                        let query = i32::from(q.words[h * d / 4 + dim / 4].to_le_bytes()[dim % 4] as i8);
+                        dot += key * query;
+                    }
+                    let dot = dot - q.corrections[h * blocks + b];
+                    sum = (dot as f32).mul_add(chunk.key_scales[b * LANES + lane] * q.scales[h * blocks + b], sum);
+                }
+                let position = c * LANES + lane;
+                row[position] = if position < n { sum * scale } else { f32::NEG_INFINITY };
+            }
+        }
+    }
+}
+
+/// Each row of `width` scores (the first `n` real, the rest −∞) becomes its softmax: ggml's `expf`, the
+/// sum kept in 16 lanes and reduced once.
+fn softmax_rows(rows: &mut [f32], width: usize, n: usize) {
+    for row in rows.chunks_exact_mut(width) {
+        let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sums = [0.0f32; LANES];
+        for chunk in row.chunks_exact_mut(LANES) {
+            for (sum, value) in sums.iter_mut().zip(chunk.iter_mut()) {
+                *value = ops::expf(*value - max);
+                *sum += *value;
+            }
+        }
+        let inverse = 1.0 / ops::reduce_lanes(&sums);
+        for value in row.iter_mut() {
+            *value *= inverse;
+        }
+    }
+}
+
+/// `out[h] = Σ_position p[h][position] · value[position]`, positions in order, each value's block
+/// scale folded into its probability first.
+fn weighted_values(p: &[f32], chunks: &[Chunk<'_>], d: usize, n: usize, width: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for position in 0..n {
+        let (chunk, lane) = (&chunks[position / LANES], position % LANES);
+        for (h, o) in out.chunks_exact_mut(d).enumerate() {
+            let probability = p[h * width + position];
+            for (b, block) in o.chunks_exact_mut(BLOCK).enumerate() {
+                let weight = probability * chunk.value_scales[b * LANES + lane];
+                let values = &chunk.values[lane * d + b * BLOCK..][..BLOCK];
+                for (acc, value) in block.iter_mut().zip(values) {
+                    *acc = f32::from(*value).mul_add(weight, *acc);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+// Head, block and lane indices address several arrays in lockstep.
+#[allow(clippy::needless_range_loop)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::*;
+
+    /// Heads whose key products one pass over the chunks computes (their integer sums and scores stay
+    /// in registers; every key row is loaded once for all of them).
+    const HEADS: usize = 4;
+
+    /// [`super::scores`] with the integer dot products in VNNI instructions, 16 positions per register.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512vnni,fma")]
+    pub unsafe fn scores(q: &QuantizedQueries, chunks: &[Chunk<'_>], d: usize, n: usize, scale: f32, out: &mut [f32]) {
+        let heads = q.scales.len() * BLOCK / d;
+        for first in (0..heads).step_by(HEADS) {
+            // SAFETY: same contract.
+            unsafe {
+                match (heads - first).min(HEADS) {
+                    1 => scores_for::<1>(q, chunks, d, n, scale, first, out),
+                    2 => scores_for::<2>(q, chunks, d, n, scale, first, out),
+                    3 => scores_for::<3>(q, chunks, d, n, scale, first, out),
+                    _ => scores_for::<HEADS>(q, chunks, d, n, scale, first, out),
+                }
+            }
+        }
+    }
+
+    /// Heads `first .. first + H`.
+    ///
+    /// # Safety
+    /// As [`scores`].
+    #[target_feature(enable = "avx512f,avx512vnni,fma")]
+    unsafe fn scores_for<const H: usize>(
+        q: &QuantizedQueries,
+        chunks: &[Chunk<'_>],
+        d: usize,
+        n: usize,
+        scale: f32,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let (blocks, width) = (d / BLOCK, chunks.len() * LANES);
+        let words = &q.words[first * d / 4..][..H * d / 4];
+        for (c, chunk) in chunks.iter().enumerate() {
+            if let Some(next) = chunks.get(c + 2) {
+                crate::kernels::prefetch::<u8, true>(next.keys);
+            }
+            let mut sums = [_mm512_setzero_ps(); H];
+            // Two blocks at a time: 2·H independent integer sums keep the VNNI unit busy (one chain
+            // waits out each instruction's latency).
+            for pair in (0..blocks).step_by(2) {
+                let mut dots = [[_mm512_setzero_si512(); 2]; H];
+                for g in 0..BLOCK / 4 {
+                    for half in 0..2 {
+                        let group = (pair + half) * BLOCK / 4 + g;
+                        // SAFETY: the chunk holds `d / 4` rows of 64 key bytes and `group < d / 4`.
+                        let keys = unsafe { _mm512_loadu_si512(chunk.keys.as_ptr().add(group * 4 * LANES).cast()) };
+                        for h in 0..H {
+                            dots[h][half] =
+                                _mm512_dpbusd_epi32(dots[h][half], keys, _mm512_set1_epi32(words[h * d / 4 + group]));
+                        }
+                    }
+                }
+                for half in 0..2 {
+                    let b = pair + half;
+                    // SAFETY: the chunk holds `blocks · 16` key scales.
+                    let key_scales = unsafe { _mm512_loadu_ps(chunk.key_scales.as_ptr().add(b * LANES)) };
+                    for h in 0..H {
+                        let at = (first + h) * blocks + b;
+                        let dot = _mm512_sub_epi32(dots[h][half], _mm512_set1_epi32(q.corrections[at]));
+                        let weight = _mm512_mul_ps(key_scales, _mm512_set1_ps(q.scales[at]));
+                        sums[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), weight, sums[h]);
+                    }
+                }
+            }
+            let base = c * LANES;
+            let valid = (n - base).min(LANES);
+            let mask: __mmask16 = if valid == LANES { 0xFFFF } else { (1u16 << valid) - 1 };
+            for h in 0..H {
+                let s = _mm512_mask_blend_ps(
+                    mask,
+                    _mm512_set1_ps(f32::NEG_INFINITY),
+                    _mm512_mul_ps(sums[h], _mm512_set1_ps(scale)),
+                );
+                let row = &mut out[(first + h) * width + base..][..LANES];
+                // SAFETY: `row` holds 16 values.
+                unsafe { _mm512_storeu_ps(row.as_mut_ptr(), s) };
+            }
+        }
+    }
+
+    /// [`super::softmax_rows`], 16 lanes per register.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn softmax_rows(rows: &mut [f32], width: usize, n: usize) {
+        for row in rows.chunks_exact_mut(width) {
+            let max = _mm512_set1_ps(row[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)));
+            let mut sums = _mm512_setzero_ps();
+            for chunk in row.chunks_exact_mut(LANES) {
+                // SAFETY: `chunk` holds 16 values.
+                unsafe {
+                    let e = crate::kernels::attention::x86::expf(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), max));
+                    sums = _mm512_add_ps(sums, e);
+                    _mm512_storeu_ps(chunk.as_mut_ptr(), e);
+                }
+            }
+            let mut lanes = [0.0f32; LANES];
+            // SAFETY: `lanes` holds 16 values.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) };
+            let inverse = _mm512_set1_ps(1.0 / ops::reduce_lanes(&lanes));
+            for chunk in row.chunks_exact_mut(LANES) {
+                // SAFETY: as above.
+                unsafe {
+                    _mm512_storeu_ps(chunk.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(chunk.as_ptr()), inverse))
+                };
+            }
+        }
+    }
+
+    /// Value dimensions one pass keeps in registers, per head: 4 registers of 16.
+    const DIMS: usize = 4 * LANES;
+
+    /// [`super::weighted_values`] with 16 dimensions per register, in passes of 64 dimensions and up to
+    /// [`HEADS`] heads.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F (and FMA); `d` is a multiple of 64.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn weighted_values(p: &[f32], chunks: &[Chunk<'_>], d: usize, n: usize, width: usize, out: &mut [f32]) {
+        let heads = out.len() / d;
+        for first in (0..heads).step_by(HEADS) {
+            for first_dim in (0..d).step_by(DIMS) {
+                // SAFETY: same contract.
+                unsafe {
+                    match (heads - first).min(HEADS) {
+                        1 => values_for::<1>(p, chunks, d, n, width, first, first_dim, out),
+                        2 => values_for::<2>(p, chunks, d, n, width, first, first_dim, out),
+                        3 => values_for::<3>(p, chunks, d, n, width, first, first_dim, out),
+                        _ => values_for::<HEADS>(p, chunks, d, n, width, first, first_dim, out),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Heads `first .. first + H`, dimensions `first_dim .. first_dim + 64`.
+    ///
+    /// # Safety
+    /// As [`weighted_values`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn values_for<const H: usize>(
+        p: &[f32],
+        chunks: &[Chunk<'_>],
+        d: usize,
+        n: usize,
+        width: usize,
+        first: usize,
+        first_dim: usize,
+        out: &mut [f32],
+    ) {
+        let first_block = first_dim / BLOCK;
+        let mut acc = [[_mm512_setzero_ps(); DIMS / LANES]; H];
+        // Per chunk, each head's probability times each position's scale, for the pass's two blocks:
+        // the weights the 16 positions' values are multiplied by, read back one at a time.
+        let mut weights = [[[0.0f32; LANES]; 2]; H];
+        for (c, chunk) in chunks.iter().enumerate() {
+            if let Some(next) = chunks.get(c + 2) {
+                crate::kernels::prefetch::<i8, true>(&next.values[first_dim..][..DIMS]);
+            }
+            for (h, w) in weights.iter_mut().enumerate() {
+                let row = &p[(first + h) * width + c * LANES..][..LANES];
+                for (half, w) in w.iter_mut().enumerate() {
+                    let scales = &chunk.value_scales[(first_block + half) * LANES..][..LANES];
+                    // SAFETY: `row`, `scales` and `w` hold 16 values.
+                    unsafe {
+                        let product = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr()), _mm512_loadu_ps(scales.as_ptr()));
+                        _mm512_storeu_ps(w.as_mut_ptr(), product);
+                    }
+                }
+            }
+            for lane in 0..(n - c * LANES).min(LANES) {
+                let row = &chunk.values[lane * d + first_dim..][..DIMS];
+                for j in 0..DIMS / LANES {
+                    // SAFETY: `row` holds 64 bytes.
+                    let bytes = unsafe { _mm_loadu_si128(row.as_ptr().add(j * LANES).cast()) };
+                    let values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+                    for h in 0..H {
+                        let weight = _mm512_set1_ps(weights[h][j * LANES / BLOCK][lane]);
+                        acc[h][j] = _mm512_fmadd_ps(values, weight, acc[h][j]);
+                    }
+                }
+            }
+        }
+        for h in 0..H {
+            for j in 0..DIMS / LANES {
+                let o = &mut out[(first + h) * d + first_dim + j * LANES..][..LANES];
+                // SAFETY: `o` holds 16 values.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc[h][j]) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: usize = 32;
+
+    /// A cache of `n` positions of one KV head with varied keys and values; also returns them in f32.
+    fn cache(d: usize, n: usize, seed: usize) -> (Vec<Q8Page>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let value = |i: usize| (((i + seed) * 7919 % 4001) as f32 / 4001.0 - 0.5) * 4.0;
+        let keys: Vec<Vec<f32>> = (0..n).map(|p| (0..d).map(|i| value(p * 131 + i)).collect()).collect();
+        let values: Vec<Vec<f32>> = (0..n).map(|p| (0..d).map(|i| value(p * 71 + i * 3 + 5)).collect()).collect();
+        let mut pages = vec![Q8Page::new(1, d, PAGE); n.div_ceil(PAGE)];
+        for p in 0..n {
+            pages[p / PAGE].store(0, PAGE, p % PAGE, &keys[p], &values[p]);
+        }
+        (pages, keys, values)
+    }
+
+    /// Attention in f64 on the unrounded keys and values.
+    fn exact(query: &[f32], keys: &[Vec<f32>], values: &[Vec<f32>], scale: f32) -> Vec<f32> {
+        let scores: Vec<f64> = keys
+            .iter()
+            .map(|k| k.iter().zip(query).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>() * f64::from(scale))
+            .collect();
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        (0..query.len())
+            .map(|dim| (weights.iter().zip(values).map(|(w, v)| w * f64::from(v[dim])).sum::<f64>() / total) as f32)
+            .collect()
+    }
+
+    fn queries(d: usize, heads: usize) -> Vec<f32> {
+        (0..heads * d).map(|i| (i as f32 * 0.37).sin() * 2.0).collect()
+    }
+
+    fn run(pages: &[Q8Page], d: usize, n: usize, q: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; q.len()];
+        attend_q8(q, Q8Head { pages, kv: 0, head_dim: d, page: PAGE }, n, 0.125, &mut out);
+        out
+    }
+
+    #[test]
+    fn stays_close_to_exact_attention() {
+        let d = 64;
+        for n in [1usize, 15, 16, 17, 100, 300] {
+            let (pages, keys, values) = cache(d, n, n);
+            let q = queries(d, 1);
+            let got = run(&pages, d, n, &q);
+            let want = exact(&q, &keys, &values, 0.125);
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            // Values lie in [-2, 2]; 8-bit rounding of keys, values and query moves outputs by ~1%.
+            assert!(worst < 0.03, "n={n}: worst deviation {worst}");
+        }
+    }
+
+    #[test]
+    fn one_position_returns_its_value_to_within_rounding() {
+        let d = 64;
+        let (pages, _, values) = cache(d, 1, 3);
+        let got = run(&pages, d, 1, &queries(d, 1));
+        for (dim, (a, b)) in got.iter().zip(&values[0]).enumerate() {
+            assert!((a - b).abs() <= 2.0 / 127.0, "dim {dim}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn every_path_and_grouping_gives_the_same_bits() {
+        let d = 128;
+        let n = 77;
+        let heads = 5;
+        let (pages, _, _) = cache(d, n, 11);
+        let q = queries(d, heads);
+        let together = run(&pages, d, n, &q);
+        for h in 0..heads {
+            let alone = run(&pages, d, n, &q[h * d..(h + 1) * d]);
+            assert_eq!(&together[h * d..(h + 1) * d], alone.as_slice(), "head {h}");
+        }
+        // The plain path against whichever path `attend_q8` took.
+        let head = Q8Head { pages: &pages, kv: 0, head_dim: d, page: PAGE };
+        let qq = QuantizedQueries::new(&q, d);
+        let chunks: Vec<Chunk<'_>> = (0..n.div_ceil(LANES)).map(|c| head.chunk(c)).collect();
+        let width = chunks.len() * LANES;
+        let mut p = vec![0.0f32; heads * width];
+        scores(&qq, &chunks, d, n, 0.125, &mut p);
+        softmax_rows(&mut p, width, n);
+        let mut plain = vec![0.0f32; q.len()];
+        weighted_values(&p, &chunks, d, n, width, &mut plain);
+        let same = plain.iter().zip(&together).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "plain and dispatched paths differ");
+    }
+}
