@@ -12,7 +12,8 @@
 #        for how it was built), THREADS (default "1 2"), PREFILL (512), DECODE (128), POSITIONS ("50 1024"),
 #        DECODE_AT_TOKENS (64), REPS (rounds of the whole set, default 1: on a shared host the numbers move
 #        by ±25% from minute to minute, so several rounds, each pairing the two engines back to back, and
-#        their medians say more than one). Ours runs the dev profile (engine and numeric crates at opt-level 3).
+#        their medians say more than one), KV_CACHE_TYPES (our decode_at's cache types, default "f16"; "f16 q8_0"
+#        adds the 8-bit cache — llama.cpp keeps its default f16). Ours runs the dev profile (engine and numeric crates at opt-level 3).
 #
 # Output: one JSON line per measurement, on stdout, llamagate first then llama.cpp for each case, then a summary
 # (lines starting with '#': medians over the rounds, ratios, and the slowdown with position), e.g.
@@ -34,6 +35,7 @@ decode="${DECODE:-128}"
 positions="${POSITIONS:-50 1024}"
 decode_at_tokens="${DECODE_AT_TOKENS:-64}"
 reps="${REPS:-1}"
+kv_types="${KV_CACHE_TYPES:-f16}"
 
 if [ "$model" = models/cache/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ ! -f "$model" ]; then
   ./models/fetch.sh >&2
@@ -50,7 +52,9 @@ for rep in $(seq "$reps"); do
     "$py" benches/llamacpp_throughput.py "$model" "$t" "$prefill" "$decode" | tee -a "$lines"
     for pos in $positions; do
       echo "== round $rep/$reps, threads $t: decode_at position $pos, $decode_at_tokens tokens" >&2
-      RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$t target/debug/examples/decode_at "$model" "$pos" "$decode_at_tokens" | tee -a "$lines"
+      for kv in $kv_types; do
+        KV_CACHE_TYPE=$kv RAYON_NUM_THREADS=$t CANDLE_NUM_THREADS=$t target/debug/examples/decode_at "$model" "$pos" "$decode_at_tokens" | tee -a "$lines"
+      done
       "$py" benches/llamacpp_decode_at.py "$model" "$t" "$pos" "$decode_at_tokens" | tee -a "$lines"
     done
   done
@@ -73,11 +77,12 @@ for t in sorted({r["threads"] for r in rows}):
         if g and c:
             print(f"# threads {t} throughput {key}: {g:.1f} / {c:.1f} = {g / c:.2f}x  ({n} rounds)")
     positions = sorted({r["position"] for r in rows if r.get("bench") == "decode_at"})
-    for engine in ("llamagate", "llama.cpp"):
-        speeds = {p: med(engine, t, "decode_tok_s", bench="decode_at", position=p)[0] for p in positions}
+    kv_types = sorted({r["kv_cache_type"] for r in rows if r.get("kv_cache_type")})
+    for engine, kv in [("llamagate", kv) for kv in kv_types] + [("llama.cpp", None)]:
+        speeds = {p: med(engine, t, "decode_tok_s", bench="decode_at", position=p, kv_cache_type=kv)[0] for p in positions}
         text = ", ".join(f"pos {p}: {v:.1f}" for p, v in speeds.items() if v)
         if len(positions) > 1 and speeds[positions[0]] and speeds[positions[-1]]:
             slower = 100 * (speeds[positions[0]] / speeds[positions[-1]] - 1)
             text += f"; pos {positions[-1]} is {slower:.0f}% slower than pos {positions[0]} (per token)"
-        print(f"# threads {t} decode_at {engine}: {text}")
+        print(f"# threads {t} decode_at {engine}{f' ({kv} cache)' if kv else ''}: {text}")
 PY

@@ -20,7 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::hparams::{LlamaHparams, RopeLayout};
 use crate::huge_pages;
 use crate::kernels::attention::{F16Product, KvHead, attend};
-use crate::kernels::attention_q8::{Q8Head, Q8Page, attend_q8};
+use crate::kernels::attention_q8::{Q8Head, Q8Page, QuantizedQueries, SPAN, attend_span, combine, partial_len};
 use crate::kernels::ops::{self, LANES};
 use crate::kernels::team::{self, Team};
 use crate::kernels::{Activations, BLOCK, Matrix, WeightFormat, project};
@@ -238,6 +238,11 @@ impl HostLayerCache {
         }
     }
 
+    /// Whether this cache holds 8-bit keys and values.
+    fn is_q8(&self) -> bool {
+        matches!(self.pages, Pages::Q8(_))
+    }
+
     /// KV head `kv`'s positions, for attention to read in place.
     fn head(&self, kv: usize) -> HeadView<'_> {
         let (head_dim, page) = (self.head_dim, PAGE);
@@ -370,6 +375,13 @@ fn attention(
         offset += l;
     }
 
+    let q8 = seen_by.first().is_some_and(|(cache, _)| cache.is_q8());
+    if seen_by.iter().any(|(cache, _)| cache.is_q8() != q8) {
+        return Err(EngineError::Inference("one batch holds caches of two KV cache types".into()));
+    }
+    if q8 {
+        return Ok(attention_q8(&seen_by, q, heads, kv_heads, d, scale));
+    }
     let threads = Team::global().threads();
     let heads_per_item = if threads > 1 && tokens * kv_heads < 2 * threads { 1 } else { group };
     let items_per_token = heads / heads_per_item;
@@ -380,10 +392,55 @@ fn attention(
         let first_head = part * heads_per_item;
         let at = token * heads * d + first_head * d;
         let queries = &q[at..at + heads_per_item * d];
-        match cache.head(first_head / group) {
-            HeadView::F16(head) => attend(queries, head, n, scale, product, o),
-            HeadView::Q8(head) => attend_q8(queries, head, n, scale, o),
+        // Every cache is an f16 one (checked above).
+        if let HeadView::F16(head) = cache.head(first_head / group) {
+            attend(queries, head, n, scale, product, o);
         }
     });
     Ok(out)
+}
+
+/// [`attention`] over 8-bit caches: a work item is one token's group of query heads sharing a KV head
+/// over one [`SPAN`] of positions, so a single decoding sequence deep into its context still gives
+/// every thread work; the spans are then merged per token and group.
+fn attention_q8(
+    seen_by: &[(&HostLayerCache, usize)],
+    q: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let group = heads / kv_heads;
+    // (token, KV head, span) in that order, so each group's spans are neighbours.
+    let items: Vec<(usize, usize, usize)> = seen_by
+        .iter()
+        .enumerate()
+        .flat_map(|(token, (_, n))| {
+            (0..kv_heads).flat_map(move |kv| (0..n.div_ceil(SPAN)).map(move |span| (token, kv, span)))
+        })
+        .collect();
+    // Each group's queries rounded once, for all its spans: `[token, KV head]`.
+    let queries: Vec<QuantizedQueries> = q.chunks_exact(group * d).map(|g| QuantizedQueries::new(g, d)).collect();
+    let per_item = group * partial_len(d);
+    let mut partials = vec![0.0f32; items.len() * per_item];
+    team::for_each_item(partials.chunks_mut(per_item).collect(), |index, partial| {
+        let (token, kv, span) = items[index];
+        let (cache, n) = seen_by[token];
+        // Every cache is an 8-bit one (checked by the caller).
+        if let HeadView::Q8(head) = cache.head(kv) {
+            let positions = span * SPAN..n.min((span + 1) * SPAN);
+            attend_span(&queries[token * kv_heads + kv], head, positions, scale, partial);
+        }
+    });
+    let mut out = vec![0.0f32; q.len()];
+    let mut first = 0;
+    while first < items.len() {
+        let (token, kv, _) = items[first];
+        let spans = items[first..].iter().take_while(|(t, k, _)| (*t, *k) == (token, kv)).count();
+        let at = token * heads * d + kv * group * d;
+        combine(&partials[first * per_item..(first + spans) * per_item], d, &mut out[at..at + group * d]);
+        first += spans;
+    }
+    out
 }

@@ -7,12 +7,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use llamagate_engine::{
-    ChatMessage, EngineError, GenerateParams, GenerationEvent, GenerationOutput, GenerationStream, Model, ModelOptions,
-    ModelSource, SchedulerConfig,
+    ChatMessage, EngineError, GenerateParams, GenerationEvent, GenerationOutput, GenerationStream, KvCacheType, Model,
+    ModelOptions, ModelSource, SchedulerConfig,
 };
 
 fn model(scheduler: SchedulerConfig) -> Model {
-    Model::load(&ModelSource::Gguf(default_gguf()), &ModelOptions { scheduler, ..Default::default() }).unwrap()
+    model_with_cache(scheduler, KvCacheType::F16)
+}
+
+fn model_with_cache(scheduler: SchedulerConfig, kv_cache_type: KvCacheType) -> Model {
+    let options = ModelOptions { scheduler, kv_cache_type, ..Default::default() };
+    Model::load(&ModelSource::Gguf(default_gguf()), &options).unwrap()
 }
 
 fn chat(m: &Model, user: &str) -> Vec<u32> {
@@ -141,7 +146,16 @@ fn a_full_queue_refuses_at_once_with_busy() {
 
 #[test]
 fn a_prompt_starting_like_an_earlier_one_reuses_its_keys_and_values_and_generates_the_same() {
-    let m = model(SchedulerConfig::default());
+    prefix_reuse_gives_what_a_fresh_prefill_gives(KvCacheType::F16);
+}
+
+#[test]
+fn the_8bit_cache_is_reused_by_prefix_too() {
+    prefix_reuse_gives_what_a_fresh_prefill_gives(KvCacheType::Q8_0);
+}
+
+fn prefix_reuse_gives_what_a_fresh_prefill_gives(kv_cache_type: KvCacheType) {
+    let m = model_with_cache(SchedulerConfig::default(), kv_cache_type);
     let question = "Name three colours of the rainbow and say which one is in the middle.";
     let prompt = chat(&m, question);
     let generate = |prompt: Vec<u32>| -> GenerationOutput {
@@ -162,7 +176,8 @@ fn a_prompt_starting_like_an_earlier_one_reuses_its_keys_and_values_and_generate
     let reused_before = m.stats().reused_prompt_tokens();
     let answer = generate(other.clone());
     assert_eq!(m.stats().reused_prompt_tokens() - reused_before, shared as u64);
-    let fresh = model(SchedulerConfig { prefix_cache_bytes: 0, ..SchedulerConfig::default() });
+    let fresh =
+        model_with_cache(SchedulerConfig { prefix_cache_bytes: 0, ..SchedulerConfig::default() }, kv_cache_type);
     let expected = fresh.submit(fresh.prepare(other, params(12, 0)).unwrap()).unwrap().collect_blocking().unwrap();
     assert_eq!(answer.token_ids, expected.token_ids);
     assert_eq!(fresh.stats().reused_prompt_tokens(), 0);

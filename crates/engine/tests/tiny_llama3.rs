@@ -126,3 +126,12 @@ fn f16_bf16_sharded_and_old_rope_spelling_load_and_agree() {
         assert!(diff < tolerance, "{dtype:?} sharded={sharded}: last logits differ by {diff}");
     }
 }
+
+/// Only the CPU pass (quantized GGUF on the CPU) has an 8-bit cache; elsewhere asking for one is a
+/// load error that says so, not a silent f32 cache.
+#[test]
+fn an_8bit_kv_cache_is_refused_where_the_model_cannot_have_one() {
+    let options = ModelOptions { kv_cache_type: llamagate_engine::KvCacheType::Q8_0, ..Default::default() };
+    let err = Model::load(&ModelSource::HfDir(tiny_llama3()), &options).unwrap_err().to_string();
+    assert!(err.contains("kv_cache_type q8_0 needs the CPU pass"), "{err}");
+}

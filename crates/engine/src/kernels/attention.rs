@@ -436,36 +436,26 @@ pub(super) mod x86 {
                     crate::kernels::prefetch::<u16, false>(next.v);
                 }
                 let k = part.k.as_ptr();
-                // Register `lane` of `rows[h]` collects lane `lane` of head `h`'s sum for each of the 16
-                // positions, over dimensions `lane + 16·j`.
-                let mut rows = [[_mm512_setzero_ps(); LANES]; H];
-                for lane in 0..LANES {
-                    let mut acc = [[_mm512_setzero_ps(); 4]; H];
-                    for j0 in (0..d / LANES).step_by(4) {
-                        for s in 0..4 {
-                            let dim = (j0 + s) * LANES + lane;
-                            let slot = if TILED { 0 } else { s };
-                            // SAFETY: `dim < d`; the chunk holds `d · 16` keys.
-                            let key = unsafe { widen(k.add(dim * LANES)) };
-                            for h in 0..H {
-                                // SAFETY: `q` holds `H · d` values.
-                                let qv = _mm512_set1_ps(unsafe { *q.as_ptr().add(h * d + dim) });
-                                acc[h][slot] = _mm512_fmadd_ps(key, qv, acc[h][slot]);
-                            }
-                        }
-                    }
-                    for h in 0..H {
-                        rows[h][lane] = if TILED { acc[h][0] } else { fold(&acc[h]) };
-                    }
-                }
+                // Lane `lane` of every position's sum (dimensions `lane + 16·j`) per head, combined in
+                // `_mm512_reduce_add_ps`'s tree as soon as both halves exist: lanes i and i + 8, then
+                // those pairs i and i + 4, then (0 + 2) + (1 + 3). Only a few partial sums are live at
+                // once, so all of them stay in registers.
+                // SAFETY (all four): the CPU has this function's features; `k` is this chunk's keys.
+                let pair = |i: usize| -> [__m512; H] {
+                    let (low, high) = unsafe { (self.lane::<H, TILED>(k, q, i), self.lane::<H, TILED>(k, q, i + 8)) };
+                    std::array::from_fn(|h| _mm512_add_ps(high[h], low[h]))
+                };
+                let quad = |i: usize| -> [__m512; H] {
+                    let (low, high) = (pair(i), pair(i + 4));
+                    std::array::from_fn(|h| _mm512_add_ps(high[h], low[h]))
+                };
+                let (t0, t2) = (quad(0), quad(2));
+                let (t1, t3) = (quad(1), quad(3));
                 let base = c * LANES;
                 let valid = (self.n - base).min(LANES);
                 let mask: __mmask16 = if valid == LANES { 0xFFFF } else { (1u16 << valid) - 1 };
                 for h in 0..H {
-                    let r = &rows[h];
-                    let t8: [__m512; 8] = std::array::from_fn(|i| _mm512_add_ps(r[i + 8], r[i]));
-                    let t4: [__m512; 4] = std::array::from_fn(|i| _mm512_add_ps(t8[i + 4], t8[i]));
-                    let dots = _mm512_add_ps(_mm512_add_ps(t4[0], t4[2]), _mm512_add_ps(t4[1], t4[3]));
+                    let dots = _mm512_add_ps(_mm512_add_ps(t0[h], t2[h]), _mm512_add_ps(t1[h], t3[h]));
                     let s = _mm512_mask_blend_ps(
                         mask,
                         _mm512_set1_ps(f32::NEG_INFINITY),
@@ -477,6 +467,34 @@ pub(super) mod x86 {
                     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), s) };
                 }
             }
+        }
+    }
+
+    impl KqPass<'_, '_> {
+        /// Lane `lane` of head `h`'s sum for each of the 16 positions of the chunk at `k`, over
+        /// dimensions `lane + 16·j`, folded in ggml's order, for `h < H`.
+        ///
+        /// # Safety
+        /// As [`KqPass::run`]; `k` points at a chunk's `d · 16` keys and `q` holds `H · d` values.
+        #[target_feature(enable = "avx512f,f16c,fma")]
+        #[inline]
+        unsafe fn lane<const H: usize, const TILED: bool>(&self, k: *const u16, q: &[f32], lane: usize) -> [__m512; H] {
+            let d = self.d;
+            let mut acc = [[_mm512_setzero_ps(); 4]; H];
+            for j0 in (0..d / LANES).step_by(4) {
+                for s in 0..4 {
+                    let dim = (j0 + s) * LANES + lane;
+                    let slot = if TILED { 0 } else { s };
+                    // SAFETY: `dim < d`; the chunk holds `d · 16` keys.
+                    let key = unsafe { widen(k.add(dim * LANES)) };
+                    for h in 0..H {
+                        // SAFETY: `q` holds `H · d` values.
+                        let qv = _mm512_set1_ps(unsafe { *q.as_ptr().add(h * d + dim) });
+                        acc[h][slot] = _mm512_fmadd_ps(key, qv, acc[h][slot]);
+                    }
+                }
+            }
+            std::array::from_fn(|h| if TILED { acc[h][0] } else { fold(&acc[h]) })
         }
     }
 

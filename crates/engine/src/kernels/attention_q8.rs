@@ -9,6 +9,7 @@
 //! the same bits.
 
 use half::f16;
+use multiversion::multiversion;
 
 use super::BLOCK;
 use super::ops::{self, LANES};
@@ -72,7 +73,9 @@ impl Q8Page {
 }
 
 /// ggml's `quantize_row_q8_0` for one block: the scale `max|x| / 127` (returned rounded to f16, as the
-/// block stores it) and `round(x / scale)`.
+/// block stores it) and `round(x / scale)`. Compiled for SSE4.1 too, where rounding is an instruction
+/// sequence rather than a call to `roundf`.
+#[multiversion(targets("x86_64+avx2+fma+sse4.1", "x86_64+sse4.1"))]
 fn quantize_block(x: &[f32], out: &mut [i8; BLOCK]) -> f32 {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -122,17 +125,20 @@ impl<'a> Q8Head<'a> {
     }
 }
 
-/// The queries of one attention call rounded to Q8_0: per head and block, the scale, the 8-bit values
+/// The queries of one group of heads rounded to Q8_0: per head and block, the scale, the 8-bit values
 /// packed four to a word (the integer dot product's operand), and `128 · Σ values`, which undoes the
 /// keys' +128 offset.
-struct QuantizedQueries {
+pub struct QuantizedQueries {
     words: Vec<i32>,
     scales: Vec<f32>,
     corrections: Vec<i32>,
+    head_dim: usize,
 }
 
 impl QuantizedQueries {
-    fn new(queries: &[f32], d: usize) -> Self {
+    /// Rounds `queries` (whole heads of `d` values, `d` a multiple of 32) to Q8_0, once for all the
+    /// spans they attend to.
+    pub fn new(queries: &[f32], d: usize) -> Self {
         let blocks = queries.len() / BLOCK;
         let mut words = Vec::with_capacity(queries.len() / 4);
         let (mut scales, mut corrections) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
@@ -145,35 +151,107 @@ impl QuantizedQueries {
                 q.chunks_exact(4).map(|w| i32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8])),
             );
         }
-        Self { words, scales, corrections }
+        Self { words, scales, corrections, head_dim: d }
     }
+}
+
+/// Positions one span covers: attention over a long context is computed span by span, each span a
+/// separate work item (so two threads share even a single sequence's attention), and the spans'
+/// results merged by [`combine`]. Fixed, not derived from the thread count, so the result is the same
+/// on any number of threads.
+pub const SPAN: usize = 512;
+
+/// Chunks ahead whose keys (into level 1) and values (into level 2) are fetched while the score pass
+/// works on the current one: the cache pages are separate allocations, which the hardware prefetcher
+/// does not follow from one to the next.
+const AHEAD: usize = 4;
+
+/// Floats [`attend_span`] writes per head: the `D` weighted values and the span's max and sum.
+pub const fn partial_len(head_dim: usize) -> usize {
+    head_dim + 2
 }
 
 /// One query per head of the group that shares this KV head (`queries`: `D` values each) against the
 /// first `n` cached positions: `softmax(scale · K·q) · V` into `out`, with the keys, values and query
-/// in Q8_0.
+/// in Q8_0 — span after span, as the engine's threads compute it.
 pub fn attend_q8(queries: &[f32], cache: Q8Head<'_>, n: usize, scale: f32, out: &mut [f32]) {
     let d = cache.head_dim;
-    assert!(d.is_multiple_of(4 * LANES) && queries.len() == out.len() && n > 0, "attention shapes");
     let heads = queries.len() / d;
     let q = QuantizedQueries::new(queries, d);
-    let chunks: Vec<Chunk<'_>> = (0..n.div_ceil(LANES)).map(|c| cache.chunk(c)).collect();
-    let width = chunks.len() * LANES;
-    let mut probabilities = vec![0.0f32; heads * width];
+    let mut partials = vec![0.0f32; n.div_ceil(SPAN) * heads * partial_len(d)];
+    for (span, partial) in partials.chunks_exact_mut(heads * partial_len(d)).enumerate() {
+        attend_span(&q, cache, span * SPAN..n.min((span + 1) * SPAN), scale, partial);
+    }
+    combine(&partials, d, out);
+}
+
+/// [`attend_q8`] over the cached positions `span` only (it starts at a multiple of 16), for queries
+/// rounded by [`QuantizedQueries::new`]: writes to
+/// `partial` each head's weighted values, `Σ exp(score − max) · value`, not yet divided by the sum,
+/// `[H, D]`, followed by each head's max and sum, `[H, 2]`.
+pub fn attend_span(
+    q: &QuantizedQueries,
+    cache: Q8Head<'_>,
+    span: std::ops::Range<usize>,
+    scale: f32,
+    partial: &mut [f32],
+) {
+    let d = cache.head_dim;
+    let heads = q.scales.len() * BLOCK / d;
+    let n = span.len();
+    assert!(
+        d.is_multiple_of(4 * LANES)
+            && q.head_dim == d
+            && partial.len() == heads * partial_len(d)
+            && n > 0
+            && span.start.is_multiple_of(LANES),
+        "attention shapes"
+    );
+    let first = span.start / LANES;
+    // The span's chunks, then up to `AHEAD` allocated ones after it, which are only prefetched: on one
+    // thread the next span of this head runs next and finds its first chunks in cache.
+    let available = cache.pages.len() * (cache.page / LANES);
+    let count = n.div_ceil(LANES);
+    let chunks: Vec<Chunk<'_>> = (first..available.min(first + count + AHEAD)).map(|c| cache.chunk(c)).collect();
+    let width = count * LANES;
+    let mut exps = vec![0.0f32; heads * width];
+    let (values, stats) = partial.split_at_mut(heads * d);
     #[cfg(target_arch = "x86_64")]
     if vnni() {
-        // SAFETY: the CPU has AVX-512F and AVX-512 VNNI (checked once); slices are bounds-checked.
+        // SAFETY: the CPU has AVX-512F, AVX-512 VNNI and FMA (checked once); slices are bounds-checked.
         unsafe {
-            x86::scores(&q, &chunks, d, n, scale, &mut probabilities);
-            x86::softmax_rows(&mut probabilities, width, n);
+            x86::scores(q, &chunks, d, n, scale, &mut exps);
+            x86::exp_rows(&mut exps, width, n, stats);
+            x86::weighted_values(&exps, &chunks, d, n, width, values);
         }
-        // SAFETY: as above.
-        unsafe { x86::weighted_values(&probabilities, &chunks, d, n, width, out) };
         return;
     }
-    scores(&q, &chunks, d, n, scale, &mut probabilities);
-    softmax_rows(&mut probabilities, width, n);
-    weighted_values(&probabilities, &chunks, d, n, width, out);
+    scores(q, &chunks, d, n, scale, &mut exps);
+    exp_rows(&mut exps, width, n, stats);
+    weighted_values(&exps, &chunks, d, n, width, values);
+}
+
+/// Merges consecutive spans' partial results (as [`attend_span`] wrote them, one after another) into
+/// each head's attention output: every span's exponentials rescaled to the overall max, then divided
+/// by the overall sum, spans in order.
+pub fn combine(partials: &[f32], head_dim: usize, out: &mut [f32]) {
+    let heads = out.len() / head_dim;
+    let per_span = heads * partial_len(head_dim);
+    out.fill(0.0);
+    for h in 0..heads {
+        let stat = |span: usize, i: usize| partials[span * per_span + heads * head_dim + 2 * h + i];
+        let spans = partials.len() / per_span;
+        let max = (0..spans).fold(f32::NEG_INFINITY, |m, span| m.max(stat(span, 0)));
+        let total: f32 = (0..spans).map(|span| stat(span, 1) * (stat(span, 0) - max).exp()).sum();
+        let o = &mut out[h * head_dim..(h + 1) * head_dim];
+        for span in 0..spans {
+            let factor = (stat(span, 0) - max).exp() / total;
+            let values = &partials[span * per_span + h * head_dim..][..head_dim];
+            for (acc, value) in o.iter_mut().zip(values) {
+                *acc += value * factor;
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -187,12 +265,14 @@ fn vnni() -> bool {
     })
 }
 
-/// `scale · K·q` for every head and position (head `h`'s row at `out[h · width ..]`), each position's
+/// `scale · K·q` for every head and the first `n` positions of `chunks` (head `h`'s row at
+/// `out[h · width ..]`, −∞ past `n`; chunks after those are only prefetched), each position's
 /// product summed block by block: `Σ_b float(integer dot_b) · (key scale_b · query scale_b)`.
 fn scores(q: &QuantizedQueries, chunks: &[Chunk<'_>], d: usize, n: usize, scale: f32, out: &mut [f32]) {
-    let (blocks, width) = (d / BLOCK, chunks.len() * LANES);
+    let count = n.div_ceil(LANES);
+    let (blocks, width) = (d / BLOCK, count * LANES);
     for (h, row) in out.chunks_exact_mut(width).enumerate() {
-        for (c, chunk) in chunks.iter().enumerate() {
+        for (c, chunk) in chunks[..count].iter().enumerate() {
             for lane in 0..LANES {
                 let mut sum = 0.0f32;
                 for b in 0..blocks {
@@ -212,10 +292,11 @@ fn scores(q: &QuantizedQueries, chunks: &[Chunk<'_>], d: usize, n: usize, scale:
     }
 }
 
-/// Each row of `width` scores (the first `n` real, the rest −∞) becomes its softmax: ggml's `expf`, the
-/// sum kept in 16 lanes and reduced once.
-fn softmax_rows(rows: &mut [f32], width: usize, n: usize) {
-    for row in rows.chunks_exact_mut(width) {
+/// Each row of `width` scores (the first `n` real, the rest −∞) becomes `exp(score − max)` with ggml's
+/// `expf`, not yet normalized; `stats[2h]` and `stats[2h + 1]` get row `h`'s max and its sum of
+/// exponentials (kept in 16 lanes, reduced once), which [`combine`] needs to merge spans.
+fn exp_rows(rows: &mut [f32], width: usize, n: usize, stats: &mut [f32]) {
+    for (row, stats) in rows.chunks_exact_mut(width).zip(stats.chunks_exact_mut(2)) {
         let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut sums = [0.0f32; LANES];
         for chunk in row.chunks_exact_mut(LANES) {
@@ -224,10 +305,8 @@ fn softmax_rows(rows: &mut [f32], width: usize, n: usize) {
                 *sum += *value;
             }
         }
-        let inverse = 1.0 / ops::reduce_lanes(&sums);
-        for value in row.iter_mut() {
-            *value *= inverse;
-        }
+        stats[0] = max;
+        stats[1] = ops::reduce_lanes(&sums);
     }
 }
 
@@ -296,11 +375,15 @@ mod x86 {
         first: usize,
         out: &mut [f32],
     ) {
-        let (blocks, width) = (d / BLOCK, chunks.len() * LANES);
+        let count = n.div_ceil(LANES);
+        let (blocks, width) = (d / BLOCK, count * LANES);
         let words = &q.words[first * d / 4..][..H * d / 4];
-        for (c, chunk) in chunks.iter().enumerate() {
-            if let Some(next) = chunks.get(c + 2) {
+        for (c, chunk) in chunks[..count].iter().enumerate() {
+            if let Some(next) = chunks.get(c + AHEAD) {
                 crate::kernels::prefetch::<u8, true>(next.keys);
+                crate::kernels::prefetch::<f32, true>(next.key_scales);
+                crate::kernels::prefetch::<i8, false>(next.values);
+                crate::kernels::prefetch::<f32, false>(next.value_scales);
             }
             let mut sums = [_mm512_setzero_ps(); H];
             // Two blocks at a time: 2·H independent integer sums keep the VNNI unit busy (one chain
@@ -346,19 +429,21 @@ mod x86 {
         }
     }
 
-    /// [`super::softmax_rows`], 16 lanes per register.
+    /// [`super::exp_rows`], 16 lanes per register.
     ///
     /// # Safety
     /// The CPU has AVX-512F and FMA.
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn softmax_rows(rows: &mut [f32], width: usize, n: usize) {
-        for row in rows.chunks_exact_mut(width) {
-            let max = _mm512_set1_ps(row[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)));
+    pub unsafe fn exp_rows(rows: &mut [f32], width: usize, n: usize, stats: &mut [f32]) {
+        for (row, stats) in rows.chunks_exact_mut(width).zip(stats.chunks_exact_mut(2)) {
+            let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let max_lanes = _mm512_set1_ps(max);
             let mut sums = _mm512_setzero_ps();
             for chunk in row.chunks_exact_mut(LANES) {
                 // SAFETY: `chunk` holds 16 values.
                 unsafe {
-                    let e = crate::kernels::attention::x86::expf(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), max));
+                    let e =
+                        crate::kernels::attention::x86::expf(_mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), max_lanes));
                     sums = _mm512_add_ps(sums, e);
                     _mm512_storeu_ps(chunk.as_mut_ptr(), e);
                 }
@@ -366,13 +451,8 @@ mod x86 {
             let mut lanes = [0.0f32; LANES];
             // SAFETY: `lanes` holds 16 values.
             unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) };
-            let inverse = _mm512_set1_ps(1.0 / ops::reduce_lanes(&lanes));
-            for chunk in row.chunks_exact_mut(LANES) {
-                // SAFETY: as above.
-                unsafe {
-                    _mm512_storeu_ps(chunk.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(chunk.as_ptr()), inverse))
-                };
-            }
+            stats[0] = max;
+            stats[1] = ops::reduce_lanes(&lanes);
         }
     }
 
@@ -423,7 +503,7 @@ mod x86 {
         // Per chunk, each head's probability times each position's scale, for the pass's two blocks:
         // the weights the 16 positions' values are multiplied by, read back one at a time.
         let mut weights = [[[0.0f32; LANES]; 2]; H];
-        for (c, chunk) in chunks.iter().enumerate() {
+        for (c, chunk) in chunks[..n.div_ceil(LANES)].iter().enumerate() {
             if let Some(next) = chunks.get(c + 2) {
                 crate::kernels::prefetch::<i8, true>(&next.values[first_dim..][..DIMS]);
             }
@@ -506,7 +586,7 @@ mod tests {
     #[test]
     fn stays_close_to_exact_attention() {
         let d = 64;
-        for n in [1usize, 15, 16, 17, 100, 300] {
+        for n in [1usize, 15, 16, 17, 100, 300, 700] {
             let (pages, keys, values) = cache(d, n, n);
             let q = queries(d, 1);
             let got = run(&pages, d, n, &q);
@@ -530,7 +610,8 @@ mod tests {
     #[test]
     fn every_path_and_grouping_gives_the_same_bits() {
         let d = 128;
-        let n = 77;
+        // Over two spans, so the merge is covered too.
+        let n = SPAN + 77;
         let heads = 5;
         let (pages, _, _) = cache(d, n, 11);
         let q = queries(d, heads);
@@ -539,16 +620,23 @@ mod tests {
             let alone = run(&pages, d, n, &q[h * d..(h + 1) * d]);
             assert_eq!(&together[h * d..(h + 1) * d], alone.as_slice(), "head {h}");
         }
-        // The plain path against whichever path `attend_q8` took.
+        // The plain path, span by span, against whichever path `attend_q8` took.
         let head = Q8Head { pages: &pages, kv: 0, head_dim: d, page: PAGE };
         let qq = QuantizedQueries::new(&q, d);
-        let chunks: Vec<Chunk<'_>> = (0..n.div_ceil(LANES)).map(|c| head.chunk(c)).collect();
-        let width = chunks.len() * LANES;
-        let mut p = vec![0.0f32; heads * width];
-        scores(&qq, &chunks, d, n, 0.125, &mut p);
-        softmax_rows(&mut p, width, n);
+        let mut partials = vec![0.0f32; 2 * heads * partial_len(d)];
+        for (span, partial) in partials.chunks_exact_mut(heads * partial_len(d)).enumerate() {
+            let positions = span * SPAN..n.min((span + 1) * SPAN);
+            let chunks: Vec<Chunk<'_>> =
+                (positions.start / LANES..positions.end.div_ceil(LANES)).map(|c| head.chunk(c)).collect();
+            let width = chunks.len() * LANES;
+            let mut e = vec![0.0f32; heads * width];
+            let (values, stats) = partial.split_at_mut(heads * d);
+            scores(&qq, &chunks, d, positions.len(), 0.125, &mut e);
+            exp_rows(&mut e, width, positions.len(), stats);
+            weighted_values(&e, &chunks, d, positions.len(), width, values);
+        }
         let mut plain = vec![0.0f32; q.len()];
-        weighted_values(&p, &chunks, d, n, width, &mut plain);
+        combine(&partials, d, &mut plain);
         let same = plain.iter().zip(&together).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "plain and dispatched paths differ");
     }
