@@ -18,9 +18,10 @@ use super::ops::{self, LANES};
 ///
 /// Keys are laid out for the integer dot product: per KV head, chunks of 16 positions, and in a chunk
 /// `[D/4, 16, 4]` bytes (4 consecutive dimensions of each position side by side, 16 positions per
-/// 64-byte row), each byte the Q8_0 value plus 128. Values are plain rows, `[KV, page, D]` signed bytes:
-/// the value pass walks positions and keeps dimensions in lanes. Scales, of keys and of values: per
-/// chunk `[D/32, 16]`, so 16 positions' scales load as one register.
+/// 64-byte row), each byte the Q8_0 value plus 128. Values, per chunk, `[8, D, 2]` signed bytes: pairs of
+/// positions, each dimension's two values side by side, which is the operand order of the 16-bit integer
+/// dot product the value pass uses (dimensions in lanes, two positions per instruction). Scales, of keys
+/// and of values: per chunk `[D/32, 16]`, so 16 positions' scales load as one register.
 #[derive(Debug, Clone)]
 pub struct Q8Page {
     keys: Vec<u8>,
@@ -64,12 +65,19 @@ impl Q8Page {
                 self.keys[at] = (*value as u8) ^ 0x80;
             }
         }
-        let row = kv * page + position;
         for (b, block) in values.chunks_exact(BLOCK).enumerate() {
             self.value_scales[(chunk * blocks + b) * LANES + lane] = quantize_block(block, &mut q);
-            self.values[row * d + b * BLOCK..][..BLOCK].copy_from_slice(&q);
+            for (i, value) in q.iter().enumerate() {
+                self.values[chunk * d * LANES + value_index(d, lane, b * BLOCK + i)] = *value;
+            }
         }
     }
+}
+
+/// Where position `lane` of a chunk keeps its value of dimension `dim`, within the chunk's `16 · D` bytes.
+#[inline(always)]
+fn value_index(d: usize, lane: usize, dim: usize) -> usize {
+    ((lane / 2) * d + dim) * 2 + lane % 2
 }
 
 /// ggml's `quantize_row_q8_0` for one block: the scale `max|x| / 127` (returned rounded to f16, as the
@@ -102,7 +110,7 @@ struct Chunk<'a> {
     keys: &'a [u8],
     /// `[D/32, 16]`.
     key_scales: &'a [f32],
-    /// `[16, D]`.
+    /// `[8, D, 2]`.
     values: &'a [i8],
     /// `[D/32, 16]`.
     value_scales: &'a [f32],
@@ -218,17 +226,20 @@ pub fn attend_span(
     let (values, stats) = partial.split_at_mut(heads * d);
     #[cfg(target_arch = "x86_64")]
     if vnni() {
-        // SAFETY: the CPU has AVX-512F, AVX-512 VNNI and FMA (checked once); slices are bounds-checked.
+        // SAFETY: the CPU has AVX-512F, AVX-512BW, AVX-512 VNNI and FMA (checked once); slices are
+        // bounds-checked.
         unsafe {
             x86::scores(q, &chunks, d, n, scale, &mut exps);
             x86::exp_rows(&mut exps, width, n, stats);
-            x86::weighted_values(&exps, &chunks, d, n, width, values);
+            let weights = x86::integer_weights(&exps, &chunks, d, width);
+            x86::weighted_values(&weights, &chunks, d, n, values);
         }
         return;
     }
     scores(q, &chunks, d, n, scale, &mut exps);
     exp_rows(&mut exps, width, n, stats);
-    weighted_values(&exps, &chunks, d, n, width, values);
+    let weights = integer_weights(&exps, &chunks, d, width);
+    weighted_values(&weights, &chunks, d, n, values);
 }
 
 /// Merges consecutive spans' partial results (as [`attend_span`] wrote them, one after another) into
@@ -261,6 +272,7 @@ fn vnni() -> bool {
         std::env::var("LLAMAGATE_KERNELS").map_or(true, |v| v != "portable" && v != "avx2")
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("fma")
     })
 }
@@ -310,21 +322,65 @@ fn exp_rows(rows: &mut [f32], width: usize, n: usize, stats: &mut [f32]) {
     }
 }
 
-/// `out[h] = Σ_position p[h][position] · value[position]`, positions in order, each value's block
-/// scale folded into its probability first.
-fn weighted_values(p: &[f32], chunks: &[Chunk<'_>], d: usize, n: usize, width: usize, out: &mut [f32]) {
-    out.fill(0.0);
-    for position in 0..n {
-        let (chunk, lane) = (&chunks[position / LANES], position % LANES);
-        for (h, o) in out.chunks_exact_mut(d).enumerate() {
-            let probability = p[h * width + position];
-            for (b, block) in o.chunks_exact_mut(BLOCK).enumerate() {
-                let weight = probability * chunk.value_scales[b * LANES + lane];
-                let values = &chunk.values[lane * d + b * BLOCK..][..BLOCK];
-                for (acc, value) in block.iter_mut().zip(values) {
-                    *acc = f32::from(*value).mul_add(weight, *acc);
-                }
+/// Each head's weight for each position's value block, `exp · value scale`, as 16-bit integers with one
+/// scale per head and block: the value pass then sums `weight · value` exactly in 32-bit integers
+/// (|sum| ≤ 512 · 32767 · 127 < 2³¹ over a [`SPAN`]). 15 bits keep each weight to 1.5·10⁻⁵ of the
+/// largest, far below the values' own 8-bit rounding.
+struct IntegerWeights {
+    /// `[H, D/32, width]`; positions past the span's end weigh 0.
+    weights: Vec<i16>,
+    /// `[H, D/32]`: what one unit of weight stands for.
+    scales: Vec<f32>,
+    width: usize,
+}
+
+/// Largest 16-bit weight.
+const WEIGHT_MAX: f32 = 32767.0;
+const _: () = assert!(SPAN * 32767 * 127 < i32::MAX as usize, "a span's integer sums must fit in i32");
+
+/// Scale and its inverse for weights whose largest is `max`.
+#[inline(always)]
+fn weight_scale(max: f32) -> (f32, f32) {
+    let scale = max / WEIGHT_MAX;
+    (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+}
+
+/// [`IntegerWeights`] from `exps` (`[H, width]`, 0 past the span's end).
+fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, width: usize) -> IntegerWeights {
+    let (heads, blocks) = (exps.len() / width, d / BLOCK);
+    let mut weights = vec![0i16; heads * blocks * width];
+    let mut scales = vec![0.0f32; heads * blocks];
+    for h in 0..heads {
+        for b in 0..blocks {
+            let weight = |position: usize| {
+                exps[h * width + position] * chunks[position / LANES].value_scales[b * LANES + position % LANES]
+            };
+            let max = (0..width).fold(0.0f32, |m, position| m.max(weight(position)));
+            let (scale, inverse) = weight_scale(max);
+            scales[h * blocks + b] = scale;
+            for (position, w) in weights[(h * blocks + b) * width..][..width].iter_mut().enumerate() {
+                *w = (weight(position) * inverse).round_ties_even().min(WEIGHT_MAX) as i16;
             }
+        }
+    }
+    IntegerWeights { weights, scales, width }
+}
+
+/// `out[h] = Σ_position weight[h][position] · value[position]` over the first `n` positions: exact
+/// integer sums per dimension, then one multiplication by the head's block scale.
+fn weighted_values(w: &IntegerWeights, chunks: &[Chunk<'_>], d: usize, n: usize, out: &mut [f32]) {
+    let blocks = d / BLOCK;
+    for (h, o) in out.chunks_exact_mut(d).enumerate() {
+        for (dim, value) in o.iter_mut().enumerate() {
+            let b = dim / BLOCK;
+            let weights = &w.weights[(h * blocks + b) * w.width..][..w.width];
+            let sum: i32 = (0..n)
+                .map(|position| {
+                    let v = chunks[position / LANES].values[value_index(d, position % LANES, dim)];
+                    i32::from(weights[position]) * i32::from(v)
+                })
+                .sum();
+            *value = sum as f32 * w.scales[h * blocks + b];
         }
     }
 }
@@ -456,26 +512,63 @@ mod x86 {
         }
     }
 
+    /// [`super::integer_weights`], 16 positions per register.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, width: usize) -> IntegerWeights {
+        let (heads, blocks) = (exps.len() / width, d / BLOCK);
+        let mut weights = vec![0i16; heads * blocks * width];
+        let mut scales = vec![0.0f32; heads * blocks];
+        for h in 0..heads {
+            for b in 0..blocks {
+                // SAFETY: `exps` holds `width` values per head and every chunk `blocks · 16` scales.
+                let weight = |c: usize| unsafe {
+                    let e = _mm512_loadu_ps(exps.as_ptr().add(h * width + c * LANES));
+                    _mm512_mul_ps(e, _mm512_loadu_ps(chunks[c].value_scales.as_ptr().add(b * LANES)))
+                };
+                let mut max = _mm512_setzero_ps();
+                for c in 0..width / LANES {
+                    max = _mm512_max_ps(max, weight(c));
+                }
+                let (scale, inverse) = weight_scale(_mm512_reduce_max_ps(max));
+                scales[h * blocks + b] = scale;
+                let row = &mut weights[(h * blocks + b) * width..][..width];
+                for c in 0..width / LANES {
+                    let scaled = _mm512_mul_ps(weight(c), _mm512_set1_ps(inverse));
+                    let rounded = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled);
+                    let clamped = _mm512_min_epi32(rounded, _mm512_set1_epi32(WEIGHT_MAX as i32));
+                    // SAFETY: `row` holds `width` values, a multiple of 16.
+                    unsafe {
+                        _mm256_storeu_si256(row.as_mut_ptr().add(c * LANES).cast(), _mm512_cvtepi32_epi16(clamped))
+                    };
+                }
+            }
+        }
+        IntegerWeights { weights, scales, width }
+    }
+
     /// Value dimensions one pass keeps in registers, per head: 4 registers of 16.
     const DIMS: usize = 4 * LANES;
 
-    /// [`super::weighted_values`] with 16 dimensions per register, in passes of 64 dimensions and up to
-    /// [`HEADS`] heads.
+    /// [`super::weighted_values`] with 16 dimensions per register and two positions per 16-bit VNNI
+    /// instruction, in passes of 64 dimensions and up to [`HEADS`] heads.
     ///
     /// # Safety
-    /// The CPU has AVX-512F (and FMA); `d` is a multiple of 64.
-    #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn weighted_values(p: &[f32], chunks: &[Chunk<'_>], d: usize, n: usize, width: usize, out: &mut [f32]) {
+    /// The CPU has AVX-512F, AVX-512BW and AVX-512 VNNI; `d` is a multiple of 64.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn weighted_values(w: &IntegerWeights, chunks: &[Chunk<'_>], d: usize, n: usize, out: &mut [f32]) {
         let heads = out.len() / d;
         for first in (0..heads).step_by(HEADS) {
             for first_dim in (0..d).step_by(DIMS) {
                 // SAFETY: same contract.
                 unsafe {
                     match (heads - first).min(HEADS) {
-                        1 => values_for::<1>(p, chunks, d, n, width, first, first_dim, out),
-                        2 => values_for::<2>(p, chunks, d, n, width, first, first_dim, out),
-                        3 => values_for::<3>(p, chunks, d, n, width, first, first_dim, out),
-                        _ => values_for::<HEADS>(p, chunks, d, n, width, first, first_dim, out),
+                        1 => values_for::<1>(w, chunks, d, n, first, first_dim, out),
+                        2 => values_for::<2>(w, chunks, d, n, first, first_dim, out),
+                        3 => values_for::<3>(w, chunks, d, n, first, first_dim, out),
+                        _ => values_for::<HEADS>(w, chunks, d, n, first, first_dim, out),
                     }
                 }
             }
@@ -486,56 +579,49 @@ mod x86 {
     ///
     /// # Safety
     /// As [`weighted_values`].
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn values_for<const H: usize>(
-        p: &[f32],
+        w: &IntegerWeights,
         chunks: &[Chunk<'_>],
         d: usize,
         n: usize,
-        width: usize,
         first: usize,
         first_dim: usize,
         out: &mut [f32],
     ) {
+        let blocks = d / BLOCK;
         let first_block = first_dim / BLOCK;
-        let mut acc = [[_mm512_setzero_ps(); DIMS / LANES]; H];
-        // Per chunk, each head's probability times each position's scale, for the pass's two blocks:
-        // the weights the 16 positions' values are multiplied by, read back one at a time.
-        let mut weights = [[[0.0f32; LANES]; 2]; H];
-        for (c, chunk) in chunks[..n.div_ceil(LANES)].iter().enumerate() {
-            if let Some(next) = chunks.get(c + 2) {
-                crate::kernels::prefetch::<i8, true>(&next.values[first_dim..][..DIMS]);
+        let row =
+            |h: usize, half: usize| &w.weights[((first + h) * blocks + first_block + half) * w.width..][..w.width];
+        let rows: [[&[i16]; 2]; H] = std::array::from_fn(|h| [row(h, 0), row(h, 1)]);
+        let mut acc = [[_mm512_setzero_si512(); DIMS / LANES]; H];
+        // Pairs of positions; a pair past `n` has weight 0 for its second position.
+        for pair in 0..n.div_ceil(2) {
+            let (c, in_chunk) = (pair * 2 / LANES, pair % (LANES / 2));
+            if in_chunk == 0
+                && let Some(next) = chunks.get(c + 2)
+            {
+                crate::kernels::prefetch::<i8, true>(next.values);
             }
-            for (h, w) in weights.iter_mut().enumerate() {
-                let row = &p[(first + h) * width + c * LANES..][..LANES];
-                for (half, w) in w.iter_mut().enumerate() {
-                    let scales = &chunk.value_scales[(first_block + half) * LANES..][..LANES];
-                    // SAFETY: `row`, `scales` and `w` hold 16 values.
-                    unsafe {
-                        let product = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr()), _mm512_loadu_ps(scales.as_ptr()));
-                        _mm512_storeu_ps(w.as_mut_ptr(), product);
-                    }
-                }
-            }
-            for lane in 0..(n - c * LANES).min(LANES) {
-                let row = &chunk.values[lane * d + first_dim..][..DIMS];
-                for j in 0..DIMS / LANES {
-                    // SAFETY: `row` holds 64 bytes.
-                    let bytes = unsafe { _mm_loadu_si128(row.as_ptr().add(j * LANES).cast()) };
-                    let values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                    for h in 0..H {
-                        let weight = _mm512_set1_ps(weights[h][j * LANES / BLOCK][lane]);
-                        acc[h][j] = _mm512_fmadd_ps(values, weight, acc[h][j]);
-                    }
+            let values = &chunks[c].values[(in_chunk * d + first_dim) * 2..][..DIMS * 2];
+            for j in 0..DIMS / LANES {
+                // SAFETY: `values` holds 128 bytes: 64 dimensions of two positions.
+                let v = _mm512_cvtepi8_epi16(unsafe { _mm256_loadu_si256(values.as_ptr().add(j * 2 * LANES).cast()) });
+                let half = j * LANES / BLOCK;
+                for h in 0..H {
+                    // SAFETY: `width` is even and covers every pair, so two weights are readable here.
+                    let pair_weights = unsafe { rows[h][half].as_ptr().add(pair * 2).cast::<i32>().read_unaligned() };
+                    acc[h][j] = _mm512_dpwssd_epi32(acc[h][j], v, _mm512_set1_epi32(pair_weights));
                 }
             }
         }
         for h in 0..H {
             for j in 0..DIMS / LANES {
+                let scale = w.scales[(first + h) * blocks + first_block + j * LANES / BLOCK];
                 let o = &mut out[(first + h) * d + first_dim + j * LANES..][..LANES];
+                let sums = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[h][j]), _mm512_set1_ps(scale));
                 // SAFETY: `o` holds 16 values.
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc[h][j]) };
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), sums) };
             }
         }
     }
@@ -633,7 +719,8 @@ mod tests {
             let (values, stats) = partial.split_at_mut(heads * d);
             scores(&qq, &chunks, d, positions.len(), 0.125, &mut e);
             exp_rows(&mut e, width, positions.len(), stats);
-            weighted_values(&e, &chunks, d, positions.len(), width, values);
+            let weights = integer_weights(&e, &chunks, d, width);
+            weighted_values(&weights, &chunks, d, positions.len(), values);
         }
         let mut plain = vec![0.0f32; q.len()];
         combine(&partials, d, &mut plain);
