@@ -222,24 +222,49 @@ pub fn attend_span(
     let count = n.div_ceil(LANES);
     let chunks: Vec<Chunk<'_>> = (first..available.min(first + count + AHEAD)).map(|c| cache.chunk(c)).collect();
     let width = count * LANES;
-    let mut exps = vec![0.0f32; heads * width];
     let (values, stats) = partial.split_at_mut(heads * d);
+    // Buffers reused from call to call on this thread (a token makes hundreds of calls); every value
+    // in them is written before it is read, so they are only grown.
+    let mut scratch = SCRATCH.take();
+    if scratch.exps.len() < heads * width {
+        scratch.exps.resize(heads * width, 0.0);
+    }
+    let exps = &mut scratch.exps[..heads * width];
+    let weights = &mut scratch.weights;
+    weights.prepare(heads, d / BLOCK, width);
     #[cfg(target_arch = "x86_64")]
-    if vnni() {
+    let simd = vnni();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    #[cfg(target_arch = "x86_64")]
+    if simd {
         // SAFETY: the CPU has AVX-512F, AVX-512BW, AVX-512 VNNI and FMA (checked once); slices are
         // bounds-checked.
         unsafe {
-            x86::scores(q, &chunks, d, n, scale, &mut exps);
-            x86::exp_rows(&mut exps, width, n, stats);
-            let weights = x86::integer_weights(&exps, &chunks, d, width);
-            x86::weighted_values(&weights, &chunks, d, n, values);
+            x86::scores(q, &chunks, d, n, scale, exps);
+            x86::exp_rows(exps, width, n, stats);
+            x86::integer_weights(exps, &chunks, d, weights);
+            x86::weighted_values(weights, &chunks, d, n, values);
         }
-        return;
     }
-    scores(q, &chunks, d, n, scale, &mut exps);
-    exp_rows(&mut exps, width, n, stats);
-    let weights = integer_weights(&exps, &chunks, d, width);
-    weighted_values(&weights, &chunks, d, n, values);
+    if !simd {
+        scores(q, &chunks, d, n, scale, exps);
+        exp_rows(exps, width, n, stats);
+        integer_weights(exps, &chunks, d, weights);
+        weighted_values(weights, &chunks, d, n, values);
+    }
+    SCRATCH.set(scratch);
+}
+
+/// Buffers [`attend_span`] reuses, one set per thread.
+#[derive(Default)]
+struct Scratch {
+    exps: Vec<f32>,
+    weights: IntegerWeights,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 /// Merges consecutive spans' partial results (as [`attend_span`] wrote them, one after another) into
@@ -326,12 +351,27 @@ fn exp_rows(rows: &mut [f32], width: usize, n: usize, stats: &mut [f32]) {
 /// scale per head and block: the value pass then sums `weight · value` exactly in 32-bit integers
 /// (|sum| ≤ 512 · 32767 · 127 < 2³¹ over a [`SPAN`]). 15 bits keep each weight to 1.5·10⁻⁵ of the
 /// largest, far below the values' own 8-bit rounding.
+#[derive(Default)]
 struct IntegerWeights {
     /// `[H, D/32, width]`; positions past the span's end weigh 0.
     weights: Vec<i16>,
     /// `[H, D/32]`: what one unit of weight stands for.
     scales: Vec<f32>,
     width: usize,
+}
+
+impl IntegerWeights {
+    /// Room for `heads` heads of `blocks` blocks over `width` positions (grown, never shrunk: every
+    /// entry used is written before it is read).
+    fn prepare(&mut self, heads: usize, blocks: usize, width: usize) {
+        if self.weights.len() < heads * blocks * width {
+            self.weights.resize(heads * blocks * width, 0);
+        }
+        if self.scales.len() < heads * blocks {
+            self.scales.resize(heads * blocks, 0.0);
+        }
+        self.width = width;
+    }
 }
 
 /// Largest 16-bit weight.
@@ -346,10 +386,10 @@ fn weight_scale(max: f32) -> (f32, f32) {
 }
 
 /// [`IntegerWeights`] from `exps` (`[H, width]`, 0 past the span's end).
-fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, width: usize) -> IntegerWeights {
+fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, into: &mut IntegerWeights) {
+    let width = into.width;
     let (heads, blocks) = (exps.len() / width, d / BLOCK);
-    let mut weights = vec![0i16; heads * blocks * width];
-    let mut scales = vec![0.0f32; heads * blocks];
+    let IntegerWeights { weights, scales, .. } = into;
     for h in 0..heads {
         for b in 0..blocks {
             let weight = |position: usize| {
@@ -363,7 +403,6 @@ fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, width: usize) -
             }
         }
     }
-    IntegerWeights { weights, scales, width }
 }
 
 /// `out[h] = Σ_position weight[h][position] · value[position]` over the first `n` positions: exact
@@ -517,10 +556,10 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, width: usize) -> IntegerWeights {
+    pub unsafe fn integer_weights(exps: &[f32], chunks: &[Chunk<'_>], d: usize, into: &mut IntegerWeights) {
+        let width = into.width;
         let (heads, blocks) = (exps.len() / width, d / BLOCK);
-        let mut weights = vec![0i16; heads * blocks * width];
-        let mut scales = vec![0.0f32; heads * blocks];
+        let IntegerWeights { weights, scales, .. } = into;
         for h in 0..heads {
             for b in 0..blocks {
                 // SAFETY: `exps` holds `width` values per head and every chunk `blocks · 16` scales.
@@ -546,7 +585,6 @@ mod x86 {
                 }
             }
         }
-        IntegerWeights { weights, scales, width }
     }
 
     /// Value dimensions one pass keeps in registers, per head: 4 registers of 16.
@@ -719,7 +757,9 @@ mod tests {
             let (values, stats) = partial.split_at_mut(heads * d);
             scores(&qq, &chunks, d, positions.len(), 0.125, &mut e);
             exp_rows(&mut e, width, positions.len(), stats);
-            let weights = integer_weights(&e, &chunks, d, width);
+            let mut weights = IntegerWeights::default();
+            weights.prepare(heads, d / BLOCK, width);
+            integer_weights(&e, &chunks, d, &mut weights);
             weighted_values(&weights, &chunks, d, positions.len(), values);
         }
         let mut plain = vec![0.0f32; q.len()];
