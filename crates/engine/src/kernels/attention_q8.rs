@@ -290,16 +290,11 @@ pub fn combine(partials: &[f32], head_dim: usize, out: &mut [f32]) {
     }
 }
 
+/// Whether the AVX-512 VNNI paths run: the instruction set the matrix kernels chose (`dot::isa`, which
+/// also honours `LLAMAGATE_KERNELS`) covers every feature they use.
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
-    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VNNI.get_or_init(|| {
-        std::env::var("LLAMAGATE_KERNELS").map_or(true, |v| v != "portable" && v != "avx2")
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("fma")
-    })
+    super::dot::isa() == super::dot::Isa::Avx512Vnni
 }
 
 /// `scale · K·q` for every head and the first `n` positions of `chunks` (head `h`'s row at
