@@ -17,8 +17,8 @@
 #
 # Output: one JSON line per measurement, on stdout, llamagate first then llama.cpp for each case, then a summary
 # (lines starting with '#': medians over the rounds, ratios, and the slowdown with position), e.g.
-#   {"engine":"llamagate","threads":1,"prefill_tokens":512,"prefill_tok_s":..,"decode_tok_s":..,"peak_rss_mb":..}
-#   {"engine":"llamagate","bench":"decode_at","threads":1,"position":1024,"decode_tok_s":..,"ms_per_token":..}
+#   {"engine":"llamagate","kv_cache_type":"f16","threads":1,"prefill_tokens":512,"prefill_tok_s":..,"decode_tok_s":..,"peak_rss_mb":..}
+#   {"engine":"llamagate","bench":"decode_at","kv_cache_type":"f16","threads":1,"position":1024,"decode_tok_s":..,"ms_per_token":..}
 # Compare lines with the same threads (and position): higher tok/s is better. decode_at's decode_tok_s
 # covers only the single-token steps after the prompt (not the prefill); the ratio of position 1024 to
 # position 50 shows the cost of attention over the longer context. llama.cpp's peak_rss_mb includes the

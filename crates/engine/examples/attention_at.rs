@@ -3,15 +3,21 @@
 //!
 //! `cargo run --release -p llamagate-engine --example attention_at -- <n> [tokens]`
 //! Fills an f16 KV cache of `n` positions per layer in the engine's page layout, then times `tokens`
-//! rounds of attention over every layer and KV head (the first 5 are warm-up). Env: `LAYERS` (default
+//! rounds of attention over every layer and KV head (the first 5 are warm-up). Env: `KV_CACHE_TYPE`
+//! (`f16` or `q8_0`, default f16), `LAYERS` (default
 //! 30; 1 keeps the cache in level-2 cache, which separates compute from memory traffic). Prints one
 //! JSON line. The difference between two values of `n` is what a longer context adds to each decode step.
 
 use std::time::Instant;
 
 use half::f16;
+use llamagate_engine::KvCacheType;
 use llamagate_engine::kernels::attention::{F16Product, KvHead, attend};
 use llamagate_engine::kernels::attention_q8::{Q8Head, Q8Page, attend_q8};
+
+#[path = "support/bench_env.rs"]
+mod bench_env;
+use bench_env::{kv_cache_type, peak_rss_mb, threads_json};
 
 const KV_HEADS: usize = 3;
 const HEAD_DIM: usize = 64;
@@ -39,7 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         })
         .collect();
-    let q8 = std::env::var("KV_CACHE_TYPE").is_ok_and(|v| v == "q8_0");
+    let kind = kv_cache_type()?;
+    let q8 = kind == KvCacheType::Q8_0;
     let q8_caches: Vec<Vec<Q8Page>> = (0..if q8 { layers } else { 0 })
         .map(|l| {
             let mut pages = vec![Q8Page::new(KV_HEADS, HEAD_DIM, PAGE); n.div_ceil(PAGE)];
@@ -78,10 +85,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "{{\"bench\":\"attention_at\",\"kv_cache_type\":\"{}\",\"positions\":{n},\"layers\":{layers},\"ms_per_token\":{:.3},\"check\":{}}}",
-        if q8 { "q8_0" } else { "f16" },
+        "{{\"bench\":\"attention_at\",\"kv_cache_type\":\"{kind}\",\"threads\":{},\"positions\":{n},\"layers\":{layers},\"ms_per_token\":{:.3},\"check\":{},\"peak_rss_mb\":{:.0}}}",
+        threads_json(),
         1e3 * measured / tokens as f64,
-        out[0]
+        out[0],
+        peak_rss_mb()
     );
     Ok(())
 }

@@ -11,11 +11,11 @@
 
 use std::time::Instant;
 
-use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSource};
+use llamagate_engine::{GenerateParams, Model, ModelOptions, ModelSource};
 
 #[path = "support/bench_env.rs"]
 mod bench_env;
-use bench_env::{peak_rss_mb, threads_json};
+use bench_env::{kv_cache_type, peak_rss_mb, threads_json};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if position == 0 {
         return Err("position must be at least 1 (the prompt cannot be empty)".into());
     }
-    let kv_cache_type: KvCacheType = std::env::var("KV_CACHE_TYPE").map_or(Ok(KvCacheType::F16), |v| v.parse())?;
+    let kv_cache_type = kv_cache_type()?;
     let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions { kv_cache_type, ..Default::default() })?;
 
     let filler = model.tokenize("The quick brown fox jumps over the lazy dog while the llama watches. ")?;

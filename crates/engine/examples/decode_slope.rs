@@ -12,11 +12,11 @@
 
 use std::time::Instant;
 
-use llamagate_engine::{KvCacheType, Model, ModelOptions, ModelSource, NextTokenLogits};
+use llamagate_engine::{Model, ModelOptions, ModelSource, NextTokenLogits};
 
 #[path = "support/bench_env.rs"]
 mod bench_env;
-use bench_env::{peak_rss_mb, threads_json};
+use bench_env::{kv_cache_type, peak_rss_mb, threads_json};
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if short == 0 || long == 0 || steps == 0 {
         return Err("positions and steps must be at least 1".into());
     }
-    let kv_cache_type: KvCacheType = std::env::var("KV_CACHE_TYPE").map_or(Ok(KvCacheType::F16), |v| v.parse())?;
+    let kv_cache_type = kv_cache_type()?;
     let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions { kv_cache_type, ..Default::default() })?;
 
     let filler = model.tokenize("The quick brown fox jumps over the lazy dog while the llama watches. ")?;

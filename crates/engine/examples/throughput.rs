@@ -10,14 +10,15 @@ use llamagate_engine::{ChatMessage, GenerateParams, Model, ModelOptions, ModelSo
 
 #[path = "support/bench_env.rs"]
 mod bench_env;
-use bench_env::{peak_rss_mb, threads_json};
+use bench_env::{kv_cache_type, peak_rss_mb, threads_json};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let model_path = args.get(1).ok_or("usage: throughput <model> [prefill tokens] [decode tokens]")?;
     let prefill_len: usize = args.get(2).map_or(Ok(512), |s| s.parse())?;
     let decode_len: usize = args.get(3).map_or(Ok(128), |s| s.parse())?;
-    let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions::default())?;
+    let kv_cache_type = kv_cache_type()?;
+    let model = Model::load(&ModelSource::parse(model_path)?, &ModelOptions { kv_cache_type, ..Default::default() })?;
 
     // Prefill: a synthetic prompt of exactly `prefill_len` tokens, one forward pass (chunked at 512).
     let filler = model.tokenize("The quick brown fox jumps over the lazy dog while the llama watches. ")?;
@@ -37,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decode_tps = decoded as f64 / out.summary.timings.decode.as_secs_f64();
 
     println!(
-        "{{\"engine\":\"llamagate\",\"threads\":{},\"prefill_tokens\":{prefill_len},\"prefill_tok_s\":{prefill_tps:.1},\"decode_tokens\":{decoded},\"decode_tok_s\":{decode_tps:.1},\"wall_s\":{:.2},\"peak_rss_mb\":{:.0}}}",
+        "{{\"engine\":\"llamagate\",\"kv_cache_type\":\"{kv_cache_type}\",\"threads\":{},\"prefill_tokens\":{prefill_len},\"prefill_tok_s\":{prefill_tps:.1},\"decode_tokens\":{decoded},\"decode_tok_s\":{decode_tps:.1},\"wall_s\":{:.2},\"peak_rss_mb\":{:.0}}}",
         threads_json(),
         started.elapsed().as_secs_f64(),
         peak_rss_mb()

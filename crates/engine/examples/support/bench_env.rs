@@ -1,5 +1,12 @@
-//! What the benchmark examples report about the process they ran in, shared by `throughput.rs` and
-//! `decode_at.rs` (included with `#[path]`; cargo does not build this directory as an example).
+//! What the benchmark examples read from and report about the process they run in, shared by every
+//! speed example (included with `#[path]`; cargo does not build this directory as an example).
+
+use llamagate_engine::KvCacheType;
+
+/// The KV cache type to run: `KV_CACHE_TYPE` (`f16` or `q8_0`), f16 when unset.
+pub fn kv_cache_type() -> Result<KvCacheType, String> {
+    std::env::var("KV_CACHE_TYPE").map_or(Ok(KvCacheType::F16), |v| v.parse())
+}
 
 /// `RAYON_NUM_THREADS` as a JSON number, or the string "default" when unset or not a number.
 pub fn threads_json() -> String {

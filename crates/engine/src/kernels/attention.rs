@@ -468,9 +468,7 @@ pub(super) mod x86 {
                 }
             }
         }
-    }
 
-    impl KqPass<'_, '_> {
         /// Lane `lane` of head `h`'s sum for each of the 16 positions of the chunk at `k`, over
         /// dimensions `lane + 16·j`, folded in ggml's order, for `h < H`.
         ///
