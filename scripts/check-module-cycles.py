@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+|::\{)")
-USE_GROUP = re.compile(r"\buse\s+(crate|super|self)::\{([^;]*)\};", re.S)
 MOD_DECL = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+([A-Za-z_][A-Za-z0-9_]*)\s*;", re.M)
 PATH_ATTR = re.compile(r"#\[path\s*=\s*\"([^\"]+)\"\]\s*(?:#\[[^\]]*\]\s*)*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;")
 COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
@@ -49,16 +48,47 @@ def module_files(src: Path):
     return modules
 
 
+def expand_use(tree: str):
+    """`a::{b, c::{d, e as f}}` -> [a::b, a::c::d, a::c::e], as lists of names."""
+    tree = re.sub(r"\s*(::|\{|\}|,)\s*", r"\1", " ".join(tree.split()))
+    out = []
+
+    def walk(prefix: list, text: str):
+        depth, start, parts = 0, 0, []
+        for i, ch in enumerate(text):
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            elif ch == "," and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        parts.append(text[start:])
+        for part in filter(None, parts):
+            if "{" in part:
+                head, _, rest = part.partition("{")
+                names = [n for n in head.split("::") if n]
+                walk(prefix + names, rest[: rest.rfind("}")])
+            else:
+                names = [n for n in part.split(" as ")[0].strip().split("::") if n]
+                out.append(prefix + names)
+
+    walk([], tree)
+    return out
+
+
+USE = re.compile(r"\buse\s+([^;]+);")
+
+
 def referenced_paths(text: str):
-    """Every `crate::`, `super::` and `self::` path in the code, groups in `use` expanded."""
+    """Every `crate::`, `super::` and `self::` path in the code, `use` trees expanded."""
     text = STRING.sub('""', COMMENT.sub("", text))
-    for head, group in USE_GROUP.findall(text):
-        for item in re.split(r",(?![^{]*\})", group):
-            first = item.strip().split("::")
-            names = [n.strip() for n in first if re.fullmatch(r"[A-Za-z_]\w*", n.strip())]
-            if names:
-                yield head, names
-    for head, tail in PATH.findall(text):
+    for tree in USE.findall(text):
+        for names in expand_use(tree):
+            if names and names[0] in ("crate", "super", "self"):
+                names = [n for n in names if re.fullmatch(r"[A-Za-z_]\w*", n)]
+                yield names[0], names[1:]
+    for head, tail in PATH.findall(USE.sub("", text)):
         names = [n for n in tail.split("::") if n and n != "{"]
         if names:
             yield head, names
