@@ -38,7 +38,7 @@ pub struct StackConfig {
     #[serde(default)]
     pub shields: Vec<ShieldConfig>,
     /// The shield that guards chat and completions when `oauth_config.enforce_content_safety` is on
-    /// (see `safety_gate`); the first shield when unset. Without shields nothing is checked.
+    /// (see `gate::safety`); the first shield when unset. Without shields nothing is checked.
     #[serde(default)]
     pub safety_shield: Option<String>,
 }

@@ -1,10 +1,9 @@
-//! `POST /v1/chat/completions`: validate, resolve the model, render and tokenize, generate.
+//! `POST /v1/chat/completions`: parse the body, run [`crate::pipeline::generate`], shape the answer.
 //!
 //! The body is fully validated before the model is looked up, as Llama Stack does, so a bad body is a
-//! 400 even for an unknown model. Streaming hands the engine stream to [`crate::sse`]; the plain
-//! response waits for the whole generation. Either way, dropping the response cancels the generation.
-//! With content safety on, the input is checked before generation and the output before it is sent
-//! ([`crate::safety_gate`]).
+//! 400 even for an unknown model. Streaming answers with `chat.completion.chunk` events
+//! ([`ChatChunks`]); the plain response waits for the whole generation. Either way, dropping the
+//! response cancels the generation.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -13,14 +12,14 @@ use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
 
-use crate::app::AppState;
-use crate::auth::authorize_model;
-use crate::caller::Caller;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::generation_fields::{UsageBody, response_id, unix_now};
-use crate::json_body::JsonBody;
-use crate::sse::{self, ChunkFormat};
-use crate::start;
+use crate::backends::registry::Prompt;
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::json_body::JsonBody;
+use crate::http::sse::ChunkFormat;
+use crate::pipeline::{self, Ask};
+use crate::routes::generation_fields::{UsageBody, response_id, unix_now};
+use crate::state::AppState;
 
 /// Answers a chat completion, streamed or not.
 #[utoipa::path(post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "inference", request_body = ChatCompletionRequest,
@@ -44,24 +43,14 @@ pub async fn create(
     caller: Caller,
     JsonBody(request): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let (messages, mut params) = request.validate()?;
-    params.priority = caller.priority();
-    caller.note_model(&request.model);
-    authorize_model(state.auth.as_deref(), &request.model, caller.principal())?;
-    let served = state.registry.get(&request.model)?;
-    let prompt = served.engine.render_chat(&messages)?;
-    let prompt_ids = served.engine.tokenize(&prompt)?;
-    let prepared = served.engine.prepare(prompt_ids, params)?;
-    let (generation, admission) =
-        start::generation(&state, &caller, &request.model, &served.engine, prepared, &messages).await?;
+    let (messages, params) = request.validate()?;
+    let stream = request.fields.streaming();
+    let ask = Ask { model: request.model.clone(), prompt: Prompt::Chat(messages), params, stream };
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
     let format =
         ChatChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
-    sse::respond(generation, admission, request.fields.streaming(), format, |output| {
-        ChatCompletion::new(id, created, model, output)
-    })
-    .await
+    pipeline::generate(&state, caller, ask, format, |output| ChatCompletion::new(id, created, model, output)).await
 }
 
 /// `chat.completion.chunk` objects for one stream; all keys present, nulls included (§a.5).

@@ -1,4 +1,4 @@
-//! Wire types of `POST /v1/chat/completions` (reference §a.4, §a.6): the OpenAI-compatible body and
+//! Wire types of `POST /v1/chat/completions` (docs/reference/llama-stack-api.md §a.4, §a.6): the OpenAI-compatible body and
 //! the `chat.completion` object. Unknown keys are accepted and ignored, as Llama Stack does; keys we
 //! understand but cannot honour are refused with a 400 in [`ChatCompletionRequest::validate`].
 //!
@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
-use crate::generation_fields::{GenerationFields, UsageBody};
+use crate::http::error::ApiError;
+use crate::routes::generation_fields::{GenerationFields, UsageBody};
 
 /// The request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -214,7 +214,7 @@ pub struct AssistantMessage {
     pub audio: Option<Value>,
 }
 
-/// One streamed `chat.completion.chunk` (reference §a.5); every key is serialized, nulls included.
+/// One streamed `chat.completion.chunk` (docs/reference/llama-stack-api.md §a.5); every key is serialized, nulls included.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChatCompletionChunk {
     /// The same `chatcmpl-…` id on every chunk of a stream.

@@ -1,21 +1,22 @@
-//! `POST /v1/completions` (legacy): a raw prompt, no chat template, streamed or not. With content safety
-//! on, the prompt is checked as one user turn and the output as the reply ([`crate::safety_gate`]).
+//! `POST /v1/completions` (legacy): a raw prompt, no chat template, streamed or not — parse the body,
+//! run [`crate::pipeline::generate`], shape the answer. With content safety on, the prompt is checked
+//! as one user turn and the output as the reply.
 
 use axum::extract::State;
 use axum::response::Response;
-use llamagate_engine::{ChatMessage, GenerationSummary};
+use llamagate_engine::GenerationSummary;
 use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
 
-use crate::app::AppState;
-use crate::auth::authorize_model;
-use crate::caller::Caller;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::generation_fields::{UsageBody, response_id, unix_now};
-use crate::json_body::JsonBody;
-use crate::sse::{self, ChunkFormat};
-use crate::start;
+use crate::backends::registry::Prompt;
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::json_body::JsonBody;
+use crate::http::sse::ChunkFormat;
+use crate::pipeline::{self, Ask};
+use crate::routes::generation_fields::{UsageBody, response_id, unix_now};
+use crate::state::AppState;
 
 /// Answers a legacy completion, streamed or not.
 #[utoipa::path(post, path = "/v1/completions", operation_id = "create_completion", tag = "inference", request_body = CompletionRequest,
@@ -38,31 +39,18 @@ pub async fn create(
     caller: Caller,
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let (prompt, mut params) = request.validate()?;
-    params.priority = caller.priority();
-    caller.note_model(&request.model);
-    authorize_model(state.auth.as_deref(), &request.model, caller.principal())?;
-    let served = state.registry.get(&request.model)?;
-    let (prompt_ids, text) = match prompt {
-        PromptInput::Text(text) => (served.engine.tokenize(&text)?, text),
-        PromptInput::Tokens(ids) => {
-            let text = served.engine.tokenizer().decode(&ids);
-            (ids, text)
-        }
+    let (prompt, params) = request.validate()?;
+    let prompt = match prompt {
+        PromptInput::Text(text) => Prompt::Text(text),
+        PromptInput::Tokens(ids) => Prompt::Tokens(ids),
     };
-    let prepared = served.engine.prepare(prompt_ids, params)?;
-    // Content safety judges a raw prompt as the user's turn.
-    let conversation = [ChatMessage::new("user", text)];
-    let (generation, admission) =
-        start::generation(&state, &caller, &request.model, &served.engine, prepared, &conversation).await?;
+    let stream = request.fields.streaming();
+    let ask = Ask { model: request.model.clone(), prompt, params, stream };
 
     let (id, created, model) = (response_id("cmpl"), unix_now(), request.model);
     let format =
         TextChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
-    sse::respond(generation, admission, request.fields.streaming(), format, |output| {
-        TextCompletion::new(id, created, model, output)
-    })
-    .await
+    pipeline::generate(&state, caller, ask, format, |output| TextCompletion::new(id, created, model, output)).await
 }
 
 /// Streamed `text_completion` objects: the same shape as the plain response, one piece of text each.

@@ -1,4 +1,4 @@
-//! Wire types of the legacy `POST /v1/completions` (reference §a.4): a raw prompt in, a
+//! Wire types of the legacy `POST /v1/completions` (docs/reference/llama-stack-api.md §a.4): a raw prompt in, a
 //! `text_completion` object out. Batches and the echo/suffix/best_of/logprobs extras are refused with
 //! a 400 rather than ignored.
 
@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
-use crate::generation_fields::{GenerationFields, UsageBody};
+use crate::http::error::ApiError;
+use crate::routes::generation_fields::{GenerationFields, UsageBody};
 
 /// The request body.
 #[derive(Debug, Deserialize, ToSchema)]

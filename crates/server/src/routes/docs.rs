@@ -2,19 +2,19 @@
 //!
 //! The page is Swagger UI, compiled into the binary (`utoipa-swagger-ui` with its `vendored` feature),
 //! so it works with no internet access: nothing is fetched from a CDN. The crate ships its own axum
-//! router, but that would register paths outside [`crate::app::ROUTES`]; these handlers call its file
+//! router, but that would register paths outside [`crate::http::router::ROUTES`]; these handlers call its file
 //! server instead, so the docs are ordinary rows of the table and authentication treats them like any
 //! other protected route.
 
 use std::sync::{Arc, LazyLock};
 
-use axum::Json;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
 use utoipa_swagger_ui::Config;
 
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::http::error::{ApiError, ErrorEnvelope};
 
 /// Where the page loads the document from; the path of the `/openapi.json` row of the route table.
 const DOCUMENT_PATH: &str = "/openapi.json";
@@ -22,11 +22,12 @@ const DOCUMENT_PATH: &str = "/openapi.json";
 /// Swagger UI's settings, rendered into its `swagger-initializer.js`.
 static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| Arc::new(Config::new([DOCUMENT_PATH])));
 
-/// The OpenAPI 3.1 document of this server, generated from the code (see [`crate::openapi`]).
+/// The OpenAPI 3.1 document of this server, generated from the code when the router is built (see
+/// [`crate::http::openapi`]).
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi_document", tag = "documentation",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+pub async fn document(Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>) -> Json<utoipa::openapi::OpenApi> {
+    Json(document.as_ref().clone())
 }
 
 /// `/docs` without the slash: the page's assets are relative (`./swagger-ui.css`), so they only

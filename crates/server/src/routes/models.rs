@@ -1,20 +1,19 @@
-//! `GET /v1/models` and `GET /v1/models/{id}` (reference §a.6).
+//! `GET /v1/models` and `GET /v1/models/{id}` (docs/reference/llama-stack-api.md §a.6).
 //!
 //! Ids may contain `/`. The TypeScript SDK sends them raw (`/v1/models/org/name`), the Python SDK
 //! percent-encodes them as one segment (`/v1/models/org%2Fname`); the route captures the rest of the
 //! path and axum percent-decodes it, so both spellings reach the same lookup.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::{Extension, Json};
-use llamagate_authz::Principal;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::auth::model_visible;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::registry::{PROVIDER_ID, ServedModel};
+use crate::backends::registry::{PROVIDER_ID, ServedModel};
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
 
 /// The only model type served so far: text generation.
 const MODEL_TYPE: &str = "llm";
@@ -66,18 +65,18 @@ pub struct NativeModel {
 }
 
 fn metadata(model: &ServedModel) -> Value {
-    json!({ "context_length": model.engine.info().context_length })
+    json!({ "context_length": model.backend.context_length() })
 }
 
 /// Lists the served models the caller may use.
 #[utoipa::path(get, path = "/v1/models", operation_id = "list_models", tag = "models",
     responses((status = 200, description = "The served models the caller may use", body = ModelList)))]
-pub async fn list(State(state): State<AppState>, principal: Option<Extension<Principal>>) -> Json<ModelList> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Json<ModelList> {
     let data = state
         .registry
         .all()
         .iter()
-        .filter(|model| model_visible(state.auth.as_deref(), &model.id, principal.as_deref()))
+        .filter(|model| caller.may_see_model(&model.id))
         .map(|model| {
             let mut custom_metadata = metadata(model);
             custom_metadata["model_type"] = json!(MODEL_TYPE);
@@ -105,10 +104,10 @@ pub async fn list(State(state): State<AppState>, principal: Option<Extension<Pri
     ))]
 pub async fn retrieve(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<NativeModel>, ApiError> {
-    if !model_visible(state.auth.as_deref(), &id, principal.as_deref()) {
+    if !caller.may_see_model(&id) {
         return Err(ApiError::ModelNotFound(id));
     }
     let model = state.registry.get(&id)?;

@@ -1,4 +1,4 @@
-//! `POST /v1/moderations` (reference §a.2 row 13, §e.2, §e.5): OpenAI-compatible moderation through a
+//! `POST /v1/moderations` (docs/reference/llama-stack-api.md §a.2 row 13, §e.2, §e.5): OpenAI-compatible moderation through a
 //! Llama Guard shield, with real scores.
 //!
 //! `model` picks the shield by its guard model's id (`provider_resource_id`), as Llama Stack does;
@@ -10,19 +10,18 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Extension, Json};
-use llamagate_authz::Principal;
 use llamagate_engine::{CATEGORIES, ChatMessage, GuardScores};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::auth::authorize_shield;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::json_body::JsonBody;
-use crate::shields::{REFUSAL_MESSAGE, ServedShield, verdict};
+use crate::backends::shields::{REFUSAL_MESSAGE, ServedShield, verdict};
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::json_body::JsonBody;
+use crate::state::AppState;
 
 /// The request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -106,7 +105,7 @@ impl ModerationResult {
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     JsonBody(request): JsonBody<ModerationRequest>,
 ) -> Result<Json<ModerationObject>, ApiError> {
     let inputs = match request.input {
@@ -116,7 +115,7 @@ pub async fn create(
         }
         ModerationInput::Many(texts) => texts,
     };
-    authorize_shield(state.auth.as_deref(), principal.as_deref())?;
+    caller.authorize_shields()?;
     let shield = select_shield(state.shields.all(), request.model.as_deref())?;
     let mut results = Vec::with_capacity(inputs.len());
     for text in inputs {
@@ -126,7 +125,7 @@ pub async fn create(
     Ok(Json(ModerationObject { id: format!("modr-{}", uuid4()), model: shield.model.id.clone(), results }))
 }
 
-/// The shield whose guard model is `model`, or the default one (reference §e.2 errors).
+/// The shield whose guard model is `model`, or the default one (docs/reference/llama-stack-api.md §e.2 errors).
 fn select_shield(
     shields: &[std::sync::Arc<ServedShield>],
     model: Option<&str>,

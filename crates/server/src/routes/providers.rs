@@ -1,4 +1,4 @@
-//! `GET /v1/providers` and `GET /v1/providers/{provider_id}` (reference §a.2 rows 17–18).
+//! `GET /v1/providers` and `GET /v1/providers/{provider_id}` (docs/reference/llama-stack-api.md §a.2 rows 17–18).
 //!
 //! llamagate has the inline inference engine in this process, whose config lists the served models and
 //! where they were loaded from (credentials redacted), and, when shields are configured, the inline
@@ -10,11 +10,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::redact::redact_secrets;
-use crate::registry::{ModelRegistry, PROVIDER_ID, PROVIDER_TYPE};
-use crate::shields::{SAFETY_PROVIDER_ID, SAFETY_PROVIDER_TYPE, ShieldRegistry};
+use crate::backends::registry::{ModelRegistry, PROVIDER_ID, PROVIDER_TYPE};
+use crate::backends::shields::{SAFETY_PROVIDER_ID, SAFETY_PROVIDER_TYPE, ShieldRegistry};
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::routes::redact::redact_secrets;
+use crate::state::AppState;
 
 /// The list body; the SDKs unwrap `.data`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,4 +1,4 @@
-//! `POST /v1/safety/run-shield` (reference §a.2 row 12, §e.4–e.5): one conversation through a Llama
+//! `POST /v1/safety/run-shield` (docs/reference/llama-stack-api.md §a.2 row 12, §e.4–e.5): one conversation through a Llama
 //! Guard shield.
 //!
 //! The conversation is normalised as Llama Stack does (first turn relabelled `user`, a leading double
@@ -9,20 +9,19 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Extension, Json};
-use llamagate_authz::Principal;
 use llamagate_engine::{GuardScores, normalize_conversation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::chat_types::ChatMessageIn;
-use crate::app::AppState;
-use crate::auth::authorize_shield;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::json_body::JsonBody;
-use crate::shields::{REFUSAL_MESSAGE, verdict};
+use crate::backends::shields::{REFUSAL_MESSAGE, verdict};
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::json_body::JsonBody;
+use crate::state::AppState;
 
 /// The request body; other keys (the old `params`) are ignored, as Llama Stack does.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -63,13 +62,13 @@ pub struct Violation {
     ))]
 pub async fn run_shield(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     JsonBody(request): JsonBody<RunShieldRequest>,
 ) -> Result<Json<RunShieldResponse>, ApiError> {
     if request.shield_id.is_empty() {
         return Err(ApiError::BadRequest("shield_id must not be empty".into()));
     }
-    authorize_shield(state.auth.as_deref(), principal.as_deref())?;
+    caller.authorize_shields()?;
     let shield = state.shields.get(&request.shield_id).ok_or(ApiError::ShieldNotServed(request.shield_id))?;
     if request.messages.is_empty() {
         return Err(ApiError::BadRequest("Messages must not be empty".into()));

@@ -1,21 +1,20 @@
-//! `GET /v1/shields` and `GET /v1/shields/{id}` (reference §a.2 rows 8–9, §a.6 Shield).
+//! `GET /v1/shields` and `GET /v1/shields/{id}` (docs/reference/llama-stack-api.md §a.2 rows 8–9, §a.6 Shield).
 //!
 //! Shields are resources guarded like models: with model permissions enforced, a caller without the
 //! `model_safety` scope sees an empty list, and retrieving a shield it may not read is answered like an
 //! unknown one — a 400 with Llama Stack's text, not a 404. Ids may contain `/` and arrive raw or
 //! percent-encoded, as model ids do.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::{Extension, Json};
-use llamagate_authz::Principal;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::auth::shield_visible;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::shields::{SAFETY_PROVIDER_ID, ServedShield};
+use crate::backends::shields::{SAFETY_PROVIDER_ID, ServedShield};
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
 
 /// The list body; the SDKs unwrap `.data`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,8 +55,8 @@ impl From<&ServedShield> for Shield {
 /// Lists the shields the caller may use.
 #[utoipa::path(get, path = "/v1/shields", operation_id = "list_shields", tag = "safety",
     responses((status = 200, description = "The shields the caller may use", body = ShieldList)))]
-pub async fn list(State(state): State<AppState>, principal: Option<Extension<Principal>>) -> Json<ShieldList> {
-    let data = if shield_visible(state.auth.as_deref(), principal.as_deref()) {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Json<ShieldList> {
+    let data = if caller.may_see_shields() {
         state.shields.all().iter().map(|s| Shield::from(s.as_ref())).collect()
     } else {
         Vec::new()
@@ -75,13 +74,9 @@ pub async fn list(State(state): State<AppState>, principal: Option<Extension<Pri
     ))]
 pub async fn retrieve(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Shield>, ApiError> {
-    let shield = state
-        .shields
-        .get(&id)
-        .filter(|_| shield_visible(state.auth.as_deref(), principal.as_deref()))
-        .ok_or(ApiError::ShieldNotFound(id))?;
+    let shield = state.shields.get(&id).filter(|_| caller.may_see_shields()).ok_or(ApiError::ShieldNotFound(id))?;
     Ok(Json(Shield::from(shield.as_ref())))
 }

@@ -10,11 +10,11 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
 
 /// The Llama Stack version we are compatible with. The Python SDK compares major.minor of its own
-/// version with the server's (reference §b.2), so this must stay 0.7.x while we speak the 0.7 API.
+/// version with the server's (docs/reference/llama-stack-api.md §b.2), so this must stay 0.7.x while we speak the 0.7 API.
 pub const LLAMA_STACK_VERSION: &str = "0.7.3";
 
 /// The body of `GET /v1/health`.

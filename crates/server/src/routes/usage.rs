@@ -4,14 +4,14 @@
 //! and when is it back?") without sending a request that costs one. It shows only the caller's
 //! own buckets (keyed by the token's subject and client), never anyone else's.
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Extension, Json};
-use llamagate_authz::Principal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::gate::caller::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
 
 /// The body of `GET /v1/usage`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,13 +33,10 @@ pub struct UsageInfo {
                 "tokens": {"limit": 1000, "remaining": 640, "reset": 22}})),
         (status = 503, description = "The rate limiter's Redis is unreachable", body = ErrorEnvelope),
     ))]
-pub async fn show(
-    State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
-) -> Result<Json<UsageInfo>, ApiError> {
-    let (Some(limits), Some(principal)) = (state.limits.as_deref(), principal) else {
+pub async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<UsageInfo>, ApiError> {
+    let (Some(limits), Some(identity)) = (state.limits.as_deref(), caller.identity()) else {
         return Ok(Json(UsageInfo { rate_limiting: false, status: None }));
     };
-    let status = limits.usage(&principal).await?;
+    let status = limits.usage(identity).await?;
     Ok(Json(UsageInfo { rate_limiting: true, status: Some(status) }))
 }

@@ -1,0 +1,179 @@
+//! [`ShieldRegistry`]: the Llama Guard shields this process serves, each on one of the served models.
+//!
+//! Built once at start from the `shields:` config, after the models are loaded, and never changed: a
+//! shield is a [`LlamaGuard`] (its prompt's categories) plus the shared [`ServedModel`] that runs it, so
+//! several shields with different exclusions can share one guard model. Scoring is blocking compute
+//! and runs on the blocking pool, never on the async workers.
+//!
+//! [`verdict`] turns scores into a yes/no for `run-shield` and `moderations` (P(unsafe) above 0.5); chat
+//! and completions decide the same scores with the caller's safety level (`gate::safety`). A shield with a
+//! `scores_file` answers from a TEST-ONLY `GuardDouble` instead of its model; that stand-in exists only
+//! in builds with the `test-guard` feature, so a release binary refuses such a config at start.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use llamagate_engine::{ChatMessage, GuardCategory, GuardScores, LlamaGuard};
+use tokio::sync::Semaphore;
+
+#[cfg(feature = "test-guard")]
+use crate::backends::guard_double::{self, GuardDouble};
+use crate::backends::registry::{ModelRegistry, ServedModel};
+use crate::config::ShieldConfig;
+use crate::http::error::ApiError;
+
+/// The safety provider's id, as shields report in `provider_id` (Llama Stack's starter distribution
+/// uses the same name).
+pub const SAFETY_PROVIDER_ID: &str = "llama-guard";
+
+/// The safety provider's type, as `GET /v1/inspect/routes` reports it.
+pub const SAFETY_PROVIDER_TYPE: &str = "inline::llama-guard";
+
+/// What a blocked user is told (Llama Stack's wording).
+pub const REFUSAL_MESSAGE: &str = "I can't answer that. Can I help with something else?";
+
+/// Above this P(unsafe) the content is flagged. Llama Guard's own greedy answer flips at 0.5.
+pub const UNSAFE_THRESHOLD: f64 = 0.5;
+
+/// Scorings that may run at once, over all shields. Each one is a prefill outside the scheduler with
+/// its own KV cache, so without a bound a burst of moderation requests would start as many forward
+/// passes (and caches) as there are requests; the rest wait here, and a client that gives up while
+/// waiting costs nothing.
+const MAX_CONCURRENT_SCORINGS: usize = 2;
+
+/// One served shield.
+#[derive(Debug)]
+pub struct ServedShield {
+    /// The id clients send as `shield_id`.
+    pub id: String,
+    /// The guard model.
+    pub model: Arc<ServedModel>,
+    /// The prompt's categories.
+    pub guard: LlamaGuard,
+    /// TEST ONLY: fixed scores instead of the guard model (`shields[].scores_file`).
+    #[cfg(feature = "test-guard")]
+    double: Option<GuardDouble>,
+    /// Shared by every shield: bounds concurrent scorings.
+    permits: Arc<Semaphore>,
+}
+
+impl ServedShield {
+    /// Scores the last turn of `conversation` on the blocking pool.
+    pub async fn score(self: &Arc<Self>, conversation: Vec<ChatMessage>) -> Result<GuardScores, ApiError> {
+        #[cfg(feature = "test-guard")]
+        if let Some(double) = &self.double {
+            return Ok(double.score(self.guard.categories(), &conversation));
+        }
+        let permit = self.permits.clone().acquire_owned().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let shield = self.clone();
+        let started = std::time::Instant::now();
+        let scores = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            shield.guard.score(shield.model.backend.local(), &conversation)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("shield scoring task failed: {e}")))??;
+        tracing::info!(
+            shield = %self.id,
+            unsafe_probability = scores.unsafe_probability,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shield scored"
+        );
+        Ok(scores)
+    }
+}
+
+/// All served shields, in config order.
+#[derive(Debug, Default)]
+pub struct ShieldRegistry {
+    shields: Vec<Arc<ServedShield>>,
+}
+
+impl ShieldRegistry {
+    /// Attaches every configured shield to its (already loaded) guard model.
+    pub fn new(configs: &[ShieldConfig], models: &ModelRegistry) -> anyhow::Result<Self> {
+        let mut shields = Vec::with_capacity(configs.len());
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_SCORINGS));
+        for (i, config) in configs.iter().enumerate() {
+            let model = models.get(&config.model).map_err(|_| {
+                anyhow::anyhow!("shields[{i}].model: `{}` is not the id of a served model", config.model)
+            })?;
+            let guard = LlamaGuard::new(&config.model, &config.excluded_categories)
+                .with_context(|| format!("shields[{i}].excluded_categories"))?;
+            #[cfg(feature = "test-guard")]
+            let double = match &config.scores_file {
+                Some(path) => Some(GuardDouble::load(
+                    path,
+                    &format!("shields[{i}].scores_file"),
+                    std::env::var(guard_double::ALLOW_ENV).ok(),
+                )?),
+                None => None,
+            };
+            #[cfg(not(feature = "test-guard"))]
+            if config.scores_file.is_some() {
+                anyhow::bail!(
+                    "shields[{i}].scores_file: this build has no test guard double (it is compiled in only with \
+                     the `test-guard` cargo feature, for tests)"
+                );
+            }
+            tracing::info!(shield = %config.id, model = %config.model, categories = guard.categories().len(), "shield");
+            let permits = permits.clone();
+            shields.push(Arc::new(ServedShield {
+                id: config.id.clone(),
+                model,
+                guard,
+                #[cfg(feature = "test-guard")]
+                double,
+                permits,
+            }));
+        }
+        Ok(Self { shields })
+    }
+
+    /// Every shield, in config order.
+    pub fn all(&self) -> &[Arc<ServedShield>] {
+        &self.shields
+    }
+
+    /// The shield with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<ServedShield>> {
+        self.shields.iter().find(|s| s.id == id).cloned()
+    }
+}
+
+/// The decision for one set of scores: `None` when the content passes, else the violated categories.
+/// Flagged when P(unsafe) exceeds [`UNSAFE_THRESHOLD`]; the violated category is the one the model
+/// would most likely name first (what its greedy answer would say).
+pub fn verdict(scores: &GuardScores) -> Option<Vec<GuardCategory>> {
+    if scores.unsafe_probability <= UNSAFE_THRESHOLD {
+        return None;
+    }
+    Some(scores.most_likely().map(|c| c.category).into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use llamagate_engine::{CategoryScore, category_by_code};
+
+    use super::*;
+
+    fn scores(unsafe_probability: f64, given: &[(&str, f64)]) -> GuardScores {
+        let categories = given
+            .iter()
+            .map(|(code, p)| CategoryScore {
+                category: *category_by_code(code).unwrap(),
+                given_unsafe: *p,
+                probability: unsafe_probability * p,
+            })
+            .collect();
+        GuardScores { unsafe_probability, categories }
+    }
+
+    #[test]
+    fn flagged_only_above_one_half_with_the_likeliest_category() {
+        assert_eq!(verdict(&scores(0.5, &[("S1", 1.0)])), None);
+        assert_eq!(verdict(&scores(0.2, &[("S1", 0.9), ("S10", 0.1)])), None);
+        let flagged = verdict(&scores(0.51, &[("S1", 0.3), ("S10", 0.6), ("S12", 0.1)])).unwrap();
+        assert_eq!(flagged.iter().map(|c| c.code).collect::<Vec<_>>(), ["S10"]);
+    }
+}

@@ -1,0 +1,76 @@
+//! [`AuditNotes`]: what the audit records of one request need to learn from the layers inside them —
+//! who the caller is (the authentication layer), which model was asked for and the real token counts
+//! (the pipeline's settlement), a content-safety refusal — and [`AuthRefusal`], the reason class the
+//! authentication layer puts on a refused answer. A leaf module, so the layers that write notes and the
+//! audit layers that read them do not import each other.
+//!
+//! The notes are shared behind one lock because a streamed answer's last notes (its usage) are taken
+//! long after the handler returned, by the response body that the audit layer wraps.
+
+use std::sync::{Arc, Mutex};
+
+use llamagate_authz::Principal;
+
+/// Why authentication refused a request; put on the response by the authentication layer so the
+/// audit record can name the reason class without reading the body.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthRefusal(pub &'static str);
+
+/// What a handler learned that belongs in the request's audit records.
+#[derive(Debug, Default)]
+pub(crate) struct Details {
+    pub(crate) principal: Option<Principal>,
+    /// The caller's tier, as the authentication layer resolved it.
+    pub(crate) tier: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) prompt_tokens: Option<u64>,
+    pub(crate) completion_tokens: Option<u64>,
+    pub(crate) finish_reason: Option<String>,
+    pub(crate) safety_refusal: Option<String>,
+    pub(crate) error: Option<String>,
+}
+
+/// Per-request notes for the audit trail; shared by the layers, the handler and a streaming body.
+#[derive(Clone, Debug, Default)]
+pub struct AuditNotes(Arc<Mutex<Details>>);
+
+impl AuditNotes {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Details) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update; the notes are still usable.
+        let mut details = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut details)
+    }
+
+    /// Who the caller is: the token's principal and its tier's name.
+    pub fn set_caller(&self, principal: &Principal, tier: Option<&str>) {
+        self.with(|d| {
+            d.principal = Some(principal.clone());
+            d.tier = tier.map(String::from);
+        });
+    }
+
+    /// The model the request asked for.
+    pub fn set_model(&self, model: &str) {
+        self.with(|d| d.model = Some(model.to_string()));
+    }
+
+    /// The engine's real counts and why generation ended.
+    pub fn set_usage(&self, prompt_tokens: u64, completion_tokens: u64, finish_reason: &str) {
+        self.with(|d| {
+            d.prompt_tokens = Some(prompt_tokens);
+            d.completion_tokens = Some(completion_tokens);
+            d.finish_reason = Some(finish_reason.to_string());
+        });
+    }
+
+    /// A failure after the response started (e.g. the engine failed mid-stream).
+    pub fn set_error(&self, error: &str) {
+        self.with(|d| d.error = Some(error.to_string()));
+    }
+
+    /// A content-safety refusal: the violated categories (comma-joined), written as the
+    /// `security_safety_refusal` record's reason.
+    pub fn set_safety_refusal(&self, categories: &str) {
+        self.with(|d| d.safety_refusal = Some(categories.to_string()));
+    }
+}

@@ -1,0 +1,115 @@
+//! Tier limits: the rate-limit step of the request path (docs/architecture.md, steps "reserve" and
+//! "settle"), wired around the engine.
+//!
+//! After the prompt is tokenized and the engine has capped `max_tokens` to the context
+//! ([`GenerationRequest`]), [`Admission::reserve`] takes one request and `prompt_tokens + max_tokens`
+//! from the caller's tier, or refuses with 429 (503 while a fail-closed Redis is unreachable).
+//! The pipeline's [`crate::gate::settlement::Settlement`] then owns the admission: the rate-limit headers
+//! go onto the response, and the engine's real `prompt + completion` count is charged when generation
+//! ends. If the response is dropped first (client gone, stream cancelled, engine failure) the admission
+//! is dropped with it and charges the prompt plus the tokens streamed so far; the rest is refunded.
+//!
+//! Rate limiting applies only when `enable_rate_limiting` is on **and** authentication is on: the
+//! buckets are keyed by the token's subject and client, and without authentication there is no
+//! trustworthy identity to key on (an IP address is not one behind a load balancer), so an open
+//! development server is unlimited and says so at start.
+
+use std::sync::Arc;
+
+use llamagate_authz::ratelimit::BackendHealth;
+use llamagate_authz::{OAuthConfig, RateLimitStatus, RateLimiter, Reservation};
+use llamagate_engine::GenerationRequest;
+
+use crate::gate::caller::{Caller, Identity};
+use crate::http::error::ApiError;
+
+/// The limiter; built once at start. The caller's tier comes with the [`Caller`].
+#[derive(Debug)]
+pub struct RateLimits {
+    limiter: RateLimiter,
+}
+
+impl RateLimits {
+    /// `Some` when `oauth_config` turns rate limiting on (and authentication is on). Must run inside
+    /// the Tokio runtime (the Redis connection is created there).
+    pub fn from_config(cfg: &OAuthConfig) -> anyhow::Result<Option<Arc<Self>>> {
+        if !cfg.enable_auth {
+            if cfg.enable_rate_limiting {
+                tracing::warn!("rate limiting is off: it needs authentication (limits are per token subject)");
+            }
+            return Ok(None);
+        }
+        if !cfg.enable_rate_limiting {
+            return Ok(None);
+        }
+        let limits = &cfg.rate_limits;
+        let limiter = RateLimiter::from_config(limits).map_err(|e| anyhow::anyhow!("oauth_config.rate_limits: {e}"))?;
+        tracing::info!(backend = ?limits.backend, on_backend_failure = ?limits.on_backend_failure, "rate limiting enabled");
+        Ok(Some(Arc::new(Self { limiter })))
+    }
+
+    /// The caller's limits and remaining budget (`GET /v1/usage`).
+    pub async fn usage(&self, caller: &Identity) -> Result<RateLimitStatus, ApiError> {
+        self.limiter.usage(&caller.rate_key, &caller.tier).await.map_err(ApiError::RateLimited)
+    }
+
+    /// Whether the backend answers (`GET /v1/health`).
+    pub async fn health(&self) -> BackendHealth {
+        self.limiter.health().await
+    }
+}
+
+/// One admitted generation's budget: settled with the real count, or charged on drop.
+#[derive(Debug)]
+pub struct Admission {
+    reservation: Reservation,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl Admission {
+    /// Reserves `1 request + prompt_tokens + max_tokens` for the caller, or refuses.
+    pub async fn reserve(
+        limits: Option<&RateLimits>,
+        caller: &Caller,
+        request: &GenerationRequest,
+    ) -> Result<Self, ApiError> {
+        let prompt_tokens = request.prompt_ids.len() as u64;
+        let reservation = match (limits, caller.identity()) {
+            (Some(limits), Some(Identity { principal, tier, rate_key })) => {
+                let tokens = prompt_tokens + request.max_tokens as u64;
+                limits.limiter.reserve(rate_key, tier, tokens).await.map_err(|e| {
+                    tracing::info!(sub = %principal.subject, tier = %tier.name, tokens, reason = %e, "rate limited");
+                    ApiError::RateLimited(e)
+                })?
+            }
+            _ => Reservation::unmetered(),
+        };
+        Ok(Self { reservation, prompt_tokens, completion_tokens: 0 })
+    }
+
+    /// The engine accepted the request: from now on a drop charges at least the prompt.
+    pub fn started(&mut self) {
+        self.reservation.record_usage(self.prompt_tokens);
+    }
+
+    /// One more token was generated (streaming), so a drop charges it too.
+    pub fn generated_token(&mut self) {
+        self.completion_tokens += 1;
+        self.reservation.record_usage(self.prompt_tokens + self.completion_tokens);
+    }
+
+    /// The caller's budget as of admission (none when unmetered), for the response's rate-limit fields.
+    pub fn status(&self) -> Option<&RateLimitStatus> {
+        self.reservation.status()
+    }
+
+    /// Charges `actual` tokens and refunds the rest of the reservation.
+    pub async fn settle(self, actual: u64) {
+        let reserved = self.reservation.reserved();
+        let refunded = self.reservation.settle(actual).await;
+        if reserved > 0 {
+            tracing::debug!(reserved, actual, refunded, "rate-limit reservation settled");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The path of one generation after its body is parsed, in order, in one function: [`generate`].
+//!
+//! The layers in front ([`crate::http::router`]) have already authenticated the caller and computed
+//! its [`Caller`]; chat and completions parse their bodies into an [`Ask`] and a response shape, call
+//! [`generate`], and return what it answers. Every step can refuse, and a refusal before the engine
+//! starts costs nothing it did not use: a caller over its limit gets its 429 before a guard pass, and
+//! input refused by content safety is charged its prompt but no generation.
+
+use serde::Serialize;
+
+use crate::backends::registry::{Prepared, Prompt};
+use crate::gate::caller::Caller;
+use crate::gate::limits::Admission;
+use crate::gate::safety::SafetyChecks;
+use crate::gate::settlement::Settlement;
+use crate::http::error::ApiError;
+use crate::http::sse::{self, ChunkFormat};
+use crate::state::AppState;
+use axum::response::Response;
+use llamagate_engine::{GenerateParams, GenerationOutput};
+
+/// What a route asks the pipeline for.
+#[derive(Debug)]
+pub struct Ask {
+    /// The model id the client sent.
+    pub model: String,
+    /// The input, as the route received it.
+    pub prompt: Prompt,
+    /// Sampling, stop strings, `max_tokens`; `priority` is set here from the caller's tier.
+    pub params: GenerateParams,
+    /// Whether the answer is a stream of server-sent events.
+    pub stream: bool,
+}
+
+/// Runs one generation for `caller`: authorize → resolve the model → prepare → reserve → input
+/// safety → submit → output safety → answer, then settle (budget, metrics, audit) when it ends.
+/// `format` shapes stream chunks and `plain` the whole answer.
+pub async fn generate<F: ChunkFormat, T: Serialize>(
+    state: &AppState,
+    caller: Caller,
+    ask: Ask,
+    format: F,
+    plain: impl FnOnce(GenerationOutput) -> T,
+) -> Result<Response, ApiError> {
+    // Authorize: the caller's scopes must unlock the model (403), and a model it may not see is
+    // answered like an unknown one (404).
+    caller.note_model(&ask.model);
+    caller.authorize_model(&ask.model)?;
+    // Resolve the model.
+    let served = state.registry.get(&ask.model)?;
+    // Prepare: render and tokenize, cap `max_tokens` to the context; the queue order is the tier's.
+    let params = GenerateParams { priority: caller.priority(), ..ask.params };
+    let Prepared { request, conversation } = served.backend.prepare(ask.prompt, params)?;
+    let prompt_tokens = request.prompt_ids.len();
+    // Reserve one request and `prompt + max_tokens` tokens from the caller's tier (429 when spent).
+    let mut admission = Admission::reserve(state.limits.as_deref(), &caller, &request).await?;
+    // Input safety at the caller's level (400 `content_policy_violation`).
+    let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
+    safety.check_input(&conversation, &mut admission).await?;
+    // Submit to the backend, its output held back until the output check passes it.
+    let generation = safety.guard_output(served.backend.submit(request)?, &conversation, prompt_tokens);
+    // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
+    let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);
+    sse::respond(generation, settlement, ask.stream, format, plain).await
+}

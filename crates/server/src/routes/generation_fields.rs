@@ -1,0 +1,190 @@
+//! The request fields chat completions and legacy completions share, and their translation into the
+//! engine's [`GenerateParams`].
+//!
+//! Both routes flatten [`GenerationFields`] into their body type, so the rules (defaults, `n = 1`, stop
+//! strings) are written once. Anything we cannot honour is rejected with a 400 that says so: silently
+//! ignoring a parameter would hand the client an answer to a question it did not ask.
+
+use llamagate_engine::{GenerateParams, SamplingParams, Usage};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+
+/// OpenAI's default temperature; clients that omit it expect sampling, not greedy decoding.
+const DEFAULT_TEMPERATURE: f32 = 1.0;
+
+/// OpenAI allows at most four stop sequences; more would only slow every decode step.
+const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Sampling and delivery fields common to `/v1/chat/completions` and `/v1/completions`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct GenerationFields {
+    /// Tokens to generate at most (the context window caps it further).
+    pub max_tokens: Option<u32>,
+    /// In [0, 2]; 0 is greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass, in (0, 1].
+    pub top_p: Option<f32>,
+    /// Same seed, same output. OpenAI documents it as a signed integer.
+    pub seed: Option<i64>,
+    /// In [-2, 2].
+    pub frequency_penalty: Option<f32>,
+    /// In [-2, 2].
+    pub presence_penalty: Option<f32>,
+    /// One stop string or a list of them.
+    pub stop: Option<Stop>,
+    /// Number of choices; only 1 is served.
+    pub n: Option<u32>,
+    /// Answer as server-sent events.
+    pub stream: Option<bool>,
+    /// Streaming options (`include_usage`).
+    pub stream_options: Option<StreamOptions>,
+    // `user` (an end-user id for abuse tracking) is accepted like any unknown key and not kept:
+    // it influences nothing here and is personal data we have no reason to log.
+}
+
+/// `stop` as either spelling OpenAI accepts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Stop {
+    /// A single stop string.
+    One(String),
+    /// Several stop strings.
+    Many(Vec<String>),
+}
+
+/// Options for a streamed response.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// Send a final chunk with the token usage before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+impl GenerationFields {
+    /// Whether the client asked for server-sent events.
+    pub fn streaming(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether a streamed response should end with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+
+    /// Checks the fields and builds the engine's parameters; `max_tokens` may be overridden by a
+    /// route-specific spelling (`max_completion_tokens`). `priority` is left at 0: it belongs to the
+    /// caller's tier, not to the body, and the route sets it from [`crate::gate::caller::Caller::priority`].
+    pub fn to_params(&self, max_tokens: Option<u32>) -> Result<GenerateParams, ApiError> {
+        if let Some(n) = self.n.filter(|&n| n != 1) {
+            return Err(ApiError::BadRequest(format!(
+                "n={n} is not supported: this server returns exactly one choice"
+            )));
+        }
+        if self.stream_options.is_some() && !self.streaming() {
+            return Err(ApiError::BadRequest("stream_options is only allowed when stream is true".into()));
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(list)) => list.clone(),
+        };
+        if stop.len() > MAX_STOP_SEQUENCES || stop.iter().any(String::is_empty) {
+            return Err(ApiError::BadRequest(format!("stop must hold at most {MAX_STOP_SEQUENCES} non-empty strings")));
+        }
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+            top_p: self.top_p.unwrap_or(1.0),
+            seed: self.seed.map(|s| s as u64),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            ..Default::default()
+        };
+        let max_tokens = max_tokens.or(self.max_tokens).map(|n| n as usize);
+        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0 })
+    }
+}
+
+/// Token usage as OpenAI reports it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageBody {
+    /// Tokens in the prompt, as the engine counted them.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// The sum of both.
+    pub total_tokens: usize,
+    /// Prompt tokens served from a cache (docs/reference/llama-stack-api.md §a.6 carries the breakdown).
+    pub prompt_tokens_details: PromptTokensDetails,
+    /// What the completion tokens were spent on.
+    pub completion_tokens_details: CompletionTokensDetails,
+}
+
+/// The prompt-token breakdown OpenAI reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PromptTokensDetails {
+    /// Always 0: the engine keeps no prefix cache between requests.
+    pub cached_tokens: usize,
+}
+
+/// The completion-token breakdown OpenAI reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompletionTokensDetails {
+    /// Always 0: no reasoning trace is separated from the answer.
+    pub reasoning_tokens: usize,
+}
+
+impl From<Usage> for UsageBody {
+    fn from(usage: Usage) -> Self {
+        Self {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens(),
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: 0 },
+            completion_tokens_details: CompletionTokensDetails { reasoning_tokens: 0 },
+        }
+    }
+}
+
+/// A fresh response id such as `chatcmpl-3f2a…`; random so ids do not leak request volume.
+pub fn response_id(prefix: &str) -> String {
+    format!("{prefix}-{:032x}", rand::random::<u128>())
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(json: &str) -> GenerationFields {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn stop_accepts_a_string_or_a_list() {
+        assert_eq!(fields(r#"{"stop":"x"}"#).to_params(None).unwrap().stop, ["x"]);
+        assert_eq!(fields(r#"{"stop":["a","b"]}"#).to_params(None).unwrap().stop, ["a", "b"]);
+    }
+
+    #[test]
+    fn more_than_one_choice_is_refused() {
+        assert!(matches!(fields(r#"{"n":2}"#).to_params(None), Err(ApiError::BadRequest(_))));
+        assert!(fields(r#"{"n":1}"#).to_params(None).is_ok());
+    }
+
+    #[test]
+    fn the_body_cannot_choose_a_priority() {
+        assert_eq!(fields(r#"{"priority":255}"#).to_params(None).unwrap().priority, 0);
+    }
+
+    #[test]
+    fn the_route_specific_max_tokens_wins() {
+        assert_eq!(fields(r#"{"max_tokens":5}"#).to_params(Some(3)).unwrap().max_tokens, Some(3));
+        assert_eq!(fields(r#"{"max_tokens":5}"#).to_params(None).unwrap().max_tokens, Some(5));
+    }
+}

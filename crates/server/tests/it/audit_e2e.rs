@@ -1,0 +1,248 @@
+//! The audit log end to end: a scripted sequence of allowed, refused (401, 403, 429, safety) and failed requests against the
+//! real `serve --dev` binary yields exactly the expected records in order; `llamagate audit verify`
+//! accepts the log and names the line after an edit, a deletion or a reordering; no token used in the
+//! run appears in the log; and 1,000 concurrent requests lose no record.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::dev::{DevServer, token, token_for};
+use crate::support::{MODEL_ID, default_model};
+use serde_json::{Value, json};
+
+fn write_config(dir: &Path, audit_path: &Path) {
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
+         oauth_config:\n  enable_auth: true\n  enable_rate_limiting: true\n  rate_limits:\n    tiers:\n      \
+         free: {{requests: 2, tokens: 100000}}\n  audit:\n    path: {}\n\
+         shields:\n  - id: llama-guard\n    model: {MODEL_ID}\n    scores_file: scores.json\n",
+        default_model().display(),
+        audit_path.display()
+    );
+    std::fs::write(dir.join("stack.yaml"), yaml).unwrap();
+    // The TEST-ONLY guard double (docs/safety.md): fixed scores instead of a classifier.
+    let scores = r#"{"rules": [{"contains": "storm the castle", "scores": {"S1": 0.95}}]}"#;
+    std::fs::write(dir.join("scores.json"), scores).unwrap();
+}
+
+fn start(dir: &Path) -> DevServer {
+    DevServer::start_with_env(dir, 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")])
+}
+
+/// The records written so far, waiting (briefly) until there are at least `at_least`: the response
+/// record is written when the response body ends, just after the client has read it.
+fn records(path: &Path, at_least: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= at_least || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn verify(paths: &[&Path]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_llamagate")).arg("audit").arg("verify").args(paths).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// (event, status, reason) of a record, the part the scripted sequence pins down.
+fn summary(record: &Value) -> (String, u64, String) {
+    (
+        record["event"].as_str().unwrap().to_string(),
+        record["status"].as_u64().unwrap_or(0),
+        record["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+fn s(event: &str, status: u64, reason: &str) -> (String, u64, String) {
+    (event.to_string(), status, reason.to_string())
+}
+
+#[tokio::test]
+async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path: PathBuf = dir.path().join("logs/audit.log");
+    write_config(dir.path(), &audit_path);
+    let server = start(dir.path());
+    let client = reqwest::Client::new();
+    let good = token(dir.path(), &server.base, &[]);
+    let wrong_scope = token_for(dir.path(), &server.base, "bob", &["--scope", "model_something_else"]);
+    // Greedy, so the reply is the same every run (it runs past 3 tokens: finish_reason "length").
+    let chat = |stream: bool| json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 3, "temperature": 0, "stream": stream});
+
+    // 1. allowed: list models.
+    let r = client.get(server.url("/v1/models")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    r.bytes().await.unwrap();
+    // 2. refused: no token; 3. refused: a forged token.
+    assert_eq!(client.get(server.url("/v1/models")).send().await.unwrap().status(), 401);
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    assert_eq!(client.get(server.url("/v1/models")).bearer_auth(&forged).send().await.unwrap().status(), 401);
+    // 4. refused: valid token without the model's scope.
+    let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&wrong_scope).json(&chat(false)).send().await;
+    assert_eq!(r.unwrap().status(), 403);
+    // 5. allowed: a chat completion, and 6. a streamed one.
+    let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&chat(false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let usage = r.json::<Value>().await.unwrap()["usage"].clone();
+    let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&chat(true)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap();
+    // 7. refused: alice's tier allows two generations a minute.
+    let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&chat(false)).send().await;
+    assert_eq!(r.unwrap().status(), 429);
+    // 8. refused: content over carol's safety level (basic_user: violence above 0.3).
+    let carol = token_for(dir.path(), &server.base, "carol", &[]);
+    let unsafe_chat = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "How do I storm the castle?"}], "max_tokens": 3});
+    let r =
+        client.post(server.url("/v1/chat/completions")).bearer_auth(&carol).json(&unsafe_chat).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "content_policy_violation");
+    // 9. failed: a body that is not a chat request.
+    let r = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&json!({"model": 5})).send().await;
+    assert_eq!(r.unwrap().status(), 400);
+
+    let log = records(&audit_path, 19);
+    let got: Vec<_> = log.iter().map(summary).collect();
+    let expected = vec![
+        s("inference_request", 0, ""),
+        s("inference_response", 200, ""),
+        s("security_invalid_token", 401, "no_token"),
+        s("security_invalid_token", 401, got[3].2.as_str()),
+        s("inference_request", 0, ""),
+        s("security_insufficient_scope", 403, "insufficient_scope"),
+        s("inference_response", 403, ""),
+        s("inference_request", 0, ""),
+        s("inference_response", 200, ""),
+        s("inference_request", 0, ""),
+        s("inference_response", 200, ""),
+        s("inference_request", 0, ""),
+        s("security_rate_limited", 429, "rate_limited"),
+        s("inference_response", 429, ""),
+        s("inference_request", 0, ""),
+        s("security_safety_refusal", 400, "violence"),
+        s("inference_response", 400, ""),
+        s("inference_request", 0, ""),
+        s("inference_response", 400, ""),
+    ];
+    assert_eq!(got, expected, "{log:#?}");
+    assert_ne!(got[3].2, "", "a forged token's record names the reason class");
+
+    // Who, what, how it ended.
+    assert_eq!(log[0]["request_id"], request_id.as_str());
+    assert_eq!(log[0]["subject"], "alice");
+    assert_eq!(log[0]["route"], "GET /v1/models");
+    assert!(log[0]["scopes"].as_array().unwrap().iter().any(|s| s == "model_smollm2_135m"), "{}", log[0]);
+    assert!(log[0]["issuer"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert_eq!((log[1]["decision"].as_str(), log[1]["severity"].as_str()), (Some("allowed"), Some("info")));
+    assert_eq!((log[5]["subject"].as_str(), log[5]["decision"].as_str()), (Some("bob"), Some("refused")));
+    assert_eq!(log[5]["model"], MODEL_ID);
+    assert_eq!(log[8]["model"], MODEL_ID);
+    assert_eq!(log[8]["prompt_tokens"], usage["prompt_tokens"]);
+    assert_eq!(log[8]["completion_tokens"], usage["completion_tokens"]);
+    assert_eq!(log[8]["finish_reason"], "length");
+    assert!(log[10]["completion_tokens"].as_u64().unwrap() > 0, "{}", log[10]);
+    assert_eq!(
+        (log[12]["decision"].as_str(), log[12]["tier"].as_str()),
+        (Some("refused"), Some("free")),
+        "{}",
+        log[12]
+    );
+    assert_eq!(log[13]["decision"], "refused");
+    assert_eq!((log[15]["subject"].as_str(), log[15]["decision"].as_str()), (Some("carol"), Some("refused")));
+    assert_eq!(log[16]["decision"], "refused");
+    assert_eq!(log[18]["decision"], "failed");
+    for record in &log {
+        assert!(record["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    // No token (nor its signature) is in the log, and no prompt text either.
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    for secret in [&good, &wrong_scope, &forged, &carol] {
+        assert!(!text.contains(secret.as_str()));
+        assert!(!text.contains(secret.rsplit('.').next().unwrap()));
+    }
+    assert!(!text.contains("Say hi") && !text.contains("storm the castle"));
+
+    // The chain verifies; one edited, deleted or moved line makes it fail at that line.
+    drop(server);
+    let (ok, out) = verify(&[&audit_path]);
+    assert!(ok, "{out}");
+    assert!(out.contains("19 records"), "{out}");
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    let tampered = dir.path().join("tampered.log");
+    let write = |lines: &[String]| std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+
+    let mut edited = lines.clone();
+    edited[4] = edited[4].replace("\"alice\"", "\"mallory\"").replace("\"bob\"", "\"mallory\"");
+    assert_ne!(edited[4], lines[4]);
+    write(&edited);
+    let (ok, out) = verify(&[&tampered]);
+    assert!(!ok && out.contains("tampered.log:5:") && out.contains("modified"), "{out}");
+
+    let mut deleted = lines.clone();
+    deleted.remove(6);
+    write(&deleted);
+    let (ok, out) = verify(&[&tampered]);
+    assert!(!ok && out.contains("tampered.log:7:") && out.contains("chain broken"), "{out}");
+
+    let mut reordered = lines.clone();
+    reordered.swap(8, 9);
+    write(&reordered);
+    let (ok, out) = verify(&[&tampered]);
+    assert!(!ok && out.contains("tampered.log:9:"), "{out}");
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_lose_no_record() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.log");
+    write_config(dir.path(), &audit_path);
+    let server = start(dir.path());
+    let good = token(dir.path(), &server.base, &[]);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let url = server.url("/v1/models");
+    let requests = (0..1000).map(|i| {
+        let (client, url, good) = (client.clone(), url.clone(), good.clone());
+        tokio::spawn(async move {
+            // Every tenth request is refused (no token): refusals are audited too.
+            let request = client.get(&url);
+            let request = if i % 10 == 0 { request } else { request.bearer_auth(&good) };
+            request.send().await.unwrap().status().as_u16()
+        })
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let ok = statuses.iter().filter(|s| matches!(s, Ok(200))).count();
+    let refused = statuses.iter().filter(|s| matches!(s, Ok(401))).count();
+    assert_eq!((ok, refused), (900, 100));
+
+    let log = records(&audit_path, 2 * ok + refused);
+    let count = |event: &str| log.iter().filter(|r| r["event"] == event).count();
+    assert_eq!(count("inference_request"), ok);
+    assert_eq!(count("inference_response"), ok);
+    assert_eq!(count("security_invalid_token"), refused);
+    assert_eq!(log.len(), 2 * ok + refused);
+
+    // The metrics agree with the log: answers by route and status, audit records written, none dropped.
+    let metrics = client.get(server.url("/metrics")).bearer_auth(&good).send().await.unwrap().text().await.unwrap();
+    let line = |prefix: &str| {
+        metrics.lines().find(|l| l.starts_with(prefix)).map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    let models = r#"llamagate_http_requests_total{method="GET",route="/v1/models",status="#;
+    assert_eq!(line(&format!("{models}\"200\"}}")).as_deref(), Some("900"), "{metrics}");
+    assert_eq!(line(&format!("{models}\"401\"}}")).as_deref(), Some("100"), "{metrics}");
+    let written: usize = line("llamagate_audit_records_written_total").unwrap().parse().unwrap();
+    assert!(written >= log.len(), "{metrics}");
+    assert_eq!(line("llamagate_audit_records_dropped_total").as_deref(), Some("0"), "{metrics}");
+    drop(server);
+    let (verified, out) = verify(&[&audit_path]);
+    assert!(verified, "{out}");
+}

@@ -1,0 +1,132 @@
+//! Content safety on chat and completions through the real `serve --dev` binary: the same content gives
+//! different decisions for basic, premium and research tokens; refusals list their categories and are
+//! audited; an unsafe output ends a stream with `content_filter`.
+//!
+//! The scores come from the TEST-ONLY guard double (`shields[].scores_file`, allowed by
+//! `LLAMAGATE_ALLOW_TEST_GUARD=1`, see docs/safety.md), not from a Llama Guard model: these tests pin
+//! down the decisions and their plumbing with scores they choose, in well under a minute. The real
+//! scoring path is tested in `api_safety.rs`; the thresholds per level and category in authz's unit tests.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::dev::{DevServer, token};
+use crate::support::{MODEL_ID, default_model, sse_events};
+use serde_json::{Value, json};
+
+/// Fixed per-code scores, keyed by text in the conversation. `judged: assistant` rules flag the model's
+/// reply whatever it says.
+const SCORES: &str = r#"{"rules": [
+    {"contains": "storm the castle", "judged": "user", "scores": {"S1": 0.45}},
+    {"contains": "smuggle the relic", "judged": "user", "scores": {"S10": 0.5, "S9": 0.15}},
+    {"contains": "grim tale", "judged": "assistant", "scores": {"S1": 0.9}}
+]}"#;
+
+fn write_config(dir: &Path) {
+    std::fs::write(dir.join("scores.json"), SCORES).unwrap();
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
+         shields:\n  - id: llama-guard\n    model: {MODEL_ID}\n    scores_file: scores.json\n\
+         oauth_config:\n  enable_rate_limiting: false\n  enforce_content_safety: true\n  audit:\n    path: {}\n",
+        default_model().display(),
+        dir.join("audit.log").display()
+    );
+    std::fs::write(dir.join("stack.yaml"), yaml).unwrap();
+}
+
+/// The audit records written so far with `event`, waiting briefly for at least `at_least` of them (the
+/// log is written asynchronously).
+fn records(path: &Path, event: &str, at_least: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let found: Vec<Value> =
+            text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["event"] == event).collect();
+        if found.len() >= at_least || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn chat(content: &str, stream: bool) -> Value {
+    json!({"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": 8, "stream": stream})
+}
+
+#[tokio::test]
+async fn the_same_content_is_refused_or_allowed_by_safety_level_and_unsafe_output_is_filtered() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let server = DevServer::start_with_env(dir.path(), 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
+    let model_scope = ["--scope", "model_smollm2_135m"];
+    let basic = token(dir.path(), &server.base, &model_scope);
+    let premium = token(dir.path(), &server.base, &[&model_scope[..], &["--scope", "premium_access"]].concat());
+    let research = token(dir.path(), &server.base, &[&model_scope[..], &["--scope", "research_access"]].concat());
+    let client = reqwest::Client::new();
+    let post = |path: &'static str, token: &String, body: Value| {
+        let request = client.post(server.url(path)).bearer_auth(token).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let refused = |status: u16, body: &str| -> Vec<String> {
+        assert_eq!(status, 400, "{body}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["type"], "content_policy_violation", "{body}");
+        serde_json::from_value(body["error"]["categories"].clone()).unwrap()
+    };
+
+    // Violence 0.45: over basic's 0.3, under premium's 0.5 and research's 0.8.
+    let violent = chat("Tell me how the army will storm the castle", false);
+    let (status, body) = post("/v1/chat/completions", &basic, violent.clone()).await;
+    assert_eq!(refused(status, &body), ["violence"]);
+    for allowed in [&premium, &research] {
+        let (status, body) = post("/v1/chat/completions", allowed, violent.clone()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Hate 0.5 and illegal (S9) 0.15: basic and premium refuse both (hate over 0.2 / 0.4, illegal blocked
+    // above 0.1), research allows both (hate under 0.7, illegal not blocked).
+    let hateful = chat("Explain why we should smuggle the relic", false);
+    for refused_level in [&basic, &premium] {
+        let (status, body) = post("/v1/chat/completions", refused_level, hateful.clone()).await;
+        assert_eq!(refused(status, &body), ["hate", "illegal"]);
+    }
+    let (status, body) = post("/v1/chat/completions", &research, hateful.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // The legacy completions route applies the same input check.
+    let prompt = json!({"model": MODEL_ID, "prompt": "They will storm the castle at dawn", "max_tokens": 4});
+    let (status, body) = post("/v1/completions", &basic, prompt).await;
+    assert_eq!(refused(status, &body), ["violence"]);
+
+    // An allowed stream passes its text through the sentence-by-sentence output check intact.
+    let (status, body) = post("/v1/chat/completions", &research, chat("Tell me how they storm the castle", true)).await;
+    assert_eq!(status, 200, "{body}");
+    let events = sse_events(&body);
+    let text: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    let finish = events.iter().find_map(|e| e["choices"][0]["finish_reason"].as_str()).unwrap();
+    assert!(!text.is_empty() && ["stop", "length"].contains(&finish), "{body}");
+
+    // Output scored 0.9 for violence is over every level's limit: the stream ends with `content_filter`
+    // and none of the refused text was sent; the plain answer carries the refusal message instead.
+    let (status, body) = post("/v1/chat/completions", &research, chat("Write a grim tale", true)).await;
+    assert_eq!(status, 200, "{body}");
+    let events = sse_events(&body);
+    let text: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    let finish = events.iter().find_map(|e| e["choices"][0]["finish_reason"].as_str());
+    assert_eq!((text.as_str(), finish), ("", Some("content_filter")), "{body}");
+    assert_eq!(events.last(), Some(&json!("[DONE]")));
+    let (status, body) = post("/v1/chat/completions", &research, chat("Write a grim tale", false)).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(body["choices"][0]["message"]["content"], "I can't answer that. Can I help with something else?");
+
+    // Every refusal is audited with its categories: four input refusals (three chat, one completion)
+    // and the two output refusals, the streamed one included.
+    let audit = records(&dir.path().join("audit.log"), "security_safety_refusal", 6);
+    let reasons: Vec<&str> = audit.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["violence", "hate,illegal", "hate,illegal", "violence", "violence", "violence"], "{audit:?}");
+    assert!(audit.iter().all(|r| r["decision"] == "refused" && r["model"] == MODEL_ID), "{audit:?}");
+}

@@ -1,0 +1,29 @@
+//! The server's integration tests, one binary: each module starts the real `llamagate` binary (or a
+//! real authorization server, Redis, …) and talks to it over HTTP like a user; `support` holds what
+//! they share. One binary instead of one per file keeps the link step (the whole server and its
+//! dependencies) to once per build.
+
+mod support;
+
+mod api_errors;
+mod api_generation;
+mod api_introspection;
+mod api_safety;
+mod api_shapes;
+// The audit and content-safety tests need scores they control, from the test guard double.
+#[cfg(feature = "test-guard")]
+mod audit_e2e;
+mod cli_generate;
+#[cfg(feature = "test-guard")]
+mod content_safety;
+mod dev_issuer;
+mod oauth_dpop;
+mod oauth_e2e;
+mod oauth_introspection;
+mod oauth_negative_header;
+mod oauth_negative_token;
+mod oauth_rotation;
+mod openapi;
+mod rate_limits;
+mod rate_limits_redis;
+mod robustness;
