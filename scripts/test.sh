@@ -20,16 +20,22 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Reference fixtures live in shared/ beside the checkout.
 export LLAMAGATE_SHARED_DIR="${LLAMAGATE_SHARED_DIR:-$(cd .. && pwd)/shared}"
 
+# The tests build the server with its test-only Llama Guard double (see crates/server/Cargo.toml); a
+# release build leaves it out, and `cargo check` below keeps that build compiling.
+FEATURES=(--features llamagate-server/test-guard)
+
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+python3 scripts/check-module-cycles.py
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
+cargo check --locked -p llamagate-server
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast "${FEATURES[@]}"
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast "${FEATURES[@]}"
 fi
 
 # SDK suites: the official clients against the real binary built above.
-cargo build --locked -p llamagate-server
+cargo build --locked -p llamagate-server "${FEATURES[@]}"
 export LLAMAGATE_BIN="$PWD/target/debug/llamagate"
 .venv/bin/python -m pytest -q tests/sdk/python
 (cd tests/sdk && node --test ts/)

@@ -22,8 +22,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
 /// Swagger UI's settings, rendered into its `swagger-initializer.js`.
 static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| Arc::new(Config::new([DOCUMENT_PATH])));
 
-/// The OpenAPI 3.1 document of this server, generated from the code when the router is built (see
-/// [`crate::http::openapi`]).
+/// The OpenAPI 3.1 document of this server, generated from the code (see [`crate::http::openapi`]).
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi_document", tag = "documentation",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn document(Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>) -> Json<utoipa::openapi::OpenApi> {

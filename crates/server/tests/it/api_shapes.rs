@@ -198,11 +198,11 @@ async fn openapi_document_and_docs_page_are_served() {
     assert_eq!(status, 200);
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/llamagate.json"));
     let committed: Value = serde_json::from_str(&committed.unwrap()).unwrap();
-    // Not assert_eq!: the two documents are tens of kilobytes; the unit test in openapi.rs says how.
+    // Not assert_eq!: the two documents are tens of kilobytes; the test in tests/it/openapi.rs says how.
     assert!(
         served == committed,
         "the served document differs from openapi/llamagate.json; regenerate it with \
-         UPDATE_OPENAPI=1 cargo test -p llamagate-server --bin llamagate openapi"
+         UPDATE_OPENAPI=1 cargo test -p llamagate-server --test it openapi"
     );
 
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
