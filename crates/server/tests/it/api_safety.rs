@@ -5,7 +5,7 @@
 //! Scoring runs the ~200-token guard prompt through the model, which takes a while on a small CPU, so
 //! only one test scores; the others stop at validation or authorization, before the engine.
 
-use crate::support::dev::{DevServer, token};
+use crate::support::dev::{self, token};
 use crate::support::{MODEL_ID, Server, assert_error, default_model, keys};
 use serde_json::{Value, json};
 
@@ -202,7 +202,7 @@ async fn shield_access_needs_the_safety_scope() {
         shields_yaml()
     );
     std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let client = reqwest::Client::new();
     let call = |token: Option<String>, method: &'static str, path: &'static str, body: Value| {
         let mut request = client.request(method.parse().unwrap(), server.url(path));

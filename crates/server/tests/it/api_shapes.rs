@@ -7,7 +7,7 @@
 //! Where the server sends more than the reference lists, the extra key is an OpenAI field the OpenAI
 //! SDK reads too; each one is named in a comment below, so an accidental addition still fails.
 
-use crate::support::dev::{DevServer, token};
+use crate::support::dev::{self, token};
 use crate::support::{MAX_BODY_BYTES, MODEL_ID, Server, default_model, keys, sse_events};
 use serde_json::{Value, json};
 
@@ -250,7 +250,7 @@ async fn openapi_document_and_docs_page_need_a_token_when_auth_is_on() {
         default_model().display()
     );
     std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let client = reqwest::Client::new();
     for path in ["/openapi.json", "/docs/", "/docs/swagger-ui.css"] {
         let response = client.get(server.url(path)).send().await.unwrap();

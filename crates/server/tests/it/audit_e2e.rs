@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::dev::{DevServer, token, token_for};
+use crate::support::dev::{self, DevServer, token, token_for};
 use crate::support::{MODEL_ID, default_model};
 use serde_json::{Value, json};
 
@@ -27,7 +27,7 @@ fn write_config(dir: &Path, audit_path: &Path) {
 }
 
 fn start(dir: &Path) -> DevServer {
-    DevServer::start_with_env(dir, 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")])
+    dev::start_with_env(dir, 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")])
 }
 
 /// The records written so far, waiting (briefly) until there are at least `at_least`: the response

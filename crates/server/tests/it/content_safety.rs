@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::dev::{DevServer, token};
+use crate::support::dev::{self, token};
 use crate::support::{MODEL_ID, default_model, sse_events};
 use serde_json::{Value, json};
 
@@ -58,7 +58,7 @@ async fn the_same_content_is_refused_or_allowed_by_safety_level_and_unsafe_outpu
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path());
-    let server = DevServer::start_with_env(dir.path(), 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
+    let server = dev::start_with_env(dir.path(), 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
     let model_scope = ["--scope", "model_smollm2_135m"];
     let basic = token(dir.path(), &server.base, &model_scope);
     let premium = token(dir.path(), &server.base, &[&model_scope[..], &["--scope", "premium_access"]].concat());

@@ -1,7 +1,7 @@
 //! `llamagate serve --dev` with tokens from `llamagate token`: the real binary, its own issuer, a
 //! persistent key file in a temporary working directory.
 
-use crate::support::dev::{DevServer, token};
+use crate::support::dev::{self, token};
 use crate::support::{MODEL_ID, default_model};
 use serde_json::{Value, json};
 
@@ -27,7 +27,7 @@ async fn dev_mode_accepts_its_own_tokens_across_restarts() {
     std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
     let client = reqwest::Client::new();
 
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let key_path = dir.path().join(KEY_FILE);
     let key = std::fs::read_to_string(&key_path).expect("serve --dev creates the key file");
     #[cfg(unix)]
@@ -70,7 +70,7 @@ async fn dev_mode_accepts_its_own_tokens_across_restarts() {
     // Restarted on the same port and directory, the server reuses the key: the old token still works.
     let port = server.port();
     drop(server);
-    let server = DevServer::start(dir.path(), port);
+    let server = dev::start(dir.path(), port);
     let client = reqwest::Client::new(); // the pooled connections went with the old process
     assert_eq!(std::fs::read_to_string(&key_path).unwrap(), key, "the key file was rewritten");
     let (status, body) = get(&client, &models_url, Some(&good)).await;

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::support::limits::{BURST_TIER_YAML, DevServer, MODEL_ID, burst, get, post, token, write_config};
+use crate::support::dev;
+use crate::support::limits::{BURST_TIER_YAML, MODEL_ID, burst, get, post, token, write_config};
 use serde_json::json;
 
 /// A short chat whose reply is cut at the first space or punctuation, so it uses far fewer tokens
@@ -22,7 +23,7 @@ fn short_chat(max_tokens: u64) -> serde_json::Value {
 async fn a_free_token_gets_exactly_ten_requests_then_429_with_the_headers() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "    backend: memory\n");
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let token = token(dir.path(), &server, "free-user", &[]);
     let client = crate::support::limits::client();
 
@@ -75,7 +76,7 @@ const METERED_TIER_YAML: &str = "    tiers:\n      metered: {requests: 100, toke
 async fn tokens_are_charged_at_their_real_count_and_the_rest_is_refunded() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &format!("    backend: memory\n{METERED_TIER_YAML}"));
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let token = token(dir.path(), &server, "token-user", &["metered_access"]);
     let client = crate::support::limits::client();
 
@@ -143,7 +144,7 @@ async fn tokens_are_charged_at_their_real_count_and_the_rest_is_refunded() {
 async fn two_hundred_concurrent_requests_admit_exactly_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &format!("    backend: memory\n{BURST_TIER_YAML}"));
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let token = token(dir.path(), &server, "busy-user", &["burst_access"]);
     let client = crate::support::limits::client();
     let answers = burst(&client, &[&server], std::slice::from_ref(&token), 200).await;
@@ -160,7 +161,7 @@ async fn two_hundred_concurrent_requests_admit_exactly_the_limit() {
 async fn health_stays_plain_without_redis_and_usage_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "    backend: memory\n");
-    let server = DevServer::start(dir.path(), 0);
+    let server = dev::start(dir.path(), 0);
     let client = crate::support::limits::client();
     let health = get(&client, &server, None, "/v1/health").await;
     assert_eq!((health.status, health.body.clone()), (200, json!({"status": "OK"})));

@@ -3,9 +3,8 @@
 //! fail-closed replica refuse with 503 and report it in health, while a fail-open replica admits
 //! unmetered and reports the outage too.
 
-use crate::support::limits::{
-    BURST_TIER_YAML, DevServer, RedisServer, burst, get, post, tiny_completion, token, write_config,
-};
+use crate::support::dev;
+use crate::support::limits::{BURST_TIER_YAML, RedisServer, burst, get, post, tiny_completion, token, write_config};
 use serde_json::json;
 
 #[tokio::test]
@@ -17,9 +16,8 @@ async fn two_processes_share_one_limit_and_a_dead_redis_is_visible_in_health() {
     let yaml =
         format!("    backend: redis\n    redis_url: {}\n    redis_timeout_ms: 5000\n{BURST_TIER_YAML}", redis.url());
     write_config(dir.path(), &yaml);
-    let closed = DevServer::start(dir.path(), 0);
-    let open =
-        DevServer::start_with_env(dir.path(), 0, &[("LLAMA_STACK_OAUTH_RATE_LIMITS_ON_BACKEND_FAILURE", "open")]);
+    let closed = dev::start(dir.path(), 0);
+    let open = dev::start_with_env(dir.path(), 0, &[("LLAMA_STACK_OAUTH_RATE_LIMITS_ON_BACKEND_FAILURE", "open")]);
     let client = crate::support::limits::client();
 
     let health = get(&client, &closed, None, "/v1/health").await;

@@ -2,14 +2,13 @@
 //! development tokens for a chosen subject and scopes, and a real `redis-server` on a free port.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 pub use super::MODEL_ID;
 use super::default_model;
 pub use super::dev::DevServer;
+pub use llamagate_testkit::RedisServer;
 
 /// The default model's family scope, which every token needs to use it.
 pub const MODEL_SCOPE: &str = "model_smollm2_135m";
@@ -32,17 +31,11 @@ pub fn write_config(dir: &Path, rate_limits_yaml: &str) {
 /// A token from `llamagate token` for `server`, subject `sub` (client `dev-client`), with the model's
 /// scope plus `scopes`.
 pub fn token(dir: &Path, server: &DevServer, sub: &str, scopes: &[&str]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_llamagate"));
-    command
-        .args(["token", "--config", "stack.yaml", "--issuer", &server.base, "--sub", sub, "--scope", MODEL_SCOPE])
-        .current_dir(dir)
-        .env_remove("LLAMAGATE_DEV_KEY_FILE");
+    let mut args = vec!["--sub", sub, "--scope", MODEL_SCOPE];
     for scope in scopes {
-        command.args(["--scope", scope]);
+        args.extend(["--scope", scope]);
     }
-    let output = command.output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    llamagate_testkit::dev_token(super::dev::bin(), dir, &server.base, &args)
 }
 
 /// A status, the headers and the JSON body of one answer.
@@ -96,69 +89,6 @@ pub async fn burst(client: &reqwest::Client, servers: &[&DevServer], tokens: &[S
 }
 
 /// A `redis-server` on a free loopback port, started by the test; shut down when dropped.
-pub struct RedisServer {
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// Starts it, failing loudly when redis-server is not installed (scripts/test.sh installs it).
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let status = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "yes", "--dir"])
-            .arg(dir.path())
-            .arg("--pidfile")
-            .arg(dir.path().join("redis.pid"))
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"))
-            .status()
-            .expect("redis-server is not installed: run scripts/test.sh, or apt-get install redis-server");
-        assert!(status.success(), "redis-server did not start");
-        let redis = Self { port, dir };
-        redis.wait_until(true);
-        redis
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn ping(&self) -> bool {
-        Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "ping"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-    }
-
-    fn wait_until(&self, up: bool) {
-        for _ in 0..400 {
-            if self.ping() == up {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis on port {} did not come {}", self.port, if up { "up" } else { "down" });
-    }
-
-    /// Stops it (as a crash would look to the servers: connections refused from now on).
-    pub fn kill(&self) {
-        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
-        self.wait_until(false);
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if self.dir.path().join("redis.pid").exists() {
-            let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
-        }
-    }
-}
-
 /// An HTTP client (installs the ring provider reqwest is built to expect).
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -8,7 +8,6 @@ pub mod limits;
 pub mod oauth;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -20,14 +19,7 @@ pub const MODEL_ID: &str = "local/smollm2-135m-instruct";
 /// Body limit in test configs: small, so the 413 test does not have to send megabytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The default model, as `models/fetch.sh` lays it out (or `LLAMAGATE_DEFAULT_MODEL`).
-pub fn default_model() -> PathBuf {
-    let path = std::env::var_os("LLAMAGATE_DEFAULT_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/cache/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    assert!(path.is_file(), "default model missing at {}: run models/fetch.sh", path.display());
-    path
-}
+pub use llamagate_testkit::default_model;
 
 /// A running server; killed when dropped.
 pub struct Server {
