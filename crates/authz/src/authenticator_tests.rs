@@ -1,4 +1,5 @@
-//! The whole sequence against a recording mock AS: §B.5 groups 16–18 and the 503 path.
+//! The whole sequence against a recording mock AS: docs/reference/oauth-resource-server.md §B.5
+//! groups 16–18 and the 503 path.
 
 use super::*;
 use crate::dpop::{access_token_hash, thumbprint};

@@ -1,4 +1,5 @@
-//! Negative matrix §B.5 groups 1–14 at the unit level, with real RS256/ES256 signatures.
+//! Negative matrix (docs/reference/oauth-resource-server.md §B.5) groups 1–14 at the unit level, with
+//! real RS256/ES256 signatures.
 
 use super::*;
 use crate::clock::ManualClock;
