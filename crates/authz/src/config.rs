@@ -162,8 +162,8 @@ pub struct OAuthConfig {
     /// Safety level for callers whose scopes name none.
     pub default_safety_level: String,
     /// Safety levels, how scopes pick them, and the Llama Guard code → category map (see
-    /// [`crate::safety`]).
-    pub safety: crate::safety::SafetyConfig,
+    /// [`crate::policy::safety`]).
+    pub safety: crate::policy::safety::SafetyConfig,
     /// Apply per-tier rate limits.
     pub enable_rate_limiting: bool,
     /// Tier for callers whose token names none.
@@ -204,8 +204,8 @@ impl Default for OAuthConfig {
             allow_insecure_http: false,
             enforce_model_permissions: true,
             enforce_content_safety: true,
-            default_safety_level: crate::safety::BASIC_USER.into(),
-            safety: crate::safety::SafetyConfig::default(),
+            default_safety_level: crate::policy::safety::BASIC_USER.into(),
+            safety: crate::policy::safety::SafetyConfig::default(),
             enable_rate_limiting: true,
             default_user_tier: "free".into(),
             rate_limits: RateLimitConfig::default(),

@@ -26,41 +26,29 @@
 #![deny(missing_docs)]
 
 pub mod audit;
-pub mod authenticator;
-pub mod challenge;
+pub mod authentication;
 pub mod clock;
 pub mod config;
-pub mod credentials;
-pub mod discovery;
-pub mod dpop;
-pub mod introspection;
-pub mod jose;
-pub mod jwks;
-pub mod jwt;
-pub mod metadata;
-pub mod permissions;
+pub mod policy;
 pub mod principal;
 pub mod ratelimit;
-pub mod safety;
-mod signature;
 #[cfg(test)]
 mod test_fixtures;
-pub mod tier;
-pub mod token_cache;
+pub mod token;
 
 pub use audit::{AuditConfig, AuditEvent, AuditLog, AuditRecord};
-pub use authenticator::{AuthRequest, Authenticator};
-pub use challenge::{AuthError, AuthErrorResponse, ChallengeParams};
+pub use authentication::authenticator::{AuthRequest, Authenticator};
+pub use authentication::challenge::{AuthError, AuthErrorResponse, ChallengeParams};
+pub use authentication::metadata::ProtectedResourceMetadata;
 pub use clock::Clock;
 pub use config::{ConfigError, OAuthConfig, Secret, TokenValidationMethod};
-pub use discovery::install_crypto_provider;
-pub use dpop::DpopVerifier;
-pub use introspection::Introspector;
-pub use jwks::JwksCache;
-pub use jwt::{TokenError, TokenValidator};
-pub use metadata::ProtectedResourceMetadata;
-pub use permissions::{Decision, PermissionMatrix};
-pub use principal::{Principal, Scopes};
+pub use policy::permissions::{Decision, PermissionError, PermissionMatrix, SAFETY_SCOPE};
+pub use policy::safety::{ContentCategory, SafetyConfig, SafetyDecision, SafetyLevel, SafetyPolicy, SafetyViolation};
+pub use principal::{Principal, Scopes, TokenSource};
+pub use ratelimit::tier::{RateKey, Tier, Tiers};
 pub use ratelimit::{RateLimitError, RateLimitStatus, RateLimiter, Reservation};
-pub use safety::{ContentCategory, SafetyConfig, SafetyDecision, SafetyLevel, SafetyPolicy, SafetyViolation};
-pub use tier::{RateKey, Tier, Tiers};
+pub use token::discovery::install_crypto_provider;
+pub use token::dpop::DpopVerifier;
+pub use token::introspection::Introspector;
+pub use token::jwks::JwksCache;
+pub use token::jwt::{TokenError, TokenValidator};

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::ratelimit::Decision;
 use crate::ratelimit::config::TierLimits;
 use crate::ratelimit::gcra::Bucket;
-use crate::tier::RateKey;
+use crate::ratelimit::tier::RateKey;
 
 /// A map is swept of full buckets when it grows past this many keys (then past twice its live size).
 const FIRST_SWEEP: usize = 4_096;

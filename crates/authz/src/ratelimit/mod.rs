@@ -21,6 +21,7 @@ mod gcra;
 pub mod headers;
 pub mod memory;
 pub mod redis;
+pub mod tier;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,7 @@ pub use config::{Backend, FailureMode, RateLimitConfig, TierLimits};
 pub use memory::{ManualTime, MemoryStore};
 pub use redis::RedisStore;
 
-use crate::tier::{RateKey, Tier};
+use crate::ratelimit::tier::{RateKey, Tier};
 
 /// One dimension's state, as the headers and the usage endpoint report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -14,8 +14,8 @@ use redis::{Client, Script};
 
 use crate::ratelimit::config::TierLimits;
 use crate::ratelimit::gcra::Bucket;
+use crate::ratelimit::tier::RateKey;
 use crate::ratelimit::{Decision, RateLimitError};
-use crate::tier::RateKey;
 
 /// What the script does.
 #[derive(Clone, Copy, Debug)]

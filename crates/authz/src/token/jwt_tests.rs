@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::discovery::build_http_client;
-use crate::jwks::JwksSettings;
 use crate::test_fixtures::{MockServer, TestKey, ec_key, rsa_key};
+use crate::token::discovery::build_http_client;
+use crate::token::jwks::JwksSettings;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::EncodingKey;

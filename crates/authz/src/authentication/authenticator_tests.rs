@@ -2,9 +2,9 @@
 //! groups 16–18 and the 503 path.
 
 use super::*;
-use crate::dpop::{access_token_hash, thumbprint};
 use crate::principal::TokenSource;
 use crate::test_fixtures::{MockServer, TestKey, ec_key};
+use crate::token::dpop::{access_token_hash, thumbprint};
 use serde_json::{Value, json};
 
 const NOW: u64 = 1_800_000_000;
