@@ -206,7 +206,7 @@ async fn failed_jwks_refreshes_are_audited() {
     let auth = Authenticator::from_config(&cfg, clock).expect("authenticator");
     let dir = tempfile::tempdir().expect("temp dir");
     let audit_cfg = crate::audit::AuditConfig { path: Some(dir.path().join("audit.log")), ..Default::default() };
-    let log = crate::audit::AuditLog::start(&audit_cfg, crate::config::AuditLogLevel::Info).expect("audit log");
+    let log = crate::audit::AuditLog::start(&audit_cfg, crate::audit::AuditLogLevel::Info).expect("audit log");
     auth.audit_to(&log);
     let claims = json!({"iss": mock.base, "aud": STACK, "sub": "alice", "client_id": "c", "jti": "j",
                         "iat": NOW, "exp": NOW + 10_000, "scope": "model_smollm2_135m"});
