@@ -14,9 +14,5 @@ pub mod oauth;
 pub mod secret;
 
 pub use error::ConfigError;
-pub use oauth::{OAuthConfig, TokenValidationMethod, parse_asymmetric_algorithm};
+pub use oauth::{AuditLogLevel, OAuthConfig, TokenValidationMethod, parse_asymmetric_algorithm};
 pub use secret::Secret;
-
-/// Where `audit_log_level` is defined (`audit`, which reads it); named here too because it is an
-/// `oauth_config` key.
-pub use crate::audit::AuditLogLevel;

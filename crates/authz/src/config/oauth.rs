@@ -15,7 +15,9 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::audit::{AuditConfig, AuditLogLevel};
+use crate::audit::AuditConfig;
+/// Defined by `audit`, which reads it; named here too because `audit_log_level` is an `oauth_config` key.
+pub use crate::audit::AuditLogLevel;
 use crate::config::env::{ENV_PREFIX, parse_bool, parse_enum, parse_u64};
 use crate::config::error::ConfigError;
 use crate::config::secret::Secret;

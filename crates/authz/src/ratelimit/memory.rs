@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::ratelimit::Decision;
 use crate::ratelimit::config::TierLimits;
-use crate::ratelimit::gcra::Bucket;
+use crate::ratelimit::gcra::{Bucket, Decision};
 use crate::ratelimit::tier::RateKey;
 
 /// A map is swept of full buckets when it grows past this many keys (then past twice its live size).
