@@ -2,7 +2,7 @@
 //!
 //! - [`oauth`]: the section itself, its defaults, environment overrides and validation;
 //! - [`error`]: [`ConfigError`], which every nested section's validation returns;
-//! - [`env`]: the `LLAMA_STACK_OAUTH_` override variables and how their values are read;
+//! - [`env`](mod@env): the `LLAMA_STACK_OAUTH_` override variables and how their values are read;
 //! - [`secret`]: [`Secret`], a string redacted in logs and compared in constant time.
 //!
 //! `error`, `env` and `secret` depend on nothing else in the crate, so the folders that own nested

@@ -198,14 +198,14 @@ impl SafetyConfig {
             return Err(ConfigError::invalid(
                 "default_safety_level",
                 format!("`{default_level}` is not a configured safety level"),
-                &format!("use one of {}", names()),
+                format!("use one of {}", names()),
             ));
         }
         if let Some(rule) = self.scope_levels.iter().find(|r| !self.levels.contains_key(&r.level)) {
             return Err(ConfigError::invalid(
                 "safety.scope_levels",
                 format!("scope `{}` names unknown level `{}`", rule.scope, rule.level),
-                &format!("use one of {}", names()),
+                format!("use one of {}", names()),
             ));
         }
         if let Some(code) = self.categories.keys().find(|code| !is_guard_code(code)) {
