@@ -23,9 +23,9 @@ use getrandom::SysRng;
 use getrandom::rand_core::UnwrapErr;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
-use llamagate_authz::discovery::build_http_client;
-use llamagate_authz::jwks::JwksSettings;
-use llamagate_authz::jwt::JwtPolicy;
+use llamagate_authz::token::discovery::build_http_client;
+use llamagate_authz::token::jwks::JwksSettings;
+use llamagate_authz::token::jwt::JwtPolicy;
 use llamagate_authz::{AuthRequest, Authenticator, Clock, JwksCache, OAuthConfig, TokenValidator};
 use serde_json::{Value, json};
 

@@ -1,17 +1,32 @@
 //! # llamagate-authz: the OAuth 2.1 resource-server half of llamagate
 //!
-//! **Owns** everything that decides whether a request may reach a model: the `oauth_config`
-//! section ([`OAuthConfig`], validated once at start), reading credentials from header bytes
-//! ([`credentials`]), RFC 9068 JWT validation against a cached, pinned JWKS ([`TokenValidator`],
-//! [`JwksCache`]), RFC 7662 introspection with a bounded cache ([`Introspector`]), RFC 9449 DPoP
-//! proofs ([`DpopVerifier`]), the resulting [`Principal`], the model permission matrix
-//! ([`PermissionMatrix`]), RFC 6750 errors and challenges ([`AuthError`]) and RFC 9728 metadata
-//! ([`ProtectedResourceMetadata`]). [`Authenticator`] runs the whole authentication sequence.
-//! The hash-chained audit log ([`AuditLog`]) records every decision.
-//! Tiers ([`Tiers`], keyed by [`RateKey`]) and the rate limiter ([`RateLimiter`], in process or in
-//! Redis) take a [`Reservation`] before generation and settle it with the real token count; a tier
-//! also carries the priority the server hands the engine's queue (a number, nothing engine-specific).
-//! Safety levels ([`SafetyPolicy`]) turn a shield's per-category scores into a per-caller decision.
+//! **Owns** everything that decides whether a request may reach a model, one folder per concern:
+//!
+//! - [`config`]: the `oauth_config` section ([`OAuthConfig`], validated once at start); the nested
+//!   sections' types live with the folders that use them (`rate_limits` in [`ratelimit`], `safety`
+//!   in [`policy`], `audit` in [`audit`]);
+//! - [`token`]: access tokens — RFC 9068 JWT validation against a cached, pinned JWKS
+//!   ([`TokenValidator`], [`JwksCache`]), RFC 7662 introspection with a bounded cache
+//!   ([`Introspector`]), RFC 9449 DPoP proofs ([`DpopVerifier`]) and the authorization server's
+//!   metadata;
+//! - [`authentication`]: what the server calls per request — reading credentials from header bytes,
+//!   the whole sequence ([`Authenticator`]), RFC 6750 errors and challenges ([`AuthError`]) and RFC
+//!   9728 metadata ([`ProtectedResourceMetadata`]);
+//! - [`principal`]: the resulting caller ([`Principal`], its [`Scopes`]), which every later decision
+//!   reads instead of the token;
+//! - [`policy`]: the model permission matrix ([`PermissionMatrix`]) and safety levels
+//!   ([`SafetyPolicy`]), which turn a shield's per-category scores into a per-caller decision;
+//! - [`ratelimit`]: tiers ([`Tiers`], keyed by [`RateKey`]) and the rate limiter ([`RateLimiter`], in
+//!   process or in Redis), which takes a [`Reservation`] before generation and settles it with the
+//!   real token count; a tier also carries the priority the server hands the engine's queue (a
+//!   number, nothing engine-specific);
+//! - [`audit`]: the hash-chained audit log ([`AuditLog`]) that records every decision;
+//! - [`clock`]: the injectable [`Clock`] every time-based rule reads.
+//!
+//! No two modules import each other, directly or through others: what several need (the config
+//! errors and environment prefix, the scope vocabulary in [`principal`], the limiter's status types)
+//! sits in small modules that import none of their users, and each folder's `mod.rs` only declares
+//! and re-exports.
 //!
 //! **Must not know** about HTTP servers, routes, request bodies, models' weights or the engine:
 //! the server passes header bytes, method and URL in ([`AuthRequest`]) and turns an
@@ -26,42 +41,29 @@
 #![deny(missing_docs)]
 
 pub mod audit;
-pub mod authenticator;
-pub mod challenge;
+pub mod authentication;
 pub mod clock;
 pub mod config;
-pub mod credentials;
-pub mod discovery;
-pub mod dpop;
-pub mod introspection;
-pub mod jose;
-pub mod jwks;
-pub mod jwt;
-pub mod metadata;
-pub mod permissions;
+pub mod policy;
 pub mod principal;
 pub mod ratelimit;
-pub mod safety;
-mod signature;
 #[cfg(test)]
 mod test_fixtures;
-pub mod tier;
-pub mod token_cache;
+pub mod token;
 
 pub use audit::{AuditConfig, AuditEvent, AuditLog, AuditRecord};
-pub use authenticator::{AuthRequest, Authenticator};
-pub use challenge::{AuthError, AuthErrorResponse, ChallengeParams};
+pub use authentication::authenticator::{AuthRequest, Authenticator};
+pub use authentication::challenge::{AuthError, AuthErrorResponse, ChallengeParams};
+pub use authentication::metadata::ProtectedResourceMetadata;
 pub use clock::Clock;
 pub use config::{ConfigError, OAuthConfig, Secret, TokenValidationMethod};
-pub use discovery::install_crypto_provider;
-pub use dpop::DpopVerifier;
-pub use introspection::Introspector;
-pub use jwks::JwksCache;
-pub use jwt::{TokenError, TokenValidator};
-pub use metadata::ProtectedResourceMetadata;
-pub use permissions::{Decision, PermissionMatrix};
-pub use permissions::{PermissionError, SAFETY_SCOPE};
+pub use policy::permissions::{Decision, PermissionError, PermissionMatrix, SAFETY_SCOPE};
+pub use policy::safety::{ContentCategory, SafetyConfig, SafetyDecision, SafetyLevel, SafetyPolicy, SafetyViolation};
 pub use principal::{Principal, Scopes, TokenSource};
+pub use ratelimit::tier::{RateKey, Tier, Tiers};
 pub use ratelimit::{RateLimitError, RateLimitStatus, RateLimiter, Reservation};
-pub use safety::{ContentCategory, SafetyConfig, SafetyDecision, SafetyLevel, SafetyPolicy, SafetyViolation};
-pub use tier::{RateKey, Tier, Tiers};
+pub use token::discovery::install_crypto_provider;
+pub use token::dpop::DpopVerifier;
+pub use token::introspection::Introspector;
+pub use token::jwks::JwksCache;
+pub use token::jwt::{TokenError, TokenValidator};

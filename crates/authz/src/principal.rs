@@ -57,6 +57,12 @@ impl<S: Into<String>> FromIterator<S> for Scopes {
     }
 }
 
+/// True for characters RFC 6749 §3.3 allows inside a scope token (`%x21 / %x23-5B / %x5D-7E`), which
+/// is also what an RFC 6750 §3 challenge may carry inside quotes.
+pub(crate) fn is_scope_char(c: char) -> bool {
+    matches!(c, '\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E')
+}
+
 /// The authenticated caller, as established by a validated access token.
 ///
 /// Everything after authentication (permissions, tiers, safety levels, audit) reads this and never

@@ -5,7 +5,22 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
+
+/// Level at which audit records are emitted (`oauth_config.audit_log_level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditLogLevel {
+    /// Every decision, including successful ones, with extra detail.
+    Debug,
+    /// Every decision.
+    #[default]
+    Info,
+    /// Refusals only.
+    Warn,
+    /// Server-side failures only.
+    Error,
+}
 
 /// What [`super::AuditLog::record`] does when the queue to the writer is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,25 +78,28 @@ impl Default for AuditConfig {
 impl AuditConfig {
     /// Checks the section; errors name the key (`oauth_config.audit.<key>`) and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, problem: &str, fix: &str| ConfigError::Invalid {
-            key,
-            problem: problem.into(),
-            fix: fix.into(),
-        };
         if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(invalid("audit.path", "is empty", "give a file path, or remove the key to use stdout"));
+            return Err(ConfigError::invalid(
+                "audit.path",
+                "is empty",
+                "give a file path, or remove the key to use stdout",
+            ));
         }
         if self.rotate_max_bytes < 4096 {
-            return Err(invalid("audit.rotate_max_bytes", "must be at least 4096", "use e.g. 104857600 (100 MiB)"));
+            return Err(ConfigError::invalid(
+                "audit.rotate_max_bytes",
+                "must be at least 4096",
+                "use e.g. 104857600 (100 MiB)",
+            ));
         }
         if self.retention_files == 0 {
-            return Err(invalid("audit.retention_files", "must be at least 1", "use e.g. 30"));
+            return Err(ConfigError::invalid("audit.retention_files", "must be at least 1", "use e.g. 30"));
         }
         if self.queue_capacity == 0 {
-            return Err(invalid("audit.queue_capacity", "must be at least 1", "use e.g. 65536"));
+            return Err(ConfigError::invalid("audit.queue_capacity", "must be at least 1", "use e.g. 65536"));
         }
         if self.block_timeout_ms > 10_000 {
-            return Err(invalid("audit.block_timeout_ms", "must be at most 10000", "use e.g. 250"));
+            return Err(ConfigError::invalid("audit.block_timeout_ms", "must be at most 10000", "use e.g. 250"));
         }
         Ok(())
     }

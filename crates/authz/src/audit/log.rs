@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::config::{AuditConfig, OnFull};
 use super::record::AuditRecord;
 use super::writer::ChainWriter;
-use crate::config::AuditLogLevel;
+use crate::audit::config::AuditLogLevel;
 
 /// Why a record was not queued.
 #[derive(Debug, thiserror::Error)]

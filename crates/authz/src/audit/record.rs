@@ -7,7 +7,7 @@
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::AuditLogLevel;
+use crate::audit::config::AuditLogLevel;
 use crate::principal::Principal;
 
 /// The kind of decision recorded. Names are the `event` field's values.

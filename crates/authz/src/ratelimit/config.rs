@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::{ConfigError, ENV_PREFIX, is_scope_char};
+use crate::config::env::ENV_PREFIX;
+use crate::config::error::ConfigError;
+use crate::principal::is_scope_char;
 
 /// Where the rate-limit buckets live.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,30 +142,26 @@ fn merged_over_default_tiers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap
     Ok(merged)
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into(), fix: fix.into() }
-}
-
 impl RateLimitConfig {
     /// Checks every rule; `default_tier` is `oauth_config.default_user_tier`, which must name a tier.
     pub fn validate(&self, default_tier: &str) -> Result<(), ConfigError> {
         for (name, limits) in &self.tiers {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "rate_limits.tiers",
                     format!("tier name `{name}` is not a plain word"),
                     "use e.g. gold",
                 ));
             }
             if limits.requests == 0 || limits.tokens == 0 {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "rate_limits.tiers",
                     format!("tier `{name}` allows no requests or no tokens"),
                     "give every tier requests >= 1 and tokens >= 1",
                 ));
             }
             if limits.window_seconds == 0 || limits.window_seconds > 86_400 {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "rate_limits.tiers",
                     format!("tier `{name}`: window_seconds must be 1..=86400"),
                     "use 60 for limits per minute",
@@ -171,7 +169,7 @@ impl RateLimitConfig {
             }
         }
         if !self.tiers.contains_key(default_tier) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "default_user_tier",
                 format!("`{default_tier}` is not a configured tier"),
                 format!("use one of {}", self.tiers.keys().cloned().collect::<Vec<_>>().join(", ")),
@@ -179,14 +177,14 @@ impl RateLimitConfig {
         }
         for (scope, tier) in &self.scope_tiers {
             if scope.is_empty() || !scope.chars().all(is_scope_char) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "rate_limits.scope_tiers",
                     format!("`{scope}` is not a scope token"),
                     "use one word",
                 ));
             }
             if !self.tiers.contains_key(tier) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "rate_limits.scope_tiers",
                     format!("scope `{scope}` maps to unknown tier `{tier}`"),
                     "define the tier under rate_limits.tiers",
@@ -194,22 +192,30 @@ impl RateLimitConfig {
             }
         }
         if self.tier_claim.as_deref() == Some("") {
-            return Err(invalid("rate_limits.tier_claim", "is empty", "name a claim such as tier, or remove the key"));
+            return Err(ConfigError::invalid(
+                "rate_limits.tier_claim",
+                "is empty",
+                "name a claim such as tier, or remove the key",
+            ));
         }
         if self.redis_timeout_ms == 0 || self.redis_timeout_ms > 10_000 {
-            return Err(invalid("rate_limits.redis_timeout_ms", "must be 1..=10000", "use 1000"));
+            return Err(ConfigError::invalid("rate_limits.redis_timeout_ms", "must be 1..=10000", "use 1000"));
         }
         if self.backend == Backend::Redis {
             let url = self.redis_url.as_deref().unwrap_or("");
             if !url.starts_with("redis://") {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "rate_limits.redis_url",
                     format!("`{url}` is not a redis:// URL (required by backend: redis)"),
                     "set e.g. redis://127.0.0.1:6379/0",
                 ));
             }
             if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {
-                return Err(invalid("rate_limits.redis_key_prefix", "is empty or has braces/spaces", "use llamagate"));
+                return Err(ConfigError::invalid(
+                    "rate_limits.redis_key_prefix",
+                    "is empty or has braces/spaces",
+                    "use llamagate",
+                ));
             }
         }
         Ok(())

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::ratelimit::config::TierLimits;
-use crate::ratelimit::{Quota, RateLimitStatus};
+use crate::ratelimit::status::{Quota, RateLimitStatus};
 
 /// Float slack, in microseconds, so `limit` units of `window / limit` fit exactly in `window`.
 const EPSILON_US: f64 = 1e-3;
@@ -65,6 +65,26 @@ pub(crate) fn status(tier: &str, limits: &TierLimits, used_requests_us: f64, use
         window_seconds: limits.window_seconds,
         requests: Bucket::requests(limits).quota(used_requests_us),
         tokens: Bucket::tokens(limits).quota(used_tokens_us),
+    }
+}
+
+/// A backend's answer, as parts of the window in use (microseconds) so both backends share the
+/// reporting arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Decision {
+    pub allowed: bool,
+    pub used_requests_us: f64,
+    pub used_tokens_us: f64,
+    pub wait_us: f64,
+}
+
+impl Decision {
+    pub(crate) fn allowed(used_requests_us: f64, used_tokens_us: f64) -> Self {
+        Self { allowed: true, used_requests_us, used_tokens_us, wait_us: 0.0 }
+    }
+
+    pub(crate) fn denied(used_requests_us: f64, used_tokens_us: f64, wait_us: f64) -> Self {
+        Self { allowed: false, used_requests_us, used_tokens_us, wait_us }
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::ratelimit::{RateLimitError, RateLimitStatus};
+use crate::ratelimit::status::{RateLimitError, RateLimitStatus};
 
 /// Fields for a response admitted under `status`.
 pub fn status_headers(status: &RateLimitStatus) -> Vec<(&'static str, String)> {
@@ -81,7 +81,7 @@ fn go_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::Quota;
+    use crate::ratelimit::status::Quota;
 
     fn status() -> RateLimitStatus {
         RateLimitStatus {

@@ -4,7 +4,7 @@
 //! and the headers need "remaining"), cannot be moved back (refunds are the point of reserve/settle)
 //! and checks one quota at a time, while a reservation must take a request *and* its tokens
 //! atomically or neither. Those three are the whole algorithm, so the arithmetic is ours
-//! ([`super::gcra`], the same as the Redis script) and the store is a map. The critical section is a
+//! (`gcra`, the same as the Redis script) and the store is a map. The critical section is a
 //! few float operations; entries whose buckets have refilled completely are swept as the map grows.
 
 use std::collections::HashMap;
@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::ratelimit::Decision;
 use crate::ratelimit::config::TierLimits;
-use crate::ratelimit::gcra::Bucket;
-use crate::tier::RateKey;
+use crate::ratelimit::gcra::{Bucket, Decision};
+use crate::ratelimit::tier::RateKey;
 
 /// A map is swept of full buckets when it grows past this many keys (then past twice its live size).
 const FIRST_SWEEP: usize = 4_096;

@@ -13,9 +13,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use crate::ratelimit::config::TierLimits;
-use crate::ratelimit::gcra::Bucket;
-use crate::ratelimit::{Decision, RateLimitError};
-use crate::tier::RateKey;
+use crate::ratelimit::gcra::{Bucket, Decision};
+use crate::ratelimit::status::RateLimitError;
+use crate::ratelimit::tier::RateKey;
 
 /// What the script does.
 #[derive(Clone, Copy, Debug)]

@@ -1,4 +1,4 @@
-//! Negative matrix §B.5 group 17 (DPoP) at the unit level.
+//! Negative matrix (docs/reference/oauth-resource-server.md §B.5) group 17 (DPoP) at the unit level.
 
 use super::*;
 use crate::clock::ManualClock;

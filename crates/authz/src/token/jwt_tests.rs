@@ -1,10 +1,11 @@
-//! Negative matrix §B.5 groups 1–14 at the unit level, with real RS256/ES256 signatures.
+//! Negative matrix (docs/reference/oauth-resource-server.md §B.5) groups 1–14 at the unit level, with
+//! real RS256/ES256 signatures.
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::discovery::build_http_client;
-use crate::jwks::JwksSettings;
 use crate::test_fixtures::{MockServer, TestKey, ec_key, rsa_key};
+use crate::token::discovery::build_http_client;
+use crate::token::jwks::JwksSettings;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::EncodingKey;

@@ -3,24 +3,24 @@
 //! 1. a token in the query string is refused (400);
 //! 2. exactly one `Authorization` header, `Bearer` or `DPoP` (401/400 otherwise);
 //! 3. the token is validated (JWT — a token verified before is answered from
-//!    [`crate::token_cache`] while its key is current — or introspection, per configuration);
+//!    [`crate::token::token_cache`] while its key is current — or introspection, per configuration);
 //! 4. binding: a DPoP-bound token (`cnf.jkt`) sent as `Bearer` is refused (RFC 9449 §7.2 — the
 //!    binding would otherwise be bypassed by simply dropping the proof); a `DPoP` request needs a
 //!    bound token and exactly one valid proof for this method, URL and token.
 
 use std::sync::Arc;
 
-use crate::challenge::{AuthError, ChallengeParams};
+use crate::authentication::challenge::{AuthError, ChallengeParams};
+use crate::authentication::credentials::{Scheme, parse_authorization, parse_dpop_header, refuse_token_in_query};
 use crate::clock::Clock;
 use crate::config::{OAuthConfig, TokenValidationMethod};
-use crate::credentials::{Scheme, parse_authorization, parse_dpop_header, refuse_token_in_query};
-use crate::discovery::{FetchError, build_http_client};
-use crate::dpop::{DpopRequest, DpopVerifier};
-use crate::introspection::{IntrospectionSettings, Introspector};
-use crate::jwks::{JwksCache, JwksSettings};
-use crate::jwt::{JwtPolicy, TokenValidator};
 use crate::principal::Principal;
-use crate::token_cache::CachingValidator;
+use crate::token::discovery::{FetchError, build_http_client};
+use crate::token::dpop::{DpopRequest, DpopVerifier};
+use crate::token::introspection::{IntrospectionSettings, Introspector};
+use crate::token::jwks::{JwksCache, JwksSettings};
+use crate::token::jwt::{JwtPolicy, TokenValidator};
+use crate::token::token_cache::CachingValidator;
 
 /// The parts of an HTTP request authentication looks at; no HTTP framework types.
 #[derive(Debug, Clone, Copy)]

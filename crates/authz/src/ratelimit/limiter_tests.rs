@@ -1,9 +1,10 @@
-//! Reserve/settle against the in-process store with a hand-moved clock (no sleeping).
+//! [`RateLimiter`] reserve/settle against the in-process store with a hand-moved clock (no sleeping).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::ratelimit::memory::ManualTime;
 
 fn tier(requests: u64, tokens: u64) -> Tier {
     Tier { name: "t".into(), limits: TierLimits::per_minute(requests, tokens) }

@@ -1,3 +1,5 @@
+//! The crate's one integration-test binary.
+//!
 //! The Redis backend against a real `redis-server` started on a free loopback port: the same
 //! reserve/settle rules as in process, atomic under concurrency, and the failure modes once Redis is
 //! gone. `scripts/test.sh` installs redis-server; without it these tests fail and say so.

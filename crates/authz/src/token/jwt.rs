@@ -1,6 +1,6 @@
 //! RFC 9068 JWT access-token validation against the cached JWKS.
 //!
-//! Order of checks: the JWS header rules ([`crate::jose`]), the key from [`JwksCache`] with its
+//! Order of checks: the JWS header rules ([`crate::token::jose`]), the key from [`JwksCache`] with its
 //! pinned algorithms, the signature, then the claims. `typ` must be `at+jwt` (RFC 8725 §3.11) so an
 //! ID token or a DPoP proof cannot pass as an access token. `iss` is compared exactly (a trailing
 //! slash is a different issuer), `aud` must contain our audience, `exp`, `iat`, `jti`, `sub` and
@@ -13,10 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::clock::Clock;
 use crate::config::OAuthConfig;
-use crate::jose::{self, HeaderJwk, JoseError};
-use crate::jwks::{JwksCache, JwksError};
 use crate::principal::{Principal, Scopes, TokenSource};
-use crate::token_cache::Verified;
+use crate::token::jose::{self, HeaderJwk, JoseError};
+use crate::token::jwks::{JwksCache, JwksError, PinnedKey};
 
 /// What a JWT access token must satisfy, taken from [`OAuthConfig`].
 #[derive(Clone, Debug)]
@@ -104,6 +103,20 @@ impl TokenError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Key(JwksError::Unavailable))
     }
+}
+
+/// What verifying one token established: the caller and the key that proved it, so the cache of
+/// verified tokens (`token_cache`) can notice when that key is rotated away.
+#[derive(Clone)]
+pub(crate) struct Verified {
+    /// The caller.
+    pub principal: Principal,
+    /// The header's `kid` and `alg`, to look the key up again.
+    pub kid: Option<String>,
+    /// The algorithm the signature was checked with.
+    pub alg: Algorithm,
+    /// The key that verified the signature.
+    pub key: Arc<PinnedKey>,
 }
 
 /// Validates JWT access tokens into [`Principal`]s.

@@ -6,8 +6,8 @@
 
 use url::form_urlencoded;
 
-use crate::challenge::AuthError;
-use crate::jose::MAX_TOKEN_LEN;
+use crate::authentication::challenge::AuthError;
+use crate::token::jose::MAX_TOKEN_LEN;
 
 /// The authentication scheme a request used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,33 +15,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::Algorithm;
 use moka::Expiry;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::jwks::{JwksCache, PinnedKey};
-use crate::jwt::{TokenError, TokenValidator};
 use crate::principal::Principal;
+use crate::token::jwks::JwksCache;
+use crate::token::jwt::{TokenError, TokenValidator, Verified};
 
 /// Most distinct tokens remembered; beyond this the least recently used are dropped.
 const CAPACITY: u64 = 10_000;
 /// Longest an entry lives even for a long-lived token, so the cache turns over.
 const MAX_AGE: Duration = Duration::from_secs(300);
-
-/// What verifying one token established.
-#[derive(Clone)]
-pub(crate) struct Verified {
-    /// The caller.
-    pub principal: Principal,
-    /// The header's `kid` and `alg`, to look the key up again.
-    pub kid: Option<String>,
-    /// The algorithm the signature was checked with.
-    pub alg: Algorithm,
-    /// The key that verified the signature.
-    pub key: Arc<PinnedKey>,
-}
 
 struct Entry {
     verified: Verified,

@@ -21,9 +21,9 @@ use url::form_urlencoded;
 
 use crate::clock::Clock;
 use crate::config::{OAuthConfig, Secret};
-use crate::discovery::{self, FetchError};
-use crate::jwt::{TokenError, check_audience, confirmation_jkt, numeric_date, string_claim};
 use crate::principal::{Principal, Scopes, TokenSource};
+use crate::token::discovery::{self, FetchError};
+use crate::token::jwt::{TokenError, check_audience, confirmation_jkt, numeric_date, string_claim};
 
 /// Most cached answers held at once.
 const CACHE_CAPACITY: u64 = 10_000;
@@ -244,8 +244,8 @@ impl Introspector {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::discovery::build_http_client;
     use crate::test_fixtures::MockServer;
+    use crate::token::discovery::build_http_client;
     use serde_json::json;
 
     const NOW: u64 = 1_800_000_000;

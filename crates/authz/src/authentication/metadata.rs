@@ -5,7 +5,6 @@
 use serde::Serialize;
 use url::Url;
 
-use crate::challenge::dpop_algorithms;
 use crate::config::OAuthConfig;
 
 /// Well-known suffix of the metadata document (RFC 9728 §3).
@@ -57,6 +56,12 @@ pub fn resource_metadata_url(resource: &str) -> String {
         }
         Err(_) => format!("{}{WELL_KNOWN_PATH}", resource.trim_end_matches('/')),
     }
+}
+
+/// Algorithms accepted in DPoP proofs: the asymmetric allow-list. Both this document and the DPoP
+/// challenge advertise it.
+pub(crate) fn dpop_algorithms(cfg: &OAuthConfig) -> Vec<String> {
+    cfg.algorithms().iter().map(|a| format!("{a:?}")).collect()
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use tokio::sync::Mutex;
 use crate::audit::{AuditEvent, AuditLog, AuditRecord, Outcome};
 use crate::clock::Clock;
 use crate::config::parse_asymmetric_algorithm;
-use crate::discovery::{self, FetchError};
-use crate::signature::VerifyingKey;
+use crate::token::discovery::{self, FetchError};
+use crate::token::signature::VerifyingKey;
 
 /// Retry interval while no key set has ever been fetched (the AS may still be starting).
 const EMPTY_RETRY_SECS: u64 = 5;
@@ -299,8 +299,8 @@ fn base64_len(s: &str) -> usize {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::discovery::build_http_client;
     use crate::test_fixtures::{MockServer, ec_key, rsa_key};
+    use crate::token::discovery::build_http_client;
     use serde_json::json;
 
     const ALLOWED: &[Algorithm] = &[Algorithm::RS256, Algorithm::ES256];

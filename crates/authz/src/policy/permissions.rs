@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::config::{OAuthConfig, is_scope_char};
+use crate::config::OAuthConfig;
 use crate::principal::Scopes;
+use crate::principal::is_scope_char;
 
 /// What kind of model it is (for listings and audit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

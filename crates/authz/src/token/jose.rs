@@ -13,7 +13,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::config::parse_asymmetric_algorithm;
-use crate::jwks::PinnedKey;
+use crate::token::jwks::PinnedKey;
 
 /// Longest token accepted, in bytes; real access tokens are 1–2 KB.
 pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;

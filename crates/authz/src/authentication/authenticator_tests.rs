@@ -1,9 +1,10 @@
-//! The whole sequence against a recording mock AS: §B.5 groups 16–18 and the 503 path.
+//! The whole sequence against a recording mock AS: docs/reference/oauth-resource-server.md §B.5
+//! groups 16–18 and the 503 path.
 
 use super::*;
-use crate::dpop::{access_token_hash, thumbprint};
 use crate::principal::TokenSource;
 use crate::test_fixtures::{MockServer, TestKey, ec_key};
+use crate::token::dpop::{access_token_hash, thumbprint};
 use serde_json::{Value, json};
 
 const NOW: u64 = 1_800_000_000;
@@ -205,7 +206,7 @@ async fn failed_jwks_refreshes_are_audited() {
     let auth = Authenticator::from_config(&cfg, clock).expect("authenticator");
     let dir = tempfile::tempdir().expect("temp dir");
     let audit_cfg = crate::audit::AuditConfig { path: Some(dir.path().join("audit.log")), ..Default::default() };
-    let log = crate::audit::AuditLog::start(&audit_cfg, crate::config::AuditLogLevel::Info).expect("audit log");
+    let log = crate::audit::AuditLog::start(&audit_cfg, crate::audit::AuditLogLevel::Info).expect("audit log");
     auth.audit_to(&log);
     let claims = json!({"iss": mock.base, "aud": STACK, "sub": "alice", "client_id": "c", "jti": "j",
                         "iat": NOW, "exp": NOW + 10_000, "scope": "model_smollm2_135m"});

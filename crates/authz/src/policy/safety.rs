@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::principal::Scopes;
 
 /// The named categories safety levels speak about.
@@ -177,10 +177,6 @@ impl Default for SafetyConfig {
     }
 }
 
-fn invalid(key: &'static str, problem: String, fix: &str) -> ConfigError {
-    ConfigError::Invalid { key, problem, fix: fix.to_string() }
-}
-
 fn is_probability(x: f64) -> bool {
     (0.0..=1.0).contains(&x)
 }
@@ -190,7 +186,7 @@ impl SafetyConfig {
     pub fn validate(&self, default_level: &str) -> Result<(), ConfigError> {
         for (name, level) in &self.levels {
             if let Some((category, t)) = level.thresholds.iter().find(|(_, t)| !is_probability(**t)) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "safety.levels",
                     format!("level `{name}`: threshold {t} for {} is not in [0, 1]", category.as_str()),
                     "use a probability such as 0.3",
@@ -199,28 +195,28 @@ impl SafetyConfig {
         }
         let names = || self.levels.keys().cloned().collect::<Vec<_>>().join(", ");
         if !self.levels.contains_key(default_level) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "default_safety_level",
                 format!("`{default_level}` is not a configured safety level"),
-                &format!("use one of {}", names()),
+                format!("use one of {}", names()),
             ));
         }
         if let Some(rule) = self.scope_levels.iter().find(|r| !self.levels.contains_key(&r.level)) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "safety.scope_levels",
                 format!("scope `{}` names unknown level `{}`", rule.scope, rule.level),
-                &format!("use one of {}", names()),
+                format!("use one of {}", names()),
             ));
         }
         if let Some(code) = self.categories.keys().find(|code| !is_guard_code(code)) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "safety.categories",
                 format!("`{code}` is not a Llama Guard category code"),
                 "use S1 … S14",
             ));
         }
         if !is_probability(self.blocked_threshold) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "safety.blocked_threshold",
                 format!("{} is not in [0, 1]", self.blocked_threshold),
                 "use e.g. 0.1",

@@ -18,9 +18,9 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::clock::Clock;
-use crate::jose::{self, HeaderJwk, JoseError, MAX_KID_LEN};
-use crate::jwks::pin;
-use crate::jwt::typ_matches;
+use crate::token::jose::{self, HeaderJwk, JoseError, MAX_KID_LEN};
+use crate::token::jwks::pin;
+use crate::token::jwt::typ_matches;
 
 /// Most remembered proof ids; a flood beyond this evicts the oldest (bounded memory).
 const REPLAY_CAPACITY: u64 = 100_000;

@@ -8,11 +8,11 @@
 
 use serde::Serialize;
 
+use crate::authentication::metadata::{dpop_algorithms, resource_metadata_url};
 use crate::config::OAuthConfig;
-use crate::dpop::DpopError;
-use crate::introspection::IntrospectionError;
-use crate::jwt::TokenError;
-use crate::metadata::resource_metadata_url;
+use crate::token::dpop::DpopError;
+use crate::token::introspection::IntrospectionError;
+use crate::token::jwt::TokenError;
 
 /// Longest `error_description` sent.
 const MAX_DESCRIPTION: usize = 200;
@@ -168,11 +168,6 @@ impl ChallengeParams {
     }
 }
 
-/// Algorithms accepted in DPoP proofs: the asymmetric allow-list.
-pub(crate) fn dpop_algorithms(cfg: &OAuthConfig) -> Vec<String> {
-    cfg.algorithms().iter().map(|a| format!("{a:?}")).collect()
-}
-
 /// Makes `text` safe inside a quoted-string: disallowed characters become `?`, length is capped.
 fn quoted(text: &str) -> String {
     text.chars()
@@ -253,7 +248,8 @@ mod tests {
         let r = AuthError::InvalidRequest { reason: "token_in_query", description: "x" }.to_response(&params(false));
         assert_eq!((r.status, r.error), (400, Some("invalid_request")));
 
-        let r = AuthError::from(TokenError::Key(crate::jwks::JwksError::Unavailable)).to_response(&params(false));
+        let r =
+            AuthError::from(TokenError::Key(crate::token::jwks::JwksError::Unavailable)).to_response(&params(false));
         assert_eq!(r.status, 503);
         assert!(r.www_authenticate.is_empty());
         let r = AuthError::from(IntrospectionError::Unavailable).to_response(&params(false));

@@ -1,4 +1,8 @@
-//! The `oauth_config` section of the stack configuration.
+//! The `oauth_config` section of the stack configuration, as one struct: [`OAuthConfig`].
+//!
+//! Its nested sections are owned by the folders that use them (`rate_limits` by `ratelimit`, `safety`
+//! by `policy`, `audit` by `audit`); this file only gathers them, so none of those folders has to
+//! know about the others.
 //!
 //! Config is data: one serde struct, defaults in [`OAuthConfig::default`], environment overrides in
 //! [`OAuthConfig::apply_env_overrides`] and every rule in [`OAuthConfig::validate`], which the server
@@ -6,17 +10,20 @@
 //! it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use url::Url;
 
-use crate::ratelimit::RateLimitConfig;
-
-/// Prefix of the environment variables that override `oauth_config` keys.
-pub const ENV_PREFIX: &str = "LLAMA_STACK_OAUTH_";
+use crate::audit::AuditConfig;
+/// Defined by `audit`, which reads it; named here too because `audit_log_level` is an `oauth_config` key.
+pub use crate::audit::AuditLogLevel;
+use crate::config::env::{ENV_PREFIX, parse_bool, parse_enum, parse_u64};
+use crate::config::error::ConfigError;
+use crate::config::secret::Secret;
+use crate::policy::safety::{BASIC_USER, SafetyConfig};
+use crate::principal::is_scope_char;
+use crate::ratelimit::config::RateLimitConfig;
 
 /// How access tokens are validated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,90 +34,6 @@ pub enum TokenValidationMethod {
     JwtAsymmetric,
     /// Opaque tokens checked with the issuer's RFC 7662 introspection endpoint (cached).
     Introspection,
-}
-
-/// Level at which audit records are emitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditLogLevel {
-    /// Every decision, including successful ones, with extra detail.
-    Debug,
-    /// Every decision.
-    #[default]
-    Info,
-    /// Refusals only.
-    Warn,
-    /// Server-side failures only.
-    Error,
-}
-
-/// A secret string: redacted in `Debug` and serialization, compared in constant time.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it (HTTP Basic to the AS).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl PartialEq for Secret {
-    /// Constant-time, so comparing a presented secret leaks nothing through timing.
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
-
-/// A configuration problem, naming the key (or environment variable) and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A key holds a value the server cannot run with.
-    #[error("oauth_config.{key}: {problem}; {fix}")]
-    Invalid {
-        /// The `oauth_config` key at fault.
-        key: &'static str,
-        /// What is wrong with its value.
-        problem: String,
-        /// How to fix it.
-        fix: String,
-    },
-    /// An environment override could not be parsed.
-    #[error("{var}: {problem}")]
-    Env {
-        /// The environment variable at fault.
-        var: String,
-        /// What is wrong with its value.
-        problem: String,
-    },
-}
-
-fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into(), fix: fix.into() }
 }
 
 /// The `oauth_config` section: how tokens are validated and which policies apply.
@@ -162,8 +85,8 @@ pub struct OAuthConfig {
     /// Safety level for callers whose scopes name none.
     pub default_safety_level: String,
     /// Safety levels, how scopes pick them, and the Llama Guard code → category map (see
-    /// [`crate::safety`]).
-    pub safety: crate::safety::SafetyConfig,
+    /// [`crate::policy::safety`]).
+    pub safety: SafetyConfig,
     /// Apply per-tier rate limits.
     pub enable_rate_limiting: bool,
     /// Tier for callers whose token names none.
@@ -175,7 +98,7 @@ pub struct OAuthConfig {
     /// Level of audit records.
     pub audit_log_level: AuditLogLevel,
     /// Audit sinks, rotation and back-pressure (`oauth_config.audit`).
-    pub audit: crate::audit::AuditConfig,
+    pub audit: AuditConfig,
     /// Model id -> required scope, overriding family defaults and the model's own `required_scope`.
     pub model_scope_overrides: BTreeMap<String, String>,
 }
@@ -204,14 +127,14 @@ impl Default for OAuthConfig {
             allow_insecure_http: false,
             enforce_model_permissions: true,
             enforce_content_safety: true,
-            default_safety_level: crate::safety::BASIC_USER.into(),
-            safety: crate::safety::SafetyConfig::default(),
+            default_safety_level: BASIC_USER.into(),
+            safety: SafetyConfig::default(),
             enable_rate_limiting: true,
             default_user_tier: "free".into(),
             rate_limits: RateLimitConfig::default(),
             enable_audit_logging: true,
             audit_log_level: AuditLogLevel::Info,
-            audit: crate::audit::AuditConfig::default(),
+            audit: AuditConfig::default(),
             model_scope_overrides: BTreeMap::new(),
         }
     }
@@ -231,11 +154,6 @@ pub fn parse_asymmetric_algorithm(name: &str) -> Option<Algorithm> {
         "EdDSA" => Some(Algorithm::EdDSA),
         _ => None,
     }
-}
-
-/// True for characters RFC 6750 allows inside a `scope` token.
-pub(crate) fn is_scope_char(c: char) -> bool {
-    matches!(c, '\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E')
 }
 
 impl OAuthConfig {
@@ -264,14 +182,14 @@ impl OAuthConfig {
             self.check_url("introspection_endpoint", uri, false)?;
         }
         if self.effective_audience().is_empty() {
-            return Err(invalid("audience", "is empty", "set it to this server's resource URI"));
+            return Err(ConfigError::invalid("audience", "is empty", "set it to this server's resource URI"));
         }
         if self.allowed_algorithms.is_empty() {
-            return Err(invalid("allowed_algorithms", "is empty", "list e.g. [RS256, ES256]"));
+            return Err(ConfigError::invalid("allowed_algorithms", "is empty", "list e.g. [RS256, ES256]"));
         }
         for alg in &self.allowed_algorithms {
             if parse_asymmetric_algorithm(alg).is_none() {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "allowed_algorithms",
                     format!("`{alg}` is not an accepted algorithm (symmetric and `none` are never accepted)"),
                     "use only RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
@@ -279,34 +197,42 @@ impl OAuthConfig {
             }
         }
         if self.jwks_cache_ttl == 0 || self.jwks_cache_ttl > 86_400 {
-            return Err(invalid("jwks_cache_ttl", "must be 1..=86400 seconds", "300 is a good value"));
+            return Err(ConfigError::invalid("jwks_cache_ttl", "must be 1..=86400 seconds", "300 is a good value"));
         }
         if self.jwks_refetch_interval > 3_600 {
-            return Err(invalid("jwks_refetch_interval", "must be at most 3600 s", "use 30"));
+            return Err(ConfigError::invalid("jwks_refetch_interval", "must be at most 3600 s", "use 30"));
         }
         if self.clock_leeway > 300 {
-            return Err(invalid("clock_leeway", "must be at most 300 s", "use 60"));
+            return Err(ConfigError::invalid("clock_leeway", "must be at most 300 s", "use 60"));
         }
         if self.expected_typ.trim().is_empty() {
-            return Err(invalid("expected_typ", "is empty", "use at+jwt (RFC 9068)"));
+            return Err(ConfigError::invalid("expected_typ", "is empty", "use at+jwt (RFC 9068)"));
         }
         if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
-            return Err(invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
+            return Err(ConfigError::invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
         }
         if !self.realm.chars().all(|c| c == ' ' || is_scope_char(c)) {
-            return Err(invalid("realm", "contains quotes, backslashes or control characters", "use plain ASCII"));
+            return Err(ConfigError::invalid(
+                "realm",
+                "contains quotes, backslashes or control characters",
+                "use plain ASCII",
+            ));
         }
         if self.token_validation_method == TokenValidationMethod::Introspection {
             if self.client_id.as_deref().unwrap_or("").is_empty() {
-                return Err(invalid("client_id", "is required for introspection", "set the RS client id"));
+                return Err(ConfigError::invalid("client_id", "is required for introspection", "set the RS client id"));
             }
             if self.client_secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
-                return Err(invalid("client_secret", "is required for introspection", "set the RS client secret"));
+                return Err(ConfigError::invalid(
+                    "client_secret",
+                    "is required for introspection",
+                    "set the RS client secret",
+                ));
             }
         }
         for (model, scope) in &self.model_scope_overrides {
             if scope.is_empty() || !scope.chars().all(is_scope_char) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "model_scope_overrides",
                     format!("scope for `{model}` must be one non-empty scope token"),
                     "use a single word such as model_llama_3_1_8b",
@@ -315,7 +241,7 @@ impl OAuthConfig {
         }
         self.audit.validate()?;
         if self.default_user_tier.is_empty() {
-            return Err(invalid("default_user_tier", "is empty", "use e.g. free"));
+            return Err(ConfigError::invalid("default_user_tier", "is empty", "use e.g. free"));
         }
         if self.enable_rate_limiting {
             self.rate_limits.validate(&self.default_user_tier)?;
@@ -326,25 +252,34 @@ impl OAuthConfig {
 
     fn check_url(&self, key: &'static str, value: &str, require_no_query: bool) -> Result<(), ConfigError> {
         if value.is_empty() {
-            return Err(invalid(key, "is required when enable_auth is true", "set an absolute http(s) URL"));
+            return Err(ConfigError::invalid(
+                key,
+                "is required when enable_auth is true",
+                "set an absolute http(s) URL",
+            ));
         }
-        let url = Url::parse(value)
-            .map_err(|e| invalid(key, format!("`{value}` is not a URL ({e})"), "use an absolute http(s) URL"))?;
+        let url = Url::parse(value).map_err(|e| {
+            ConfigError::invalid(key, format!("`{value}` is not a URL ({e})"), "use an absolute http(s) URL")
+        })?;
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
         match url.scheme() {
             "https" => {}
             "http" if loopback || self.allow_insecure_http => {}
             "http" => {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     key,
                     format!("`{value}` uses plain http on a non-loopback host"),
                     "use https, or set allow_insecure_http: true inside a trusted network",
                 ));
             }
-            other => return Err(invalid(key, format!("scheme `{other}` is not supported"), "use https")),
+            other => return Err(ConfigError::invalid(key, format!("scheme `{other}` is not supported"), "use https")),
         }
         if require_no_query && (url.query().is_some() || url.fragment().is_some()) {
-            return Err(invalid(key, "must not have a query or fragment", "remove everything after ? or #"));
+            return Err(ConfigError::invalid(
+                key,
+                "must not have a query or fragment",
+                "remove everything after ? or #",
+            ));
         }
         Ok(())
     }
@@ -396,25 +331,6 @@ impl OAuthConfig {
         }
         Ok(())
     }
-}
-
-fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::Env { var: var.into(), problem: format!("`{v}` is not a boolean (use true or false)") }),
-    }
-}
-
-fn parse_u64(var: &str, v: &str) -> Result<u64, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| ConfigError::Env { var: var.into(), problem: format!("`{v}` is not a whole number of seconds") })
-}
-
-fn parse_enum<T: serde::de::DeserializeOwned>(var: &str, v: &str) -> Result<T, ConfigError> {
-    serde_json::from_value(serde_json::Value::String(v.trim().to_string()))
-        .map_err(|_| ConfigError::Env { var: var.into(), problem: format!("`{v}` is not an accepted value") })
 }
 
 #[cfg(test)]
@@ -530,12 +446,5 @@ mod tests {
             .apply_env_overrides(|k| (k == "LLAMA_STACK_OAUTH_CLOCK_LEEWAY").then(|| "1m".to_string()))
             .expect_err("bad number");
         assert!(err.to_string().contains("LLAMA_STACK_OAUTH_CLOCK_LEEWAY"), "{err}");
-    }
-
-    #[test]
-    fn secrets_compare_by_value() {
-        assert_eq!(Secret::new("abc"), Secret::new("abc"));
-        assert_ne!(Secret::new("abc"), Secret::new("abd"));
-        assert_ne!(Secret::new("abc"), Secret::new("abcd"));
     }
 }
