@@ -4,78 +4,12 @@
 //! reserve/settle rules as in process, atomic under concurrency, and the failure modes once Redis is
 //! gone. `scripts/test.sh` installs redis-server; without it these tests fail and say so.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use llamagate_authz::ratelimit::{FailureMode, RedisStore, TierLimits};
 use llamagate_authz::{RateKey, RateLimitError, RateLimiter, Tier};
-
-/// A `redis-server` on a free port; shut down when dropped.
-struct RedisServer {
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let status = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "yes", "--dir"])
-            .arg(dir.path())
-            .arg("--pidfile")
-            .arg(dir.path().join("redis.pid"))
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"))
-            .status()
-            .expect("redis-server is not installed: run scripts/test.sh, or apt-get install redis-server");
-        assert!(status.success(), "redis-server did not start");
-        let server = Self { port, _dir: dir };
-        server.wait_until(true);
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn ping(&self) -> bool {
-        Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "ping"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-    }
-
-    fn wait_until(&self, up: bool) {
-        for _ in 0..200 {
-            if self.ping() == up {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis on port {} did not come {}", self.port, if up { "up" } else { "down" });
-    }
-
-    fn shutdown(&self) {
-        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
-        self.wait_until(false);
-    }
-
-    fn pid_file(&self) -> std::path::PathBuf {
-        self._dir.path().join("redis.pid")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if Path::new(&self.pid_file()).exists() {
-            let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
-        }
-    }
-}
+use llamagate_testkit::RedisServer;
 
 fn limiter(redis: &RedisServer, mode: FailureMode) -> RateLimiter {
     let store = RedisStore::connect(&redis.url(), "test", Duration::from_millis(500)).expect("client");
@@ -146,7 +80,7 @@ async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
     let (key, tier) = (RateKey::new("alice", "app"), tier(10, 1_000));
     assert!(closed.health().await.reachable);
     assert!(closed.reserve(&key, &tier, 1).await.is_ok());
-    redis.shutdown();
+    redis.kill();
     assert!(matches!(closed.reserve(&key, &tier, 1).await, Err(RateLimitError::Unavailable(_))));
     let health = closed.health().await;
     assert!(!health.reachable && health.error.is_some(), "{health:?}");

@@ -58,7 +58,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         let oauth = config.oauth_config.clone().unwrap_or_default();
         let mut scopes = crate::gate::auth::model_scopes(&oauth, &config.models)?;
         // Shields are unlocked by their own scope; a development token should reach them too.
-        let safety = llamagate_authz::permissions::SAFETY_SCOPE;
+        let safety = llamagate_authz::SAFETY_SCOPE;
         if !config.shields.is_empty() && !scopes.iter().any(|s| s == safety) {
             scopes.push(safety.to_string());
         }
