@@ -102,6 +102,25 @@ pub enum TokenSource {
 }
 
 impl Principal {
+    /// A principal with only what every access token names — subject, client, scopes, issuer — and no
+    /// expiry, token id, key binding, tier claim or other claims. The validators fill in the rest; this
+    /// is what code that decides on principals (tiers, permissions, the server's caller) is tested
+    /// with.
+    pub fn new(subject: &str, client_id: &str, scopes: Scopes, issuer: &str, source: TokenSource) -> Self {
+        Self {
+            subject: subject.to_string(),
+            client_id: client_id.to_string(),
+            scopes,
+            issuer: issuer.to_string(),
+            expires_at: None,
+            token_id: None,
+            cnf_jkt: None,
+            tier: None,
+            source,
+            claims: Map::new(),
+        }
+    }
+
     /// True when the token is DPoP-bound and so must come with a proof.
     pub fn is_dpop_bound(&self) -> bool {
         self.cnf_jkt.is_some()

@@ -112,16 +112,8 @@ mod tests {
 
     fn principal(scopes: &str, claims: serde_json::Value) -> Principal {
         Principal {
-            subject: "alice".into(),
-            client_id: "app".into(),
-            scopes: Scopes::parse(scopes),
-            issuer: "https://as.example".into(),
-            expires_at: None,
-            token_id: None,
-            cnf_jkt: None,
-            tier: None,
-            source: TokenSource::Jwt,
             claims: claims.as_object().cloned().unwrap_or_default(),
+            ..Principal::new("alice", "app", Scopes::parse(scopes), "https://as.example", TokenSource::Jwt)
         }
     }
 

@@ -181,18 +181,7 @@ mod tests {
     }
 
     fn principal(scopes: &str) -> Principal {
-        Principal {
-            subject: "alice".into(),
-            client_id: "app".into(),
-            scopes: Scopes::parse(scopes),
-            issuer: "https://as.example".into(),
-            expires_at: None,
-            token_id: None,
-            cnf_jkt: None,
-            tier: None,
-            source: TokenSource::Jwt,
-            claims: Default::default(),
-        }
+        Principal::new("alice", "app", Scopes::parse(scopes), "https://as.example", TokenSource::Jwt)
     }
 
     fn identity(tiers: &Tiers, scopes: &str) -> Identity {

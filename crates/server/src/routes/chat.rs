@@ -14,11 +14,11 @@ use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionReque
 
 use crate::backends::registry::Prompt;
 use crate::gate::caller::Caller;
-use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::error::ApiError;
 use crate::http::json_body::JsonBody;
 use crate::http::sse::ChunkFormat;
 use crate::pipeline::{self, Ask};
-use crate::routes::generation_fields::{UsageBody, response_id, unix_now};
+use crate::routes::generation_fields::{GenerationFailures, UsageBody, response_id, unix_now};
 use crate::state::AppState;
 
 /// Answers a chat completion, streamed or not.
@@ -28,15 +28,7 @@ use crate::state::AppState;
             are `chat.completion.chunk` objects, ending with `data: [DONE]` (an error mid-stream arrives as a \
             final `{\"error\":{...}}` event)",
             content((ChatCompletion = "application/json"), (ChatCompletionChunk = "text/event-stream"))),
-        (status = 400, description = "Malformed body, a feature this server refuses, or input refused by content \
-            safety (`type: content_policy_violation`, the violated `categories`; see docs/safety.md)", body = ErrorEnvelope),
-        (status = 404, description = "No such model", body = ErrorEnvelope),
-        (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorEnvelope),
-        (status = 429, description = "The caller's tier has no budget left for this request; `Retry-After`, \
-            `x-ratelimit-*` and `RateLimit` headers say when (see `GET /v1/usage`)", body = ErrorEnvelope),
-        (status = 503, description = "The model's engine queue is full (retry after `Retry-After` seconds), or the \
-            rate limiter's Redis is unreachable in fail-closed mode", body = ErrorEnvelope,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        GenerationFailures,
     ))]
 pub async fn create(
     State(state): State<AppState>,

@@ -7,9 +7,9 @@
 
 use llamagate_engine::{GenerateParams, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorEnvelope};
 
 /// OpenAI's default temperature; clients that omit it expect sampling, not greedy decoding.
 const DEFAULT_TEMPERATURE: f32 = 1.0;
@@ -104,6 +104,40 @@ impl GenerationFields {
         let max_tokens = max_tokens.or(self.max_tokens).map(|n| n as usize);
         Ok(GenerateParams { sampling, max_tokens, stop, priority: 0 })
     }
+}
+
+/// The failures of both generation routes (chat and completions), documented once for the OpenAPI
+/// document; each answer is the error envelope.
+#[derive(IntoResponses)]
+pub enum GenerationFailures {
+    /// A 400.
+    #[response(
+        status = 400,
+        description = "Malformed body, a feature this server refuses, or input refused by content safety \
+            (`type: content_policy_violation`, the violated `categories`; see docs/safety.md)"
+    )]
+    BadRequest(ErrorEnvelope),
+    /// A 404.
+    #[response(status = 404, description = "No such model")]
+    ModelNotFound(ErrorEnvelope),
+    /// A 413.
+    #[response(status = 413, description = "Body over `server.max_body_bytes`")]
+    PayloadTooLarge(ErrorEnvelope),
+    /// A 429.
+    #[response(
+        status = 429,
+        description = "The caller's tier has no budget left for this request; `Retry-After`, `x-ratelimit-*` and \
+            `RateLimit` headers say when (see `GET /v1/usage`)"
+    )]
+    RateLimited(ErrorEnvelope),
+    /// A 503.
+    #[response(
+        status = 503,
+        description = "The model's engine queue is full (retry after `Retry-After` seconds), or the rate limiter's \
+            Redis is unreachable in fail-closed mode",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ErrorEnvelope),
 }
 
 /// Token usage as OpenAI reports it.

@@ -8,7 +8,7 @@
 //! SDK reads too; each one is named in a comment below, so an accidental addition still fails.
 
 use crate::support::dev::{self, token};
-use crate::support::{MAX_BODY_BYTES, MODEL_ID, Server, default_model, keys, sse_events};
+use crate::support::{MAX_BODY_BYTES, MODEL_ID, Server, keys, sse_events};
 use serde_json::{Value, json};
 
 /// §a.6 ChatCompletion.
@@ -245,11 +245,7 @@ async fn openapi_document_and_docs_page_are_served() {
 async fn openapi_document_and_docs_page_need_a_token_when_auth_is_on() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
-        default_model().display()
-    );
-    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    dev::write_default_config(dir.path());
     let server = dev::start(dir.path(), 0);
     let client = reqwest::Client::new();
     for path in ["/openapi.json", "/docs/", "/docs/swagger-ui.css"] {

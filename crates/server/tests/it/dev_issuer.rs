@@ -1,8 +1,8 @@
 //! `llamagate serve --dev` with tokens from `llamagate token`: the real binary, its own issuer, a
 //! persistent key file in a temporary working directory.
 
+use crate::support::MODEL_ID;
 use crate::support::dev::{self, token};
-use crate::support::{MODEL_ID, default_model};
 use serde_json::{Value, json};
 
 const KEY_FILE: &str = ".llamagate/dev-issuer.json";
@@ -20,11 +20,7 @@ async fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, 
 async fn dev_mode_accepts_its_own_tokens_across_restarts() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
-        default_model().display()
-    );
-    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    dev::write_default_config(dir.path());
     let client = reqwest::Client::new();
 
     let server = dev::start(dir.path(), 0);

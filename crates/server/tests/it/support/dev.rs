@@ -6,6 +6,18 @@ use std::path::Path;
 
 pub use llamagate_testkit::DevServer;
 
+/// Writes `dir/stack.yaml`: the default model, and `oauth_config: {enable_auth: false}`, which
+/// `serve --dev` turns into its own issuer's settings.
+pub fn write_default_config(dir: &Path) {
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {}\n    source: {}\n    context_length: 1024\n\
+         oauth_config:\n  enable_auth: false\n",
+        super::MODEL_ID,
+        super::default_model().display()
+    );
+    std::fs::write(dir.join("stack.yaml"), yaml).expect("write stack.yaml");
+}
+
 /// The binary Cargo built for this package's tests.
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_llamagate"))
