@@ -74,12 +74,29 @@ pub struct ServerConfig {
     /// Largest accepted request body; bigger bodies get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// The scope a token needs for the operator routes (`/metrics`, `/v1/providers`,
+    /// `/v1/inspect/routes`, `/openapi.json`, `/docs`): they describe the whole deployment — every model,
+    /// file and counter — not just what one caller may use.
+    #[serde(default = "default_operator_scope")]
+    pub operator_scope: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { host: default_host(), port: default_port(), max_body_bytes: default_max_body_bytes() }
+        Self {
+            host: default_host(),
+            port: default_port(),
+            max_body_bytes: default_max_body_bytes(),
+            operator_scope: default_operator_scope(),
+        }
     }
+}
+
+/// The operator scope unless configured: a name no identity provider hands out by accident.
+pub const DEFAULT_OPERATOR_SCOPE: &str = "llamagate_operator";
+
+fn default_operator_scope() -> String {
+    DEFAULT_OPERATOR_SCOPE.to_string()
 }
 
 fn default_host() -> String {
@@ -196,6 +213,10 @@ impl StackConfig {
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes".into(), "must be at least 1"));
+        }
+        let scope = &self.server.operator_scope;
+        if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            return Err(invalid("server.operator_scope".into(), "must be one scope token (RFC 6749 §3.3)"));
         }
         if self.models.is_empty() {
             return Err(invalid("models".into(), "list at least one model to serve"));

@@ -85,8 +85,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             enforce_model_permissions = oauth.enforce_model_permissions,
             "OAuth resource server enabled"
         );
-        let public_paths = router::catalog().public_paths();
-        Some(Arc::new(AuthState::new(&oauth, &config.models, public_paths, safety_policy.clone())?))
+        let routes = router::catalog();
+        let operator_scope = &config.server.operator_scope;
+        Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, operator_scope, safety_policy.clone())?))
     } else {
         tracing::warn!(
             "AUTHENTICATION IS DISABLED (oauth_config.enable_auth: false): every route and every model is open \

@@ -27,6 +27,7 @@ use llamagate_authz::{AuditEvent, AuditLog, AuditRecord, Principal};
 
 use crate::gate::audit_notes::{AuditNotes, AuthRefusal};
 use crate::gate::caller::Caller;
+use crate::gate::edge::bounded;
 use crate::http::error::ApiError;
 
 /// The header carrying the request id, echoed on every answer and written into every record.
@@ -44,7 +45,7 @@ fn identify(record: AuditRecord, principal: &Principal, tier: Option<String>) ->
 pub async fn record_outcome(State(log): State<AuditLog>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id(&request);
-    let route = format!("{} {}", request.method(), request.uri().path());
+    let route = format!("{} {}", request.method(), bounded(request.uri().path()));
     let context = AuditNotes::default();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID, value);
@@ -126,7 +127,7 @@ pub async fn record_request(State(log): State<AuditLog>, request: Request, next:
     let allowed = AuditRecord::new(AuditEvent::InferenceRequest, Outcome::Allowed);
     let mut record = identify(allowed, &principal, tier.clone());
     record.request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(String::from);
-    record.route = Some(format!("{} {}", request.method(), request.uri().path()));
+    record.route = Some(format!("{} {}", request.method(), bounded(request.uri().path())));
     context.set_caller(&principal, tier.as_deref());
     if log.record(record).is_err() && log.fails_closed() {
         return ApiError::Unavailable("the audit log is not keeping up; try again shortly".into()).into_response();

@@ -8,18 +8,19 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llamagate_authz::{
-    AuditLog, AuthRequest, Authenticator, ChallengeParams, Clock, OAuthConfig, PermissionError, PermissionMatrix,
-    ProtectedResourceMetadata, RateKey, SafetyPolicy, Tiers,
+    AuditLog, AuthError, AuthRequest, Authenticator, ChallengeParams, Clock, OAuthConfig, PermissionError,
+    PermissionMatrix, ProtectedResourceMetadata, RateKey, SafetyPolicy, Tiers,
 };
 
 use crate::config::ModelConfig;
 use crate::gate::audit_notes::{AuditNotes, AuthRefusal};
 use crate::gate::caller::{Caller, Identity, ModelAccess};
 use crate::http::error::ApiError;
+use crate::http::route_spec::RouteCatalog;
 
 /// Name in the protected resource metadata.
 const RESOURCE_NAME: &str = "llamagate";
@@ -51,6 +52,10 @@ pub struct AuthState {
     metadata: ProtectedResourceMetadata,
     /// The exact paths served without a token (the route table's public rows).
     public_paths: Vec<&'static str>,
+    /// The route templates that also need [`Self::operator_scope`].
+    operator_paths: Vec<&'static str>,
+    /// The scope of operators (`server.operator_scope`).
+    operator_scope: String,
     /// Present when `enforce_model_permissions` is on.
     access: Option<Arc<ModelAccess>>,
     /// Present when `enable_audit_logging` is on.
@@ -69,12 +74,14 @@ impl std::fmt::Debug for AuthState {
 }
 
 impl AuthState {
-    /// Builds the authenticator and, when enforced, the permission matrix for these models.
-    /// `public_paths` pass without a token; `safety` picks safety levels when content safety is on.
+    /// Builds the authenticator and, when enforced, the permission matrix for these models. `routes`
+    /// says which paths pass without a token and which need the operator scope; `safety` picks safety
+    /// levels when content safety is on.
     pub fn new(
         cfg: &OAuthConfig,
         models: &[ModelConfig],
-        public_paths: Vec<&'static str>,
+        routes: &RouteCatalog,
+        operator_scope: &str,
         safety: Option<Arc<SafetyPolicy>>,
     ) -> anyhow::Result<Self> {
         let matrix = if cfg.enforce_model_permissions { Some(permission_matrix(cfg, models)?) } else { None };
@@ -95,7 +102,9 @@ impl AuthState {
             challenge,
             base_url: cfg.stack_uri.trim_end_matches('/').to_string(),
             metadata: ProtectedResourceMetadata::new(cfg, scopes, RESOURCE_NAME),
-            public_paths,
+            public_paths: routes.public_paths(),
+            operator_paths: routes.operator_paths(),
+            operator_scope: operator_scope.to_string(),
             audit,
             tiers: Tiers::from_config(&cfg.rate_limits, &cfg.default_user_tier),
             safety,
@@ -121,6 +130,26 @@ impl AuthState {
     /// The RFC 9728 document.
     pub fn metadata(&self) -> &ProtectedResourceMetadata {
         &self.metadata
+    }
+
+    /// The operator scope's check; a refusal is a 403 whose audit record names the caller.
+    fn authorize_operator(&self, caller: &Caller) -> Result<(), ApiError> {
+        let Some(principal) = caller.principal() else { return Err(ApiError::RouteNotFound) };
+        if principal.scopes.contains(&self.operator_scope) {
+            return Ok(());
+        }
+        tracing::info!(sub = %principal.subject, "operator route refused: no operator scope");
+        if let Some(notes) = caller.notes() {
+            notes.set_caller(principal, caller.tier_name());
+        }
+        let error = AuthError::InsufficientScope { required: self.operator_scope.clone() };
+        Err(ApiError::Auth(error.to_response(&self.challenge)))
+    }
+
+    /// Whether the request's route is one of the operator routes.
+    fn needs_operator(&self, request: &Request) -> bool {
+        let route = request.extensions().get::<MatchedPath>();
+        route.is_some_and(|route| self.operator_paths.contains(&route.as_str()))
     }
 
     /// Everything the rest of the request needs to know about an authenticated principal, resolved
@@ -178,6 +207,11 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
             tracing::debug!(sub = %principal.subject, client_id = %principal.client_id, "authenticated");
             let notes = request.extensions().get::<AuditNotes>().cloned();
             let caller = auth.caller(principal, notes);
+            if auth.needs_operator(&request) {
+                if let Err(refusal) = auth.authorize_operator(&caller) {
+                    return refusal.into_response();
+                }
+            }
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

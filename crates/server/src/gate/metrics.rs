@@ -22,9 +22,11 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::gate::edge::method_label;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -97,7 +99,7 @@ impl Collector for AuditCounters {
 
 /// Layer over the whole router: counts every answer by route template and status.
 pub async fn count_requests(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let response = next.run(request).await;
     metrics.requests.get_or_create(&RequestLabels { method, route, status: response.status().as_u16() }).inc();

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The route exists but not with this method.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
+    /// A method no route of this server could ever use (not a standard one).
+    #[error("Not Implemented")]
+    MethodNotImplemented,
     /// The body is larger than `server.max_body_bytes`.
     #[error("Request body too large")]
     PayloadTooLarge,
@@ -84,6 +87,7 @@ impl ApiError {
             | Self::ContentPolicy { .. } => StatusCode::BAD_REQUEST,
             Self::ModelNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) | Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

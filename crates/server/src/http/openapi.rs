@@ -127,7 +127,7 @@ impl Modify for AccessFromRouteTable<'_> {
             match route.access {
                 // An empty list overrides the document-wide bearer requirement.
                 Access::Public => operation.security = Some(Vec::new()),
-                Access::Protected => {
+                Access::Protected | Access::Operator => {
                     for (status, name, description) in AUTH_RESPONSES {
                         let responses = &mut operation.responses.responses;
                         match responses.get_mut(status) {

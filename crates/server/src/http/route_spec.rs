@@ -15,8 +15,11 @@ pub enum Access {
     /// (docs/reference/llama-stack-api.md §a.2), the RFC 9728 metadata that tells clients where to get a
     /// token, and (under `serve --dev` only) the development issuer's RFC 8414 metadata and public keys.
     Public,
-    /// Everything that reveals or uses a model or the server's setup.
+    /// A caller's own use of the API: models it may use, generations, shields, its usage.
     Protected,
+    /// What describes the whole deployment (every model, provider, route and counter): needs a token
+    /// with the operator scope (`server.operator_scope`) besides.
+    Operator,
 }
 
 /// The Llama Stack API a route belongs to; decides which provider types `inspect/routes` lists.
@@ -62,6 +65,15 @@ impl RouteCatalog {
     /// The exact paths served without credentials. Anything else (other routes, unknown paths, other
     /// spellings of public paths) needs a token.
     pub fn public_paths(&self) -> Vec<&'static str> {
-        self.0.iter().filter(|r| r.access == Access::Public).map(|r| r.path).collect()
+        self.paths(Access::Public)
+    }
+
+    /// The route templates that need the operator scope.
+    pub fn operator_paths(&self) -> Vec<&'static str> {
+        self.paths(Access::Operator)
+    }
+
+    fn paths(&self, access: Access) -> Vec<&'static str> {
+        self.0.iter().filter(|r| r.access == access).map(|r| r.path).collect()
     }
 }

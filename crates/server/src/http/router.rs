@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Router};
@@ -18,10 +18,10 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::gate::{audit, auth, metrics};
+use crate::gate::{audit, auth, edge, metrics};
 use crate::http::error::ApiError;
 use crate::http::openapi;
-use crate::http::route_spec::Access::{Protected, Public};
+use crate::http::route_spec::Access::{Operator, Protected, Public};
 use crate::http::route_spec::Api::{Inference, Introspection, Safety};
 use crate::http::route_spec::{Access, Api, RouteCatalog, RouteSpec};
 use crate::routes::{
@@ -50,9 +50,9 @@ impl ApiRoute {
     }
 }
 
-/// Every route the app serves. `{*model_id}`: ids may contain `/` (see routes::models). The OpenAPI
-/// document and its Swagger UI page (compiled in, works offline) are protected like the API they
-/// describe.
+/// Every route the app serves. `{*model_id}`: ids may contain `/` (see routes::models). What describes
+/// the whole deployment — providers, routes, metrics, the OpenAPI document and its Swagger UI page
+/// (compiled in, works offline) — is for operators.
 pub static ROUTES: &[ApiRoute] = &[
     ApiRoute::new(Method::GET, "/v1/health", Public, Introspection, |m| on(m, system::health)),
     ApiRoute::new(Method::GET, "/v1/version", Public, Introspection, |m| on(m, system::version)),
@@ -63,9 +63,9 @@ pub static ROUTES: &[ApiRoute] = &[
         on(m, system::dev_issuer_metadata)
     }),
     ApiRoute::new(Method::GET, "/.well-known/jwks.json", Public, Introspection, |m| on(m, system::dev_issuer_jwks)),
-    ApiRoute::new(Method::GET, "/v1/inspect/routes", Protected, Introspection, |m| on(m, inspect::routes)),
-    ApiRoute::new(Method::GET, "/v1/providers", Protected, Introspection, |m| on(m, providers::list)),
-    ApiRoute::new(Method::GET, "/v1/providers/{provider_id}", Protected, Introspection, |m| on(m, providers::retrieve)),
+    ApiRoute::new(Method::GET, "/v1/inspect/routes", Operator, Introspection, |m| on(m, inspect::routes)),
+    ApiRoute::new(Method::GET, "/v1/providers", Operator, Introspection, |m| on(m, providers::list)),
+    ApiRoute::new(Method::GET, "/v1/providers/{provider_id}", Operator, Introspection, |m| on(m, providers::retrieve)),
     ApiRoute::new(Method::GET, "/v1/models", Protected, Inference, |m| on(m, models::list)),
     ApiRoute::new(Method::GET, "/v1/models/{*model_id}", Protected, Inference, |m| on(m, models::retrieve)),
     ApiRoute::new(Method::POST, "/v1/chat/completions", Protected, Inference, |m| on(m, chat::create)),
@@ -75,11 +75,11 @@ pub static ROUTES: &[ApiRoute] = &[
     ApiRoute::new(Method::POST, "/v1/safety/run-shield", Protected, Safety, |m| on(m, safety::run_shield)),
     ApiRoute::new(Method::POST, "/v1/moderations", Protected, Safety, |m| on(m, moderations::create)),
     ApiRoute::new(Method::GET, "/v1/usage", Protected, Introspection, |m| on(m, usage::show)),
-    ApiRoute::new(Method::GET, "/metrics", Protected, Introspection, |m| on(m, metrics_route::render)),
-    ApiRoute::new(Method::GET, "/openapi.json", Protected, Introspection, |m| on(m, docs::document)),
-    ApiRoute::new(Method::GET, "/docs", Protected, Introspection, |m| on(m, docs::redirect)),
-    ApiRoute::new(Method::GET, "/docs/", Protected, Introspection, |m| on(m, docs::page)),
-    ApiRoute::new(Method::GET, "/docs/{*file}", Protected, Introspection, |m| on(m, docs::asset)),
+    ApiRoute::new(Method::GET, "/metrics", Operator, Introspection, |m| on(m, metrics_route::render)),
+    ApiRoute::new(Method::GET, "/openapi.json", Operator, Introspection, |m| on(m, docs::document)),
+    ApiRoute::new(Method::GET, "/docs", Operator, Introspection, |m| on(m, docs::redirect)),
+    ApiRoute::new(Method::GET, "/docs/", Operator, Introspection, |m| on(m, docs::page)),
+    ApiRoute::new(Method::GET, "/docs/{*file}", Operator, Introspection, |m| on(m, docs::asset)),
 ];
 
 /// The specs of [`ROUTES`], for the handlers and layers that report or check them.
@@ -89,18 +89,20 @@ pub fn catalog() -> RouteCatalog {
 
 /// Builds the whole HTTP application. The layers, outermost first:
 ///
-/// 1. a tracing span per request;
-/// 2. a panic guard (a panicking handler is a 500 in the envelope, and the process keeps serving);
-/// 3. the body-size limit (enforced by the JSON extractor, which turns an oversize body into our 413);
-/// 4. the request counter of `/metrics`, which sees every answer, refusals included;
-/// 5. the audit outcome: a request id, the per-request audit notes, and the refusal and
+/// 1. the method guard: a method no route could use is a 501 before any state is touched;
+/// 2. a tracing span per request;
+/// 3. a panic guard (a panicking handler is a 500 in the envelope, and the process keeps serving);
+/// 4. the body-size limit (enforced by the JSON extractor, which turns an oversize body into our 413);
+/// 5. the request counter of `/metrics`, which sees every answer, refusals included;
+/// 6. the audit outcome: a request id, the per-request audit notes, and the refusal and
 ///    `inference_response` records once the answer is known (when audit logging is on);
-/// 6. authentication (when on): a valid token becomes the request's [`crate::gate::caller::Caller`];
+/// 7. authentication (when on): a valid token becomes the request's [`crate::gate::caller::Caller`];
 ///    anything else is answered here with its RFC 6750 challenge. It wraps the whole router, fallbacks
 ///    included, and lets through only the exact public paths, so an unknown path without a token is a
-///    401, not a 404 that would reveal which paths exist (deny by default);
-/// 7. the audit request record, after a token is accepted and before any handler (when audit is on);
-/// 8. the route catalog and the OpenAPI document, for the handlers that describe the server.
+///    401, not a 404 that would reveal which paths exist (deny by default); operator routes also need
+///    the operator scope (403 `insufficient_scope` without it);
+/// 8. the audit request record, after a token is accepted and before any handler (when audit is on);
+/// 9. the route catalog and the OpenAPI document, for the handlers that describe the server.
 ///
 /// Unknown paths and wrong methods are answered by the fallbacks, in the same error envelope as
 /// everything else.
@@ -110,6 +112,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let auth = state.auth.clone();
     let audit_log = auth.as_ref().and_then(|auth| auth.audit_log().cloned());
     let layers = ServiceBuilder::new()
+        .layer(from_fn(edge::refuse_unknown_methods))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(max_body_bytes))

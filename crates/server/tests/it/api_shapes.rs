@@ -240,7 +240,7 @@ async fn openapi_document_and_docs_page_are_served() {
     assert_envelope("unknown docs asset", status, &body, 404);
 }
 
-/// With authentication on, the document and its page are protected like the API they describe.
+/// With authentication on, the document and its page are for operators: a token, with the operator scope.
 #[tokio::test]
 async fn openapi_document_and_docs_page_need_a_token_when_auth_is_on() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -253,8 +253,8 @@ async fn openapi_document_and_docs_page_need_a_token_when_auth_is_on() {
         assert_eq!(response.status(), 401, "{path}");
         assert!(response.headers().contains_key("www-authenticate"), "{path}");
     }
-    let token = token(dir.path(), &server.base, &[]);
-    let response = client.get(server.url("/openapi.json")).bearer_auth(&token).send().await.unwrap();
+    let operator = token(dir.path(), &server.base, &["--scope", "llamagate_operator"]);
+    let response = client.get(server.url("/openapi.json")).bearer_auth(&operator).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let document: Value = response.json().await.unwrap();
     assert_eq!(document["openapi"], "3.1.0");

@@ -232,7 +232,9 @@ async fn a_thousand_concurrent_requests_lose_no_record() {
     assert_eq!(log.len(), 2 * ok + refused);
 
     // The metrics agree with the log: answers by route and status, audit records written, none dropped.
-    let metrics = client.get(server.url("/metrics")).bearer_auth(&good).send().await.unwrap().text().await.unwrap();
+    let operator = token(dir.path(), &server.base, &["--scope", "llamagate_operator"]);
+    let metrics = client.get(server.url("/metrics")).bearer_auth(&operator).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
     let line = |prefix: &str| {
         metrics.lines().find(|l| l.starts_with(prefix)).map(|l| l.rsplit(' ').next().unwrap().to_string())
     };

@@ -17,6 +17,7 @@ mod cli_generate;
 #[cfg(feature = "test-guard")]
 mod content_safety;
 mod dev_issuer;
+mod edge;
 mod oauth_dpop;
 mod oauth_e2e;
 mod oauth_introspection;

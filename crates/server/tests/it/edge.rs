@@ -1,0 +1,97 @@
+//! The edge against hostile request lines, on the real binary: made-up methods are refused before any
+//! state and never become metric labels, a huge path is cut before it reaches an audit record, and the
+//! operator routes need the operator scope besides a valid token.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::dev::{self, token};
+use crate::support::{Server, assert_error};
+
+/// Sends a raw request line over TCP (reqwest refuses most made-up methods) and returns the status.
+async fn raw_status(base: &str, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn made_up_methods_are_refused_and_never_become_metric_labels() {
+    let server = Server::start();
+    for i in 0..200 {
+        let method = format!("X{}{i}", "M".repeat(2_000));
+        assert_eq!(raw_status(&server.base, &method, &format!("/nope/{i}")).await, 501);
+    }
+    let response = server.client.request(reqwest::Method::from_bytes(b"BREW").unwrap(), server.url("/v1/models"));
+    let response = response.send().await.unwrap();
+    let status = response.status().as_u16();
+    assert_error(status, &response.json::<Value>().await.unwrap(), 501);
+
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let request_lines: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("llamagate_http_requests_total{")).collect();
+    assert!(request_lines.len() <= 4, "{request_lines:#?}");
+    assert!(metrics.len() < 4_096, "the exposition stays small: {} bytes", metrics.len());
+    assert!(!metrics.contains("MMMM") && !metrics.contains("BREW") && !metrics.contains("/nope"), "{metrics}");
+}
+
+/// The audit log's lines once at least `at_least` of them contain `event` (the writer runs off the
+/// request path, so records land shortly after the answers).
+fn audit_records(path: &Path, event: &str, at_least: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().filter(|line| line.contains(event)).count() >= at_least {
+            return text.lines().map(String::from).collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("fewer than {at_least} `{event}` records in {}", path.display());
+}
+
+#[tokio::test]
+async fn a_refusal_record_holds_at_most_a_cut_path_and_operator_routes_need_the_operator_scope() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    dev::write_default_config(dir.path());
+    let server = dev::start(dir.path(), 0);
+    let client = reqwest::Client::new();
+
+    // A 401 for a 60,000-byte path: its audit record keeps at most a cut copy of it.
+    let long_path = format!("/v1/{}", "a".repeat(60_000));
+    assert_eq!(raw_status(&server.base, "GET", &long_path).await, 401);
+    let audit_log = dir.path().join(".llamagate/audit.log");
+    let records = audit_records(&audit_log, "security_invalid_token", 1);
+    let refusal = records.iter().find(|r| r.contains("security_invalid_token")).expect("the 401 is audited");
+    assert!(refusal.len() <= 1_024, "{} bytes", refusal.len());
+    assert!(refusal.contains("aaaa…"), "{refusal}");
+
+    // A valid token without the operator scope: 403 on every operator route, with the challenge.
+    let user = token(dir.path(), &server.base, &[]);
+    for path in ["/metrics", "/v1/providers", "/v1/providers/llamagate", "/v1/inspect/routes", "/openapi.json"] {
+        let response = client.get(server.url(path)).bearer_auth(&user).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_string();
+        assert!(challenge.contains("insufficient_scope") && challenge.contains("llamagate_operator"), "{challenge}");
+    }
+    // The same caller's own API still works.
+    let models = client.get(server.url("/v1/models")).bearer_auth(&user).send().await.unwrap();
+    assert_eq!(models.status(), 200);
+    // With the operator scope, the operator routes answer.
+    let operator = token(dir.path(), &server.base, &["--scope", "llamagate_operator"]);
+    for path in ["/metrics", "/v1/providers", "/v1/inspect/routes", "/openapi.json", "/docs/"] {
+        let response = client.get(server.url(path)).bearer_auth(&operator).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    // The refusals are audited with the caller's identity.
+    let records = audit_records(&audit_log, "security_insufficient_scope", 5);
+    let scope_refusals: Vec<&String> = records.iter().filter(|r| r.contains("security_insufficient_scope")).collect();
+    assert_eq!(scope_refusals.len(), 5, "{records:#?}");
+    assert!(scope_refusals.iter().all(|r| r.contains("\"alice\"")), "{scope_refusals:#?}");
+}
