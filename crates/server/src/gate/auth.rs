@@ -132,8 +132,12 @@ impl AuthState {
         &self.metadata
     }
 
-    /// The operator scope's check; a refusal is a 403 whose audit record names the caller.
-    fn authorize_operator(&self, caller: &Caller) -> Result<(), ApiError> {
+    /// The route-level check after authentication: an operator route needs the operator scope. A
+    /// refusal is a 403 whose audit record names the caller.
+    fn authorize_route(&self, request: &Request, caller: &Caller) -> Result<(), ApiError> {
+        if !self.needs_operator(request) {
+            return Ok(());
+        }
         let Some(principal) = caller.principal() else { return Err(ApiError::RouteNotFound) };
         if principal.scopes.contains(&self.operator_scope) {
             return Ok(());
@@ -207,10 +211,8 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
             tracing::debug!(sub = %principal.subject, client_id = %principal.client_id, "authenticated");
             let notes = request.extensions().get::<AuditNotes>().cloned();
             let caller = auth.caller(principal, notes);
-            if auth.needs_operator(&request) {
-                if let Err(refusal) = auth.authorize_operator(&caller) {
-                    return refusal.into_response();
-                }
+            if let Err(refusal) = auth.authorize_route(&request, &caller) {
+                return refusal.into_response();
             }
             request.extensions_mut().insert(caller);
             next.run(request).await
