@@ -1,9 +1,7 @@
 //! The default GGUF against llama.cpp's reference outputs on the same file: tokenization, and
 //! teacher-forced logits along llama.cpp's greedy sequence.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSource};
 
 /// Steps whose llama.cpp top-1/top-2 margin is below this are near ties that float rounding may flip.

@@ -3,11 +3,9 @@
 //! (No Llama Guard weights can be downloaded here; the scoring arithmetic itself is checked with
 //! controlled logits in the engine's unit tests.)
 
-mod common;
-
 use std::sync::OnceLock;
 
-use common::*;
+use crate::support::*;
 use llamagate_engine::{ChatMessage, GuardVocab, LlamaGuard, Model, ModelOptions, ModelSource, NextTokenLogits};
 
 fn model() -> &'static Model {

@@ -1,11 +1,9 @@
 //! Continuous batching on the default model: chunked prefill interleaved with decoding, priorities,
 //! the KV-cache budget and the bounded queue.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use llamagate_engine::{
     ChatMessage, EngineError, GenerateParams, GenerationEvent, GenerationOutput, GenerationStream, KvCacheType, Model,
     ModelOptions, ModelSource, SchedulerConfig,

@@ -1,12 +1,10 @@
 //! The tiny Llama 3 checkpoint against HF transformers' reference outputs: chat template, tokenization,
 //! logits and greedy decoding, plus the other safetensors layouts (f16, bf16, sharded, old RoPE spelling).
 
-mod common;
-
 use std::path::Path;
 
+use crate::support::*;
 use candle_core::{DType, Device, Tensor};
-use common::*;
 use llamagate_engine::{GenerateParams, Model, ModelOptions, ModelSource};
 
 fn load(dir: &Path) -> Model {

@@ -1,11 +1,9 @@
 //! Generation behaviour on the default model: streaming UTF-8, stop strings, seeds, cancellation.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use llamagate_engine::{
     ChatMessage, FinishReason, GenerateParams, GenerationEvent, Model, ModelOptions, ModelSource, SamplingParams,
 };

@@ -1,21 +1,10 @@
 //! Bad model files and configs give clear errors, never a panic.
 
-mod common;
-
-use std::path::Path;
-
-use common::*;
+use crate::support::*;
 use llamagate_engine::{EngineError, Model, ModelOptions, ModelSource};
 
 fn load(source: ModelSource) -> Result<Model, EngineError> {
     Model::load(&source, &ModelOptions::default())
-}
-
-fn copy_fixture(to: &Path) {
-    for entry in std::fs::read_dir(tiny_llama3()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]
@@ -55,7 +44,7 @@ fn truncated_and_corrupt_gguf_are_invalid_models() {
 #[test]
 fn corrupt_safetensors_is_an_invalid_model() {
     let dir = tempfile::tempdir().unwrap();
-    copy_fixture(dir.path());
+    copy_tiny_llama3(dir.path());
     let weights = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     for content in [bytes[..bytes.len() - 100].to_vec(), b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage".to_vec()] {
@@ -68,7 +57,7 @@ fn corrupt_safetensors_is_an_invalid_model() {
 #[test]
 fn unsupported_architecture_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    copy_fixture(dir.path());
+    copy_tiny_llama3(dir.path());
     let config = dir.path().join("config.json");
     let mut json = read_json(config.clone());
     json["model_type"] = "mistral".into();
