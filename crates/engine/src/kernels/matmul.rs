@@ -6,7 +6,8 @@
 //! times instead of `T` and decode batches share each read.
 
 use super::BLOCK;
-use super::dot::{self, Isa, Q4_1_BYTES, Q8_0_BYTES};
+use super::dot::{self, Q4_1_BYTES, Q8_0_BYTES};
+use super::isa::{Isa, isa};
 use super::quantize::{ActivationBlock, quantize_row};
 use super::team;
 
@@ -89,7 +90,7 @@ pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) ->
     if t == 0 {
         return std::array::from_fn(|_| Vec::new());
     }
-    let isa = dot::isa();
+    let isa = isa();
     // Computed as `[rows, t]` so each task owns a contiguous range of whole weight rows, then transposed.
     let mut transposed: [Vec<f32>; M] = std::array::from_fn(|j| vec![0.0f32; matrices[j].rows * t]);
     let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();

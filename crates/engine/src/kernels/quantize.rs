@@ -33,7 +33,7 @@ pub fn round_f16(x: f32) -> f32 {
 pub fn quantize_row(x: &[f32], out: &mut [ActivationBlock]) {
     assert_eq!(x.len(), out.len() * BLOCK, "one block per 32 values");
     #[cfg(target_arch = "x86_64")]
-    if super::dot::isa() == super::dot::Isa::Avx512Vnni {
+    if super::isa::isa() == super::isa::Isa::Avx512Vnni {
         // SAFETY: that instruction set includes AVX-512 F, BW and VL; lengths checked above.
         unsafe { x86::quantize_row(x, out) };
         return;
