@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::Result;
-use crate::hparams::LlamaHparams;
+use crate::llama::hparams::LlamaHparams;
 
 /// Inverse frequencies for each rotated pair, with Llama 3 scaling or GGUF `rope_freqs` already applied.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ impl RopeFrequencies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hparams::{Llama3RopeScaling, RopeLayout};
+    use crate::llama::hparams::{Llama3RopeScaling, RopeLayout};
 
     fn hp(scaling: Option<Llama3RopeScaling>) -> LlamaHparams {
         LlamaHparams {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
-use crate::model::{KvCache, LlamaModel, SequenceBatch, last_logits, logits_rows};
+use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, last_logits, logits_rows};
 
 /// Prompt tokens per forward call, as at prefill: bounds attention memory for long prompts.
 const PREFILL_CHUNK: usize = 512;

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::model::KvCache;
+use crate::llama::model::KvCache;
 
 /// Shortest prefix worth copying: below this, computing the tokens is as cheap as finding them.
 const MIN_REUSE: usize = 8;

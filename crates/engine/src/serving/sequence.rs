@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::detokenize::IncrementalDecoder;
-use crate::generation::{FinishReason, GenerationEvent, GenerationRequest, GenerationSummary, Timings, Usage};
-use crate::model::KvCache;
-use crate::sampling::Sampler;
-use crate::stop::{StopMatcher, StopOutcome};
-use crate::tokenizer::Tokenizer;
+use crate::llama::model::KvCache;
+use crate::serving::generation::{FinishReason, GenerationEvent, GenerationRequest, GenerationSummary, Timings, Usage};
+use crate::serving::sampling::Sampler;
+use crate::text::detokenize::IncrementalDecoder;
+use crate::text::stop::{StopMatcher, StopOutcome};
+use crate::text::tokenizer::Tokenizer;
 
 /// A sequence the scheduler is running.
 pub(crate) struct ActiveSequence {

@@ -4,7 +4,7 @@
 //! assembled from `tokenizer.ggml.*` exactly as llama.cpp does for the named `tokenizer.ggml.pre`
 //! (candle's built-in GGUF tokenizer adds a prefix space and skips SmolLM's digit split, so it disagrees
 //! with llama.cpp). Decoding does not go through the crate: every id maps to its raw bytes, so a stream
-//! can be cut anywhere and reassembled into valid UTF-8 (see [`crate::detokenize`]).
+//! can be cut anywhere and reassembled into valid UTF-8 (see [`crate::text::detokenize`]).
 
 use std::collections::HashMap;
 use std::path::Path;

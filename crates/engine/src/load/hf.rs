@@ -11,11 +11,13 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
-use crate::hparams::LlamaHparams;
-use crate::linear::Linear;
-use crate::model::{Embedding, LayerWeights, LlamaModel};
-use crate::rope::RopeFrequencies;
-use crate::tokenizer::Tokenizer;
+use crate::llama::candle_forward::CandleWeights;
+use crate::llama::hparams::LlamaHparams;
+use crate::llama::layer::{Embedding, LayerWeights};
+use crate::llama::linear::Linear;
+use crate::llama::model::{LlamaModel, Pass};
+use crate::llama::rope::RopeFrequencies;
+use crate::text::tokenizer::Tokenizer;
 
 /// Everything a checkpoint directory provides.
 pub struct HfModel {
@@ -96,18 +98,14 @@ fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
             w_down: linear(&format!("{p}.mlp.down_proj.weight"), d, ff)?,
         });
     }
-    Ok(LlamaModel {
-        hp: hp.clone(),
-        embedding: Embedding::Dense(embed),
+    let candle = CandleWeights {
         layers,
         final_norm: w.get("model.norm.weight", &[d])?,
         lm_head,
         rope: RopeFrequencies::new(hp, None),
-        device: w.device.clone(),
         kv_dtype: DType::F32,
-        host_kv: crate::kv_cache_type::KvCacheType::F16,
-        cpu: None,
-    })
+    };
+    Ok(LlamaModel::new(hp.clone(), Embedding::Dense(embed), w.device.clone(), Pass::Candle(candle)))
 }
 
 /// `model.safetensors`, or the shards listed in `model.safetensors.index.json`.

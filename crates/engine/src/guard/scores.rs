@@ -21,9 +21,9 @@
 //! Everything is computed in log space (f64), so tiny probabilities neither underflow nor dominate.
 
 use crate::error::{EngineError, Result};
-use crate::guard::GuardCategory;
-use crate::scoring::NextTokenLogits;
-use crate::tokenizer::Tokenizer;
+use crate::guard::categories::GuardCategory;
+use crate::serving::scoring::NextTokenLogits;
+use crate::text::tokenizer::Tokenizer;
 
 /// One category's score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -209,5 +209,5 @@ fn log_sum_exp_f32(row: &[f32]) -> f64 {
 }
 
 #[cfg(test)]
-#[path = "guard_scores_tests.rs"]
+#[path = "scores_tests.rs"]
 mod tests;

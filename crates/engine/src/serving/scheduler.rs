@@ -20,11 +20,11 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
 use crate::error::{EngineError, Result};
-use crate::generation::{GenerationEvent, GenerationRequest, GenerationStream};
-use crate::model::{LlamaModel, SequenceBatch, last_logits};
-use crate::prefix_cache::PrefixCache;
-use crate::sequence::{ActiveSequence, StepResult};
-use crate::tokenizer::Tokenizer;
+use crate::llama::model::{LlamaModel, SequenceBatch, last_logits};
+use crate::serving::generation::{GenerationEvent, GenerationRequest, GenerationStream};
+use crate::serving::prefix_cache::PrefixCache;
+use crate::serving::sequence::{ActiveSequence, StepResult};
+use crate::text::tokenizer::Tokenizer;
 
 /// Prompt tokens per forward call when no other sequence is decoding: bounds the attention scratch
 /// memory (chunk × context × heads) so a long prompt cannot allocate gigabytes at once.

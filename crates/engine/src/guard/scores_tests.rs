@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::guard::category_by_code;
+use crate::guard::categories::category_by_code;
 
 // A ten-token vocabulary: the verdict words, the pieces of `unsafe\nS<digits>`, a comma, an end token
 // and one token that stands for everything else.

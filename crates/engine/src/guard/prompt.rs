@@ -1,13 +1,13 @@
 //! [`LlamaGuard`]: a Llama Guard 3 shield — the classifier prompt and probability-based scores.
 //!
-//! The prompt is Llama Stack's (reference §e.4): the task line naming the role of the last turn, one
-//! line per enabled hazard category (`S1: Violent Crimes.`), the conversation as `<Role>: <text>` turns,
-//! and the two-line answer instructions. Which categories appear depends on the guard model (§e.3: the
-//! 1B, 11B-Vision and 4-12B cards list S1–S13, everything else gets S1–S14) minus the shield's
-//! excluded codes.
+//! The prompt is Llama Stack's (`docs/reference/llama-stack-api.md` §e.4): the task line naming the
+//! role of the last turn, one line per enabled hazard category (`S1: Violent Crimes.`), the conversation
+//! as `<Role>: <text>` turns, and the two-line answer instructions. Which categories appear depends on
+//! the guard model (same file, §e.3: the 1B, 11B-Vision and 4-12B cards list S1–S13, everything else
+//! gets S1–S14) minus the shield's excluded codes ([`super::categories`]).
 //!
 //! Scores are read from the model's next-token probabilities, never from parsing generated text (see
-//! [`crate::guard_scores`]): a shield that says "unsafe" with probability 0.51 and one that says it with
+//! [`crate::guard::scores`]): a shield that says "unsafe" with probability 0.51 and one that says it with
 //! 0.99 are different facts, and safety levels compare those numbers with per-category thresholds.
 //!
 //! How the prompt reaches the model: a Llama 3 tokenizer (real Llama Guard 3 weights) gets Meta's own
@@ -16,62 +16,17 @@
 //! excluded categories). Any other model — tests use the small default model as a stand-in guard — gets
 //! the prompt as one user message through its own chat template.
 
-use crate::chat_template::ChatMessage;
-use crate::engine::Model;
 use crate::error::{EngineError, Result};
-use crate::guard_scores::{GuardScores, GuardVocab, score_continuations};
+#[cfg(test)]
+use crate::guard::categories::CATEGORIES;
+use crate::guard::categories::{GuardCategory, categories_for_model, category_by_code};
+use crate::guard::scores::{GuardScores, GuardVocab, score_continuations};
+use crate::serving::engine::Model;
+use crate::text::chat_template::ChatMessage;
 
-/// One Llama Guard hazard category: its code in the model's answer and the name the prompt and the
-/// moderation API use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GuardCategory {
-    /// `S1` … `S14`.
-    pub code: &'static str,
-    /// Llama Stack's name (also the moderation category key), e.g. `Violent Crimes`.
-    pub name: &'static str,
-}
-
-const fn category(code: &'static str, name: &'static str) -> GuardCategory {
-    GuardCategory { code, name }
-}
-
-/// Every Llama Guard 3 category, in prompt order, with Llama Stack's names (reference §e.3).
-pub const CATEGORIES: [GuardCategory; 14] = [
-    category("S1", "Violent Crimes"),
-    category("S2", "Non-Violent Crimes"),
-    category("S3", "Sex Crimes"),
-    category("S4", "Child Exploitation"),
-    category("S5", "Defamation"),
-    category("S6", "Specialized Advice"),
-    category("S7", "Privacy"),
-    category("S8", "Intellectual Property"),
-    category("S9", "Indiscriminate Weapons"),
-    category("S10", "Hate"),
-    category("S11", "Self-Harm"),
-    category("S12", "Sexual Content"),
-    category("S13", "Elections"),
-    category("S14", "Code Interpreter Abuse"),
-];
-
-/// Guard models whose model card lists only S1–S13 (no Code Interpreter Abuse), by Hugging Face name.
-const THIRTEEN_CATEGORY_MODELS: [&str; 3] = ["Llama-Guard-3-1B", "Llama-Guard-3-11B-Vision", "Llama-Guard-4-12B"];
-
-/// The categories a guard model was trained on, recognised from its id with or without the
-/// `meta-llama/` prefix; unknown ids (local names, other hubs' spellings) get all fourteen, as Llama
-/// Stack does.
-pub fn categories_for_model(model_id: &str) -> &'static [GuardCategory] {
-    let name = model_id.strip_prefix("meta-llama/").unwrap_or(model_id);
-    if THIRTEEN_CATEGORY_MODELS.contains(&name) { &CATEGORIES[..13] } else { &CATEGORIES }
-}
-
-/// The category with this code (`S1` … `S14`).
-pub fn category_by_code(code: &str) -> Option<&'static GuardCategory> {
-    CATEGORIES.iter().find(|c| c.code == code)
-}
-
-/// Normalises a conversation for `run-shield` as Llama Stack does (reference §e.4): it must not be
-/// empty, a first turn that is not the user's is relabelled `user`, and when the first two turns are
-/// both the user's the first is dropped.
+/// Normalises a conversation for `run-shield` as Llama Stack does (`docs/reference/llama-stack-api.md`
+/// §e.4): it must not be empty, a first turn that is not the user's is relabelled `user`, and when the
+/// first two turns are both the user's the first is dropped.
 pub fn normalize_conversation(mut messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>> {
     let Some(first) = messages.first_mut() else {
         return Err(EngineError::InvalidRequest("Messages must not be empty".into()));
@@ -113,7 +68,8 @@ impl LlamaGuard {
         &self.categories
     }
 
-    /// The Llama Guard 3 prompt text for `conversation` (reference §e.4), judging its last turn.
+    /// The Llama Guard 3 prompt text for `conversation` (`docs/reference/llama-stack-api.md` §e.4),
+    /// judging its last turn.
     pub fn prompt(&self, conversation: &[ChatMessage]) -> Result<String> {
         let last =
             conversation.last().ok_or_else(|| EngineError::InvalidRequest("Messages must not be empty".into()))?;

@@ -1,6 +1,6 @@
 //! The forward pass for quantized GGUF models on CPU: llama.cpp's arithmetic, step for step.
 //!
-//! Why a second forward pass next to [`crate::model`]'s candle one: a 30-layer model re-quantizes its
+//! Why a second forward pass next to the candle one (`candle_forward`): a 30-layer model re-quantizes its
 //! activations to 8 bits before every projection, so any rounding difference — summation order, an f16
 //! conversion, a different `expf` — flips rounding steps and grows into logit differences of up to 0.9
 //! against llama.cpp on the same file (benches/RESULTS.md). Here every step computes what ggml's x86
@@ -14,19 +14,19 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
-use half::f16;
 
 use crate::error::{EngineError, Result};
-use crate::hparams::{LlamaHparams, RopeLayout};
-use crate::huge_pages;
-use crate::kernels::attention::{F16Product, KvHead, attend};
-use crate::kernels::attention_q8::{Q8Head, Q8Page, QuantizedQueries, SPAN, attend_span, combine, partial_len};
+use crate::kernels::attention::{F16Product, attend};
+use crate::kernels::attention_q8::{QuantizedQueries, SPAN, attend_span, combine, partial_len};
 use crate::kernels::ops::{self, LANES};
 use crate::kernels::team::{self, Team};
 use crate::kernels::{Activations, BLOCK, Matrix, WeightFormat, project};
-use crate::kv_cache_type::KvCacheType;
-use crate::linear::Linear;
-use crate::model::{LayerWeights, SequenceBatch};
+use crate::llama::host_cache::{HeadView, HostLayerCache};
+use crate::llama::hparams::{LlamaHparams, RopeLayout};
+use crate::llama::huge_pages;
+use crate::llama::kv_cache::SequenceBatch;
+use crate::llama::layer::LayerWeights;
+use crate::llama::linear::Linear;
 
 /// A quantized weight matrix our kernels multiply.
 #[derive(Debug, Clone)]
@@ -143,113 +143,6 @@ impl CpuWeights {
             .iter()
             .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
             .chain(std::iter::once(&self.lm_head))
-    }
-}
-
-/// Positions per KV-cache page: a sequence's cache grows a page at a time, so its memory follows its
-/// length rather than its worst case (at most 63 positions, 1.4 MB for the default model, unused). A
-/// KV head's 64 positions are one contiguous 8 KB run of keys (and one of values) that attention
-/// streams through in order; with 16-position pages it jumped to a new allocation every 2 KB.
-pub(crate) const PAGE: usize = 64;
-
-/// One layer's cached keys and values for one sequence, in pages of [`PAGE`] positions: rounded to f16
-/// like llama.cpp's default cache and laid out as [`KvHead`] describes, or to 8-bit blocks as
-/// [`Q8Page`] describes (`kv_cache_type: q8_0`).
-#[derive(Debug)]
-pub(crate) struct HostLayerCache {
-    kv_heads: usize,
-    head_dim: usize,
-    pages: Pages,
-}
-
-/// The pages of one cache, in its element type.
-#[derive(Debug)]
-enum Pages {
-    F16(Vec<(Vec<u16>, Vec<u16>)>),
-    Q8(Vec<Q8Page>),
-}
-
-/// One KV head's positions, read in place by the attention kernel for the cache's type.
-#[derive(Clone, Copy)]
-enum HeadView<'a> {
-    F16(KvHead<'a>),
-    Q8(Q8Head<'a>),
-}
-
-impl HostLayerCache {
-    /// An empty cache; pages are allocated as positions are written.
-    pub fn new(kv_heads: usize, head_dim: usize, kind: KvCacheType) -> Self {
-        let pages = match kind {
-            KvCacheType::F16 => Pages::F16(Vec::new()),
-            KvCacheType::Q8_0 => Pages::Q8(Vec::new()),
-        };
-        Self { kv_heads, head_dim, pages }
-    }
-
-    /// Bytes of keys and values one position takes in one layer.
-    pub fn bytes_per_position(kv_heads: usize, head_dim: usize, kind: KvCacheType) -> usize {
-        match kind {
-            KvCacheType::F16 => 2 * kv_heads * head_dim * std::mem::size_of::<u16>(),
-            KvCacheType::Q8_0 => kv_heads * Q8Page::bytes_per_position(head_dim),
-        }
-    }
-
-    /// Writes one position's keys and values for KV head `kv`.
-    fn store(&mut self, position: usize, kv: usize, keys: &[f32], values: &[f32]) {
-        let (kv_heads, head_dim) = (self.kv_heads, self.head_dim);
-        match &mut self.pages {
-            Pages::F16(pages) => {
-                let page_len = kv_heads * head_dim * PAGE;
-                while pages.len() <= position / PAGE {
-                    pages.push((vec![0; page_len], vec![0; page_len]));
-                }
-                for dim in 0..head_dim {
-                    let (page, at) = KvHead::slot(kv, head_dim, PAGE, position, dim);
-                    let (k, v) = &mut pages[page];
-                    k[at] = f16::from_f32(keys[dim]).to_bits();
-                    v[at] = f16::from_f32(values[dim]).to_bits();
-                }
-            }
-            Pages::Q8(pages) => {
-                while pages.len() <= position / PAGE {
-                    pages.push(Q8Page::new(kv_heads, head_dim, PAGE));
-                }
-                pages[position / PAGE].store(kv, PAGE, position % PAGE, keys, values);
-            }
-        }
-    }
-
-    /// A copy of the first `len` positions (whole pages; positions past `len` in the last page are
-    /// overwritten when the copy grows).
-    pub fn copy_prefix(&self, len: usize) -> Self {
-        let whole = |pages: usize| len.div_ceil(PAGE).min(pages);
-        let pages = match &self.pages {
-            Pages::F16(pages) => Pages::F16(pages[..whole(pages.len())].to_vec()),
-            Pages::Q8(pages) => Pages::Q8(pages[..whole(pages.len())].to_vec()),
-        };
-        Self { kv_heads: self.kv_heads, head_dim: self.head_dim, pages }
-    }
-
-    /// Positions the allocated pages can hold (what this layer's memory amounts to).
-    pub fn allocated_positions(&self) -> usize {
-        PAGE * match &self.pages {
-            Pages::F16(pages) => pages.len(),
-            Pages::Q8(pages) => pages.len(),
-        }
-    }
-
-    /// Whether this cache holds 8-bit keys and values.
-    fn is_q8(&self) -> bool {
-        matches!(self.pages, Pages::Q8(_))
-    }
-
-    /// KV head `kv`'s positions, for attention to read in place.
-    fn head(&self, kv: usize) -> HeadView<'_> {
-        let (head_dim, page) = (self.head_dim, PAGE);
-        match &self.pages {
-            Pages::F16(pages) => HeadView::F16(KvHead { pages, kv, head_dim, page }),
-            Pages::Q8(pages) => HeadView::Q8(Q8Head { pages, kv, head_dim, page }),
-        }
     }
 }
 

@@ -129,7 +129,7 @@ impl Sampler {
 }
 
 fn greedy(logits: &[f32]) -> u32 {
-    crate::model::argmax(logits)
+    crate::llama::model::argmax(logits)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{EngineError, Result};
-use crate::sampling::SamplingParams;
+use crate::serving::sampling::SamplingParams;
 
 /// A validated request, ready for the scheduler: the prompt is already tokenized so its length is exact.
 #[derive(Debug, Clone)]

@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
-use crate::chat_template::{ChatMessage, ChatTemplate};
-use crate::device::DeviceChoice;
 use crate::error::{EngineError, Result};
-use crate::generation::{GenerationRequest, GenerationStream};
-use crate::kv_cache_type::KvCacheType;
-use crate::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
-use crate::sampling::SamplingParams;
-use crate::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
-use crate::scoring::ScoringSession;
-use crate::source::ModelSource;
-use crate::tokenizer::Tokenizer;
+use crate::llama::kv_cache_type::KvCacheType;
+use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
+use crate::load::device::DeviceChoice;
+use crate::load::source::ModelSource;
+use crate::serving::generation::{GenerationRequest, GenerationStream};
+use crate::serving::sampling::SamplingParams;
+use crate::serving::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
+use crate::serving::scoring::ScoringSession;
+use crate::text::chat_template::{ChatMessage, ChatTemplate};
+use crate::text::tokenizer::Tokenizer;
 
 /// How to load and run a model.
 #[derive(Debug, Clone, Default)]
@@ -70,16 +70,16 @@ impl Model {
         let device = options.device.open()?;
         let (model, tokenizer, template, name, source_text) = match source {
             ModelSource::Gguf(path) => {
-                let g = crate::gguf::load(path, &device)?;
+                let g = crate::load::gguf::load(path, &device)?;
                 (g.model, g.tokenizer, g.chat_template, g.name, path.display().to_string())
             }
             ModelSource::HfDir(dir) => {
-                let h = crate::hf::load(dir, &device)?;
+                let h = crate::load::hf::load(dir, &device)?;
                 (h.model, h.tokenizer, h.chat_template, None, dir.display().to_string())
             }
             ModelSource::Hub { repo, revision } => {
-                let dir = crate::source::resolve_hub(repo, revision.as_deref())?;
-                let h = crate::hf::load(&dir, &device)?;
+                let dir = crate::load::source::resolve_hub(repo, revision.as_deref())?;
+                let h = crate::load::hf::load(&dir, &device)?;
                 (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
             }
         };
@@ -211,7 +211,7 @@ impl Model {
     }
 }
 
-fn parameter_count(hp: &crate::hparams::LlamaHparams) -> usize {
+fn parameter_count(hp: &crate::llama::hparams::LlamaHparams) -> usize {
     let d = hp.hidden_size;
     let q = hp.num_heads * hp.head_dim;
     let kv = hp.num_kv_heads * hp.head_dim;

@@ -3,8 +3,8 @@
 //!
 //! Q4_1 and Q8_0 weights on CPU (the default model's formats) always go through our own kernels
 //! ([`crate::kernels`]: SIMD, llama.cpp's arithmetic); GGUF models made only of those formats skip this
-//! module altogether and run [`crate::cpu_forward`]. Other quantized formats on CPU use candle's quantized
-//! matmul (`QMatMul`) for few rows — it reads the packed weights once and never widens them — and, from
+//! module altogether and run the CPU pass (`cpu_forward`). Other quantized formats on CPU use candle's
+//! quantized matmul (`QMatMul`) for few rows — it reads the packed weights once and never widens them — and, from
 //! [`DENSE_MIN_ROWS`] rows on, dequantize the weight for that one call and run candle's dense matmul (the
 //! `gemm` crate), which a prefill chunk amortises over all its rows. Nothing widened is kept, so resident
 //! memory stays that of the quantized model plus at most [`DEQUANT_BLOCK_ELEMS`] f32 values during a call.

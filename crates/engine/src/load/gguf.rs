@@ -10,13 +10,15 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{QMatMul, QTensor};
 
-use crate::cpu_forward::CpuWeights;
 use crate::error::{EngineError, Result};
-use crate::hparams::{LlamaHparams, RopeLayout};
-use crate::linear::Linear;
-use crate::model::{Embedding, LayerWeights, LlamaModel};
-use crate::rope::RopeFrequencies;
-use crate::tokenizer::Tokenizer;
+use crate::llama::candle_forward::CandleWeights;
+use crate::llama::cpu_forward::CpuWeights;
+use crate::llama::hparams::{LlamaHparams, RopeLayout};
+use crate::llama::layer::{Embedding, LayerWeights};
+use crate::llama::linear::Linear;
+use crate::llama::model::{LlamaModel, Pass};
+use crate::llama::rope::RopeFrequencies;
+use crate::text::tokenizer::Tokenizer;
 
 /// Everything a GGUF file provides.
 pub struct GgufModel {
@@ -32,7 +34,7 @@ pub struct GgufModel {
 pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
     let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-    crate::gguf_check::check_header(&mut file, file_len)
+    crate::load::gguf_check::check_header(&mut file, file_len)
         .map_err(|reason| EngineError::invalid_model(path, format!("not a valid GGUF file: {reason}")))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| EngineError::invalid_model(path, format!("not a valid GGUF file: {e}")))?;
@@ -112,19 +114,13 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     }
     let final_norm = dense(tensor("output_norm.weight")?)?;
     let rope = RopeFrequencies::new(&hp, freq_factors.as_deref());
-    let cpu = CpuWeights::new(&hp, &layers, &final_norm, &lm_head, freq_factors.as_deref());
-    let model = LlamaModel {
-        hp,
-        embedding: Embedding::Quantized(token_embd),
-        layers,
-        final_norm,
-        lm_head,
-        rope,
-        device: device.clone(),
-        kv_dtype: candle_core::DType::F16,
-        host_kv: crate::kv_cache_type::KvCacheType::F16,
-        cpu,
+    let candle = CandleWeights { layers, final_norm, lm_head, rope, kv_dtype: candle_core::DType::F16 };
+    let cpu = CpuWeights::new(&hp, &candle.layers, &candle.final_norm, &candle.lm_head, freq_factors.as_deref());
+    let pass = match cpu {
+        Some(cpu) => Pass::Cpu(cpu),
+        None => Pass::Candle(candle),
     };
+    let model = LlamaModel::new(hp, Embedding::Quantized(token_embd), device.clone(), pass);
     Ok(GgufModel { model, tokenizer, chat_template, name })
 }
 
