@@ -34,6 +34,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 mod error;
 mod guard;
 pub mod kernels;

@@ -28,9 +28,13 @@ pub enum F16Product {
 /// side by side, which is the order attention reads them in. `page` is a multiple of 16.
 #[derive(Debug, Clone, Copy)]
 pub struct KvHead<'a> {
+    /// The cache's pages, `(keys, values)` each.
     pub pages: &'a [(Vec<u16>, Vec<u16>)],
+    /// Which KV head of every page this view reads.
     pub kv: usize,
+    /// Dimensions per head (`D`).
     pub head_dim: usize,
+    /// Positions per page.
     pub page: usize,
 }
 

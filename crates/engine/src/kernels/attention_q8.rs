@@ -101,9 +101,13 @@ fn quantize_block(x: &[f32], out: &mut [i8; BLOCK]) -> f32 {
 /// One KV head's positions in an 8-bit cache, read in place.
 #[derive(Debug, Clone, Copy)]
 pub struct Q8Head<'a> {
+    /// The cache's pages.
     pub pages: &'a [Q8Page],
+    /// Which KV head of every page this view reads.
     pub kv: usize,
+    /// Dimensions per head (`D`).
     pub head_dim: usize,
+    /// Positions per page.
     pub page: usize,
 }
 

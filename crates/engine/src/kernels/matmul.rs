@@ -14,7 +14,9 @@ use super::team;
 /// The weight formats these kernels multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
+    /// ggml's Q4_1: 4-bit values with a per-block scale and minimum (the default model's format).
     Q4_1,
+    /// ggml's Q8_0: 8-bit values with a per-block scale.
     Q8_0,
 }
 

@@ -12,8 +12,11 @@ use super::BLOCK;
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(32))]
 pub struct ActivationBlock {
+    /// The 32 quantized values.
     pub qs: [i8; BLOCK],
+    /// The block's scale.
     pub d: f32,
+    /// `d · Σq`, rounded through f16 (used by Q4_1 weights only).
     pub s: f32,
 }
 

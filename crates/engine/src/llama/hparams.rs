@@ -24,28 +24,44 @@ pub enum RopeLayout {
 /// Llama 3.x frequency-dependent RoPE scaling (`rope_type: llama3`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Llama3RopeScaling {
+    /// How much the context was stretched: low frequencies are divided by this.
     pub factor: f64,
+    /// Wavelengths longer than `original / low_freq_factor` are fully scaled.
     pub low_freq_factor: f64,
+    /// Wavelengths shorter than `original / high_freq_factor` are left as they are.
     pub high_freq_factor: f64,
+    /// The context length the model was first trained for.
     pub original_max_position_embeddings: f64,
 }
 
 /// The numbers that define a Llama model's shape, whatever file format it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaHparams {
+    /// Token ids run from 0 to this (exclusive).
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the feed-forward block's hidden layer.
     pub intermediate_size: usize,
+    /// Transformer blocks.
     pub num_layers: usize,
+    /// Query heads.
     pub num_heads: usize,
+    /// Key/value heads (fewer than query heads with grouped-query attention).
     pub num_kv_heads: usize,
+    /// Width of one head.
     pub head_dim: usize,
+    /// The RMS norms' epsilon.
     pub rms_norm_eps: f64,
+    /// RoPE base frequency.
     pub rope_theta: f64,
+    /// Llama 3.x RoPE scaling, when the model uses it.
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Which dimensions RoPE rotates together (differs between GGUF and Hugging Face weights).
     pub rope_layout: RopeLayout,
     /// The longest sequence the model was trained for; the engine's context window.
     pub context_length: usize,
+    /// The LM head reuses the embedding table.
     pub tie_word_embeddings: bool,
 }
 

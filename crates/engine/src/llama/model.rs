@@ -1,7 +1,7 @@
 //! [`LlamaModel`]: a loaded Llama model and the forward pass it runs. There are two passes, chosen once at
-//! load as a [`Pass`]: [`cpu_forward`](super::cpu_forward) (llama.cpp's arithmetic on our SIMD kernels,
-//! for quantized GGUF models on the CPU) and [`candle_forward`](super::candle_forward) (candle ops, for
-//! everything else). Both take the same batch of sequences ([`SequenceBatch`]), each with its own tokens,
+//! load as a `Pass`: the CPU pass (`cpu_forward`: llama.cpp's arithmetic on our SIMD kernels, for
+//! quantized GGUF models on the CPU) and the candle pass (`candle_forward`: candle ops, for everything
+//! else). Both take the same batch of sequences ([`SequenceBatch`]), each with its own tokens,
 //! position and preallocated [`KvCache`].
 
 use candle_core::{DType, Device, Tensor};

@@ -10,10 +10,14 @@ use crate::error::{EngineError, Result};
 /// A device as written in config (`auto`, `cpu`, `cuda`, `cuda:1`, `metal`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
+    /// The first accelerator this build supports and this machine has, else the CPU.
     #[default]
     Auto,
+    /// The CPU (where the quantized GGUF models run llama.cpp's arithmetic).
     Cpu,
+    /// The CUDA device with this ordinal (builds with the `cuda` feature).
     Cuda(usize),
+    /// The Metal device (builds with the `metal` feature).
     Metal,
 }
 

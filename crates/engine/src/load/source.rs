@@ -18,7 +18,12 @@ pub enum ModelSource {
     /// A directory in Hugging Face layout (`config.json`, `*.safetensors`, `tokenizer.json`).
     HfDir(PathBuf),
     /// `org/name`, optionally at a revision (branch, tag or commit).
-    Hub { repo: String, revision: Option<String> },
+    Hub {
+        /// `org/name`.
+        repo: String,
+        /// Branch, tag or commit; `None` is the repository's `main`.
+        revision: Option<String>,
+    },
 }
 
 impl ModelSource {

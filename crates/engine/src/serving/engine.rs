@@ -17,7 +17,9 @@ use crate::text::tokenizer::Tokenizer;
 /// How to load and run a model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOptions {
+    /// Where the weights live and the forward pass runs.
     pub device: DeviceChoice,
+    /// Batching, queue and KV-memory limits.
     pub scheduler: SchedulerConfig,
     /// Caps the context window below the model's trained length (saves KV memory).
     pub max_context: Option<usize>,
@@ -29,9 +31,11 @@ pub struct ModelOptions {
 /// What a caller wants generated, before the engine has checked it against the model.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateParams {
+    /// How each next token is chosen.
     pub sampling: SamplingParams,
     /// `None`: as many as the context allows.
     pub max_tokens: Option<usize>,
+    /// Strings that end generation; they are not part of the output.
     pub stop: Vec<String>,
     /// See [`GenerationRequest::priority`]; 0 (the default) is the lowest.
     pub priority: u8,
@@ -44,8 +48,11 @@ pub struct ModelInfo {
     pub source: String,
     /// The model's own name (GGUF `general.name`), if it has one.
     pub name: Option<String>,
+    /// The context window the engine serves (the trained length, or `max_context` below it).
     pub context_length: usize,
+    /// Token ids run from 0 to this (exclusive).
     pub vocab_size: usize,
+    /// Weights in the model, counted from its shape (for listings).
     pub parameters: usize,
 }
 

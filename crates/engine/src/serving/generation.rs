@@ -9,7 +9,9 @@ use crate::serving::sampling::SamplingParams;
 /// A validated request, ready for the scheduler: the prompt is already tokenized so its length is exact.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
+    /// The prompt, tokenized (its length is what is billed).
     pub prompt_ids: Vec<u32>,
+    /// How each next token is chosen, already validated.
     pub sampling: SamplingParams,
     /// Tokens to generate at most; already capped so that prompt + max_tokens fits the context.
     pub max_tokens: usize,
@@ -46,7 +48,9 @@ impl FinishReason {
 /// Token counts as billed: exact, from the tokenizer and the sampler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub prompt_tokens: usize,
+    /// Tokens generated, including a final end-of-turn token.
     pub completion_tokens: usize,
 }
 
@@ -71,8 +75,11 @@ pub struct Timings {
 /// How a finished generation ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationSummary {
+    /// Why generation stopped.
     pub finish_reason: FinishReason,
+    /// Exact token counts.
     pub usage: Usage,
+    /// Where the time went.
     pub timings: Timings,
 }
 
@@ -82,7 +89,12 @@ pub enum GenerationEvent {
     /// Text released after one more generated token (`token`), or by the final flush (`token: None`).
     /// May be empty while a multi-byte character or a possible stop string is incomplete; the pieces
     /// always join to the full text.
-    Text { text: String, token: Option<u32> },
+    Text {
+        /// The released text (possibly empty).
+        text: String,
+        /// The token that released it; `None` for the final flush.
+        token: Option<u32>,
+    },
     /// The last event of a successful generation.
     Done(GenerationSummary),
     /// The last event of a failed generation.
@@ -137,9 +149,11 @@ impl GenerationStream {
 /// A finished, non-streamed generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationOutput {
+    /// The whole generated text, stop strings removed.
     pub text: String,
     /// Every generated token id, including a final end-of-turn token.
     pub token_ids: Vec<u32>,
+    /// How it ended, with its usage and timings.
     pub summary: GenerationSummary,
 }
 

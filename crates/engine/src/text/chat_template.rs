@@ -12,7 +12,9 @@ use crate::error::{EngineError, Result};
 /// One turn of a conversation as templates see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`, as the template expects.
     pub role: String,
+    /// The turn's text.
     pub content: String,
 }
 
