@@ -3,8 +3,9 @@
 //! The prompt is Llama Stack's (`docs/reference/llama-stack-api.md` §e.4): the task line naming the
 //! role of the last turn, one line per enabled hazard category (`S1: Violent Crimes.`), the conversation
 //! as `<Role>: <text>` turns, and the two-line answer instructions. Which categories appear depends on
-//! the guard model (same file, §e.3: the 1B, 11B-Vision and 4-12B cards list S1–S13, everything else
-//! gets S1–S14) minus the shield's excluded codes ([`super::categories`]).
+//! the guard model minus the shield's excluded codes ([`super::categories`];
+//! `docs/reference/llama-stack-api.md` §e.3: the 1B, 11B-Vision and 4-12B cards list S1–S13, everything
+//! else gets S1–S14).
 //!
 //! Scores are read from the model's next-token probabilities, never from parsing generated text (see
 //! [`crate::guard::scores`]): a shield that says "unsafe" with probability 0.51 and one that says it with
@@ -24,9 +25,9 @@ use crate::guard::scores::{GuardScores, GuardVocab, score_continuations};
 use crate::serving::engine::Model;
 use crate::text::chat_template::ChatMessage;
 
-/// Normalises a conversation for `run-shield` as Llama Stack does (`docs/reference/llama-stack-api.md`
-/// §e.4): it must not be empty, a first turn that is not the user's is relabelled `user`, and when the
-/// first two turns are both the user's the first is dropped.
+/// Normalises a conversation for `run-shield` as Llama Stack does
+/// (`docs/reference/llama-stack-api.md` §e.4): it must not be empty, a first turn that is not the
+/// user's is relabelled `user`, and when the first two turns are both the user's the first is dropped.
 pub fn normalize_conversation(mut messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>> {
     let Some(first) = messages.first_mut() else {
         return Err(EngineError::InvalidRequest("Messages must not be empty".into()));
