@@ -14,6 +14,8 @@
 //!   sampling, cancellation, exact token counts, and scoring sessions for next-token probabilities.
 //! - `guard/` — Llama Guard shields: the categories, the prompt, and scores read from next-token
 //!   probabilities.
+//! - `error.rs` — [`EngineError`], the one error type every folder returns (at the root, beneath them
+//!   all, so no folder depends on another for it).
 //!
 //! Main types: [`Model`] (load, render a chat, tokenize, [`Model::prepare`] + [`Model::submit`]),
 //! [`GenerationStream`] and its [`GenerationEvent`]s, [`SamplingParams`], [`EngineError`], and for
