@@ -17,8 +17,6 @@ command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required by t
 # as soon as another process takes a core.
 export RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# Reference fixtures live in shared/ beside the checkout.
-export LLAMAGATE_SHARED_DIR="${LLAMAGATE_SHARED_DIR:-$(cd .. && pwd)/shared}"
 
 # The tests build the server with its test-only Llama Guard double (see crates/server/Cargo.toml); a
 # release build leaves it out, and `cargo check` below keeps that build compiling.

@@ -9,20 +9,37 @@ pub enum EngineError {
     /// A file the model needs is missing or unreadable.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file, as the caller named it.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
     /// The model files exist but are not a valid model of a supported kind (corrupt, truncated, missing
     /// tensors, inconsistent shapes).
     #[error("invalid model {path}: {reason}")]
-    InvalidModel { path: PathBuf, reason: String },
+    InvalidModel {
+        /// The model file or directory.
+        path: PathBuf,
+        /// What is wrong with it, for the operator.
+        reason: String,
+    },
     /// The model is valid but of a kind this engine does not run.
     #[error("unsupported model {path}: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
+    Unsupported {
+        /// The model file or directory.
+        path: PathBuf,
+        /// What it is that we do not run (architecture, tensor type, …).
+        reason: String,
+    },
     /// A model source could not be resolved (unknown hub id, offline with an empty cache, …).
     #[error("cannot resolve model '{source_spec}': {reason}")]
-    Resolve { source_spec: String, reason: String },
+    Resolve {
+        /// The source as given (`org/name`, `org/name@revision`).
+        source_spec: String,
+        /// Why it could not be resolved, naming the cache when offline.
+        reason: String,
+    },
     /// The tokenizer could not be built or could not encode the input.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
@@ -31,7 +48,12 @@ pub enum EngineError {
     Template(String),
     /// The prompt does not fit into the model's context window.
     #[error("the prompt has {prompt_tokens} tokens but the context window holds {context_length}")]
-    PromptTooLong { prompt_tokens: usize, context_length: usize },
+    PromptTooLong {
+        /// Tokens in the prompt as rendered and tokenized.
+        prompt_tokens: usize,
+        /// The model's context window.
+        context_length: usize,
+    },
     /// The request parameters are out of range or contradictory.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -44,7 +66,12 @@ pub enum EngineError {
     /// The engine is at capacity (its queue is full): the request was not queued and may be retried
     /// after about `retry_after_secs` seconds.
     #[error("engine busy: {reason}")]
-    Busy { reason: String, retry_after_secs: u64 },
+    Busy {
+        /// Which limit was reached.
+        reason: String,
+        /// A hint for the client's `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// A tensor operation failed during generation; this is a bug or a resource problem, not user error.
     #[error("inference failed: {0}")]
     Inference(String),

@@ -1,61 +1,71 @@
 //! llamagate's inference engine: Llama-family models in, tokens out.
 //!
-//! The engine owns model files and formats (GGUF, Hugging Face safetensors, hub ids), the tokenizer
-//! (including one built from GGUF metadata), chat templates, sampling, our own batching-ready Llama
-//! forward pass, the scheduler that steps concurrent requests together, streaming with correct UTF-8,
-//! cancellation, exact token counts and Llama Guard scores read from next-token probabilities. It knows nothing about HTTP, access tokens or tenants: the server
-//! decides who may call it, and the engine reports the real numbers the server bills with.
+//! It knows nothing about HTTP, access tokens or tenants: the server decides who may call it, and the
+//! engine reports the real numbers the server bills with. What it owns, one folder each:
+//!
+//! - `load/` — model files and formats: GGUF (header checked before parsing), Hugging Face safetensors
+//!   checkpoints, hub ids through the standard cache, and the device to run on.
+//! - `llama/` — the model: hyper-parameters, RoPE, projections, the KV cache, and our batching-ready
+//!   forward pass in two forms (llama.cpp's arithmetic on the CPU, candle ops elsewhere).
+//! - [`kernels`] — the CPU pass's SIMD kernels (quantized matmul, attention over f16 and 8-bit caches).
+//! - `text/` — the tokenizer (including one built from GGUF metadata), chat templates, streaming with
+//!   correct UTF-8, and stop strings.
+//! - `serving/` — [`Model`], the scheduler that steps concurrent requests together, prefix reuse,
+//!   sampling, cancellation, exact token counts, and scoring sessions for next-token probabilities.
+//! - `guard/` — Llama Guard shields: the categories, the prompt, and scores read from next-token
+//!   probabilities.
+//! - `error.rs` — [`EngineError`], the one error type every folder returns (at the root, beneath them
+//!   all, so no folder depends on another for it).
 //!
 //! Main types: [`Model`] (load, render a chat, tokenize, [`Model::prepare`] + [`Model::submit`]),
 //! [`GenerationStream`] and its [`GenerationEvent`]s, [`SamplingParams`], [`EngineError`], and for
 //! shields [`LlamaGuard`] (the Llama Guard 3 prompt) with its probability-based [`GuardScores`].
+//!
+//! ```no_run
+//! use llamagate_engine::{ChatMessage, GenerateParams, Model, ModelOptions, ModelSource};
+//!
+//! # fn main() -> llamagate_engine::Result<()> {
+//! let source = ModelSource::parse("models/cache/SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let model = Model::load(&source, &ModelOptions::default())?;
+//! let prompt = model.render_chat(&[ChatMessage::new("user", "Name three primary colors.")])?;
+//! let params = GenerateParams { max_tokens: Some(32), ..Default::default() };
+//! let request = model.prepare(model.tokenize(&prompt)?, params)?;
+//! let output = model.submit(request)?.collect_blocking()?;
+//! println!("{} ({} tokens)", output.text, output.token_ids.len());
+//! # Ok(())
+//! # }
+//! ```
 
-mod chat_template;
-mod cpu_forward;
-mod detokenize;
-mod device;
-mod engine;
+#![deny(missing_docs)]
+
 mod error;
-mod generation;
-mod gguf;
-mod gguf_check;
 mod guard;
-mod guard_scores;
-mod hf;
-mod hparams;
-mod huge_pages;
 pub mod kernels;
-mod kv_cache_type;
-mod linear;
-pub mod model;
-mod prefix_cache;
-mod rope;
-mod sampling;
-mod scheduler;
-mod scoring;
-mod sequence;
-mod source;
-mod stop;
-mod tokenizer;
+mod llama;
+mod load;
+mod serving;
+mod text;
 
-pub use chat_template::{ChatMessage, ChatTemplate};
-pub use detokenize::IncrementalDecoder;
-pub use device::DeviceChoice;
-pub use engine::{GenerateParams, Model, ModelInfo, ModelOptions};
+pub use llama::model;
+
 pub use error::{EngineError, Result};
-pub use generation::{
+pub use guard::{
+    CATEGORIES, CategoryScore, GuardCategory, GuardScores, GuardVocab, LlamaGuard, categories_for_model,
+    category_by_code, normalize_conversation, score_continuations,
+};
+pub use llama::hparams::{Llama3RopeScaling, LlamaHparams, RopeLayout};
+pub use llama::kv_cache_type::KvCacheType;
+pub use load::device::DeviceChoice;
+pub use load::source::ModelSource;
+pub use serving::engine::{GenerateParams, Model, ModelInfo, ModelOptions};
+pub use serving::generation::{
     FinishReason, GenerationEvent, GenerationOutput, GenerationRequest, GenerationStream, GenerationSummary, Timings,
     Usage,
 };
-pub use guard::{
-    CATEGORIES, GuardCategory, LlamaGuard, categories_for_model, category_by_code, normalize_conversation,
-};
-pub use guard_scores::{CategoryScore, GuardScores, GuardVocab, score_continuations};
-pub use hparams::{Llama3RopeScaling, LlamaHparams, RopeLayout};
-pub use kv_cache_type::KvCacheType;
-pub use sampling::SamplingParams;
-pub use scheduler::{SchedulerConfig, SchedulerStats};
-pub use scoring::{NextTokenLogits, ScoringSession};
-pub use source::ModelSource;
-pub use stop::{StopMatcher, StopOutcome};
-pub use tokenizer::Tokenizer;
+pub use serving::sampling::SamplingParams;
+pub use serving::scheduler::{SchedulerConfig, SchedulerStats};
+pub use serving::scoring::{NextTokenLogits, ScoringSession};
+pub use text::chat_template::{ChatMessage, ChatTemplate};
+pub use text::detokenize::IncrementalDecoder;
+pub use text::stop::{StopMatcher, StopOutcome};
+pub use text::tokenizer::Tokenizer;

@@ -2,6 +2,9 @@
 //! `softmax(kq · scale)` with ggml's `expf`, `kqv = V·p` with f16 inputs, each product summed in 16 lanes
 //! in the order the product's ggml kernel uses. An AVX-512 path (one register per 16 lanes) and a plain
 //! path compute the same bits.
+//!
+//! Why one file over 500 lines: the plain path and the SIMD path of each product sit side by side, so a
+//! reader (and the tests at the end, which compare them bit for bit) can check one against the other.
 
 use half::f16;
 use multiversion::multiversion;
@@ -25,9 +28,13 @@ pub enum F16Product {
 /// side by side, which is the order attention reads them in. `page` is a multiple of 16.
 #[derive(Debug, Clone, Copy)]
 pub struct KvHead<'a> {
+    /// The cache's pages, `(keys, values)` each.
     pub pages: &'a [(Vec<u16>, Vec<u16>)],
+    /// Which KV head of every page this view reads.
     pub kv: usize,
+    /// Dimensions per head (`D`).
     pub head_dim: usize,
+    /// Positions per page.
     pub page: usize,
 }
 

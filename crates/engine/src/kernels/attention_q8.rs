@@ -7,6 +7,10 @@
 //! What it gives up: llama.cpp's default f16 cache, and with it our bit-for-bit agreement with
 //! llama.cpp's logits; that is why f16 stays the default. An AVX-512 VNNI path and a plain path compute
 //! the same bits.
+//!
+//! Why one file over 500 lines: the cache layout, its plain kernels and their AVX-512 VNNI twins belong
+//! together — each SIMD function must compute exactly what the plain one beside it does, and the tests
+//! at the end compare them bit for bit.
 
 use half::f16;
 use multiversion::multiversion;
@@ -97,9 +101,13 @@ fn quantize_block(x: &[f32], out: &mut [i8; BLOCK]) -> f32 {
 /// One KV head's positions in an 8-bit cache, read in place.
 #[derive(Debug, Clone, Copy)]
 pub struct Q8Head<'a> {
+    /// The cache's pages.
     pub pages: &'a [Q8Page],
+    /// Which KV head of every page this view reads.
     pub kv: usize,
+    /// Dimensions per head (`D`).
     pub head_dim: usize,
+    /// Positions per page.
     pub page: usize,
 }
 
@@ -290,11 +298,11 @@ pub fn combine(partials: &[f32], head_dim: usize, out: &mut [f32]) {
     }
 }
 
-/// Whether the AVX-512 VNNI paths run: the instruction set the matrix kernels chose (`dot::isa`, which
+/// Whether the AVX-512 VNNI paths run: the instruction set the matrix kernels chose (`isa::isa`, which
 /// also honours `LLAMAGATE_KERNELS`) covers every feature they use.
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
-    super::dot::isa() == super::dot::Isa::Avx512Vnni
+    super::isa::isa() == super::isa::Isa::Avx512Vnni
 }
 
 /// `scale · K·q` for every head and the first `n` positions of `chunks` (head `h`'s row at

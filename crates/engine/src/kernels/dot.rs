@@ -7,61 +7,18 @@
 //! `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, and for Q4_1 the `m · s` terms of all blocks accumulated by a
 //! separate fused multiply-add chain and added last. Integer sums are exact whatever instructions form
 //! them, so the SIMD paths and the portable one agree bit for bit.
-
-use std::sync::OnceLock;
+//!
+//! Why one file over 500 lines: the portable path and its AVX2 and AVX-512 VNNI twins for both weight
+//! formats are kept side by side, with the tests that check them bit for bit against each other.
 
 use super::BLOCK;
+use super::isa::Isa;
 use super::quantize::ActivationBlock;
 
 /// Bytes of one Q4_1 weight block: f16 scale `d`, f16 minimum `m`, 16 bytes of 4-bit values.
 pub const Q4_1_BYTES: usize = 20;
 /// Bytes of one Q8_0 weight block: f16 scale `d`, 32 signed bytes.
 pub const Q8_0_BYTES: usize = 34;
-
-/// The instruction set the kernels run with, detected once per process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// AVX-512 (F, BW, VL, VNNI) with AVX2, FMA and F16C: two weight rows per 512-bit register.
-    Avx512Vnni,
-    /// AVX2 with FMA and F16C.
-    Avx2,
-    /// Plain Rust: any CPU, same results, several times slower.
-    Portable,
-}
-
-/// The best instruction set this CPU offers. `LLAMAGATE_KERNELS=portable` or `=avx2` forces a lesser one
-/// (to compare paths, or to rule the SIMD code out when chasing a problem).
-pub fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let detected = detect();
-        match std::env::var("LLAMAGATE_KERNELS").ok().as_deref() {
-            Some("portable") => Isa::Portable,
-            Some("avx2") if detected != Isa::Portable => Isa::Avx2,
-            _ => detected,
-        }
-    })
-}
-
-fn detect() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 =
-            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-        if avx2
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-        {
-            return Isa::Avx512Vnni;
-        }
-        if avx2 {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Portable
-}
 
 /// `out[r][i] = w_rows[r] · acts[i]` for Q4_1 weight rows (`acts[i].len()` blocks each). A tile of `R`
 /// weight rows by `N` activation rows runs `R·N` independent accumulations side by side, which hides
@@ -454,6 +411,7 @@ mod x86 {
 #[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::{detect, isa};
     use crate::kernels::quantize::quantize_row;
 
     fn weight_row(blocks: usize, block_bytes: usize, seed: u32) -> Vec<u8> {

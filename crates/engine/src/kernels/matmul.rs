@@ -6,14 +6,17 @@
 //! times instead of `T` and decode batches share each read.
 
 use super::BLOCK;
-use super::dot::{self, Isa, Q4_1_BYTES, Q8_0_BYTES};
+use super::dot::{self, Q4_1_BYTES, Q8_0_BYTES};
+use super::isa::{Isa, isa};
 use super::quantize::{ActivationBlock, quantize_row};
 use super::team;
 
 /// The weight formats these kernels multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
+    /// ggml's Q4_1: 4-bit values with a per-block scale and minimum (the default model's format).
     Q4_1,
+    /// ggml's Q8_0: 8-bit values with a per-block scale.
     Q8_0,
 }
 
@@ -89,7 +92,7 @@ pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) ->
     if t == 0 {
         return std::array::from_fn(|_| Vec::new());
     }
-    let isa = dot::isa();
+    let isa = isa();
     // Computed as `[rows, t]` so each task owns a contiguous range of whole weight rows, then transposed.
     let mut transposed: [Vec<f32>; M] = std::array::from_fn(|j| vec![0.0f32; matrices[j].rows * t]);
     let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();

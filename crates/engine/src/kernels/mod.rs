@@ -8,13 +8,16 @@
 //! so one forward pass gives llama.cpp's numbers whichever instruction set runs it: the AVX-512 VNNI and
 //! AVX2 paths are chosen at run time and the portable path computes the same values in plain Rust.
 //!
-//! Layout: [`quantize`] turns f32 activations into 8-bit blocks, [`dot`] multiplies one weight row by one
-//! activation row, [`matmul`] runs a whole projection over a batch of rows on the engine's threads, and
-//! [`ops`] holds the norm, rotary, softmax and SiLU steps with ggml's rounding.
+//! Layout: [`isa`] picks the instruction set every kernel uses, [`quantize`] turns f32 activations into
+//! 8-bit blocks, [`dot`] multiplies one weight row by one activation row, [`matmul`] runs a whole
+//! projection over a batch of rows on the engine's threads ([`team`]), [`ops`] holds the norm, rotary,
+//! softmax and SiLU steps with ggml's rounding, and [`attention`] / [`attention_q8`] read the f16 and
+//! 8-bit KV caches.
 
 pub mod attention;
 pub mod attention_q8;
 pub mod dot;
+pub mod isa;
 pub mod matmul;
 pub mod ops;
 pub mod quantize;

@@ -12,8 +12,11 @@ use super::BLOCK;
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(32))]
 pub struct ActivationBlock {
+    /// The 32 quantized values.
     pub qs: [i8; BLOCK],
+    /// The block's scale.
     pub d: f32,
+    /// `d · Σq`, rounded through f16 (used by Q4_1 weights only).
     pub s: f32,
 }
 
@@ -33,7 +36,7 @@ pub fn round_f16(x: f32) -> f32 {
 pub fn quantize_row(x: &[f32], out: &mut [ActivationBlock]) {
     assert_eq!(x.len(), out.len() * BLOCK, "one block per 32 values");
     #[cfg(target_arch = "x86_64")]
-    if super::dot::isa() == super::dot::Isa::Avx512Vnni {
+    if super::isa::isa() == super::isa::Isa::Avx512Vnni {
         // SAFETY: that instruction set includes AVX-512 F, BW and VL; lengths checked above.
         unsafe { x86::quantize_row(x, out) };
         return;

@@ -5,7 +5,7 @@
 //! within tens of microseconds, so many jobs started by waking a thread; on a virtual machine a sleeping
 //! vCPU is halted, and waking it goes through the host's scheduler. Two-thread decoding swung between
 //! 34 and 71 tok/s from one round to the next while llama.cpp, whose threads spin between jobs, held
-//! 52–55 (benches/RESULTS.md). Team threads spin for [`SPIN`] after each job, long enough to cover the
+//! 52–55 (benches/RESULTS.md). Team threads spin for `SPIN` after each job, long enough to cover the
 //! gaps inside a forward pass, then sleep until the next job, so an idle engine costs no CPU.
 //!
 //! A job is a function of a task index, run for every index in `0..tasks`; the caller's thread works on
@@ -48,7 +48,7 @@ pub struct Team {
     busy: Mutex<()>,
 }
 
-/// The most tasks one job may have (the task count is 16 bits of [`Shared::work`]).
+/// The most tasks one job may have (the task count is 16 bits of `Shared::work`).
 pub const MAX_TASKS: usize = u16::MAX as usize;
 
 impl Team {

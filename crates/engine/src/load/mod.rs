@@ -1,0 +1,9 @@
+//! Getting a model into memory: where it comes from ([`source`]: a GGUF file, a checkpoint directory or
+//! a hub id), which device it runs on ([`device`]), and the two file formats ([`gguf`], checked first by
+//! [`gguf_check`]; [`hf`] safetensors checkpoints).
+
+pub(crate) mod device;
+pub(crate) mod gguf;
+pub(crate) mod gguf_check;
+pub(crate) mod hf;
+pub(crate) mod source;

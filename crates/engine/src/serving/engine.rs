@@ -1,0 +1,228 @@
+//! [`Model`]: a loaded model with its tokenizer, chat template and scheduler — the engine's front door.
+
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::llama::kv_cache_type::KvCacheType;
+use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
+use crate::load::device::DeviceChoice;
+use crate::load::source::ModelSource;
+use crate::serving::generation::{GenerationRequest, GenerationStream};
+use crate::serving::sampling::SamplingParams;
+use crate::serving::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
+use crate::serving::scoring::ScoringSession;
+use crate::text::chat_template::{ChatMessage, ChatTemplate};
+use crate::text::tokenizer::Tokenizer;
+
+/// How to load and run a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    /// Where the weights live and the forward pass runs.
+    pub device: DeviceChoice,
+    /// Batching, queue and KV-memory limits.
+    pub scheduler: SchedulerConfig,
+    /// Caps the context window below the model's trained length (saves KV memory).
+    pub max_context: Option<usize>,
+    /// The KV cache's element type in the CPU pass: f16 (default, llama.cpp's numbers) or q8_0 (0.56×
+    /// the memory and faster long contexts, logits a few hundredths off).
+    pub kv_cache_type: KvCacheType,
+}
+
+/// What a caller wants generated, before the engine has checked it against the model.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateParams {
+    /// How each next token is chosen.
+    pub sampling: SamplingParams,
+    /// `None`: as many as the context allows.
+    pub max_tokens: Option<usize>,
+    /// Strings that end generation; they are not part of the output.
+    pub stop: Vec<String>,
+    /// See [`GenerationRequest::priority`]; 0 (the default) is the lowest.
+    pub priority: u8,
+}
+
+/// Facts about a loaded model for listings and limits.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Where it was loaded from, as given.
+    pub source: String,
+    /// The model's own name (GGUF `general.name`), if it has one.
+    pub name: Option<String>,
+    /// The context window the engine serves (the trained length, or `max_context` below it).
+    pub context_length: usize,
+    /// Token ids run from 0 to this (exclusive).
+    pub vocab_size: usize,
+    /// Weights in the model, counted from its shape (for listings).
+    pub parameters: usize,
+}
+
+/// A model ready to serve requests. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Model {
+    weights: Arc<LlamaModel>,
+    tokenizer: Arc<Tokenizer>,
+    template: Option<ChatTemplate>,
+    scheduler: SchedulerHandle,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads a model from a GGUF file, a checkpoint directory or a hub id, and starts its scheduler.
+    pub fn load(source: &ModelSource, options: &ModelOptions) -> Result<Self> {
+        let device = options.device.open()?;
+        let (model, tokenizer, template, name, source_text) = match source {
+            ModelSource::Gguf(path) => {
+                let g = crate::load::gguf::load(path, &device)?;
+                (g.model, g.tokenizer, g.chat_template, g.name, path.display().to_string())
+            }
+            ModelSource::HfDir(dir) => {
+                let h = crate::load::hf::load(dir, &device)?;
+                (h.model, h.tokenizer, h.chat_template, None, dir.display().to_string())
+            }
+            ModelSource::Hub { repo, revision } => {
+                let dir = crate::load::source::resolve_hub(repo, revision.as_deref())?;
+                let h = crate::load::hf::load(&dir, &device)?;
+                (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
+            }
+        };
+        let mut model = model;
+        model.set_kv_cache_type(options.kv_cache_type)?;
+        let template =
+            template.map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token())).transpose()?;
+        let hp = model.hparams();
+        let context_length = options.max_context.map_or(hp.context_length, |m| m.min(hp.context_length));
+        let parameters = parameter_count(hp);
+        let info = ModelInfo { source: source_text, name, context_length, vocab_size: hp.vocab_size, parameters };
+        let weights = Arc::new(model);
+        let tokenizer = Arc::new(tokenizer);
+        let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;
+        Ok(Self { weights, tokenizer, template, scheduler, info })
+    }
+
+    /// Live scheduler counters (batch size, tokens generated).
+    pub fn stats(&self) -> &SchedulerStats {
+        self.scheduler.stats()
+    }
+
+    /// Bytes of KV cache one position of one sequence takes: the unit of the scheduler's memory budget
+    /// ([`SchedulerConfig::kv_budget_bytes`]).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        self.weights.kv_bytes_per_position()
+    }
+
+    /// Facts for listings.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Renders a conversation with the model's chat template, ready for the assistant's reply.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
+        template.render(messages, true)
+    }
+
+    /// Exact token ids of `text` (special-token strings included), as the prompt will be counted.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Checks a prompt and parameters against the model: the prompt must leave room for at least one
+    /// token, and `max_tokens` is capped by what the context has left.
+    pub fn prepare(&self, prompt_ids: Vec<u32>, params: GenerateParams) -> Result<GenerationRequest> {
+        params.sampling.validate()?;
+        if prompt_ids.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        // Caller-supplied ids (legacy completions accept token prompts) must index the embedding table.
+        let vocab = self.info.vocab_size;
+        if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let context = self.info.context_length;
+        if prompt_ids.len() >= context {
+            return Err(EngineError::PromptTooLong { prompt_tokens: prompt_ids.len(), context_length: context });
+        }
+        let room = context - prompt_ids.len();
+        let max_tokens = match params.max_tokens {
+            Some(0) => return Err(EngineError::InvalidRequest("max_tokens must be at least 1".into())),
+            Some(n) => n.min(room),
+            None => room,
+        };
+        Ok(GenerationRequest {
+            prompt_ids,
+            sampling: params.sampling,
+            max_tokens,
+            stop: params.stop,
+            priority: params.priority,
+        })
+    }
+
+    /// Starts a generation; events arrive on the returned stream as tokens are produced.
+    pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        self.scheduler.submit(request)
+    }
+
+    /// Logits at every position of `ids` (teacher forcing), outside the scheduler. For scoring and
+    /// reference tests; generation goes through [`Model::submit`].
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        if ids.is_empty() || ids.len() > self.info.context_length {
+            return Err(EngineError::InvalidRequest(format!(
+                "scoring needs 1..={} tokens, got {}",
+                self.info.context_length,
+                ids.len()
+            )));
+        }
+        let mut cache: KvCache = self.weights.new_cache(ids.len())?;
+        let mut rows = Vec::with_capacity(ids.len());
+        // Same chunking as prefill, so scoring long inputs stays within bounded memory.
+        for chunk in ids.chunks(512) {
+            let mut batch = [SequenceBatch { tokens: chunk, cache: &mut cache, all_logits: true }];
+            let out = self.weights.forward(&mut batch)?;
+            rows.extend(logits_rows(&out[0])?);
+        }
+        Ok(rows)
+    }
+
+    /// Prefills `prompt_ids` outside the scheduler for scoring forced continuations of up to
+    /// `max_continuation` tokens (Llama Guard reads probabilities, it does not sample).
+    pub fn scoring_session(&self, prompt_ids: &[u32], max_continuation: usize) -> Result<ScoringSession> {
+        let vocab = self.info.vocab_size;
+        if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        if prompt_ids.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        let context = self.info.context_length;
+        if prompt_ids.len() + max_continuation > context {
+            return Err(EngineError::PromptTooLong { prompt_tokens: prompt_ids.len(), context_length: context });
+        }
+        ScoringSession::new(self.weights.clone(), prompt_ids, max_continuation)
+    }
+}
+
+fn parameter_count(hp: &crate::llama::hparams::LlamaHparams) -> usize {
+    let d = hp.hidden_size;
+    let q = hp.num_heads * hp.head_dim;
+    let kv = hp.num_kv_heads * hp.head_dim;
+    let per_layer = d * q * 2 + d * kv * 2 + 3 * d * hp.intermediate_size + 2 * d;
+    let head = if hp.tie_word_embeddings { 0 } else { hp.vocab_size * d };
+    hp.vocab_size * d + hp.num_layers * per_layer + d + head
+}

@@ -1,0 +1,12 @@
+//! Running requests on a loaded model: the public [`engine`] entry point ([`Model`](engine::Model)), the
+//! [`scheduler`] that steps concurrent [`sequence`]s together (reusing prompt prefixes through
+//! [`prefix_cache`]), [`sampling`], the [`generation`] stream a caller reads, and [`scoring`] sessions
+//! that read next-token logits instead of generating.
+
+pub(crate) mod engine;
+pub(crate) mod generation;
+pub(crate) mod prefix_cache;
+pub(crate) mod sampling;
+pub(crate) mod scheduler;
+pub(crate) mod scoring;
+pub(crate) mod sequence;

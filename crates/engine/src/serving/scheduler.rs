@@ -1,0 +1,364 @@
+//! The scheduler: one thread per model that owns every running sequence and steps them together
+//! (continuous batching).
+//!
+//! Every iteration is one forward call: one token for each decoding sequence, plus the next chunk of
+//! the oldest prompt still being prefilled. Sequences join the batch the step after they are admitted
+//! and leave it as soon as they finish or their consumer disconnects, so one call reads the weights once
+//! for everything in flight, and a long prompt is prefilled in [`SchedulerConfig::prefill_chunk`]-sized
+//! pieces between decode steps instead of stalling the running streams (alone, it takes
+//! [`PREFILL_CHUNK`] at a time).
+//!
+//! Admission: waiting requests are taken by priority (higher first, then oldest), as long as the batch
+//! has a free slot and the KV-cache budget can hold the request's worst case (prompt + `max_tokens`
+//! positions). What does not fit waits; the queue in front is bounded, and when it is full `submit`
+//! fails at once with [`EngineError::Busy`] (the server's 503 with `Retry-After`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
+
+use crate::error::{EngineError, Result};
+use crate::llama::model::{LlamaModel, SequenceBatch, last_logits};
+use crate::serving::generation::{GenerationEvent, GenerationRequest, GenerationStream};
+use crate::serving::prefix_cache::PrefixCache;
+use crate::serving::sequence::{ActiveSequence, StepResult};
+use crate::text::tokenizer::Tokenizer;
+
+/// Prompt tokens per forward call when no other sequence is decoding: bounds the attention scratch
+/// memory (chunk × context × heads) so a long prompt cannot allocate gigabytes at once.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Seconds a refused caller is told to wait: about the time a running sequence takes to free a slot.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Scheduler limits.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// Sequences decoded together in one step.
+    pub max_batch: usize,
+    /// Requests that may wait for a batch slot before `submit` refuses more with
+    /// [`EngineError::Busy`].
+    pub queue_capacity: usize,
+    /// KV-cache memory the running sequences may reserve, in bytes. A sequence reserves its worst case
+    /// (prompt + `max_tokens` positions) when it is admitted and releases it when it ends; requests
+    /// that do not fit wait in the queue. `None`: room for `max_batch` sequences of the full context.
+    pub kv_budget_bytes: Option<usize>,
+    /// Prompt tokens per forward call while other sequences are decoding: long prompts are prefilled
+    /// in chunks of this size interleaved with decode steps, so running streams keep flowing.
+    pub prefill_chunk: usize,
+    /// Memory for the keys and values of recently prefilled prompts, in bytes: a request that starts
+    /// with the same tokens copies them instead of computing them (see `prefix_cache.rs`). 0 turns it off.
+    pub prefix_cache_bytes: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            queue_capacity: 64,
+            kv_budget_bytes: None,
+            prefill_chunk: 64,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+        }
+    }
+}
+
+/// 32 MiB: about 1,400 positions of the default model, its system prompt thousands of times over.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 32 << 20;
+
+/// Live counters, for metrics and for tests that check cancellation really stops work.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    active: AtomicUsize,
+    generated_tokens: AtomicU64,
+    reused_prompt_tokens: AtomicU64,
+}
+
+impl SchedulerStats {
+    /// Sequences in the running batch right now.
+    pub fn active_sequences(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Tokens sampled since the model was loaded.
+    pub fn generated_tokens(&self) -> u64 {
+        self.generated_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens whose keys and values were copied from an earlier prompt instead of computed.
+    pub fn reused_prompt_tokens(&self) -> u64 {
+        self.reused_prompt_tokens.load(Ordering::Relaxed)
+    }
+}
+
+struct Job {
+    request: GenerationRequest,
+    tx: tokio::sync::mpsc::UnboundedSender<GenerationEvent>,
+    submitted: Instant,
+}
+
+/// Handle for submitting work; cloneable and cheap. The thread stops when every handle is dropped.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    jobs: Sender<Job>,
+    /// Submitted but not yet admitted; bounded by the queue capacity.
+    queued: Arc<AtomicUsize>,
+    queue_capacity: usize,
+    /// The KV budget and its unit, to refuse at once a request that could never be admitted.
+    kv_budget: usize,
+    kv_bytes_per_position: usize,
+    stats: Arc<SchedulerStats>,
+}
+
+impl SchedulerHandle {
+    /// Starts the scheduler thread for `model`.
+    pub fn spawn(model: Arc<LlamaModel>, tokenizer: Arc<Tokenizer>, config: SchedulerConfig) -> Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let stats = Arc::new(SchedulerStats::default());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let max_batch = config.max_batch.max(1);
+        let bytes_per_position = model.kv_bytes_per_position();
+        let budget = config.kv_budget_bytes.unwrap_or_else(|| {
+            max_batch.saturating_mul(model.hparams().context_length).saturating_mul(bytes_per_position)
+        });
+        let scheduler = Scheduler {
+            model,
+            tokenizer,
+            max_batch,
+            prefill_chunk: config.prefill_chunk.max(1),
+            rx,
+            queued: queued.clone(),
+            waiting: Vec::new(),
+            prefilling: VecDeque::new(),
+            active: Vec::new(),
+            kv: KvBudget { budget, bytes_per_position },
+            prefixes: PrefixCache::new(config.prefix_cache_bytes / bytes_per_position.max(1)),
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("llamagate-scheduler".into())
+            .spawn(move || scheduler.run())
+            .map_err(|e| EngineError::Unavailable(format!("cannot start the scheduler thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            queued,
+            queue_capacity: config.queue_capacity.max(1),
+            kv_budget: budget,
+            kv_bytes_per_position: bytes_per_position,
+            stats,
+        })
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.stats
+    }
+
+    /// Queues a request; fails at once with [`EngineError::Busy`] when the queue is full, and with
+    /// [`EngineError::InvalidRequest`] when its worst case (prompt + `max_tokens`) exceeds the whole KV
+    /// budget, so it could never be admitted.
+    pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        let need = kv_need(&request, self.kv_bytes_per_position);
+        if need > self.kv_budget {
+            return Err(EngineError::InvalidRequest(format!(
+                "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB (lower max_tokens)",
+                need.div_ceil(1 << 20),
+                self.kv_budget >> 20
+            )));
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Busy {
+                reason: format!("the generation queue is full ({} requests waiting)", self.queue_capacity),
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        match self.jobs.send(Job { request, tx, submitted: Instant::now() }) {
+            Ok(()) => Ok(GenerationStream { rx }),
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                Err(EngineError::Unavailable("the scheduler has stopped".into()))
+            }
+        }
+    }
+}
+
+/// The KV-cache budget; what is reserved is the sum over the sequences in flight
+/// ([`Scheduler::reserved`]).
+struct KvBudget {
+    budget: usize,
+    bytes_per_position: usize,
+}
+
+impl KvBudget {
+    /// Bytes a request reserves.
+    fn need(&self, request: &GenerationRequest) -> usize {
+        kv_need(request, self.bytes_per_position)
+    }
+}
+
+/// Bytes of KV cache a request reserves: its worst case, prompt + `max_tokens` positions.
+fn kv_need(request: &GenerationRequest, bytes_per_position: usize) -> usize {
+    (request.prompt_ids.len() + request.max_tokens).saturating_mul(bytes_per_position)
+}
+
+/// A sequence whose prompt is still being fed through the model, `done` tokens so far.
+struct Prefill {
+    seq: ActiveSequence,
+    done: usize,
+    reserved: usize,
+}
+
+/// A sequence generating tokens.
+struct Running {
+    seq: ActiveSequence,
+    reserved: usize,
+}
+
+struct Scheduler {
+    model: Arc<LlamaModel>,
+    tokenizer: Arc<Tokenizer>,
+    max_batch: usize,
+    prefill_chunk: usize,
+    rx: Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+    waiting: Vec<Job>,
+    prefilling: VecDeque<Prefill>,
+    active: Vec<Running>,
+    kv: KvBudget,
+    prefixes: PrefixCache,
+    stats: Arc<SchedulerStats>,
+}
+
+impl Scheduler {
+    fn run(mut self) {
+        loop {
+            if self.waiting.is_empty() && self.prefilling.is_empty() && self.active.is_empty() {
+                match self.rx.recv() {
+                    Ok(job) => self.waiting.push(job),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(job) => self.waiting.push(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if self.waiting.is_empty() && self.prefilling.is_empty() && self.active.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            if !self.prefilling.is_empty() || !self.active.is_empty() {
+                self.step();
+            }
+            self.stats.active.store(self.active.len() + self.prefilling.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets work whose consumer has gone away, releasing its KV reservation.
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|job| !job.tx.is_closed());
+        self.queued.fetch_sub(before - self.waiting.len(), Ordering::AcqRel);
+        self.prefilling.retain(|p| !p.seq.is_cancelled());
+        self.active.retain(|r| !r.seq.is_cancelled());
+    }
+
+    /// KV-cache bytes reserved by the sequences in flight (at most `max_batch` of them).
+    fn reserved(&self) -> usize {
+        self.prefilling.iter().map(|p| p.reserved).chain(self.active.iter().map(|r| r.reserved)).sum()
+    }
+
+    /// Moves waiting requests into the batch, highest priority first, while slots and KV budget last.
+    fn admit(&mut self) {
+        // Stable sort: among equal priorities the oldest stays first.
+        self.waiting.sort_by_key(|job| std::cmp::Reverse(job.request.priority));
+        while self.active.len() + self.prefilling.len() < self.max_batch && !self.waiting.is_empty() {
+            // `submit` refused anything larger than the whole budget, so this only waits for releases.
+            let need = self.kv.need(&self.waiting[0].request);
+            if self.reserved() + need > self.kv.budget {
+                break; // waits for running sequences to release memory
+            }
+            let job = self.waiting.remove(0);
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            let capacity = job.request.prompt_ids.len() + job.request.max_tokens;
+            let cache = match self.model.new_cache(capacity) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = job.tx.send(GenerationEvent::Failed(e.to_string()));
+                    continue;
+                }
+            };
+            // A remembered prompt that starts the same way saves computing that much of this one.
+            let (done, cache) = self.prefixes.lookup(&job.request.prompt_ids, capacity).unwrap_or((0, cache));
+            self.stats.reused_prompt_tokens.fetch_add(done as u64, Ordering::Relaxed);
+            let seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
+            self.prefilling.push_back(Prefill { seq, done, reserved: need });
+        }
+    }
+
+    /// One forward call: a token for every decoding sequence and the next chunk of the oldest prompt.
+    fn step(&mut self) {
+        let chunk_len = if self.active.is_empty() { PREFILL_CHUNK } else { self.prefill_chunk };
+        let inputs: Vec<[u32; 1]> = self.active.iter().map(|r| [r.seq.last_token]).collect();
+        let Self { model, active, prefilling, .. } = self;
+        let result = {
+            let mut batch: Vec<SequenceBatch<'_>> = active
+                .iter_mut()
+                .zip(&inputs)
+                .map(|(r, t)| SequenceBatch { tokens: t, cache: &mut r.seq.cache, all_logits: false })
+                .collect();
+            if let Some(p) = prefilling.front_mut() {
+                let end = (p.done + chunk_len).min(p.seq.prompt_ids.len());
+                let tokens = &p.seq.prompt_ids[p.done..end];
+                batch.push(SequenceBatch { tokens, cache: &mut p.seq.cache, all_logits: false });
+            }
+            let chunk = batch.last().map_or(0, |b| b.tokens.len());
+            model
+                .forward(&mut batch)
+                .and_then(|out| out.iter().map(last_logits).collect::<Result<Vec<_>>>())
+                .map(|rows| (rows, chunk))
+        };
+        let (mut rows, chunk) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "forward step failed");
+                for r in self.active.drain(..) {
+                    r.seq.fail(&e.to_string());
+                }
+                if let Some(p) = self.prefilling.pop_front() {
+                    p.seq.fail(&e.to_string());
+                }
+                return;
+            }
+        };
+
+        let prefill_logits = if self.prefilling.is_empty() { None } else { rows.pop() };
+        self.stats.generated_tokens.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let mut rows = rows.into_iter();
+        self.active.retain_mut(|r| {
+            let mut logits = rows.next().unwrap_or_default();
+            r.seq.step(&mut logits) == StepResult::Running
+        });
+
+        if let (Some(mut logits), Some(p)) = (prefill_logits, self.prefilling.front_mut()) {
+            p.done += chunk;
+            if p.done >= p.seq.prompt_ids.len() {
+                let Some(mut p) = self.prefilling.pop_front() else { return };
+                self.prefixes.insert(&p.seq.prompt_ids, &p.seq.cache);
+                self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                if p.seq.step(&mut logits) == StepResult::Running {
+                    self.active.push(Running { seq: p.seq, reserved: p.reserved });
+                }
+            }
+        }
+    }
+}

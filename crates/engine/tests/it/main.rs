@@ -1,0 +1,11 @@
+//! The engine's integration tests, one binary (one link, one process to start): a module per area, all
+//! reading their fixtures and the default model through [`support`].
+
+mod bad_input;
+mod generation;
+mod guard;
+mod hub_cache;
+mod scheduling;
+mod smollm2_llamacpp;
+mod support;
+mod tiny_llama3;

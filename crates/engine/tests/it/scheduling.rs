@@ -1,0 +1,182 @@
+//! Continuous batching on the default model: chunked prefill interleaved with decoding, priorities,
+//! the KV-cache budget and the bounded queue.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use llamagate_engine::{
+    ChatMessage, EngineError, GenerateParams, GenerationEvent, GenerationOutput, GenerationStream, KvCacheType, Model,
+    ModelOptions, ModelSource, SchedulerConfig,
+};
+
+fn model(scheduler: SchedulerConfig) -> Model {
+    model_with_cache(scheduler, KvCacheType::F16)
+}
+
+fn model_with_cache(scheduler: SchedulerConfig, kv_cache_type: KvCacheType) -> Model {
+    let options = ModelOptions { scheduler, kv_cache_type, ..Default::default() };
+    Model::load(&ModelSource::Gguf(default_gguf()), &options).unwrap()
+}
+
+fn chat(m: &Model, user: &str) -> Vec<u32> {
+    m.tokenize(&m.render_chat(&[ChatMessage::new("user", user)]).unwrap()).unwrap()
+}
+
+fn params(max_tokens: usize, priority: u8) -> GenerateParams {
+    GenerateParams { max_tokens: Some(max_tokens), priority, ..Default::default() }
+}
+
+/// What happened, in the order the scheduler did it: `(stream index, event)`. Streams are polled in
+/// index order, and before an event of stream `i` is logged every earlier stream is drained, so an
+/// event the scheduler sent earlier on a lower-numbered stream is never logged after a later one.
+fn event_log(
+    streams: &mut [GenerationStream],
+    until: impl Fn(&[(usize, GenerationEvent)]) -> bool,
+) -> Vec<(usize, GenerationEvent)> {
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !until(&log) {
+        assert!(Instant::now() < deadline, "timed out; log so far: {log:?}");
+        let mut idle = true;
+        for i in 0..streams.len() {
+            if let Some(event) = streams[i].try_next() {
+                for (j, earlier) in streams[..i].iter_mut().enumerate() {
+                    while let Some(e) = earlier.try_next() {
+                        log.push((j, e));
+                    }
+                }
+                log.push((i, event));
+                idle = false;
+                break;
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    log
+}
+
+fn is_text(e: &GenerationEvent) -> bool {
+    matches!(e, GenerationEvent::Text { token: Some(_), .. })
+}
+
+fn done_count(log: &[(usize, GenerationEvent)]) -> usize {
+    log.iter().filter(|(_, e)| matches!(e, GenerationEvent::Done(_) | GenerationEvent::Failed(_))).count()
+}
+
+#[test]
+fn a_long_prompt_is_prefilled_between_decode_steps_of_running_streams() {
+    let m = model(SchedulerConfig { prefill_chunk: 32, ..Default::default() });
+    let running = m.prepare(chat(&m, "Tell me a very long story about a dragon."), params(400, 0)).unwrap();
+    let mut streams = vec![m.submit(running).unwrap()];
+    event_log(&mut streams, |log| log.iter().filter(|(_, e)| is_text(e)).count() >= 2);
+
+    // About 400 prompt tokens: 13 chunks of 32 at one chunk per step.
+    let long = chat(&m, &"The llama crossed the bridge and looked at the river below. ".repeat(30));
+    assert!(long.len() > 350, "{}", long.len());
+    streams.push(m.submit(m.prepare(long.clone(), params(1, 0)).unwrap()).unwrap());
+    let log = event_log(&mut streams, |log| log.iter().any(|(i, e)| *i == 1 && is_text(e)));
+    let tokens_during_prefill = log.iter().filter(|(i, e)| *i == 0 && is_text(e)).count();
+    assert!(
+        tokens_during_prefill >= long.len() / 32 - 2,
+        "the running stream got {tokens_during_prefill} tokens while a {}-token prompt was prefilled",
+        long.len()
+    );
+}
+
+#[test]
+fn higher_priority_requests_are_admitted_first() {
+    let m = model(SchedulerConfig { max_batch: 1, ..Default::default() });
+    let first = m.submit(m.prepare(chat(&m, "Count from one to twenty."), params(24, 0)).unwrap()).unwrap();
+    let mut streams = vec![first];
+    event_log(&mut streams, |log| log.iter().any(|(_, e)| is_text(e)));
+    // While the only batch slot is busy: a low-priority request, then a high-priority one.
+    streams.push(m.submit(m.prepare(chat(&m, "Say hello."), params(3, 0)).unwrap()).unwrap());
+    streams.push(m.submit(m.prepare(chat(&m, "Say goodbye."), params(3, 9)).unwrap()).unwrap());
+    let log = event_log(&mut streams, |log| done_count(log) == 3);
+    let first_event = |stream: usize| log.iter().position(|(i, _)| *i == stream).unwrap();
+    let done =
+        |stream: usize| log.iter().position(|(i, e)| *i == stream && matches!(e, GenerationEvent::Done(_))).unwrap();
+    assert!(done(0) < first_event(2), "the running request finishes before anything else starts");
+    assert!(done(2) < first_event(1), "priority 9 ran before the earlier priority-0 request: {log:?}");
+}
+
+#[test]
+fn the_kv_budget_holds_back_requests_that_do_not_fit() {
+    let probe = model(SchedulerConfig::default());
+    let prompt = chat(&probe, "Name a colour.");
+    let per_request = (prompt.len() + 8) * probe.kv_bytes_per_position();
+    drop(probe);
+    // Room for one such request, not two, although the batch has eight slots.
+    let m = model(SchedulerConfig { kv_budget_bytes: Some(per_request + per_request / 2), ..Default::default() });
+    let mut streams = vec![
+        m.submit(m.prepare(prompt.clone(), params(8, 0)).unwrap()).unwrap(),
+        m.submit(m.prepare(prompt.clone(), params(8, 0)).unwrap()).unwrap(),
+    ];
+    let log = event_log(&mut streams, |log| done_count(log) == 2);
+    let done0 = log.iter().position(|(i, e)| *i == 0 && matches!(e, GenerationEvent::Done(_))).unwrap();
+    let first1 = log.iter().position(|(i, _)| *i == 1).unwrap();
+    assert!(done0 < first1, "the second request started before the first released its KV memory: {log:?}");
+
+    // A request that can never fit is refused at once, with a reason, instead of waiting forever.
+    let huge = m.prepare(prompt, params(1000, 0)).unwrap();
+    match m.submit(huge) {
+        Err(EngineError::InvalidRequest(reason)) => assert!(reason.contains("KV cache"), "{reason}"),
+        other => panic!("expected InvalidRequest, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_with_busy() {
+    let m = model(SchedulerConfig { max_batch: 1, queue_capacity: 1, ..Default::default() });
+    let mut running = vec![m.submit(m.prepare(chat(&m, "Tell me a long story."), params(200, 0)).unwrap()).unwrap()];
+    event_log(&mut running, |log| log.iter().any(|(_, e)| is_text(e)));
+    let waiting = m.submit(m.prepare(chat(&m, "Hi."), params(2, 0)).unwrap()).unwrap();
+    match m.submit(m.prepare(chat(&m, "Hello."), params(2, 0)).unwrap()) {
+        Err(EngineError::Busy { retry_after_secs, .. }) => assert!(retry_after_secs >= 1),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    drop(running);
+    let out: GenerationOutput = waiting.collect_blocking().unwrap();
+    assert!(!out.token_ids.is_empty(), "the queued request still runs once the slot frees");
+}
+
+#[test]
+fn a_prompt_starting_like_an_earlier_one_reuses_its_keys_and_values_and_generates_the_same() {
+    prefix_reuse_gives_what_a_fresh_prefill_gives(KvCacheType::F16);
+}
+
+#[test]
+fn the_8bit_cache_is_reused_by_prefix_too() {
+    prefix_reuse_gives_what_a_fresh_prefill_gives(KvCacheType::Q8_0);
+}
+
+fn prefix_reuse_gives_what_a_fresh_prefill_gives(kv_cache_type: KvCacheType) {
+    let m = model_with_cache(SchedulerConfig::default(), kv_cache_type);
+    let question = "Name three colours of the rainbow and say which one is in the middle.";
+    let prompt = chat(&m, question);
+    let generate = |prompt: Vec<u32>| -> GenerationOutput {
+        m.submit(m.prepare(prompt, params(12, 0)).unwrap()).unwrap().collect_blocking().unwrap()
+    };
+    let first = generate(prompt.clone());
+    assert_eq!(m.stats().reused_prompt_tokens(), 0, "nothing to reuse yet");
+    let again = generate(prompt.clone());
+    // All but the last two tokens came from the first request's cache, and the answer is the same.
+    assert_eq!(m.stats().reused_prompt_tokens(), (prompt.len() - 2) as u64);
+    assert_eq!(again.token_ids, first.token_ids);
+
+    // Another question shares the chat template's start: that much is reused, and the answer equals
+    // the one a model without the earlier prompts gives.
+    let other = chat(&m, "What is the capital of France?");
+    let shared = other.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
+    assert!(shared >= 8, "the template's start is shared ({shared} tokens)");
+    let reused_before = m.stats().reused_prompt_tokens();
+    let answer = generate(other.clone());
+    assert_eq!(m.stats().reused_prompt_tokens() - reused_before, shared as u64);
+    let fresh =
+        model_with_cache(SchedulerConfig { prefix_cache_bytes: 0, ..SchedulerConfig::default() }, kv_cache_type);
+    let expected = fresh.submit(fresh.prepare(other, params(12, 0)).unwrap()).unwrap().collect_blocking().unwrap();
+    assert_eq!(answer.token_ids, expected.token_ids);
+    assert_eq!(fresh.stats().reused_prompt_tokens(), 0);
+}
