@@ -59,6 +59,7 @@ impl DevIssuer {
         if !path.exists() {
             create(path)?;
         }
+        refuse_shared_key(path)?;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let file: KeyFile = serde_json::from_str(&text).with_context(|| {
             format!("{} is not a llamagate dev issuer key file; delete it to start over", path.display())
@@ -162,6 +163,26 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// Writes a fresh key; if another process created the file meanwhile, its key wins.
+/// A signing key others can read can sign tokens for anyone: refuse one that is readable or writable
+/// by the group or others (created 0600; `chmod 600` it back).
+fn refuse_shared_key(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.permissions().mode();
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "{} is readable or writable by other users (mode {:o}): anyone who can read it can sign tokens; \
+             run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn create(path: &Path) -> anyhow::Result<()> {
     use getrandom::SysRng;
     use getrandom::rand_core::UnwrapErr;

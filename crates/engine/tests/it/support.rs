@@ -3,11 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The engine's reference fixtures, inside the checkout (`tests/fixtures/README.md` says where they
 /// come from).
 pub fn fixtures() -> PathBuf {
@@ -28,13 +23,7 @@ pub fn copy_tiny_llama3(to: &Path) {
 }
 
 /// The default model, fetched by `models/fetch.sh`; override with `LLAMAGATE_DEFAULT_MODEL`.
-pub fn default_gguf() -> PathBuf {
-    let path = std::env::var_os("LLAMAGATE_DEFAULT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(path.is_file(), "default model missing at {}: run models/fetch.sh", path.display());
-    path
-}
+pub use llamagate_testkit::default_model as default_gguf;
 
 /// The JSON file at `path`.
 pub fn read_json(path: PathBuf) -> serde_json::Value {

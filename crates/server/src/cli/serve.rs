@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Overrides `oauth_config`'s issuer, resource URL and keys. Never use it in production.
     #[arg(long)]
     dev: bool,
+    /// Lets `--dev` listen on an address other machines can reach. Its tokens are signed by a key on
+    /// this disk for any scope; only for a development machine on a trusted network.
+    #[arg(long, requires = "dev")]
+    dev_allow_remote: bool,
     /// The development key file (created, mode 0600, when missing).
     #[arg(long, env = "LLAMAGATE_DEV_KEY_FILE", default_value = dev_issuer::DEFAULT_KEY_FILE)]
     dev_key_file: PathBuf,
@@ -58,6 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Under --dev the issuer is this server's own URL, so a free port (0) is bound now to learn it.
     let mut early_listener = None;
     let dev = if args.dev {
+        refuse_remote_dev(&config.server.host, args.dev_allow_remote)?;
         if config.server.port == 0 {
             let listener = std::net::TcpListener::bind((config.server.host.as_str(), 0))
                 .with_context(|| format!("cannot listen on {}:0", config.server.host))?;
@@ -141,6 +146,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shut down");
         Ok(())
     })
+}
+
+/// `--dev` listens on loopback only unless `--dev-allow-remote` says otherwise: anyone who reaches a
+/// development server can read its RFC 8414 metadata and is one stolen key file away from any token.
+fn refuse_remote_dev(host: &str, allowed: bool) -> anyhow::Result<()> {
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        loopback || allowed,
+        "--dev on {host}: development mode listens on loopback only (127.0.0.1, ::1, localhost); add \
+         --dev-allow-remote to expose it on purpose"
+    );
+    Ok(())
 }
 
 /// The safety levels, when `enforce_content_safety` is on.

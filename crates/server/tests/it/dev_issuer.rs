@@ -80,3 +80,34 @@ async fn dev_mode_accepts_its_own_tokens_across_restarts() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }
+
+/// Runs `llamagate serve --dev` with `args` in `dir` and returns its exit status and stderr; for starts
+/// that must fail.
+fn failed_start(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(dev::bin())
+        .args(["serve", "--config", "stack.yaml", "--dev"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LLAMAGATE_DEV_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "started: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn dev_mode_stays_on_loopback_and_refuses_a_key_others_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    dev::write_default_config(dir.path());
+    let error = failed_start(dir.path(), &["--host", "0.0.0.0", "--port", "0"]);
+    assert!(error.contains("loopback only") && error.contains("--dev-allow-remote"), "{error}");
+
+    // A key file readable by others (here made by hand) is refused, naming the fix.
+    let key = dir.path().join("shared-key.json");
+    let _ = dev::start(dir.path(), 0); // creates .llamagate/dev-issuer.json, 0600
+    std::fs::copy(dir.path().join(".llamagate/dev-issuer.json"), &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = failed_start(dir.path(), &["--port", "0", "--dev-key-file", key.to_str().unwrap()]);
+    assert!(error.contains("chmod 600"), "{error}");
+}
