@@ -158,7 +158,10 @@ pub struct GenerationOutput {
 }
 
 impl GenerationOutput {
-    fn absorb(text: &mut String, ids: &mut Vec<u32>, event: GenerationEvent) -> Result<Option<GenerationSummary>> {
+    /// Adds one event of a stream to the text and ids collected so far; the summary once the stream
+    /// is done. For callers that collect a stream themselves because they must see each token as it
+    /// comes (to charge it, say) — [`GenerationStream::collect`] is this in a loop.
+    pub fn absorb(text: &mut String, ids: &mut Vec<u32>, event: GenerationEvent) -> Result<Option<GenerationSummary>> {
         match event {
             GenerationEvent::Text { text: t, token } => {
                 text.push_str(&t);

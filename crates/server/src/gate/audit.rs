@@ -52,7 +52,18 @@ pub async fn record_outcome(State(log): State<AuditLog>, mut request: Request, n
     }
     request.extensions_mut().insert(context.clone());
 
+    // Dropped with this future if the client goes away before the answer is ready (a plain generation
+    // still running): then it writes the request's closing record itself.
+    let mut abandoned = Abandoned {
+        log: log.clone(),
+        context: context.clone(),
+        request_id: request_id.clone(),
+        route: route.clone(),
+        started,
+        armed: true,
+    };
     let mut response = next.run(request).await;
+    abandoned.armed = false;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -159,6 +170,41 @@ fn write(log: &AuditLog, record: AuditRecord) {
         tracing::error!(%error, "audit record dropped");
     }
 }
+
+/// The closing record of an authenticated request whose client went away before its answer was
+/// ready: status 499 (client closed the request), with the tokens generated and charged until then.
+struct Abandoned {
+    log: AuditLog,
+    context: AuditNotes,
+    request_id: String,
+    route: String,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (Some(principal), tier) = self.context.with(|d| (d.principal.clone(), d.tier.clone())) else { return };
+        let mut record = identify(AuditRecord::new(AuditEvent::InferenceResponse, Outcome::Failed), &principal, tier);
+        record.request_id = Some(std::mem::take(&mut self.request_id));
+        record.route = Some(std::mem::take(&mut self.route));
+        record.status = Some(CLIENT_CLOSED_REQUEST);
+        self.context.with(|d| d.error.get_or_insert_with(|| "client disconnected".to_string()).clone());
+        // Written on drop, with the generation's usage as its settlement left it.
+        drop(PendingResponse {
+            log: self.log.clone(),
+            record: Some(record),
+            context: self.context.clone(),
+            started: self.started,
+        });
+    }
+}
+
+/// The status an abandoned request is recorded with (nginx's "client closed request").
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The `inference_response` record, written once when the body ends or is dropped.
 struct PendingResponse {

@@ -271,9 +271,21 @@ impl GuardedGeneration {
     }
 
     /// The whole generation, its text judged once; a refused text is replaced by the refusal message
-    /// and `finish_reason` becomes `content_filter`.
-    pub async fn collect(self) -> Result<GenerationOutput, ApiError> {
-        let mut output = self.inner.collect().await?;
+    /// and `finish_reason` becomes `content_filter`. `on_token` runs for every generated token as it
+    /// comes, so a caller that goes away mid-generation is charged what was generated until then.
+    pub async fn collect(mut self, mut on_token: impl FnMut()) -> Result<GenerationOutput, ApiError> {
+        let (mut text, mut token_ids) = (String::new(), Vec::new());
+        let mut output = loop {
+            let Some(event) = self.inner.next().await else {
+                return Err(ApiError::Unavailable("the generation ended without a result".into()));
+            };
+            if matches!(event, GenerationEvent::Text { token: Some(_), .. }) {
+                on_token();
+            }
+            if let Some(summary) = GenerationOutput::absorb(&mut text, &mut token_ids, event)? {
+                break GenerationOutput { text, token_ids, summary };
+            }
+        };
         let Some(check) = self.check else { return Ok(output) };
         if output.text.trim().is_empty() {
             return Ok(output);

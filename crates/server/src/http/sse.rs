@@ -104,7 +104,7 @@ pub async fn respond<F: ChunkFormat, T: serde::Serialize>(
         stream_generation(generation, settlement, format).into_response()
     } else {
         let started = Instant::now();
-        let output = generation.collect().await?;
+        let output = generation.collect(|| settlement.generated_token()).await?;
         log_finished(&output.summary, started);
         settlement.settle(&output.summary).await;
         Json(plain(output)).into_response()

@@ -248,3 +248,34 @@ async fn a_thousand_concurrent_requests_lose_no_record() {
     let (verified, out) = verify(&[&audit_path]);
     assert!(verified, "{out}");
 }
+
+/// A client that gives up on a plain (non-streamed) completion mid-generation: the request still gets
+/// its closing record with the real token counts (which are what its budget is charged). hyper lets such a
+/// request run to its end (200, as here) unless it drops it, in which case the audit layer closes it
+/// itself (499, `cancelled`, the tokens generated until then).
+#[tokio::test]
+async fn an_abandoned_plain_completion_is_closed_in_the_audit_and_charged_what_it_generated() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.log");
+    write_config(dir.path(), &audit_path);
+    let server = start(dir.path());
+    let good = token(dir.path(), &server.base, &[]);
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    // A stop string that never comes and a long budget: the generation outlives the client.
+    let body = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 900, "temperature": 0, "stop": ["@@@@"]});
+    let url = server.url("/v1/chat/completions");
+    let sent = impatient.post(&url).bearer_auth(&good).json(&body).send().await;
+    assert!(sent.is_err(), "the client gave up before the answer");
+
+    let log = records(&audit_path, 2);
+    let closing = log.iter().find(|r| r["event"] == "inference_response").expect("a closing record");
+    let (status, finish_reason) = (closing["status"].as_u64(), closing["finish_reason"].as_str());
+    assert!(
+        matches!((status, finish_reason), (Some(200), Some("stop" | "length")) | (Some(499), Some("cancelled"))),
+        "{closing}"
+    );
+    let generated = closing["completion_tokens"].as_u64().unwrap();
+    assert!(generated > 0, "tokens generated before the client left are recorded: {closing}");
+}
