@@ -13,6 +13,8 @@ use std::path::Path;
 use llamagate_engine::{KvCacheType, SchedulerConfig};
 use serde::Deserialize;
 
+use crate::http::listener::ConnectionLimits;
+
 /// Llama Stack's default port; the SDKs assume it when no base URL is given.
 pub const DEFAULT_PORT: u16 = 8321;
 
@@ -79,6 +81,27 @@ pub struct ServerConfig {
     /// file and counter — not just what one caller may use.
     #[serde(default = "default_operator_scope")]
     pub operator_scope: String,
+    /// Open connections at most, over all peers; more are closed as soon as they are accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections at most from one peer address, so one peer cannot hold every place.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may take to send a request's headers before it is closed (slow clients
+    /// that never finish a request hold no connection for long).
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+}
+
+impl ServerConfig {
+    /// The listener's bounds.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_seconds),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +111,9 @@ impl Default for ServerConfig {
             port: default_port(),
             max_body_bytes: default_max_body_bytes(),
             operator_scope: default_operator_scope(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            header_read_timeout_seconds: default_header_read_timeout_seconds(),
         }
     }
 }
@@ -97,6 +123,21 @@ pub const DEFAULT_OPERATOR_SCOPE: &str = "llamagate_operator";
 
 fn default_operator_scope() -> String {
     DEFAULT_OPERATOR_SCOPE.to_string()
+}
+
+/// Well under a common file-descriptor limit of 65,536 (containers often set 1,048,576).
+fn default_max_connections() -> usize {
+    8192
+}
+
+/// Room for a load balancer's or a load test's connections, but not for one peer holding every place.
+fn default_max_connections_per_ip() -> usize {
+    1024
+}
+
+/// Generous for any client on any network; a request's headers are a few hundred bytes.
+fn default_header_read_timeout_seconds() -> u64 {
+    10
 }
 
 fn default_host() -> String {
@@ -213,6 +254,15 @@ impl StackConfig {
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes".into(), "must be at least 1"));
+        }
+        for (key, value) in [
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.max_connections_per_ip", self.server.max_connections_per_ip as u64),
+            ("server.header_read_timeout_seconds", self.server.header_read_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be at least 1"));
+            }
         }
         let scope = &self.server.operator_scope;
         if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {

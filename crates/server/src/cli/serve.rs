@@ -20,7 +20,7 @@ use crate::gate::auth::{self, AuthState};
 use crate::gate::limits::RateLimits;
 use crate::gate::metrics::Metrics;
 use crate::gate::safety::SafetyGate;
-use crate::http::router;
+use crate::http::{listener, router};
 use crate::state::AppState;
 
 /// Options of `llamagate serve`.
@@ -138,7 +138,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some((issuer, key)) = &dev {
             print_dev_banner(issuer, key, &args.dev_key_file, &args.config);
         }
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        listener::serve(listener, app, config.server.connection_limits(), shutdown_signal()).await?;
         // In-flight requests have finished; their last records must reach the disk before exit.
         if let Some(log) = audit_log {
             log.flush();

@@ -95,3 +95,61 @@ async fn a_refusal_record_holds_at_most_a_cut_path_and_operator_routes_need_the_
     assert_eq!(scope_refusals.len(), 5, "{records:#?}");
     assert!(scope_refusals.iter().all(|r| r.contains("\"alice\"")), "{scope_refusals:#?}");
 }
+
+/// Opens a connection to `base` from the loopback address `from` (the host has all of 127/8).
+async fn connect_from(from: &str, base: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(base.trim_start_matches("http://").parse().unwrap()).await.unwrap()
+}
+
+/// Whether the server closed `stream` (reads end) within `wait`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // an answer (408, say) before the close
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn half_sent_requests_are_closed_and_one_peer_cannot_hold_every_connection() {
+    use tokio::io::AsyncWriteExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  header_read_timeout_seconds: 1\n  max_connections_per_ip: 20\n\
+         models:\n  - id: {}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
+        crate::support::MODEL_ID,
+        crate::support::default_model().display()
+    );
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    let server = dev::start(dir.path(), 0);
+
+    // Twenty half-sent requests from one address: each holds a place until the header timeout.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut stream = connect_from("127.0.0.2", &server.base).await;
+        stream.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.push(stream);
+    }
+    // The twenty-first from that address is closed at once; another address is served meanwhile.
+    let mut extra = connect_from("127.0.0.2", &server.base).await;
+    assert!(closed_within(&mut extra, std::time::Duration::from_millis(500)).await, "over the per-address cap");
+    let health = reqwest::get(server.url("/v1/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    // The half-sent ones are closed by the header timeout (1 s here).
+    for stream in &mut slow {
+        assert!(closed_within(stream, std::time::Duration::from_secs(5)).await, "closed after the header timeout");
+    }
+    // Their places are free again.
+    let mut again = connect_from("127.0.0.2", &server.base).await;
+    again.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut again, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
