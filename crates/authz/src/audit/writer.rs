@@ -88,12 +88,22 @@ struct RotatingFile {
     keep: usize,
 }
 
+/// Opens `path` for appending, created 0600: audit records name who asked for what, so only the
+/// server's own user may read them. An existing file keeps its mode (an operator may have chosen one).
+fn open_private(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 impl RotatingFile {
     fn open(path: &Path, config: &AuditConfig) -> io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_private(path)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
@@ -140,7 +150,7 @@ impl RotatingFile {
             n += 1;
         }
         std::fs::rename(&self.path, &target)?;
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = open_private(&self.path)?;
         self.out = BufWriter::new(file);
         self.size = 0;
         let rotated = self.rotated()?;
@@ -187,6 +197,23 @@ mod tests {
 
     fn all_files(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+
+    #[test]
+    fn new_and_rotated_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut writer = ChainWriter::open(&config(&path, 4096, 100)).unwrap();
+        for _ in 0..100 {
+            writer.write(&AuditRecord::new(AuditEvent::InferenceRequest, Outcome::Allowed)).unwrap();
+        }
+        writer.flush().unwrap();
+        let files = all_files(dir.path());
+        assert!(files.len() > 1, "rotated: {files:?}");
+        for file in files {
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! development server is unlimited and says so at start.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use llamagate_authz::ratelimit::BackendHealth;
 use llamagate_authz::{OAuthConfig, RateLimitStatus, RateLimiter, Reservation};
@@ -27,7 +28,13 @@ use crate::http::error::ApiError;
 #[derive(Debug)]
 pub struct RateLimits {
     limiter: RateLimiter,
+    /// The backend's last health answer and when it was taken: the public `/v1/health` asks at most
+    /// once per [`HEALTH_TTL`], however often it is called.
+    health: tokio::sync::Mutex<Option<(Instant, BackendHealth)>>,
 }
+
+/// How long a backend health answer is reused.
+const HEALTH_TTL: Duration = Duration::from_secs(1);
 
 impl RateLimits {
     /// `Some` when `oauth_config` turns rate limiting on (and authentication is on). Must run inside
@@ -45,7 +52,7 @@ impl RateLimits {
         let limits = &cfg.rate_limits;
         let limiter = RateLimiter::from_config(limits).map_err(|e| anyhow::anyhow!("oauth_config.rate_limits: {e}"))?;
         tracing::info!(backend = ?limits.backend, on_backend_failure = ?limits.on_backend_failure, "rate limiting enabled");
-        Ok(Some(Arc::new(Self { limiter })))
+        Ok(Some(Arc::new(Self { limiter, health: tokio::sync::Mutex::new(None) })))
     }
 
     /// The caller's limits and remaining budget (`GET /v1/usage`).
@@ -53,9 +60,17 @@ impl RateLimits {
         self.limiter.usage(&caller.rate_key, &caller.tier).await.map_err(ApiError::RateLimited)
     }
 
-    /// Whether the backend answers (`GET /v1/health`).
+    /// Whether the backend answers (`GET /v1/health`), asked at most once per [`HEALTH_TTL`]; callers
+    /// that come while it is being asked wait for that answer.
     pub async fn health(&self) -> BackendHealth {
-        self.limiter.health().await
+        let mut cached = self.health.lock().await;
+        if let Some((taken, health)) = cached.as_ref().filter(|(taken, _)| taken.elapsed() < HEALTH_TTL) {
+            tracing::trace!(age_ms = taken.elapsed().as_millis() as u64, "rate-limit backend health reused");
+            return health.clone();
+        }
+        let health = self.limiter.health().await;
+        *cached = Some((Instant::now(), health.clone()));
+        health
     }
 }
 

@@ -52,6 +52,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthIn
         Some(limits) => Some(limits.health().await).filter(|h| h.backend == Backend::Redis),
         None => None,
     };
+    // The route is public: whether Redis answers is the caller's business, why it does not is the
+    // operator's (logged here).
+    let rate_limiter = rate_limiter.map(|health| {
+        if let Some(error) = &health.error {
+            tracing::warn!(%error, "rate-limit backend unreachable");
+        }
+        BackendHealth { error: None, ..health }
+    });
     let refusing = rate_limiter.as_ref().is_some_and(|h| !h.reachable && h.failure_mode == FailureMode::Closed);
     let (code, status) = if refusing { (StatusCode::SERVICE_UNAVAILABLE, "Error") } else { (StatusCode::OK, "OK") };
     (code, Json(HealthInfo { status, rate_limiter }))
