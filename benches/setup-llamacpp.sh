@@ -103,11 +103,13 @@ tools_smoke() {
 build_tools() {
   local flags="$1" build="$prefix/build"
   echo "building llama-server, llama-quantize, llama-bench with $flags (takes a while) ..." >&2
+  # No web UI (the benches use the API; the prebuilt one would be downloaded at build time) and no HTTPS.
   rm -rf "$build"
   # shellcheck disable=SC2086 # flags are separate -D arguments
   cmake -S "$tree/vendor/llama.cpp" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
-    -DLLAMA_BUILD_SERVER=ON $flags >"$prefix/cmake.log"
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
+    $flags >"$prefix/cmake.log"
   cmake --build "$build" -j "$jobs" --target llama-server llama-quantize llama-bench >"$prefix/build.log"
   cp "$build"/bin/llama-server "$build"/bin/llama-quantize "$build"/bin/llama-bench "$prefix/bin/"
 }
