@@ -1,9 +1,9 @@
 """How far llama.cpp's own KV-cache options move the default model's logits from its f16 reference.
 
-usage: /work/llamacpp-venv2/bin/python benches/llamacpp_kv_deviation.py [model.gguf]
+usage: .bench/llamacpp-venv/bin/python benches/llamacpp_kv_deviation.py [model.gguf]   (benches/setup-llamacpp.sh installs it)
 
-Teacher-forces each case of ../shared/fixtures/smollm2-llamacpp.json (the reference crates/engine/tests/
-smollm2_llamacpp.rs checks us against) through llama-cpp-python with the default f16 cache, f16 with
+Teacher-forces each case of crates/engine/tests/fixtures/smollm2-llamacpp.json (the reference
+crates/engine/tests/smollm2_llamacpp.rs checks us against) through llama-cpp-python with the default f16 cache, f16 with
 flash attention, and q8_0 keys and values (flash attention, which llama.cpp needs for a quantized V),
 and prints, per setting, the largest and the mean deviation of the reference's top-5 logits and the steps with a
 clear top-1 (margin >= 0.2) where llama.cpp's own top-1 changed. This is the yardstick for our q8_0
@@ -17,7 +17,7 @@ import numpy as np
 from llama_cpp import Llama
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REFERENCE = os.path.join(HERE, "..", "..", "shared", "fixtures", "smollm2-llamacpp.json")
+REFERENCE = os.path.join(HERE, "..", "crates", "engine", "tests", "fixtures", "smollm2-llamacpp.json")
 MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "models", "cache", "SmolLM2-135M-Instruct.Q4_1.gguf")
 GGML_TYPE_Q8_0 = 8
 

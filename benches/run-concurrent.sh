@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Eight concurrent streams through the HTTP API, llamagate vs llama.cpp's servers, one after the other in one
 # run, the same engine threads for all, on the bundled SmolLM2-135M Q4_1 GGUF: llama.cpp's own C++
-# `llama-server` with 8 parallel slots (continuous batching), when LLAMA_SERVER names one, and
+# `llama-server` with 8 parallel slots (continuous batching), when there is one (LLAMA_SERVER), and
 # llama-cpp-python 0.3.36's Python server.
 # Scenario: benches/scenarios/concurrent-8.yaml (8 clients in a closed loop, streamed greedy chat completions
 # of 32..64 tokens), driven by llamagate-load (crates/loadgen) for DURATION.
@@ -9,9 +9,9 @@
 # usage: benches/run-concurrent.sh
 #   env: THREADS (engine threads for both servers, default 2), DURATION (default 60s), OUT (directory for the
 #        reports and server logs, default a new directory under /tmp; it is kept and printed),
-#        LLAMACPP_PYTHON (default /work/llamacpp-venv2/bin/python), LLAMA_SERVER (llama.cpp's `llama-server`
-#        binary, default /work/llamacpp-src/build/bin/llama-server; skipped when absent — see RESULTS.md for
-#        how it was built from the llama.cpp sources vendored in llama-cpp-python 0.3.36).
+#        LLAMACPP_PYTHON, LLAMA_SERVER (llama.cpp's `llama-server` binary; skipped when absent): by default
+#        what benches/setup-llamacpp.sh builds in .bench/ from the llama.cpp sources vendored in
+#        llama-cpp-python's sdist (set up on first use; see benches/lib/preamble.sh).
 #
 # 1. llamagate: target/debug/llamagate (dev profile: the engine and numeric crates are opt-level 3) with
 #    `--threads $THREADS serve --config config/default.yaml --dev` on a free loopback port, with its own dev
@@ -27,7 +27,7 @@
 #    the running stream short ([DONE] after one chunk) whenever another request is waiting, which under 8
 #    clients truncates nearly every answer, so this script turns it off. n_ctx 2048 is ample: one sequence at a
 #    time, ≈ 45 prompt + 64 output tokens. (llama.cpp's own C++ `llama-server -np 8 -cb` would batch; it is not
-#    what pip installs; the next step runs it when LLAMA_SERVER is there.)
+#    what the Python package serves; the next step runs it.)
 # 3. llama.cpp's C++ server: `llama-server -m $model --alias smollm2-135m-instruct -t $THREADS -tb $THREADS
 #    -np 8 -c 4096 --cont-batching` (8 slots of 512 positions each, decoded together in one batch), no token.
 #
@@ -40,9 +40,8 @@ cd "$(dirname "$0")/.."
 
 threads="${THREADS:-2}"
 duration="${DURATION:-60s}"
-py="${LLAMACPP_PYTHON:-/work/llamacpp-venv2/bin/python}"
-llama_server="${LLAMA_SERVER:-/work/llamacpp-src/build/bin/llama-server}"
-model=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
+. benches/lib/preamble.sh
+need_model
 scenario=benches/scenarios/concurrent-8.yaml
 out="${OUT:-$(mktemp -d /tmp/run-concurrent.XXXXXX)}"
 mkdir -p "$out"
@@ -92,7 +91,7 @@ wait_for() {
   exit 1
 }
 
-[ -f "$model" ] || ./models/fetch.sh >&2
+need_llamacpp
 echo "building llamagate (dev) and llamagate-load (release)..." >&2
 cargo build --quiet -p llamagate-server
 cargo build --quiet --release -p llamagate-loadgen

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# Engine vs llama.cpp on the default GGUF, 1 and 2 threads. Needs llama-cpp-python==0.3.36 in the Python
-# given by LLAMACPP_PYTHON. It builds from source in about 9 minutes:
-#   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
-#     -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-#     pip install llama-cpp-python==0.3.36
-# (a -march=native build segfaults on the Intel Xeon VMs with AMX used here).
+# Engine vs llama.cpp on the default GGUF, 1 and 2 threads: prefill of 512 tokens and decode of 128
+# (crates/engine/examples/throughput.rs vs benches/llamacpp_throughput.py). llama.cpp is the anchor that
+# benches/setup-llamacpp.sh installs (LLAMACPP_PYTHON overrides; see benches/lib/preamble.sh).
+# benches/run-speed.sh runs this and more, with rounds and a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./models/fetch.sh >/dev/null
-model=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
-py="${LLAMACPP_PYTHON:-python3}"
+. benches/lib/preamble.sh
+need_model
+need_llamacpp
+echo "building the engine's throughput example (dev profile)..." >&2
 cargo build --quiet -p llamagate-engine --example throughput
 for threads in 1 2; do
   RAYON_NUM_THREADS=$threads CANDLE_NUM_THREADS=$threads target/debug/examples/throughput "$model" 512 128

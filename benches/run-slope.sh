@@ -4,7 +4,7 @@
 # process, alternating round by round (crates/engine/examples/decode_slope.rs, benches/llamacpp_decode_slope.py).
 #
 # usage: benches/run-slope.sh [model.gguf]
-#   env: LLAMACPP_PYTHON (default /work/llamacpp-venv2/bin/python), THREADS ("1 2"), SHORT (50), LONG (1024),
+#   env: LLAMACPP_PYTHON (default: benches/setup-llamacpp.sh's, see benches/lib/preamble.sh), THREADS ("1 2"), SHORT (50), LONG (1024),
 #        STEPS (200 rounds per run), REPS (runs per engine and thread count, default 3), KV_CACHE_TYPES ("f16 q8_0").
 #
 # Output: one JSON line per run (short_ms, long_ms: median step times; slowdown_pct from those medians;
@@ -13,8 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model="${1:-models/cache/SmolLM2-135M-Instruct.Q4_1.gguf}"
-py="${LLAMACPP_PYTHON:-/work/llamacpp-venv2/bin/python}"
+. benches/lib/preamble.sh
+need_model "${1:-}"
+need_llamacpp
 threads_list="${THREADS:-1 2}"
 short="${SHORT:-50}"
 long="${LONG:-1024}"
@@ -22,11 +23,7 @@ steps="${STEPS:-200}"
 reps="${REPS:-3}"
 kv_types="${KV_CACHE_TYPES:-f16 q8_0}"
 
-if [ "$model" = models/cache/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ ! -f "$model" ]; then
-  ./models/fetch.sh >&2
-fi
-echo "building the engine's examples (dev profile)..." >&2
-cargo build --quiet -p llamagate-engine --examples
+build_engine_examples
 
 lines="$(mktemp)"
 trap 'rm -f "$lines"' EXIT

@@ -8,8 +8,8 @@
 #       benches/llamacpp_decode_at.py).
 #
 # usage: benches/run-speed.sh [model.gguf]
-#   env: LLAMACPP_PYTHON (default /work/llamacpp-venv2/bin/python, llama-cpp-python 0.3.36; see run-engine.sh
-#        for how it was built), THREADS (default "1 2"), PREFILL (512), DECODE (128), POSITIONS ("50 1024"),
+#   env: LLAMACPP_PYTHON (default: the one benches/setup-llamacpp.sh installs in .bench/, set up on first
+#        use; see benches/lib/preamble.sh), THREADS (default "1 2"), PREFILL (512), DECODE (128), POSITIONS ("50 1024"),
 #        DECODE_AT_TOKENS (64), REPS (rounds of the whole set, default 1: on a shared host the numbers move
 #        by ±25% from minute to minute, so several rounds, each pairing the two engines back to back, and
 #        their medians say more than one), KV_CACHE_TYPES (our decode_at's cache types, default "f16"; "f16 q8_0"
@@ -27,8 +27,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model="${1:-models/cache/SmolLM2-135M-Instruct.Q4_1.gguf}"
-py="${LLAMACPP_PYTHON:-/work/llamacpp-venv2/bin/python}"
+. benches/lib/preamble.sh
+need_model "${1:-}"
+need_llamacpp
 threads_list="${THREADS:-1 2}"
 prefill="${PREFILL:-512}"
 decode="${DECODE:-128}"
@@ -37,11 +38,7 @@ decode_at_tokens="${DECODE_AT_TOKENS:-64}"
 reps="${REPS:-1}"
 kv_types="${KV_CACHE_TYPES:-f16}"
 
-if [ "$model" = models/cache/SmolLM2-135M-Instruct.Q4_1.gguf ] && [ ! -f "$model" ]; then
-  ./models/fetch.sh >&2
-fi
-echo "building the engine's examples (dev profile)..." >&2
-cargo build --quiet -p llamagate-engine --examples
+build_engine_examples
 
 lines="$(mktemp)"
 trap 'rm -f "$lines"' EXIT

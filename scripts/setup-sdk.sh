@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Installs what the SDK suites need: a Python venv (.venv) with the official llama-stack-client and OpenAI
 # SDKs, node_modules for the TypeScript SDK, and the test authorization server (tests/oauth-as, node
-# oidc-provider, pinned by its package-lock.json). Idempotent: skipped when nothing changed since the last run.
+# oidc-provider, pinned by its package-lock.json). Idempotent: each part is skipped when nothing changed since
+# its last run.
+# usage: scripts/setup-sdk.sh [--python]   (--python: only the Python venv, what scripts/run.sh's examples use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+client=llama-stack-client==0.7.5
+
+py_stamp=.venv/.llamagate-python-stamp
+py_want="$( (cat tests/sdk/requirements.txt; echo "$client") | sha256sum | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$py_stamp" 2>/dev/null)" != "$py_want" ]; then
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python "$client"
+  echo "$py_want" > "$py_stamp"
+fi
+[ "${1:-}" = "--python" ] && exit 0
+
 stamp=.venv/.llamagate-sdk-stamp
-want="$(cat tests/sdk/requirements.txt tests/sdk/package.json tests/oauth-as/package.json | sha256sum | cut -d' ' -f1)"
+want="$(cat tests/sdk/package.json tests/oauth-as/package.json | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d tests/sdk/node_modules/llama-stack-client ] \
   && [ -d tests/oauth-as/node_modules/oidc-provider ]; then
   exit 0
 fi
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
-  llama-stack-client==0.7.5
 (cd tests/sdk && npm install --no-audit --no-fund --loglevel=error)
 (cd tests/oauth-as && npm install --no-audit --no-fund --loglevel=error)
 echo "$want" > "$stamp"

@@ -37,3 +37,5 @@ cargo build --locked -p llamagate-server "${FEATURES[@]}"
 export LLAMAGATE_BIN="$PWD/target/debug/llamagate"
 .venv/bin/python -m pytest -q tests/sdk/python
 (cd tests/sdk && node --test ts/)
+# The first five minutes: scripts/run.sh's printed examples and the README's quickstart, as a user pastes them.
+.venv/bin/python -m pytest -q tests/quickstart

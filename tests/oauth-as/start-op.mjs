@@ -1,5 +1,5 @@
 // A real authorization server (node oidc-provider) for llamagate's end-to-end tests.
-// Adapted from ../../shared/reference/oauth-resource-server.md §A.2.
+// Adapted from docs/reference/oauth-resource-server.md §A.2.
 //
 // Environment:
 //   OP_HOST, OP_PORT   where to listen (default 127.0.0.1:9400); the issuer is http://HOST:PORT

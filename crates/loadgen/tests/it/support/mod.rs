@@ -7,8 +7,6 @@
 //! error event, anything else → 200. Streams send a role chunk, then [`TEXT_CHUNKS`] text chunks
 //! [`GAP`] apart after a [`FIRST_DELAY`], then usage (unless the token is `nousage`) and `[DONE]`.
 
-#![allow(dead_code)] // Each test binary uses a different part of this module.
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +19,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use llamagate_loadgen::scenario::TenantSpec;
 use serde_json::{Value, json};
+
+/// A tenant that sends a fixed token (or none).
+pub fn tenant(tier: &str, weight: f64, token: Option<&str>) -> TenantSpec {
+    TenantSpec { tier: tier.into(), weight, token: token.map(str::to_string), token_env: None, token_cmd: None }
+}
 
 /// Text chunks per streamed answer.
 pub const TEXT_CHUNKS: usize = 4;

@@ -1,14 +1,14 @@
 //! The binary end to end against the fake endpoint: the JSON report's schema, the SVG chart, and the
 //! bundled scenario files with command-line overrides.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use llamagate_loadgen::report::SCHEMA;
 use llamagate_loadgen::{Plan, Scenario};
 use serde_json::Value;
+
+use crate::support;
 
 fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/scenarios")

@@ -1,12 +1,11 @@
 //! Streamed answers: time to first token, inter-token gaps and token counts come from the SSE events.
 
-mod support;
-
 use std::sync::Arc;
 
-use llamagate_loadgen::scenario::{Api, TenantSpec};
+use llamagate_loadgen::scenario::Api;
 use llamagate_loadgen::{Live, Scenario, run_scenario};
-use support::{FIRST_DELAY, GAP, TEXT_CHUNKS, USAGE_TOKENS};
+
+use crate::support::{self, FIRST_DELAY, GAP, TEXT_CHUNKS, USAGE_TOKENS};
 
 fn scenario(url: &str, tokens: &[&str], requests: u64) -> Scenario {
     Scenario {
@@ -14,18 +13,7 @@ fn scenario(url: &str, tokens: &[&str], requests: u64) -> Scenario {
         requests: Some(requests),
         concurrency: Some(2),
         stream: Some(true),
-        tenants: Some(
-            tokens
-                .iter()
-                .map(|t| TenantSpec {
-                    tier: t.to_string(),
-                    weight: 1.0,
-                    token: Some(t.to_string()),
-                    token_env: None,
-                    token_cmd: None,
-                })
-                .collect(),
-        ),
+        tenants: Some(tokens.iter().map(|t| support::tenant(t, 1.0, Some(t))).collect()),
         ..Default::default()
     }
 }

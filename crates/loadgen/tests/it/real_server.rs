@@ -71,14 +71,45 @@ impl Drop for DevServer {
     }
 }
 
-/// A `--tokens-cmd`-style shell command that mints a development token for `server`.
-fn token_cmd(dir: &Path, bin: &Path, server: &DevServer, extra: &str) -> String {
-    format!(
-        "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
-        dir.display(),
-        bin.display(),
-        server.base
-    )
+/// A scratch directory holding `stack.yaml` (the default model, then `oauth_yaml`) and a one-prompt file
+/// (a one-word prompt keeps the CPU generation short), with the dev server started in it.
+struct Setup {
+    server: DevServer, // stopped before the directory goes
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    prompts: PathBuf,
+}
+
+impl Setup {
+    /// None, with a message, when the binary is not built or the model not fetched.
+    fn start(oauth_yaml: &str) -> Option<Self> {
+        let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
+            eprintln!(
+                "skipped: build target/debug/llamagate (cargo build -p llamagate-server) and run models/fetch.sh"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n{oauth_yaml}",
+            model.display()
+        );
+        std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+        let prompts = dir.path().join("prompts.jsonl");
+        std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
+        let server = DevServer::start(&bin, dir.path());
+        Some(Self { server, dir, bin, prompts })
+    }
+
+    /// A `--tokens-cmd`-style shell command that mints a development token for the server.
+    fn token_cmd(&self, extra: &str) -> String {
+        format!(
+            "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
+            self.dir.path().display(),
+            self.bin.display(),
+            self.server.base
+        )
+    }
 }
 
 fn tenant(tier: &str, weight: f64, cmd: Option<String>) -> TenantSpec {
@@ -87,32 +118,18 @@ fn tenant(tier: &str, weight: f64, cmd: Option<String>) -> TenantSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiers_against_the_real_server() {
-    let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
-        eprintln!("skipped: build target/debug/llamagate (cargo build -p llamagate-server) and run models/fetch.sh");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
-        model.display()
-    );
-    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
-    // A one-word prompt and 4 tokens keep the CPU generation short.
-    let prompts = dir.path().join("prompts.jsonl");
-    std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
-    let server = DevServer::start(&bin, dir.path());
-    let token_cmd = |extra: &str| token_cmd(dir.path(), &bin, &server, extra);
+    let Some(setup) = Setup::start("oauth_config:\n  enable_auth: false\n") else { return };
     let scenario = Scenario {
-        url: Some(server.base.clone()),
+        url: Some(setup.server.base.clone()),
         model: Some(MODEL_ID.into()),
         requests: Some(6),
         concurrency: Some(3),
-        prompts: Some(prompts),
+        prompts: Some(setup.prompts.clone()),
         max_tokens: Some(MaxTokens { min: 4, max: 4 }),
         temperature: Some(0.0),
         tenants: Some(vec![
-            tenant("premium", 1.0, Some(token_cmd("--tier premium --sub load-e2e"))),
-            tenant("wrong-scope", 1.0, Some(token_cmd("--tier premium --scope model_something_else"))),
+            tenant("premium", 1.0, Some(setup.token_cmd("--tier premium --sub load-e2e"))),
+            tenant("wrong-scope", 1.0, Some(setup.token_cmd("--tier premium --scope model_something_else"))),
             tenant("anonymous", 1.0, None),
         ]),
         ..Default::default()
@@ -134,7 +151,7 @@ async fn tiers_against_the_real_server() {
         requests: Some(1),
         concurrency: Some(1),
         stream: Some(false),
-        tenants: Some(vec![tenant("premium", 1.0, Some(token_cmd("--tier premium")))]),
+        tenants: Some(vec![tenant("premium", 1.0, Some(setup.token_cmd("--tier premium")))]),
         ..scenario
     };
     let report = run_scenario(&plain, Arc::new(Live::default())).await.unwrap();
@@ -146,36 +163,26 @@ async fn tiers_against_the_real_server() {
 /// 429s of a rate-limited tier against that tier's configured limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_match_the_servers_audit_log_metrics_and_limits() {
-    let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
-        eprintln!("skipped: build target/debug/llamagate (cargo build -p llamagate-server) and run models/fetch.sh");
+    const FREE_REQUESTS: u64 = 3;
+    // Free: 3 requests per hour, so no request comes back during the run; premium stays unlimited here.
+    let Some(setup) = Setup::start(&format!(
+        "oauth_config:\n  rate_limits:\n    tiers:\n      free: {{requests: {FREE_REQUESTS}, tokens: 100000, window_seconds: 3600}}\n  \
+         audit:\n    path: audit.log\n"
+    )) else {
         return;
     };
-    const FREE_REQUESTS: u64 = 3;
-    let dir = tempfile::tempdir().unwrap();
-    // Free: 3 requests per hour, so no request comes back during the run; premium stays unlimited here.
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
-         oauth_config:\n  rate_limits:\n    tiers:\n      free: {{requests: {FREE_REQUESTS}, tokens: 100000, window_seconds: 3600}}\n  \
-         audit:\n    path: audit.log\n",
-        model.display()
-    );
-    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
-    let prompts = dir.path().join("prompts.jsonl");
-    std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
-    let server = DevServer::start(&bin, dir.path());
-    let token_cmd = |extra: &str| token_cmd(dir.path(), &bin, &server, extra);
-    let premium_cmd = token_cmd("--sub paying --scope model_smollm2_135m --scope premium_access");
+    let premium_cmd = setup.token_cmd("--sub paying --scope model_smollm2_135m --scope premium_access");
     let scenario = Scenario {
-        url: Some(server.base.clone()),
+        url: Some(setup.server.base.clone()),
         model: Some(MODEL_ID.into()),
         requests: Some(14),
         concurrency: Some(2),
-        prompts: Some(prompts),
+        prompts: Some(setup.prompts.clone()),
         max_tokens: Some(MaxTokens { min: 2, max: 2 }),
         temperature: Some(0.0),
         tenants: Some(vec![
             tenant("premium", 1.0, Some(premium_cmd.clone())),
-            tenant("free", 3.0, Some(token_cmd("--sub thrifty"))),
+            tenant("free", 3.0, Some(setup.token_cmd("--sub thrifty"))),
             tenant("anonymous", 1.0, None),
         ]),
         ..Default::default()
@@ -197,7 +204,7 @@ async fn counts_match_the_servers_audit_log_metrics_and_limits() {
     let premium_token =
         String::from_utf8(Command::new("sh").arg("-c").arg(&premium_cmd).output().unwrap().stdout).unwrap();
     let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", server.base))
+        .get(format!("{}/metrics", setup.server.base))
         .bearer_auth(premium_token.trim())
         .send()
         .await
@@ -214,7 +221,7 @@ async fn counts_match_the_servers_audit_log_metrics_and_limits() {
     assert_eq!((chat_answers(200), chat_answers(429), chat_answers(401)), (ok, limited, unauthorized), "{metrics}");
 
     // And so does its audit log (the response records are written as each response ends).
-    let audit_path = dir.path().join("audit.log");
+    let audit_path = setup.dir.path().join("audit.log");
     let count = |event: &str, status: u64| {
         std::fs::read_to_string(&audit_path)
             .unwrap_or_default()

@@ -1,13 +1,13 @@
 //! The open loop: Poisson arrivals at the asked rate (checked on the seeded schedule, not by timing),
 //! and exactly the asked number of requests.
 
-mod support;
-
 use std::sync::Arc;
 
 use llamagate_loadgen::runner::arrival_schedule;
-use llamagate_loadgen::scenario::{MaxTokens, TenantSpec};
+use llamagate_loadgen::scenario::MaxTokens;
 use llamagate_loadgen::{Live, Scenario, run_scenario};
+
+use crate::support;
 
 #[test]
 fn the_schedule_has_the_rate_and_exponential_gaps() {
@@ -48,13 +48,7 @@ async fn the_open_loop_sends_the_requests_asked_for_reproducibly() {
             stream: Some(false),
             max_tokens: Some(MaxTokens { min: 1, max: 1000 }),
             seed: Some(7),
-            tenants: Some(vec![TenantSpec {
-                tier: "good".into(),
-                weight: 1.0,
-                token: Some("good".into()),
-                token_env: None,
-                token_cmd: None,
-            }]),
+            tenants: Some(vec![support::tenant("good", 1.0, Some("good"))]),
             ..Default::default()
         };
         let report = run_scenario(&scenario, Arc::new(Live::default())).await.unwrap();

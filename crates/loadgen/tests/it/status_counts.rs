@@ -1,15 +1,10 @@
 //! Requests are counted by how they ended, per tier, and the counts match what the server received.
 
-mod support;
-
 use std::sync::Arc;
 
-use llamagate_loadgen::scenario::TenantSpec;
 use llamagate_loadgen::{Live, Scenario, run_scenario};
 
-fn tenant(tier: &str, weight: f64, token: Option<&str>) -> TenantSpec {
-    TenantSpec { tier: tier.into(), weight, token: token.map(str::to_string), token_env: None, token_cmd: None }
-}
+use crate::support::{self, tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_by_status_match_the_server() {
