@@ -3,73 +3,18 @@
 //! and one without a token.
 //!
 //! Cargo cannot build another package's binary for this test, so it uses `target/debug/llamagate`
-//! (`cargo build -p llamagate-server`) or `$LLAMAGATE_BIN`, and skips with a message when neither
-//! exists or the default model is not fetched (`models/fetch.sh`).
+//! (which a workspace test run builds; `cargo build -p llamagate-server`) or `$LLAMAGATE_BIN`, and
+//! fails naming the fix when neither exists or the default model is not fetched (`models/fetch.sh`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 
 use llamagate_loadgen::scenario::{Api, MaxTokens, TenantSpec};
 use llamagate_loadgen::{Live, Scenario, run_scenario};
+use llamagate_testkit::{DevServer, default_model, llamagate_bin};
 
 const MODEL_ID: &str = "smollm2-135m-instruct";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn llamagate_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("LLAMAGATE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
-        target.join("debug/llamagate")
-    });
-    path.is_file().then_some(path)
-}
-
-fn default_model() -> Option<PathBuf> {
-    let path = std::env::var_os("LLAMAGATE_DEFAULT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    path.is_file().then_some(path)
-}
-
-/// `llamagate serve --dev`; killed when dropped.
-struct DevServer {
-    child: Child,
-    base: String,
-}
-
-impl DevServer {
-    fn start(bin: &Path, dir: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--dev-key-file", "dev-key.json"])
-            .current_dir(dir)
-            .env("RAYON_NUM_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let Some(base) = line.trim().strip_prefix("llamagate listening on ").map(str::to_string) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {line:?}");
-        };
-        std::thread::spawn(move || std::io::copy(&mut stdout.take(u64::MAX), &mut std::io::sink()));
-        Self { child, base }
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A scratch directory holding `stack.yaml` (the default model, then `oauth_yaml`) and a one-prompt file
 /// (a one-word prompt keeps the CPU generation short), with the dev server started in it.
@@ -81,14 +26,9 @@ struct Setup {
 }
 
 impl Setup {
-    /// None, with a message, when the binary is not built or the model not fetched.
-    fn start(oauth_yaml: &str) -> Option<Self> {
-        let (Some(bin), Some(model)) = (llamagate_bin(), default_model()) else {
-            eprintln!(
-                "skipped: build target/debug/llamagate (cargo build -p llamagate-server) and run models/fetch.sh"
-            );
-            return None;
-        };
+    /// Fails, naming the fix, when the binary is not built or the model not fetched.
+    fn start(oauth_yaml: &str) -> Self {
+        let (bin, model) = (llamagate_bin(), default_model());
         let dir = tempfile::tempdir().unwrap();
         let yaml = format!(
             "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n{oauth_yaml}",
@@ -97,14 +37,14 @@ impl Setup {
         std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
         let prompts = dir.path().join("prompts.jsonl");
         std::fs::write(&prompts, "{\"prompt\": \"Hi\"}\n").unwrap();
-        let server = DevServer::start(&bin, dir.path());
-        Some(Self { server, dir, bin, prompts })
+        let server = DevServer::start(&bin, dir.path(), 0, &[]);
+        Self { server, dir, bin, prompts }
     }
 
     /// A `--tokens-cmd`-style shell command that mints a development token for the server.
     fn token_cmd(&self, extra: &str) -> String {
         format!(
-            "cd '{}' && '{}' token --config stack.yaml --key-file dev-key.json --issuer {} {extra}",
+            "cd '{}' && '{}' token --config stack.yaml --issuer {} {extra}",
             self.dir.path().display(),
             self.bin.display(),
             self.server.base
@@ -118,7 +58,7 @@ fn tenant(tier: &str, weight: f64, cmd: Option<String>) -> TenantSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiers_against_the_real_server() {
-    let Some(setup) = Setup::start("oauth_config:\n  enable_auth: false\n") else { return };
+    let setup = Setup::start("oauth_config:\n  enable_auth: false\n");
     let scenario = Scenario {
         url: Some(setup.server.base.clone()),
         model: Some(MODEL_ID.into()),
@@ -165,12 +105,10 @@ async fn tiers_against_the_real_server() {
 async fn counts_match_the_servers_audit_log_metrics_and_limits() {
     const FREE_REQUESTS: u64 = 3;
     // Free: 3 requests per hour, so no request comes back during the run; premium stays unlimited here.
-    let Some(setup) = Setup::start(&format!(
+    let setup = Setup::start(&format!(
         "oauth_config:\n  rate_limits:\n    tiers:\n      free: {{requests: {FREE_REQUESTS}, tokens: 100000, window_seconds: 3600}}\n  \
          audit:\n    path: audit.log\n"
-    )) else {
-        return;
-    };
+    ));
     let premium_cmd = setup.token_cmd("--sub paying --scope model_smollm2_135m --scope premium_access");
     let scenario = Scenario {
         url: Some(setup.server.base.clone()),
@@ -200,12 +138,13 @@ async fn counts_match_the_servers_audit_log_metrics_and_limits() {
         (report.overall.ok, report.overall.status["rate_limited_429"], report.overall.status["unauthorized_401"]);
     assert_eq!(ok + limited + unauthorized, 14);
 
-    // The server's metrics count the same answers on the chat route.
-    let premium_token =
-        String::from_utf8(Command::new("sh").arg("-c").arg(&premium_cmd).output().unwrap().stdout).unwrap();
+    // The server's metrics (an operator route) count the same answers on the chat route.
+    let operator_cmd = setup.token_cmd("--sub ops --scope llamagate_operator");
+    let operator_token =
+        String::from_utf8(Command::new("sh").arg("-c").arg(&operator_cmd).output().unwrap().stdout).unwrap();
     let metrics = reqwest::Client::new()
         .get(format!("{}/metrics", setup.server.base))
-        .bearer_auth(premium_token.trim())
+        .bearer_auth(operator_token.trim())
         .send()
         .await
         .unwrap()
