@@ -53,10 +53,16 @@ tree="$src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip cmake ninja
-# The binding's own dependencies and its server extras (`python -m llama_cpp.server`, benches/run-concurrent.sh).
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check numpy typing-extensions diskcache jinja2 \
-  uvicorn fastapi pydantic-settings sse-starlette starlette-context PyYAML
+# With them, the binding's own dependencies and its server extras (`python -m llama_cpp.server`,
+# benches/run-concurrent.sh). Once installed, later runs need no network.
+deps="cmake ninja numpy typing-extensions diskcache jinja2 uvicorn fastapi pydantic-settings sse-starlette \
+starlette-context PyYAML"
+if [ "$(cat "$venv/.deps-stamp" 2>/dev/null)" != "$deps" ]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  # shellcheck disable=SC2086 # one argument per package
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $deps
+  echo "$deps" >"$venv/.deps-stamp"
+fi
 export PATH="$venv/bin:$PATH"
 
 # A signal death (SIGILL 132, SIGSEGV 139) means the native code does not run here.
