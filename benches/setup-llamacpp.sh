@@ -53,14 +53,42 @@ tree="$src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip cmake ninja
-# The binding's own dependencies and its server extras (`python -m llama_cpp.server`, benches/run-concurrent.sh).
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check numpy typing-extensions diskcache jinja2 \
-  uvicorn fastapi pydantic-settings sse-starlette starlette-context PyYAML
+# With them, the binding's own dependencies and its server extras (`python -m llama_cpp.server`,
+# benches/run-concurrent.sh). Once installed, later runs need no network.
+deps="cmake ninja numpy typing-extensions diskcache jinja2 uvicorn fastapi pydantic-settings sse-starlette \
+starlette-context PyYAML"
+if [ "$(cat "$venv/.deps-stamp" 2>/dev/null)" != "$deps" ]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  # shellcheck disable=SC2086 # one argument per package
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $deps
+  echo "$deps" >"$venv/.deps-stamp"
+fi
 export PATH="$venv/bin:$PATH"
 
 # A signal death (SIGILL 132, SIGSEGV 139) means the native code does not run here.
 crashed() { [ "$1" -eq 132 ] || [ "$1" -eq 139 ] || [ "$1" -eq 134 ]; }
+
+# install_part NAME STAMP BUILD SMOKE: unless STAMP records this version and these flags, BUILD natively and
+# run SMOKE; if SMOKE dies of a signal, BUILD again without AMX and run SMOKE again. STAMP records what ran.
+install_part() {
+  local name="$1" stamp="$2" build="$3" smoke="$4" want="$LLAMA_CPP_PYTHON_VERSION $native $extra" have rc=0
+  have="$(cat "$stamp" 2>/dev/null || true)"
+  if [ "$have" = "$want" ] || [ "$have" = "$want $no_amx" ]; then
+    echo "$name: already built ($have)" >&2
+    return
+  fi
+  "$build" "$native $extra"
+  "$smoke" || rc=$?
+  if crashed "$rc"; then
+    echo "$name: the native build crashed (exit $rc), rebuilding without AMX" >&2
+    "$build" "$native $no_amx $extra"
+    "$smoke"
+    want="$want $no_amx"
+  elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+  fi
+  echo "$want" >"$stamp"
+}
 
 # (a) The Python binding.
 binding_smoke() {
@@ -80,24 +108,7 @@ build_binding() {
   CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL="$jobs" "$venv/bin/python" -m pip install --quiet \
     --disable-pip-version-check --force-reinstall --no-deps --no-cache-dir "$sdist"
 }
-stamp_a="$venv/.llamacpp-stamp"
-want_a="$LLAMA_CPP_PYTHON_VERSION $native $extra"
-if [ "$(cat "$stamp_a" 2>/dev/null)" != "$want_a" ] && [ "$(cat "$stamp_a" 2>/dev/null)" != "$want_a $no_amx" ]; then
-  build_binding "$native $extra"
-  rc=0; binding_smoke || rc=$?
-  if crashed "$rc"; then
-    echo "the native binding crashed (exit $rc): rebuilding without AMX" >&2
-    build_binding "$native $no_amx $extra"
-    binding_smoke
-    echo "$want_a $no_amx" >"$stamp_a"
-  elif [ "$rc" -ne 0 ]; then
-    exit "$rc"
-  else
-    echo "$want_a" >"$stamp_a"
-  fi
-else
-  echo "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION already in $venv ($(cat "$stamp_a"))" >&2
-fi
+install_part "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION in $venv" "$venv/.llamacpp-stamp" build_binding binding_smoke
 
 # (b) llama.cpp's C++ tools from the vendored sources.
 tools_smoke() {
@@ -116,24 +127,7 @@ build_tools() {
   cmake --build "$build" -j "$jobs" --target llama-server llama-quantize llama-bench >"$prefix/build.log"
   cp "$build"/bin/llama-server "$build"/bin/llama-quantize "$build"/bin/llama-bench "$prefix/bin/"
 }
-stamp_b="$prefix/.stamp"
-want_b="$LLAMA_CPP_PYTHON_VERSION $native $extra"
-if [ "$(cat "$stamp_b" 2>/dev/null)" != "$want_b" ] && [ "$(cat "$stamp_b" 2>/dev/null)" != "$want_b $no_amx" ]; then
-  build_tools "$native $extra"
-  rc=0; tools_smoke || rc=$?
-  if crashed "$rc"; then
-    echo "the native llama-bench crashed (exit $rc): rebuilding without AMX" >&2
-    build_tools "$native $no_amx $extra"
-    tools_smoke
-    echo "$want_b $no_amx" >"$stamp_b"
-  elif [ "$rc" -ne 0 ]; then
-    exit "$rc"
-  else
-    echo "$want_b" >"$stamp_b"
-  fi
-else
-  echo "llama.cpp tools already in $prefix/bin ($(cat "$stamp_b"))" >&2
-fi
+install_part "llama.cpp tools in $prefix/bin" "$prefix/.stamp" build_tools tools_smoke
 
 echo "llama.cpp anchor ready:"
 echo "  LLAMACPP_PYTHON=$venv/bin/python"
