@@ -3,7 +3,7 @@
 usage: .bench/llamacpp-venv/bin/python benches/llamacpp_kv_deviation.py [model.gguf]   (benches/setup-llamacpp.sh installs it)
 
 Teacher-forces each case of crates/engine/tests/fixtures/smollm2-llamacpp.json (the reference
-crates/engine/tests/smollm2_llamacpp.rs checks us against) through llama-cpp-python with the default f16 cache, f16 with
+crates/engine/tests/it/smollm2_llamacpp.rs checks us against) through llama-cpp-python with the default f16 cache, f16 with
 flash attention, and q8_0 keys and values (flash attention, which llama.cpp needs for a quantized V),
 and prints, per setting, the largest and the mean deviation of the reference's top-5 logits and the steps with a
 clear top-1 (margin >= 0.2) where llama.cpp's own top-1 changed. This is the yardstick for our q8_0

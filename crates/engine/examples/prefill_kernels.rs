@@ -1,5 +1,5 @@
 //! Time of one projection by row count: candle's quantized kernel against dequantize + dense matmul, the
-//! two paths of the engine's `Linear` (crates/engine/src/linear.rs). The numbers behind its threshold.
+//! two paths of the engine's `Linear` (crates/engine/src/llama/linear.rs). The numbers behind its threshold.
 //!
 //! `cargo run -p llamagate-engine --example prefill_kernels -- <model.gguf>`; threads from `RAYON_NUM_THREADS`.
 

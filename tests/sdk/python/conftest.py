@@ -59,7 +59,7 @@ shields:
 oauth_config:
   auth_server_uri: {issuer}
   stack_uri: {url}
-  enable_rate_limiting: false  # SDK compatibility, not limits (crates/server/tests/rate_limits*.rs)
+  enable_rate_limiting: false  # SDK compatibility, not limits (crates/server/tests/it/rate_limits*.rs)
   enforce_content_safety: false  # the stand-in guard would check every chat (crates/server/tests/it/content_safety.rs)
   audit:
     path: {Path(workdir) / "audit.log"}

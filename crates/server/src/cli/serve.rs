@@ -201,13 +201,15 @@ fn print_dev_banner(issuer: &str, key: &DevIssuer, key_file: &std::path::Path, c
     } else {
         format!(" --key-file {}", key_file.display())
     };
+    // This very binary, so the line pastes as printed whether or not `llamagate` is on the PATH.
+    let program = std::env::current_exe().map_or_else(|_| "llamagate".to_string(), |p| p.display().to_string());
     eprintln!(
         "\n\
          ==> llamagate DEVELOPMENT MODE (--dev): this server is its own token issuer.\n\
          \x20   issuer/audience: {issuer}   signing key: {} (kid {})\n\
          \x20   JWKS: {issuer}{}   Do not use --dev in production.\n\
          \x20   Get a token (from this directory):\n\
-         \x20     TOKEN=$(llamagate token --config {} --issuer {issuer} --tier premium{key_arg})\n\
+         \x20     TOKEN=$({program} token --config {} --issuer {issuer} --tier premium{key_arg})\n\
          \x20     curl -H \"Authorization: Bearer $TOKEN\" {issuer}/v1/models\n",
         key_file.display(),
         key.kid(),
