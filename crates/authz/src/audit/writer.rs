@@ -200,24 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn new_and_rotated_files_are_readable_by_their_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let mut writer = ChainWriter::open(&config(&path, 4096, 100)).unwrap();
-        for _ in 0..100 {
-            writer.write(&AuditRecord::new(AuditEvent::InferenceRequest, Outcome::Allowed)).unwrap();
-        }
-        writer.flush().unwrap();
-        let files = all_files(dir.path());
-        assert!(files.len() > 1, "rotated: {files:?}");
-        for file in files {
-            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
-        }
-    }
-
-    #[test]
-    fn rotation_keeps_the_chain_and_prunes_old_files() {
+    fn rotation_keeps_the_chain_and_private_files_and_prunes_old_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let mut writer = ChainWriter::open(&config(&path, 4096, 100)).unwrap();
@@ -227,6 +210,11 @@ mod tests {
         writer.flush().unwrap();
         let files = all_files(dir.path());
         assert!(files.len() > 2, "expected rotation, got {files:?}");
+        for file in &files {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "only the owner reads audit records: {}", file.display());
+        }
         let report = verify_files(&files).unwrap();
         assert_eq!(report.records, 100);
         assert!(report.from_genesis);

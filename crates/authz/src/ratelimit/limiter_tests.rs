@@ -85,14 +85,18 @@ async fn a_request_refused_on_tokens_spends_no_request() {
     assert_eq!(limiter.usage(&key, &tier).await.expect("usage").requests.remaining, 9);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_reservations_admit_exactly_the_limit() {
-    let (limiter, _time) = limiter();
-    let limiter = Arc::new(limiter);
-    let (key, tier) = (RateKey::new("alice", "app"), tier(50, 1_000_000));
+/// How many of 200 concurrent reservations of 10 tokens each, spread over `replicas`, a tier of 50
+/// requests admits.
+async fn admitted_of_two_hundred(replicas: &[Arc<RateLimiter>]) -> usize {
+    // An hour-long window: the bucket does not visibly refill while the reservations run.
+    let tier = Tier {
+        name: "t".into(),
+        limits: TierLimits { requests: 50, tokens: 1_000_000, window_seconds: 3600, priority: 0 },
+    };
+    let key = RateKey::new("alice", "app");
     let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (limiter, key, tier) = (limiter.clone(), key.clone(), tier.clone());
+        .map(|i| {
+            let (limiter, key, tier) = (replicas[i % replicas.len()].clone(), key.clone(), tier.clone());
             tokio::spawn(async move { limiter.reserve(&key, &tier, 10).await.map(|r| r.settle(10)).is_ok() })
         })
         .collect();
@@ -100,7 +104,25 @@ async fn concurrent_reservations_admit_exactly_the_limit() {
     for task in tasks {
         admitted += usize::from(task.await.expect("task"));
     }
-    assert_eq!(admitted, 50);
+    admitted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_admit_exactly_the_limit() {
+    let (limiter, _time) = limiter();
+    assert_eq!(admitted_of_two_hundred(&[Arc::new(limiter)]).await, 50);
+}
+
+/// The same against a real `redis-server`, with two limiters standing in for two replicas with their
+/// own connections: the Lua script decides atomically, so they share the limit exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_sharing_one_redis_admit_exactly_the_limit() {
+    let redis = llamagate_testkit::RedisServer::start();
+    let replica = || {
+        let store = RedisStore::connect(&redis.url(), "test", Duration::from_millis(500)).expect("client");
+        Arc::new(RateLimiter::redis(store, FailureMode::Closed))
+    };
+    assert_eq!(admitted_of_two_hundred(&[replica(), replica()]).await, 50);
 }
 
 #[tokio::test]

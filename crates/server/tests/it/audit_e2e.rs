@@ -30,6 +30,18 @@ fn start(dir: &Path) -> DevServer {
     dev::start_with_env(dir, 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")])
 }
 
+/// A server auditing to `audit.log` in a fresh directory (kept alive by the returned handle), and a
+/// token for it.
+fn audited_server() -> (tempfile::TempDir, PathBuf, DevServer, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.log");
+    write_config(dir.path(), &audit_path);
+    let server = start(dir.path());
+    let good = token(dir.path(), &server.base, &[]);
+    (dir, audit_path, server, good)
+}
+
 /// The records written so far, waiting (briefly) until there are at least `at_least`: the response
 /// record is written when the response body ends, just after the client has read it.
 fn records(path: &Path, at_least: usize) -> Vec<Value> {
@@ -202,12 +214,7 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_requests_lose_no_record() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.log");
-    write_config(dir.path(), &audit_path);
-    let server = start(dir.path());
-    let good = token(dir.path(), &server.base, &[]);
+    let (dir, audit_path, server, good) = audited_server();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let url = server.url("/v1/models");
     let requests = (0..1000).map(|i| {
@@ -255,12 +262,7 @@ async fn a_thousand_concurrent_requests_lose_no_record() {
 /// itself (499, `cancelled`, the tokens generated until then).
 #[tokio::test]
 async fn an_abandoned_plain_completion_is_closed_in_the_audit_and_charged_what_it_generated() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.log");
-    write_config(dir.path(), &audit_path);
-    let server = start(dir.path());
-    let good = token(dir.path(), &server.base, &[]);
+    let (_dir, audit_path, server, good) = audited_server();
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
     // A stop string that never comes and a long budget: the generation outlives the client.
     let body = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell me a long story."}],
