@@ -64,6 +64,28 @@ def test_completion(client):
     assert out.choices[0].finish_reason in ("stop", "length")
 
 
+def test_completion_with_logprobs_false(client):
+    # The Llama Stack SDK types `logprobs` as a boolean; `False` asks for nothing and must be accepted.
+    out = client.completions.create(model=MODEL_ID, prompt="The capital of France is", max_tokens=3, logprobs=False)
+    assert out.choices[0].text
+    with pytest.raises(BadRequestError):
+        client.completions.create(model=MODEL_ID, prompt="Hi", max_tokens=3, logprobs=True)
+
+
+def test_tool_choice_none_answers_without_the_tools(client):
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Say hi."}],
+        tools=[weather],
+        tool_choice="none",
+        max_tokens=4,
+        temperature=0,
+    )
+    assert reply.choices[0].message.content
+    assert not reply.choices[0].message.tool_calls
+
+
 def test_unknown_model_is_not_found(client):
     with pytest.raises(NotFoundError):
         client.models.retrieve("no-such-model")

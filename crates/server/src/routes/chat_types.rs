@@ -24,12 +24,22 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<u32>,
     /// Only `{"type":"text"}` is served: there is no constrained decoding.
     pub response_format: Option<ResponseFormat>,
-    /// Tool definitions; refused when non-empty, since no tool-call parser is wired.
+    /// Tool definitions; refused when non-empty, since no tool-call parser is wired — unless
+    /// `tool_choice` is `none`, which asks for a plain answer: then they are dropped, as upstream does.
     pub tools: Option<Vec<Value>>,
-    /// Only meaningful with `tools`.
+    /// Only meaningful with `tools`: `none`, `auto`, `required` or `{"type":"function",...}`.
     pub tool_choice: Option<Value>,
     /// Token log-probabilities are not reported.
     pub logprobs: Option<bool>,
+    /// The legacy spelling of `tools`; refused like them.
+    #[schema(value_type = Option<Object>)]
+    pub functions: Option<Value>,
+    /// The legacy spelling of `tool_choice`; refused like `functions`.
+    #[schema(value_type = Option<Object>)]
+    pub function_call: Option<Value>,
+    /// `minimal`, `low`, `medium` or `high`. The served models have no reasoning phase, so every
+    /// effort is the same answer; any other value is refused.
+    pub reasoning_effort: Option<String>,
     /// Sampling and delivery fields shared with legacy completions.
     #[serde(flatten)]
     pub fields: GenerationFields,
@@ -104,8 +114,22 @@ impl ChatCompletionRequest {
         if self.tool_choice.is_some() && self.tools.is_none() {
             return Err(ApiError::BadRequest("'tool_choice' is only allowed when 'tools' is also provided".into()));
         }
-        if has_tools {
+        if let Some(choice) = &self.tool_choice {
+            check_tool_choice(choice)?;
+        }
+        // `tool_choice: "none"` asks for a plain answer: the tools are not needed for it.
+        let plain_answer = self.tool_choice.as_ref().is_some_and(|c| c == "none");
+        if has_tools && !plain_answer {
             return Err(ApiError::BadRequest("tools are not supported by this server".into()));
+        }
+        if self.functions.is_some() || self.function_call.is_some() {
+            return Err(ApiError::BadRequest("functions and function_call are not supported by this server".into()));
+        }
+        if let Some(effort) = self.reasoning_effort.as_deref().filter(|e| !REASONING_EFFORTS.contains(e)) {
+            return Err(ApiError::BadRequest(format!(
+                "reasoning_effort must be one of {}; got '{effort}'",
+                REASONING_EFFORTS.join(", ")
+            )));
         }
         if self.logprobs == Some(true) {
             return Err(ApiError::BadRequest("logprobs are not supported by this server".into()));
@@ -119,6 +143,25 @@ impl ChatCompletionRequest {
         let messages = self.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
         let params = self.fields.to_params(self.max_completion_tokens)?;
         Ok((messages, params))
+    }
+}
+
+/// The `reasoning_effort` values OpenAI defines.
+const REASONING_EFFORTS: [&str; 4] = ["minimal", "low", "medium", "high"];
+
+/// `tool_choice` must be one of OpenAI's spellings, whatever is done with it.
+fn check_tool_choice(choice: &Value) -> Result<(), ApiError> {
+    let valid = match choice {
+        Value::String(mode) => matches!(mode.as_str(), "none" | "auto" | "required"),
+        Value::Object(named) => named.get("type").and_then(Value::as_str) == Some("function"),
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "tool_choice must be 'none', 'auto', 'required' or {\"type\": \"function\", ...}".into(),
+        ))
     }
 }
 
@@ -327,9 +370,23 @@ mod tests {
             r#"{"model":"m","messages":[]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}],"tool_choice":"auto"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}],"tool_choice":"sometimes"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"extreme"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"42":5}}"#,
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"u"}}]}]}"#,
         ] {
             assert!(matches!(request(body).validate(), Err(ApiError::BadRequest(_))), "{body}");
         }
+    }
+
+    #[test]
+    fn tool_choice_none_drops_the_tools_and_known_efforts_are_accepted() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}],
+            "tool_choice":"none","reasoning_effort":"low","logit_bias":{}}"#;
+        let (messages, _) = request(body).validate().unwrap();
+        assert_eq!(messages, [ChatMessage::new("user", "x")]);
     }
 }

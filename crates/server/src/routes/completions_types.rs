@@ -23,8 +23,9 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     /// Only 1 is served.
     pub best_of: Option<u32>,
-    /// Log-probabilities are not reported.
-    pub logprobs: Option<u32>,
+    /// Log-probabilities are not reported: `false`/`0` are accepted, `true`/a count refused. OpenAI
+    /// types it as a count, Llama Stack's SDK sends a boolean.
+    pub logprobs: Option<LogprobsRequest>,
     /// Sampling and delivery fields shared with chat.
     #[serde(flatten)]
     pub fields: GenerationFields,
@@ -42,6 +43,22 @@ pub enum Prompt {
     Tokens(Vec<u32>),
     /// A batch of token-id prompts.
     TokenBatches(Vec<Vec<u32>>),
+}
+
+/// `logprobs` in either spelling.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LogprobsRequest {
+    /// Llama Stack's: whether to return them.
+    Flag(bool),
+    /// OpenAI's: how many alternatives per position.
+    Count(u32),
+}
+
+impl LogprobsRequest {
+    fn asks_for_any(self) -> bool {
+        matches!(self, Self::Flag(true)) || matches!(self, Self::Count(n) if n > 0)
+    }
 }
 
 /// The prompt after validation: text to tokenize, or ids to use as they are.
@@ -66,7 +83,7 @@ impl CompletionRequest {
         if self.best_of.is_some_and(|b| b != 1) {
             return refuse("best_of other than 1");
         }
-        if self.logprobs.is_some_and(|l| l > 0) {
+        if self.logprobs.is_some_and(|l| l.asks_for_any()) {
             return refuse("logprobs");
         }
         let one_prompt = || ApiError::BadRequest("prompt must be one prompt: batches are not supported".into());
@@ -166,8 +183,18 @@ mod tests {
             r#"{"model":"m","prompt":["a","b"]}"#,
             r#"{"model":"m","prompt":"a","echo":true}"#,
             r#"{"model":"m","prompt":"a","best_of":2}"#,
+            r#"{"model":"m","prompt":"a","logprobs":true}"#,
+            r#"{"model":"m","prompt":"a","logprobs":3}"#,
         ] {
             assert!(matches!(request(body).validate(), Err(ApiError::BadRequest(_))), "{body}");
+        }
+    }
+
+    /// The Llama Stack SDK sends `logprobs: false`; OpenAI clients `0` or nothing.
+    #[test]
+    fn logprobs_not_asked_for_in_either_spelling_is_accepted() {
+        for body in [r#"{"model":"m","prompt":"a","logprobs":false}"#, r#"{"model":"m","prompt":"a","logprobs":0}"#] {
+            assert!(request(body).validate().is_ok(), "{body}");
         }
     }
 }

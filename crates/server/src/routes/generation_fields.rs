@@ -7,6 +7,7 @@
 
 use llamagate_engine::{GenerateParams, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::http::error::{ApiError, ErrorEnvelope};
@@ -40,6 +41,9 @@ pub struct GenerationFields {
     pub stream: Option<bool>,
     /// Streaming options (`include_usage`).
     pub stream_options: Option<StreamOptions>,
+    /// Token id → bias; not applied by the sampler here, so a non-empty map is refused.
+    #[schema(value_type = Option<Object>)]
+    pub logit_bias: Option<serde_json::Map<String, Value>>,
     // `user` (an end-user id for abuse tracking) is accepted like any unknown key and not kept:
     // it influences nothing here and is personal data we have no reason to log.
 }
@@ -81,6 +85,9 @@ impl GenerationFields {
             return Err(ApiError::BadRequest(format!(
                 "n={n} is not supported: this server returns exactly one choice"
             )));
+        }
+        if self.logit_bias.as_ref().is_some_and(|bias| !bias.is_empty()) {
+            return Err(ApiError::BadRequest("logit_bias is not supported by this server".into()));
         }
         if self.stream_options.is_some() && !self.streaming() {
             return Err(ApiError::BadRequest("stream_options is only allowed when stream is true".into()));
