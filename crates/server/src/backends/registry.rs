@@ -92,7 +92,9 @@ impl Backend {
 pub struct ServedModel {
     /// The id clients use (may contain `/`).
     pub id: String,
-    /// Where the weights came from, reported as `provider_resource_id`.
+    /// Where the weights came from, as clients may see it (`provider_resource_id`): a hub id as given,
+    /// a local file or directory by its name alone — where the server keeps its files is nobody's
+    /// business but the operator's.
     pub source: String,
     /// When the model was loaded, as `created` in listings.
     pub created: u64,
@@ -132,7 +134,7 @@ impl ModelRegistry {
             );
             models.push(Arc::new(ServedModel {
                 id: config.id.clone(),
-                source: config.source.clone(),
+                source: public_source(&source, &config.source),
                 created: loaded_at(),
                 backend: Backend::Local(engine),
             }));
@@ -154,4 +156,14 @@ impl ModelRegistry {
 /// Seconds since the Unix epoch, reported as the model's `created`.
 fn loaded_at() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What of a model's `source` is shown to clients: a hub id as configured, a path's last component.
+fn public_source(source: &ModelSource, configured: &str) -> String {
+    match source {
+        ModelSource::Hub { .. } => configured.to_string(),
+        _ => std::path::Path::new(configured)
+            .file_name()
+            .map_or_else(|| configured.to_string(), |name| name.to_string_lossy().into_owned()),
+    }
 }

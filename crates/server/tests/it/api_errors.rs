@@ -20,7 +20,8 @@ async fn models_are_listed_and_retrieved_by_either_id_spelling() {
     assert_eq!(entry["id"], MODEL_ID);
     assert_eq!(entry["custom_metadata"]["model_type"], "llm");
     assert!(entry["custom_metadata"]["provider_id"].is_string());
-    assert!(entry["custom_metadata"]["provider_resource_id"].is_string());
+    // The weights' file by name: no answer tells a client where the server keeps its files.
+    assert_eq!(entry["custom_metadata"]["provider_resource_id"], "SmolLM2-135M-Instruct.Q4_1.gguf");
 
     let encoded = MODEL_ID.replace('/', "%2F");
     for path in [format!("/v1/models/{MODEL_ID}"), format!("/v1/models/{encoded}")] {
@@ -31,7 +32,10 @@ async fn models_are_listed_and_retrieved_by_either_id_spelling() {
             ["identifier", "metadata", "model_type", "model_validation", "provider_id", "provider_resource_id", "type"]
         );
         assert_eq!(model["identifier"], MODEL_ID);
+        assert_eq!(model["provider_resource_id"], "SmolLM2-135M-Instruct.Q4_1.gguf");
     }
+    let (_, providers) = server.get_json("/v1/providers").await;
+    assert!(!providers.to_string().contains(&*crate::support::default_model().display().to_string()), "{providers}");
 }
 
 #[tokio::test]
