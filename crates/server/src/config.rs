@@ -184,6 +184,11 @@ pub struct ModelConfig {
     /// (a shared system prompt, earlier turns) skips computing them; 0 turns it off. Unset: 32.
     #[serde(default)]
     pub prefix_cache_mb: Option<usize>,
+    /// Whether callers may reuse each other's remembered prompts. Off by default: a reused prompt
+    /// answers sooner, so a shared cache tells one tenant, by timing, what another asked. Turn it on
+    /// for a single-tenant deployment, where every caller's shared system prompt is then computed once.
+    #[serde(default)]
+    pub share_prefix_cache: bool,
     /// How the CPU pass stores keys and values: `f16` (default: llama.cpp's default, and its logits
     /// exactly) or `q8_0` (0.56× the KV memory, faster decoding deep into long contexts, logits as far
     /// from f16 as llama.cpp's own q8_0 cache puts them).

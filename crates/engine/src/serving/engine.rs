@@ -39,6 +39,8 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// See [`GenerationRequest::priority`]; 0 (the default) is the lowest.
     pub priority: u8,
+    /// See [`GenerationRequest::prefix_scope`]; 0 by default.
+    pub prefix_scope: u64,
 }
 
 /// Facts about a loaded model for listings and limits.
@@ -169,6 +171,7 @@ impl Model {
             max_tokens,
             stop: params.stop,
             priority: params.priority,
+            prefix_scope: params.prefix_scope,
         })
     }
 

@@ -20,6 +20,10 @@ pub struct GenerationRequest {
     /// Scheduling priority: waiting requests with a higher value are admitted first (FIFO among
     /// equals). The server sets it from the caller's tier, so paying tiers can be favoured under load.
     pub priority: u8,
+    /// Which remembered prompts this request may reuse, and which may reuse its own: only those of the
+    /// same scope. A reused prompt answers sooner, so requests that share a scope can learn from their
+    /// timing whether another sent a prompt; the server gives each tenant its own scope.
+    pub prefix_scope: u64,
 }
 
 /// Why generation ended, in OpenAI's vocabulary.

@@ -298,7 +298,8 @@ impl Scheduler {
                 }
             };
             // A remembered prompt that starts the same way saves computing that much of this one.
-            let (done, cache) = self.prefixes.lookup(&job.request.prompt_ids, capacity).unwrap_or((0, cache));
+            let (done, cache) =
+                self.prefixes.lookup(job.request.prefix_scope, &job.request.prompt_ids, capacity).unwrap_or((0, cache));
             self.stats.reused_prompt_tokens.fetch_add(done as u64, Ordering::Relaxed);
             let seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
             self.prefilling.push_back(Prefill { seq, done, reserved: need });
@@ -353,7 +354,7 @@ impl Scheduler {
             p.done += chunk;
             if p.done >= p.seq.prompt_ids.len() {
                 let Some(mut p) = self.prefilling.pop_front() else { return };
-                self.prefixes.insert(&p.seq.prompt_ids, &p.seq.cache);
+                self.prefixes.insert(p.seq.prefix_scope, &p.seq.prompt_ids, &p.seq.cache);
                 self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
                 if p.seq.step(&mut logits) == StepResult::Running {
                     self.active.push(Running { seq: p.seq, reserved: p.reserved });

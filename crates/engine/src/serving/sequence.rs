@@ -16,6 +16,8 @@ use crate::text::tokenizer::Tokenizer;
 pub(crate) struct ActiveSequence {
     pub cache: KvCache,
     pub prompt_ids: Vec<u32>,
+    /// The request's [`crate::GenerationRequest::prefix_scope`], kept for the prefix cache.
+    pub prefix_scope: u64,
     /// The last sampled token: the input of the next decode step.
     pub last_token: u32,
     sampler: Sampler,
@@ -49,6 +51,7 @@ impl ActiveSequence {
             cache,
             last_token: request.prompt_ids.last().copied().unwrap_or_default(),
             prompt_ids: request.prompt_ids,
+            prefix_scope: request.prefix_scope,
             sampler: Sampler::new(request.sampling),
             decoder: IncrementalDecoder::default(),
             stop: StopMatcher::new(&request.stop),

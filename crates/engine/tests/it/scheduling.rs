@@ -152,6 +152,23 @@ fn the_8bit_cache_is_reused_by_prefix_too() {
     prefix_reuse_gives_what_a_fresh_prefill_gives(KvCacheType::Q8_0);
 }
 
+/// Requests of different prefix scopes (the server's tenants) never reuse each other's prompts: a
+/// reused prompt answers sooner, which would tell one tenant what another asked.
+#[test]
+fn prompts_are_reused_only_within_their_scope() {
+    let m = model_with_cache(SchedulerConfig::default(), KvCacheType::F16);
+    let prompt = chat(&m, "A secret question only one tenant asks?");
+    let generate = |scope: u64| {
+        let request = m.prepare(prompt.clone(), GenerateParams { prefix_scope: scope, ..params(2, 0) }).unwrap();
+        m.submit(request).unwrap().collect_blocking().unwrap()
+    };
+    generate(1);
+    generate(2);
+    assert_eq!(m.stats().reused_prompt_tokens(), 0, "another scope reuses nothing");
+    generate(1);
+    assert_eq!(m.stats().reused_prompt_tokens(), (prompt.len() - 2) as u64, "the same scope reuses its prompt");
+}
+
 fn prefix_reuse_gives_what_a_fresh_prefill_gives(kv_cache_type: KvCacheType) {
     let m = model_with_cache(SchedulerConfig::default(), kv_cache_type);
     let question = "Name three colours of the rainbow and say which one is in the middle.";

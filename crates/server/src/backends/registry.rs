@@ -100,6 +100,8 @@ pub struct ServedModel {
     pub created: u64,
     /// What runs it.
     pub backend: Backend,
+    /// Whether callers may reuse each other's remembered prompts (`models[].share_prefix_cache`).
+    pub share_prefix_cache: bool,
 }
 
 /// All served models, in config order.
@@ -137,6 +139,7 @@ impl ModelRegistry {
                 source: public_source(&source, &config.source),
                 created: loaded_at(),
                 backend: Backend::Local(engine),
+                share_prefix_cache: config.share_prefix_cache,
             }));
         }
         Ok(Self { models })

@@ -108,6 +108,17 @@ impl Caller {
         self.identity.as_ref().map_or(0, |identity| identity.tier.limits.priority)
     }
 
+    /// The scope of the caller's remembered prompts in the engine's prefix cache: one per rate key
+    /// (subject and client), 0 for anonymous callers, so tenants never reuse each other's prompts.
+    pub fn prefix_scope(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        self.identity.as_ref().map_or(0, |identity| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            identity.rate_key.hash(&mut hasher);
+            hasher.finish() | 1
+        })
+    }
+
     /// The safety level the caller's scopes pick, or `None` for the configured default.
     pub fn safety_level(&self) -> Option<&str> {
         self.safety_level.as_deref()
@@ -226,5 +237,18 @@ mod tests {
         assert!(!refused.may_see_model("local/smollm2-135m-instruct"));
         assert!(refused.authorize_shields().is_ok() && !allowed.may_see_shields());
         assert!(Caller::anonymous().authorize_model("anything").is_ok(), "permissions off: every model is open");
+    }
+
+    #[test]
+    fn each_caller_has_its_own_prefix_scope() {
+        let tiers = Tiers::from_config(&RateLimitConfig::default(), "free");
+        let alice = Caller::authenticated(identity(&tiers, ""), None, None, None);
+        let mut other = identity(&tiers, "");
+        other.rate_key = RateKey::new("bob", "app");
+        let bob = Caller::authenticated(other, None, None, None);
+        assert_ne!(alice.prefix_scope(), bob.prefix_scope());
+        assert_eq!(alice.prefix_scope(), Caller::authenticated(identity(&tiers, "x"), None, None, None).prefix_scope());
+        assert_eq!(Caller::anonymous().prefix_scope(), 0);
+        assert_ne!(alice.prefix_scope(), 0);
     }
 }

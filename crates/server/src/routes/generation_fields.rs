@@ -109,7 +109,7 @@ impl GenerationFields {
             ..Default::default()
         };
         let max_tokens = max_tokens.or(self.max_tokens).map(|n| n as usize);
-        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0 })
+        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0, prefix_scope: 0 })
     }
 }
 
