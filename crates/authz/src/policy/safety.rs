@@ -10,16 +10,18 @@
 //! A level is a table of thresholds (content whose score is above a category's threshold is refused)
 //! plus blocked categories (refused as soon as their score is above the small `blocked_threshold`: a
 //! blocked category is refused even when the classifier is unsure). Categories a level neither
-//! thresholds nor blocks are allowed. Scopes pick the level: the first entry of
+//! thresholds nor blocks are held to the level's `unlisted_threshold` (0.5 unless configured, where
+//! Llama Guard's own verdict flips): deny by default, so a level that forgets a category does not let
+//! it through unchecked. Scopes pick the level: the first entry of
 //! [`SafetyConfig::scope_levels`] whose scope the token holds, else `default_safety_level`.
 //!
 //! Defaults (all configurable under `oauth_config.safety`, `default_safety_level` beside it):
 //!
-//! | level | violence | hate | sexual | blocked |
-//! |---|---|---|---|---|
-//! | `basic_user` | 0.3 | 0.2 | 0.2 | illegal, harmful |
-//! | `premium_user` | 0.5 | 0.4 | 0.4 | illegal |
-//! | `research_user` | 0.8 | 0.7 | 0.7 | — |
+//! | level | violence | hate | sexual | blocked | anything else |
+//! |---|---|---|---|---|---|
+//! | `basic_user` | 0.3 | 0.2 | 0.2 | illegal, harmful | 0.5 |
+//! | `premium_user` | 0.5 | 0.4 | 0.4 | illegal | 0.5 (harmful) |
+//! | `research_user` | 0.8 | 0.7 | 0.7 | — | 0.5 (illegal, harmful) |
 //!
 //! [`SafetyPolicy::decide`] is pure: scores and a level in, a [`SafetyDecision`] out. Where it is applied
 //! (input before generation, output after) is the server's business.
@@ -70,6 +72,16 @@ pub struct SafetyLevel {
     /// Categories refused whenever their score exceeds `blocked_threshold`.
     #[serde(default)]
     pub blocked: Vec<ContentCategory>,
+    /// The highest score still allowed for a category the level neither thresholds nor blocks.
+    #[serde(default = "default_unlisted_threshold")]
+    pub unlisted_threshold: f64,
+}
+
+/// Llama Guard's own verdict flips at P(unsafe) = 0.5: an unlisted category is held to that.
+pub const DEFAULT_UNLISTED_THRESHOLD: f64 = 0.5;
+
+fn default_unlisted_threshold() -> f64 {
+    DEFAULT_UNLISTED_THRESHOLD
 }
 
 /// One scope → level rule.
@@ -113,6 +125,7 @@ fn level(violence: f64, hate: f64, sexual: f64, blocked: &[ContentCategory]) -> 
     SafetyLevel {
         thresholds: BTreeMap::from([(Violence, violence), (Hate, hate), (Sexual, sexual)]),
         blocked: blocked.to_vec(),
+        unlisted_threshold: DEFAULT_UNLISTED_THRESHOLD,
     }
 }
 
@@ -185,6 +198,13 @@ impl SafetyConfig {
     /// Checks the tables and that `default_level` is one of the levels.
     pub fn validate(&self, default_level: &str) -> Result<(), ConfigError> {
         for (name, level) in &self.levels {
+            if !is_probability(level.unlisted_threshold) {
+                return Err(ConfigError::invalid(
+                    "safety.levels",
+                    format!("level `{name}`: unlisted_threshold {} is not in [0, 1]", level.unlisted_threshold),
+                    "use a probability such as 0.5",
+                ));
+            }
             if let Some((category, t)) = level.thresholds.iter().find(|(_, t)| !is_probability(**t)) {
                 return Err(ConfigError::invalid(
                     "safety.levels",
@@ -237,6 +257,8 @@ pub enum ViolationKind {
     Threshold,
     /// The category is blocked at this level and its score is above `blocked_threshold`.
     Blocked,
+    /// The level does not name the category and its score is above the level's `unlisted_threshold`.
+    Unlisted,
 }
 
 /// One violated category.
@@ -324,19 +346,25 @@ impl SafetyPolicy {
 
 /// Decides named-category scores at `level`: a thresholded category is violated when its score is above
 /// its threshold, a blocked one when its score is above `blocked_threshold`; a category with both uses
-/// the stricter limit. Scores equal to a limit pass.
+/// the stricter limit, one with neither the level's `unlisted_threshold`. Scores equal to a limit pass.
 pub fn decide(scores: &BTreeMap<ContentCategory, f64>, level: &SafetyLevel, blocked_threshold: f64) -> SafetyDecision {
     let mut violated = Vec::new();
     for (&category, &score) in scores {
         let threshold = level.thresholds.get(&category).map(|&t| (t, ViolationKind::Threshold));
         let blocked = level.blocked.contains(&category).then_some((blocked_threshold, ViolationKind::Blocked));
-        let limit = match (threshold, blocked) {
-            (Some(t), Some(b)) => Some(if b.0 <= t.0 { b } else { t }),
-            (t, b) => t.or(b),
+        let (limit, kind) = match (threshold, blocked) {
+            (Some(t), Some(b)) => {
+                if b.0 <= t.0 {
+                    b
+                } else {
+                    t
+                }
+            }
+            (Some(t), None) => t,
+            (None, Some(b)) => b,
+            (None, None) => (level.unlisted_threshold, ViolationKind::Unlisted),
         };
-        if let Some((limit, kind)) = limit
-            && score > limit
-        {
+        if score > limit {
             violated.push(SafetyViolation { category, score, limit, kind });
         }
     }

@@ -27,12 +27,12 @@ const TABLE: [(&str, ContentCategory, Limit); 15] = [
     (PREMIUM_USER, Hate, Some((0.4, ViolationKind::Threshold))),
     (PREMIUM_USER, Sexual, Some((0.4, ViolationKind::Threshold))),
     (PREMIUM_USER, Illegal, Some((DEFAULT_BLOCKED_THRESHOLD, ViolationKind::Blocked))),
-    (PREMIUM_USER, Harmful, None),
+    (PREMIUM_USER, Harmful, Some((DEFAULT_UNLISTED_THRESHOLD, ViolationKind::Unlisted))),
     (RESEARCH_USER, Violence, Some((0.8, ViolationKind::Threshold))),
     (RESEARCH_USER, Hate, Some((0.7, ViolationKind::Threshold))),
     (RESEARCH_USER, Sexual, Some((0.7, ViolationKind::Threshold))),
-    (RESEARCH_USER, Illegal, None),
-    (RESEARCH_USER, Harmful, None),
+    (RESEARCH_USER, Illegal, Some((DEFAULT_UNLISTED_THRESHOLD, ViolationKind::Unlisted))),
+    (RESEARCH_USER, Harmful, Some((DEFAULT_UNLISTED_THRESHOLD, ViolationKind::Unlisted))),
 ];
 
 #[test]
@@ -125,7 +125,11 @@ fn codes_of_one_category_add_up() {
 
 #[test]
 fn a_thresholded_category_that_is_also_blocked_uses_the_stricter_limit() {
-    let level = SafetyLevel { thresholds: BTreeMap::from([(Violence, 0.5)]), blocked: vec![Violence] };
+    let level = SafetyLevel {
+        thresholds: BTreeMap::from([(Violence, 0.5)]),
+        blocked: vec![Violence],
+        unlisted_threshold: DEFAULT_UNLISTED_THRESHOLD,
+    };
     let d = decide(&BTreeMap::from([(Violence, 0.2)]), &level, 0.1);
     assert_eq!(d.violated[0].kind, ViolationKind::Blocked);
     assert!(decide(&BTreeMap::from([(Violence, 0.2)]), &level, 0.9).allowed);
