@@ -93,6 +93,21 @@ pub struct RateLimitConfig {
     /// Tier name → limits.
     #[serde(deserialize_with = "merged_over_default_tiers")]
     pub tiers: BTreeMap<String, TierLimits>,
+    /// Whose budget a request is charged to.
+    pub budget_key: BudgetKey,
+}
+
+/// Whose budget a request is charged to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetKey {
+    /// One budget per user (the token's `sub`), whichever client asks: a user cannot multiply the
+    /// tier's limits by registering more clients.
+    #[default]
+    Subject,
+    /// One budget per user and client: one client's runaway script does not starve the user's
+    /// others, at the price of a budget per client.
+    SubjectAndClient,
 }
 
 impl Default for RateLimitConfig {
@@ -106,6 +121,7 @@ impl Default for RateLimitConfig {
             tier_claim: None,
             scope_tiers: default_scope_tiers(),
             tiers: default_tiers(),
+            budget_key: BudgetKey::default(),
         }
     }
 }

@@ -25,7 +25,7 @@ pub mod redis;
 mod status;
 pub mod tier;
 
-pub use config::{Backend, FailureMode, RateLimitConfig, TierLimits};
+pub use config::{Backend, BudgetKey, FailureMode, RateLimitConfig, TierLimits};
 pub use limiter::{BackendHealth, RateLimiter, Reservation};
 pub use memory::{ManualTime, MemoryStore};
 pub use redis::RedisStore;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::principal::Principal;
-use crate::ratelimit::config::{RateLimitConfig, TierLimits};
+use crate::ratelimit::config::{BudgetKey, RateLimitConfig, TierLimits};
 
 /// A tier: its name, its limits and its queue priority.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,11 +72,10 @@ impl Tiers {
     }
 }
 
-/// Whose buckets: the token's subject together with its client, hashed.
+/// Whose buckets: the token's subject, with its client when `budget_key: subject_and_client`, hashed.
 ///
-/// Never the token (a refreshed token is the same caller); the client is part of the key so one
-/// user's runaway script under one client does not starve their other clients. Hashing keeps keys
-/// short, fixed-length and free of user-controlled characters (they become Redis key names).
+/// Never the token (a refreshed token is the same caller). Hashing keeps keys short, fixed-length
+/// and free of user-controlled characters (they become Redis key names).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RateKey(String);
 
@@ -92,9 +91,18 @@ impl RateKey {
         Self(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
     }
 
-    /// The key of this principal.
+    /// The key of this principal: its subject and client.
     pub fn of(principal: &Principal) -> Self {
         Self::new(&principal.subject, &principal.client_id)
+    }
+
+    /// The key this principal's requests are charged to under `budget_key`.
+    pub fn charged(principal: &Principal, budget_key: BudgetKey) -> Self {
+        match budget_key {
+            // The empty client cannot collide with a real one: keys are length-prefixed.
+            BudgetKey::Subject => Self::new(&principal.subject, ""),
+            BudgetKey::SubjectAndClient => Self::of(principal),
+        }
     }
 
     /// The hex form.
@@ -149,5 +157,19 @@ mod tests {
         assert_ne!(RateKey::new("alice", "app"), RateKey::new("alice", "other"));
         assert_ne!(RateKey::new("ab", "c"), RateKey::new("a", "bc"));
         assert_eq!(RateKey::new("alice", "app").as_str().len(), 32);
+    }
+
+    #[test]
+    fn a_budget_is_the_users_unless_configured_per_client() {
+        let alice = |client: &str| Principal { client_id: client.into(), ..principal("", json!({})) };
+        assert_eq!(
+            RateKey::charged(&alice("app"), BudgetKey::Subject),
+            RateKey::charged(&alice("script"), BudgetKey::Subject)
+        );
+        assert_ne!(
+            RateKey::charged(&alice("app"), BudgetKey::SubjectAndClient),
+            RateKey::charged(&alice("script"), BudgetKey::SubjectAndClient)
+        );
+        assert_eq!(RateKey::charged(&alice("app"), BudgetKey::SubjectAndClient), RateKey::of(&alice("app")));
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use llamagate_authz::ratelimit::BudgetKey;
 use llamagate_authz::{
     AuditLog, AuthError, AuthRequest, Authenticator, ChallengeParams, Clock, OAuthConfig, PermissionError,
     PermissionMatrix, ProtectedResourceMetadata, RateKey, SafetyPolicy, Tiers,
@@ -65,6 +66,8 @@ pub struct AuthState {
     tiers: Tiers,
     /// Picks each caller's safety level; present when content safety is enforced.
     safety: Option<Arc<SafetyPolicy>>,
+    /// Whose budget a request is charged to (`rate_limits.budget_key`).
+    budget_key: BudgetKey,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -108,6 +111,7 @@ impl AuthState {
             audit,
             tiers: Tiers::from_config(&cfg.rate_limits, &cfg.default_user_tier),
             safety,
+            budget_key: cfg.rate_limits.budget_key,
         })
     }
 
@@ -160,7 +164,7 @@ impl AuthState {
     /// once: tier, rate key, safety level, model permissions and the audit notes to report to.
     fn caller(&self, principal: llamagate_authz::Principal, notes: Option<AuditNotes>) -> Caller {
         let tier = self.tiers.resolve(&principal);
-        let rate_key = RateKey::of(&principal);
+        let rate_key = RateKey::charged(&principal, self.budget_key);
         let safety_level =
             self.safety.as_ref().map(|policy| policy.level_name_for(Some(&principal.scopes)).to_string());
         Caller::authenticated(Identity { principal, tier, rate_key }, safety_level, self.access.clone(), notes)
