@@ -197,7 +197,11 @@ impl From<IntrospectionError> for AuthError {
 
 impl From<DpopError> for AuthError {
     fn from(e: DpopError) -> Self {
-        Self::InvalidDpopProof { reason: e.reason(), description: e.to_string() }
+        match e {
+            // Not the proof's fault: the server cannot record it right now.
+            DpopError::ReplayStoreFull => Self::Unavailable { reason: e.reason(), description: e.to_string() },
+            _ => Self::InvalidDpopProof { reason: e.reason(), description: e.to_string() },
+        }
     }
 }
 

@@ -2,16 +2,14 @@
 //!
 //! A DPoP proof is the one JWS whose header may carry a key (`jwk`), because the proof shows
 //! possession of exactly that key; the access token's `cnf.jkt` must equal the key's RFC 7638
-//! thumbprint. Replay is stopped with a bounded cache of `(thumbprint, jti)` pairs kept for the
-//! whole window in which a proof's `iat` could still be accepted. The replay check runs last, so a
-//! proof that fails any other check cannot burn a `jti`.
-
-use std::time::Duration;
+//! thumbprint. Replay is stopped by a [`ReplayStore`] of `(thumbprint, jti)` pairs that keeps every
+//! one for the whole window in which a proof's `iat` could still be accepted, and refuses new proofs
+//! (503) rather than forget a live one when full. The replay check runs last, so a proof that fails any
+//! other check cannot burn a `jti`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use moka::future::Cache;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -21,9 +19,11 @@ use crate::clock::Clock;
 use crate::token::jose::{self, HeaderJwk, JoseError, MAX_KID_LEN};
 use crate::token::jwks::pin;
 use crate::token::jwt::typ_matches;
+use crate::token::replay::{ID_BYTES, ReplayStore, Seen};
 
-/// Most remembered proof ids; a flood beyond this evicts the oldest (bounded memory).
-const REPLAY_CAPACITY: u64 = 100_000;
+/// Most proof ids remembered at once: a million proofs within one acceptance window (about 60 bytes
+/// each); past it new proofs get 503 until old ids expire.
+const REPLAY_CAPACITY: usize = 1_000_000;
 
 /// Why a DPoP proof was refused (RFC 9449 error `invalid_dpop_proof`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +61,10 @@ pub enum DpopError {
     /// This `jti` was already used.
     #[error("the proof has been used before")]
     Replay,
+    /// So many proofs arrived within the acceptance window that no more can be remembered; refused
+    /// rather than accepted unrecorded.
+    #[error("too many DPoP proofs right now; try again shortly")]
+    ReplayStoreFull,
 }
 
 impl DpopError {
@@ -78,6 +82,7 @@ impl DpopError {
             Self::AthMismatch => "dpop_ath",
             Self::KeyMismatch => "dpop_jkt",
             Self::Replay => "dpop_replay",
+            Self::ReplayStoreFull => "dpop_replay_store_full",
         }
     }
 }
@@ -100,15 +105,14 @@ pub struct DpopVerifier {
     allowed: Vec<Algorithm>,
     max_age: u64,
     clock: Clock,
-    seen: Cache<[u8; 32], ()>,
+    seen: ReplayStore,
 }
 
 impl DpopVerifier {
     /// Accepts proofs signed with `allowed` algorithms whose `iat` is within `max_age` seconds.
     pub fn new(allowed: Vec<Algorithm>, max_age: u64, clock: Clock) -> Self {
         // A proof can be accepted from iat - max_age to iat + max_age, so remember ids that long.
-        let seen =
-            Cache::builder().max_capacity(REPLAY_CAPACITY).time_to_live(Duration::from_secs(2 * max_age + 1)).build();
+        let seen = ReplayStore::new(REPLAY_CAPACITY, 2 * max_age + 1);
         Self { allowed, max_age, clock, seen }
     }
 
@@ -153,12 +157,14 @@ impl DpopVerifier {
         if !bool::from(jkt.as_bytes().ct_eq(req.expected_jkt.as_bytes())) {
             return Err(DpopError::KeyMismatch);
         }
-        let replay_key: [u8; 32] =
-            Sha256::new().chain_update(&jkt).chain_update(b"\0").chain_update(jti).finalize().into();
-        if !self.seen.entry(replay_key).or_insert(()).await.is_fresh() {
-            return Err(DpopError::Replay);
+        let digest = Sha256::new().chain_update(&jkt).chain_update(b"\0").chain_update(jti).finalize();
+        let mut replay_key = [0u8; ID_BYTES];
+        replay_key.copy_from_slice(&digest[..ID_BYTES]);
+        match self.seen.remember(replay_key, self.clock.now()) {
+            Seen::First => Ok(()),
+            Seen::Again => Err(DpopError::Replay),
+            Seen::Full => Err(DpopError::ReplayStoreFull),
         }
-        Ok(())
     }
 }
 

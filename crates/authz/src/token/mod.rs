@@ -6,7 +6,8 @@
 //! - [`jwks`]: the issuer's keys, cached, each pinned to the algorithms it may verify;
 //! - [`jwt`]: RFC 9068 access-token validation, and [`token_cache`] for tokens already verified;
 //! - [`introspection`]: RFC 7662 for opaque tokens, with a bounded cache;
-//! - [`dpop`]: RFC 9449 proofs of possession for DPoP-bound tokens.
+//! - [`dpop`]: RFC 9449 proofs of possession for DPoP-bound tokens, with the [`replay`] store of the
+//!   proof ids seen.
 
 pub mod discovery;
 pub mod dpop;
@@ -14,5 +15,6 @@ pub mod introspection;
 pub mod jose;
 pub mod jwks;
 pub mod jwt;
+pub mod replay;
 mod signature;
 pub mod token_cache;
