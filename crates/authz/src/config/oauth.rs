@@ -18,8 +18,10 @@ use url::Url;
 use crate::audit::AuditConfig;
 /// Defined by `audit`, which reads it; named here too because `audit_log_level` is an `oauth_config` key.
 pub use crate::audit::AuditLogLevel;
+use crate::config::claims::{ClaimRules, ClaimsConfig};
 use crate::config::env::{ENV_PREFIX, parse_bool, parse_enum, parse_u64};
 use crate::config::error::ConfigError;
+use crate::config::provider::Provider;
 use crate::config::secret::Secret;
 use crate::policy::safety::{BASIC_USER, SafetyConfig};
 use crate::principal::is_scope_char;
@@ -56,6 +58,16 @@ pub struct OAuthConfig {
     pub jwks_refetch_interval: u64,
     /// Expected `aud`; defaults to `stack_uri`.
     pub audience: Option<String>,
+    /// Further accepted audiences: a token passes when its `aud` holds any one of these or `audience`.
+    pub audiences: Vec<String>,
+    /// Further accepted issuers, compared exactly (Entra v1 and v2, Google's two spellings). Keys
+    /// still come from `auth_server_uri`'s JWKS.
+    pub issuers: Vec<String>,
+    /// The identity provider whose token shape the `claims` rules start from (default `generic`:
+    /// RFC 9068 exactly).
+    pub provider: Provider,
+    /// Claim rules laid over the `provider` preset (see [`ClaimsConfig`]).
+    pub claims: ClaimsConfig,
     /// Accepted JWS algorithms; asymmetric only (HMAC and `none` are refused at validation).
     pub allowed_algorithms: Vec<String>,
     /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -114,6 +126,10 @@ impl Default for OAuthConfig {
             jwks_cache_ttl: 300,
             jwks_refetch_interval: 30,
             audience: None,
+            audiences: Vec::new(),
+            issuers: Vec::new(),
+            provider: Provider::Generic,
+            claims: ClaimsConfig::default(),
             allowed_algorithms: vec!["RS256".into(), "ES256".into()],
             clock_leeway: 60,
             expected_typ: "at+jwt".into(),
@@ -162,6 +178,12 @@ impl OAuthConfig {
         self.audience.as_deref().unwrap_or(&self.stack_uri)
     }
 
+    /// The JWT claim rules in force: the `provider` preset with `claims`, `issuers` and `audiences`
+    /// laid over it.
+    pub fn claim_rules(&self) -> ClaimRules {
+        self.claims.resolve(self.provider.preset(&self.expected_typ), &self.issuers, &self.audiences)
+    }
+
     /// The allow-list as typed algorithms; unknown and symmetric names are dropped (and refused by
     /// [`OAuthConfig::validate`]).
     pub fn algorithms(&self) -> Vec<Algorithm> {
@@ -208,6 +230,7 @@ impl OAuthConfig {
         if self.expected_typ.trim().is_empty() {
             return Err(ConfigError::invalid("expected_typ", "is empty", "use at+jwt (RFC 9068)"));
         }
+        self.claim_rules().validate()?;
         if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
             return Err(ConfigError::invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
         }

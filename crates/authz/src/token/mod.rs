@@ -1,5 +1,6 @@
 //! Access tokens: everything that turns presented token bytes into a verified `Principal`.
 //!
+//! - [`claims`]: why a token is refused, the claim readers, and the configurable claim rules;
 //! - [`jose`]: compact JWS parsing and the header rules shared by access tokens and DPoP proofs;
 //! - `signature` (private): the signature check itself, with `ring`;
 //! - [`discovery`]: the authorization server's metadata and the one HTTP client that talks to it;
@@ -8,6 +9,7 @@
 //! - [`introspection`]: RFC 7662 for opaque tokens, with a bounded cache;
 //! - [`dpop`]: RFC 9449 proofs of possession for DPoP-bound tokens.
 
+pub mod claims;
 pub mod discovery;
 pub mod dpop;
 pub mod introspection;
