@@ -11,6 +11,8 @@
 //! sections (rate limits, safety, audit) can use them while `oauth` gathers those sections.
 
 pub mod claims;
+#[cfg(test)]
+mod claims_config_tests;
 pub mod env;
 pub mod error;
 pub mod oauth;

@@ -18,3 +18,6 @@ pub mod jwks;
 pub mod jwt;
 mod signature;
 pub mod token_cache;
+
+#[cfg(test)]
+mod provider_tests;
