@@ -14,6 +14,8 @@ pub mod claims;
 #[cfg(test)]
 mod claims_config_tests;
 pub mod env;
+#[cfg(test)]
+mod env_tests;
 pub mod error;
 pub mod oauth;
 pub mod provider;
