@@ -40,7 +40,9 @@ fn a_preset_is_overridden_key_by_key() {
     assert_eq!(rules.required_values["typ"], "Bearer", "kept from the preset");
     assert_eq!(rules.client_id, ["client_id", "azp", "cid", "appid"]);
     assert_eq!((rules.audiences.as_slice(), rules.issuers.len()), (&["llamagate".to_string()][..], 1));
-    let google = OAuthConfig { provider: Provider::Google, issuers: vec!["https://x.example".into()], ..valid() };
+    let mut google = OAuthConfig { provider: Provider::Google, issuers: vec!["https://x.example".into()], ..valid() };
+    google.claims.allowed_client_ids = vec!["1122".into()];
+    google.validate().expect("google with its callers listed");
     assert_eq!(
         google.claim_rules().issuers,
         ["https://accounts.google.com", "accounts.google.com", "https://x.example"]
@@ -59,6 +61,7 @@ fn claim_rule_validation_names_the_key() {
     type Mutation = Box<dyn Fn(&mut OAuthConfig)>;
     let cases: Vec<(&str, Mutation)> = vec![
         ("claims.allowed_client_ids", Box::new(|c| c.provider = Provider::Cognito)),
+        ("claims.allowed_client_ids", Box::new(|c| c.provider = Provider::Google)),
         (
             "claims.required",
             Box::new(|c| {

@@ -230,7 +230,15 @@ impl OAuthConfig {
         if self.expected_typ.trim().is_empty() {
             return Err(ConfigError::invalid("expected_typ", "is empty", "use at+jwt (RFC 9068)"));
         }
-        self.claim_rules().validate()?;
+        let rules = self.claim_rules();
+        rules.validate()?;
+        if self.provider == Provider::Google && rules.allowed_client_ids.is_empty() {
+            return Err(ConfigError::invalid(
+                "claims.allowed_client_ids",
+                "is empty with provider: google, so an ID token any Google account minted for this audience would pass",
+                "list the callers' client or service-account ids (their `azp`)",
+            ));
+        }
         if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
             return Err(ConfigError::invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
         }

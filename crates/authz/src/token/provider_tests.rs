@@ -312,7 +312,7 @@ async fn google_accepts_service_account_id_tokens() {
         audience: "https://llm.example",
         audiences: &[],
         issuers: &[],
-        allowed_client_ids: &[],
+        allowed_client_ids: &["112233445566778899000"],
         header: json!({"typ": "JWT"}),
         claims: |_| {
             json!({"aud": "https://llm.example", "azp": "112233445566778899000",
