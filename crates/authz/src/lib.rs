@@ -6,7 +6,8 @@
 //!   sections' types live with the folders that use them (`rate_limits` in [`ratelimit`], `safety`
 //!   in [`policy`], `audit` in [`audit`]);
 //! - [`token`]: access tokens — RFC 9068 JWT validation against a cached, pinned JWKS
-//!   ([`TokenValidator`], [`JwksCache`]), RFC 7662 introspection with a bounded cache
+//!   ([`TokenValidator`], [`JwksCache`]), with claim rules that read other identity providers' token
+//!   shapes (`oauth_config.provider` and `claims`, [`config::ClaimRules`]), RFC 7662 introspection with a bounded cache
 //!   ([`Introspector`]), RFC 9449 DPoP proofs ([`DpopVerifier`]) and the authorization server's
 //!   metadata;
 //! - [`authentication`]: what the server calls per request — reading credentials from header bytes,

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::error::ConfigError;
 
-/// Level at which audit records are emitted (`oauth_config.audit_log_level`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Level at which audit records are emitted (`oauth_config.audit_log_level`). Read in any case,
+/// with Python's `logging` names too (`WARNING`, `CRITICAL`, `FATAL`, `NOTSET`), since Llama Stack
+/// configurations are written for a Python server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditLogLevel {
     /// Every decision, including successful ones, with extra detail.
@@ -20,6 +22,21 @@ pub enum AuditLogLevel {
     Warn,
     /// Server-side failures only.
     Error,
+}
+
+impl<'de> Deserialize<'de> for AuditLogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "debug" | "notset" => Ok(Self::Debug),
+            "info" => Ok(Self::Info),
+            "warn" | "warning" => Ok(Self::Warn),
+            "error" | "critical" | "fatal" => Ok(Self::Error),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown audit level `{name}`, expected debug, info, warning, error or critical (any case)"
+            ))),
+        }
+    }
 }
 
 /// What [`super::AuditLog::record`] does when the queue to the writer is full.

@@ -63,7 +63,8 @@ impl Authenticator {
                     allowed: cfg.algorithms(),
                 };
                 let jwks = Arc::new(JwksCache::new(http, settings, clock.clone()));
-                let validator = TokenValidator::new(jwks.clone(), JwtPolicy::from_config(cfg), clock.clone());
+                let validator = TokenValidator::new(jwks.clone(), JwtPolicy::from_config(cfg), clock.clone())
+                    .with_rules(cfg.claim_rules());
                 let validator = CachingValidator::new(validator, jwks.clone(), clock.clone(), cfg.clock_leeway);
                 Validation::Jwt { validator, jwks }
             }

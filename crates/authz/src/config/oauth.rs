@@ -18,8 +18,10 @@ use url::Url;
 use crate::audit::AuditConfig;
 /// Defined by `audit`, which reads it; named here too because `audit_log_level` is an `oauth_config` key.
 pub use crate::audit::AuditLogLevel;
-use crate::config::env::{ENV_PREFIX, parse_bool, parse_enum, parse_u64};
+use crate::config::claims::{ClaimRules, ClaimsConfig};
+use crate::config::env::{EnvKey, check_names, env_keys, overlay_env};
 use crate::config::error::ConfigError;
+use crate::config::provider::Provider;
 use crate::config::secret::Secret;
 use crate::policy::safety::{BASIC_USER, SafetyConfig};
 use crate::principal::is_scope_char;
@@ -56,6 +58,16 @@ pub struct OAuthConfig {
     pub jwks_refetch_interval: u64,
     /// Expected `aud`; defaults to `stack_uri`.
     pub audience: Option<String>,
+    /// Further accepted audiences: a token passes when its `aud` holds any one of these or `audience`.
+    pub audiences: Vec<String>,
+    /// Further accepted issuers, compared exactly (Entra v1 and v2, Google's two spellings). Keys
+    /// still come from `auth_server_uri`'s JWKS.
+    pub issuers: Vec<String>,
+    /// The identity provider whose token shape the `claims` rules start from (default `generic`:
+    /// RFC 9068 exactly).
+    pub provider: Provider,
+    /// Claim rules laid over the `provider` preset (see [`ClaimsConfig`]).
+    pub claims: ClaimsConfig,
     /// Accepted JWS algorithms; asymmetric only (HMAC and `none` are refused at validation).
     pub allowed_algorithms: Vec<String>,
     /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -114,6 +126,10 @@ impl Default for OAuthConfig {
             jwks_cache_ttl: 300,
             jwks_refetch_interval: 30,
             audience: None,
+            audiences: Vec::new(),
+            issuers: Vec::new(),
+            provider: Provider::Generic,
+            claims: ClaimsConfig::default(),
             allowed_algorithms: vec!["RS256".into(), "ES256".into()],
             clock_leeway: 60,
             expected_typ: "at+jwt".into(),
@@ -162,6 +178,12 @@ impl OAuthConfig {
         self.audience.as_deref().unwrap_or(&self.stack_uri)
     }
 
+    /// The JWT claim rules in force: the `provider` preset with `claims`, `issuers` and `audiences`
+    /// laid over it.
+    pub fn claim_rules(&self) -> ClaimRules {
+        self.claims.resolve(self.provider.preset(&self.expected_typ), &self.issuers, &self.audiences)
+    }
+
     /// The allow-list as typed algorithms; unknown and symmetric names are dropped (and refused by
     /// [`OAuthConfig::validate`]).
     pub fn algorithms(&self) -> Vec<Algorithm> {
@@ -207,6 +229,15 @@ impl OAuthConfig {
         }
         if self.expected_typ.trim().is_empty() {
             return Err(ConfigError::invalid("expected_typ", "is empty", "use at+jwt (RFC 9068)"));
+        }
+        let rules = self.claim_rules();
+        rules.validate()?;
+        if self.provider == Provider::Google && rules.allowed_client_ids.is_empty() {
+            return Err(ConfigError::invalid(
+                "claims.allowed_client_ids",
+                "is empty with provider: google, so an ID token any Google account minted for this audience would pass",
+                "list the callers' client or service-account ids (their `azp`)",
+            ));
         }
         if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
             return Err(ConfigError::invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
@@ -284,54 +315,39 @@ impl OAuthConfig {
         Ok(())
     }
 
-    /// Applies `LLAMA_STACK_OAUTH_<KEY>` variables (e.g. `LLAMA_STACK_OAUTH_ENABLE_AUTH=false`).
+    /// Applies `LLAMA_STACK_OAUTH_<KEY>` variables (e.g. `LLAMA_STACK_OAUTH_ENABLE_AUTH=false`), for
+    /// every key, nested ones included: `LLAMA_STACK_OAUTH_<SECTION>__<KEY>` (e.g.
+    /// `LLAMA_STACK_OAUTH_AUDIT__PATH`, `LLAMA_STACK_OAUTH_CLAIMS__SCOPES`).
     ///
-    /// Lists are comma-separated; `model_scope_overrides` is `model=scope,model=scope`; an empty value
-    /// clears an optional key. `env` is a lookup function so tests need not touch the process
-    /// environment.
+    /// Lists are JSON or comma-separated; maps are JSON (`LLAMA_STACK_OAUTH_RATE_LIMITS__TIERS`) or
+    /// `key=value,key=value`; an empty value clears an optional key. `env` is a lookup function so
+    /// tests need not touch the process environment; [`OAuthConfig::check_env_names`] refuses the
+    /// variables that set nothing.
     pub fn apply_env_overrides(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let get = |key: &str| {
-            let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
-            env(&var).map(|v| (var, v))
-        };
-        macro_rules! string {
-            ($($f:ident),*) => {$( if let Some((_, v)) = get(stringify!($f)) { self.$f = v; } )*};
+        let (mut updated, applied) = overlay_env(self, &[], SECTIONS, &env)?;
+        // Secrets serialize redacted, so the round trip keeps only the ones a variable set.
+        if !applied.iter().any(|k| k.path == ["client_secret"]) {
+            updated.client_secret = self.client_secret.take();
         }
-        macro_rules! opt_string {
-            ($($f:ident),*) => {$( if let Some((_, v)) = get(stringify!($f)) {
-                self.$f = if v.is_empty() { None } else { Some(v.into()) };
-            } )*};
-        }
-        macro_rules! parsed {
-            ($parse:ident: $($f:ident),*) => {$( if let Some((var, v)) = get(stringify!($f)) {
-                self.$f = $parse(&var, &v)?;
-            } )*};
-        }
-        string!(auth_server_uri, stack_uri, expected_typ, realm, default_safety_level, default_user_tier);
-        opt_string!(jwks_uri, audience, introspection_endpoint, client_id, client_secret);
-        parsed!(parse_bool: enable_auth, dpop_enabled, allow_insecure_http, enforce_model_permissions,
-            enforce_content_safety, enable_rate_limiting, enable_audit_logging);
-        parsed!(parse_u64: jwks_cache_ttl, jwks_refetch_interval, clock_leeway, introspection_cache_ttl,
-            dpop_proof_max_age);
-        parsed!(parse_enum: token_validation_method, audit_log_level);
-        self.rate_limits.apply_env_overrides(&env)?;
-        if let Some((_, v)) = get("allowed_algorithms") {
-            self.allowed_algorithms = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-        }
-        if let Some((var, v)) = get("model_scope_overrides") {
-            let mut map = BTreeMap::new();
-            for pair in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let (model, scope) = pair.split_once('=').ok_or_else(|| ConfigError::Env {
-                    var: var.clone(),
-                    problem: format!("`{pair}` is not model=scope"),
-                })?;
-                map.insert(model.trim().to_string(), scope.trim().to_string());
-            }
-            self.model_scope_overrides = map;
-        }
+        *self = updated;
         Ok(())
     }
+
+    /// Every variable that sets a key, with the key's path (for documentation and tests).
+    pub fn env_keys() -> Vec<EnvKey> {
+        serde_json::to_value(Self::default()).map(|v| env_keys(&v, &[], SECTIONS)).unwrap_or_default()
+    }
+
+    /// Fails on the first `LLAMA_STACK_OAUTH_` variable among `names` that sets no key, naming the
+    /// closest one that does (a misspelt override would otherwise be ignored in silence).
+    pub fn check_env_names(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+        check_names(names, &Self::env_keys())
+    }
 }
+
+/// The nested sections whose keys are set one by one (`LLAMA_STACK_OAUTH_AUDIT__PATH`); other maps
+/// (`model_scope_overrides`, `rate_limits.tiers`) are one key each, set as a whole.
+const SECTIONS: &[&str] = &["audit", "rate_limits", "safety", "claims"];
 
 #[cfg(test)]
 mod tests {

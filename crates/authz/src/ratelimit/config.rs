@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::env::ENV_PREFIX;
+use crate::config::env::overlay_env;
 use crate::config::error::ConfigError;
 use crate::principal::is_scope_char;
 
@@ -237,41 +237,11 @@ impl RateLimitConfig {
         Ok(())
     }
 
-    /// Applies `LLAMA_STACK_OAUTH_RATE_LIMITS_<KEY>` for the scalar keys (backend, redis_url,
-    /// redis_key_prefix, redis_timeout_ms, on_backend_failure, tier_claim). Tier tables come from
-    /// the file only.
+    /// Applies `LLAMA_STACK_OAUTH_RATE_LIMITS__<KEY>` (or the older `…_RATE_LIMITS_<KEY>`) for every
+    /// key of the section; `tiers` and `scope_tiers` take JSON objects. The whole `oauth_config`
+    /// reads these too ([`crate::OAuthConfig::apply_env_overrides`]); this is the section alone.
     pub fn apply_env_overrides(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let get = |key: &str| {
-            let var = format!("{ENV_PREFIX}RATE_LIMITS_{}", key.to_ascii_uppercase());
-            env(&var).map(|v| (var, v.trim().to_string()))
-        };
-        let bad = |var: String, v: &str, what: &str| ConfigError::Env { var, problem: format!("`{v}` is not {what}") };
-        if let Some((var, v)) = get("backend") {
-            self.backend = match v.as_str() {
-                "memory" => Backend::Memory,
-                "redis" => Backend::Redis,
-                _ => return Err(bad(var, &v, "memory or redis")),
-            };
-        }
-        if let Some((var, v)) = get("on_backend_failure") {
-            self.on_backend_failure = match v.as_str() {
-                "closed" => FailureMode::Closed,
-                "open" => FailureMode::Open,
-                _ => return Err(bad(var, &v, "closed or open")),
-            };
-        }
-        if let Some((_, v)) = get("redis_url") {
-            self.redis_url = (!v.is_empty()).then_some(v);
-        }
-        if let Some((_, v)) = get("redis_key_prefix") {
-            self.redis_key_prefix = v;
-        }
-        if let Some((_, v)) = get("tier_claim") {
-            self.tier_claim = (!v.is_empty()).then_some(v);
-        }
-        if let Some((var, v)) = get("redis_timeout_ms") {
-            self.redis_timeout_ms = v.parse().map_err(|_| bad(var, &v, "a whole number of milliseconds"))?;
-        }
+        *self = overlay_env(self, &["rate_limits"], &[], env)?.0;
         Ok(())
     }
 }

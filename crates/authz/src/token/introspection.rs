@@ -22,8 +22,8 @@ use url::form_urlencoded;
 use crate::clock::Clock;
 use crate::config::{OAuthConfig, Secret};
 use crate::principal::{Principal, Scopes, TokenSource};
+use crate::token::claims::{TokenError, check_audience, confirmation_jkt, numeric_date, string_claim};
 use crate::token::discovery::{self, FetchError};
-use crate::token::jwt::{TokenError, check_audience, confirmation_jkt, numeric_date, string_claim};
 
 /// Most cached answers held at once.
 const CACHE_CAPACITY: u64 = 10_000;

@@ -1,5 +1,6 @@
 //! Access tokens: everything that turns presented token bytes into a verified `Principal`.
 //!
+//! - [`claims`]: why a token is refused, the claim readers, and the configurable claim rules;
 //! - [`jose`]: compact JWS parsing and the header rules shared by access tokens and DPoP proofs;
 //! - `signature` (private): the signature check itself, with `ring`;
 //! - [`discovery`]: the authorization server's metadata and the one HTTP client that talks to it;
@@ -9,6 +10,7 @@
 //! - [`dpop`]: RFC 9449 proofs of possession for DPoP-bound tokens, with the [`replay`] store of the
 //!   proof ids seen.
 
+pub mod claims;
 pub mod discovery;
 pub mod dpop;
 pub mod introspection;
@@ -18,3 +20,6 @@ pub mod jwt;
 pub mod replay;
 mod signature;
 pub mod token_cache;
+
+#[cfg(test)]
+mod provider_tests;

@@ -75,6 +75,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // A misspelt `LLAMA_STACK_OAUTH_*` variable would otherwise be ignored in silence.
+    OAuthConfig::check_env_names(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
     let oauth = match &dev {
         Some((issuer, _)) => dev_oauth_config(config.oauth_config.take(), issuer)?,
         None => auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?,
