@@ -16,7 +16,13 @@ use llamagate_authz::{RateKey, RateLimiter, Tier};
 fn roomy_tier() -> Tier {
     Tier {
         name: "bench".into(),
-        limits: TierLimits { requests: 1 << 40, tokens: 1 << 50, window_seconds: 60, priority: 0 },
+        limits: TierLimits {
+            requests: 1 << 40,
+            tokens: 1 << 50,
+            window_seconds: 60,
+            priority: 0,
+            default_max_tokens: None,
+        },
     }
 }
 

@@ -51,7 +51,8 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     // Prepare: render and tokenize, cap `max_tokens` to the context; the queue order is the tier's,
     // and the caller reuses only its own remembered prompts unless the model shares them.
     let prefix_scope = if served.share_prefix_cache { 0 } else { caller.prefix_scope() };
-    let params = GenerateParams { priority: caller.priority(), prefix_scope, ..ask.params };
+    let max_tokens = ask.params.max_tokens.or_else(|| caller.default_max_tokens());
+    let params = GenerateParams { priority: caller.priority(), prefix_scope, max_tokens, ..ask.params };
     let Prepared { request, conversation } = served.backend.prepare(ask.prompt, params)?;
     let prompt_tokens = request.prompt_ids.len();
     // Reserve one request and `prompt + max_tokens` tokens from the caller's tier (429 when spent).

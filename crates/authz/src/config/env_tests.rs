@@ -72,7 +72,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     (
         "RATE_LIMITS__TIERS",
         r#"{"free":{"requests":1,"tokens":2}}"#,
-        r#"{"requests":1,"tokens":2,"window_seconds":60,"priority":0}"#,
+        r#"{"requests":1,"tokens":2,"window_seconds":60,"priority":0,"default_max_tokens":null}"#,
     ),
     ("REALM", "llm", r#""llm""#),
     ("SAFETY__BLOCKED_THRESHOLD", "0.25", "0.25"),

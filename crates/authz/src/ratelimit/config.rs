@@ -53,6 +53,11 @@ pub struct TierLimits {
     /// queue only; it neither preempts running generations nor bypasses the budget above.
     #[serde(default)]
     pub priority: u8,
+    /// `max_tokens` for a request that names none. Without it such a request reserves the whole rest
+    /// of the context, which a small tier's token budget cannot hold: its first call, from an SDK that
+    /// leaves `max_tokens` unset, would always be refused. `None`: the rest of the context.
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
 }
 
 fn default_window() -> u64 {
@@ -62,7 +67,12 @@ fn default_window() -> u64 {
 impl TierLimits {
     /// Limits per minute, at priority 0.
     pub const fn per_minute(requests: u64, tokens: u64) -> Self {
-        Self { requests, tokens, window_seconds: 60, priority: 0 }
+        Self { requests, tokens, window_seconds: 60, priority: 0, default_max_tokens: None }
+    }
+
+    /// The same limits with `max_tokens` defaulting to `tokens` for requests that name none.
+    pub const fn with_default_max_tokens(self, tokens: u32) -> Self {
+        Self { default_max_tokens: Some(tokens), ..self }
     }
 
     /// The same limits at `priority`.
@@ -136,9 +146,9 @@ fn default_scope_tiers() -> BTreeMap<String, String> {
 /// Paying tiers also go ahead of cheaper ones in a contended engine queue.
 fn default_tiers() -> BTreeMap<String, TierLimits> {
     [
-        ("free", TierLimits::per_minute(10, 1_000)),
-        ("basic", TierLimits::per_minute(50, 10_000).with_priority(1)),
-        ("premium", TierLimits::per_minute(200, 50_000).with_priority(2)),
+        ("free", TierLimits::per_minute(10, 1_000).with_default_max_tokens(256)),
+        ("basic", TierLimits::per_minute(50, 10_000).with_priority(1).with_default_max_tokens(1_024)),
+        ("premium", TierLimits::per_minute(200, 50_000).with_priority(2).with_default_max_tokens(4_096)),
         ("enterprise", TierLimits::per_minute(1_000, 500_000).with_priority(3)),
     ]
     .into_iter()
@@ -257,7 +267,9 @@ mod tests {
              scope_tiers:\n  team_access: burst\n",
         )
         .expect("parse");
-        assert_eq!(cfg.tiers["burst"], TierLimits { requests: 50, tokens: 100_000, window_seconds: 3600, priority: 7 });
+        let burst =
+            TierLimits { requests: 50, tokens: 100_000, window_seconds: 3600, priority: 7, default_max_tokens: None };
+        assert_eq!(cfg.tiers["burst"], burst);
         assert_eq!(cfg.tiers["free"], TierLimits::per_minute(5, 500));
         assert_eq!(cfg.tiers["enterprise"], TierLimits::per_minute(1_000, 500_000).with_priority(3));
         assert_eq!(cfg.scope_tiers["team_access"], "burst");

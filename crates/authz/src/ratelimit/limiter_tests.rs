@@ -91,7 +91,13 @@ async fn admitted_of_two_hundred(replicas: &[Arc<RateLimiter>]) -> usize {
     // An hour-long window: the bucket does not visibly refill while the reservations run.
     let tier = Tier {
         name: "t".into(),
-        limits: TierLimits { requests: 50, tokens: 1_000_000, window_seconds: 3600, priority: 0 },
+        limits: TierLimits {
+            requests: 50,
+            tokens: 1_000_000,
+            window_seconds: 3600,
+            priority: 0,
+            default_max_tokens: None,
+        },
     };
     let key = RateKey::new("alice", "app");
     let tasks: Vec<_> = (0..200)

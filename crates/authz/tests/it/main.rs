@@ -18,7 +18,10 @@ fn limiter(redis: &RedisServer, mode: FailureMode) -> RateLimiter {
 
 fn tier(requests: u64, tokens: u64) -> Tier {
     // An hour-long window: the buckets do not visibly refill while a test runs.
-    Tier { name: "t".into(), limits: TierLimits { requests, tokens, window_seconds: 3600, priority: 0 } }
+    Tier {
+        name: "t".into(),
+        limits: TierLimits { requests, tokens, window_seconds: 3600, priority: 0, default_max_tokens: None },
+    }
 }
 
 #[tokio::test]

@@ -119,6 +119,12 @@ impl Caller {
         })
     }
 
+    /// `max_tokens` for a request of this caller that names none: its tier's default, so that the
+    /// reservation fits the tier's budget (`None`: the rest of the context).
+    pub fn default_max_tokens(&self) -> Option<usize> {
+        self.identity.as_ref().and_then(|identity| identity.tier.limits.default_max_tokens).map(|n| n as usize)
+    }
+
     /// The safety level the caller's scopes pick, or `None` for the configured default.
     pub fn safety_level(&self) -> Option<&str> {
         self.safety_level.as_deref()

@@ -167,3 +167,22 @@ async fn health_stays_plain_without_redis_and_usage_needs_a_token() {
     assert_eq!((health.status, health.body.clone()), (200, json!({"status": "OK"})));
     assert_eq!(get(&client, &server, None, "/v1/usage").await.status, 401);
 }
+
+/// An SDK's first call usually names no `max_tokens`. Without a tier default it would reserve the
+/// whole rest of the context (here over 900 tokens with the prompt), which the free tier's 1,000
+/// tokens cannot hold next to anything else; with the free tier's default (256) it is answered.
+#[tokio::test]
+async fn a_free_tokens_first_call_without_max_tokens_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "    backend: memory\n");
+    let server = dev::start(dir.path(), 0);
+    let token = token(dir.path(), &server, "newcomer", &[]);
+    let client = crate::support::limits::client();
+    let body = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi!"}], "temperature": 0});
+    let answer = post(&client, &server, &token, "/v1/chat/completions", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body["usage"]["completion_tokens"].as_u64().unwrap() <= 256, "{}", answer.body);
+    // The second call fits too: the first was charged what it used, not the whole context.
+    let again = post(&client, &server, &token, "/v1/chat/completions", &body).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+}
