@@ -55,9 +55,12 @@ pub enum OnFull {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
-    /// JSON-lines file to append to (e.g. `/var/log/llamagate/audit.log`). Unset: stdout only.
+    /// JSON-lines file to append to (e.g. `/var/log/llamagate/audit.log`). Unset and `stdout` off:
+    /// `llamagate serve` writes `inference_audit.log` beside its config file, as Llama Stack's design
+    /// does.
     pub path: Option<PathBuf>,
-    /// Also write every record to stdout (for a platform's log pipeline). Always on without `path`.
+    /// Also write every record to stdout (for a platform's log pipeline); with `path` unset, stdout
+    /// alone.
     pub stdout: bool,
     /// Rotate the file once it would grow past this many bytes.
     pub rotate_max_bytes: u64,

@@ -79,7 +79,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     OAuthConfig::check_env_names(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
     let oauth = match &dev {
         Some((issuer, _)) => dev_oauth_config(config.oauth_config.take(), issuer)?,
-        None => auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?,
+        None => {
+            let mut oauth = auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?;
+            default_audit_file(&mut oauth, &args.config);
+            oauth
+        }
     };
     // Content safety's levels, shared by the authentication layer (which picks each caller's level) and
     // the safety gate (which applies it).
@@ -169,6 +173,20 @@ fn safety_policy(oauth: &OAuthConfig) -> anyhow::Result<Option<Arc<SafetyPolicy>
     }
     Ok(Some(Arc::new(SafetyPolicy::new(oauth.safety.clone(), &oauth.default_safety_level)?)))
 }
+
+/// The audit file when the config names no sink: `inference_audit.log` beside the config file (the
+/// design's default), rather than records mixed into the terminal.
+fn default_audit_file(oauth: &mut OAuthConfig, config_file: &std::path::Path) {
+    if oauth.enable_auth && oauth.enable_audit_logging && oauth.audit.path.is_none() && !oauth.audit.stdout {
+        let dir = config_file.parent().unwrap_or(std::path::Path::new("."));
+        let path = dir.join(DEFAULT_AUDIT_LOG);
+        tracing::info!(path = %path.display(), "audit records go to the default file (set oauth_config.audit.path or stdout)");
+        oauth.audit.path = Some(path);
+    }
+}
+
+/// The audit file's name when the config names no sink.
+const DEFAULT_AUDIT_LOG: &str = "inference_audit.log";
 
 /// Where `serve --dev` writes audit records unless the config says otherwise.
 const DEV_AUDIT_LOG: &str = ".llamagate/audit.log";

@@ -281,3 +281,20 @@ async fn an_abandoned_plain_completion_is_closed_in_the_audit_and_charged_what_i
     let generated = closing["completion_tokens"].as_u64().unwrap();
     assert!(generated > 0, "tokens generated before the client left are recorded: {closing}");
 }
+
+/// With no sink configured, records go to `inference_audit.log` beside the config file (the design's
+/// default), readable by the server's user only.
+#[tokio::test]
+async fn without_a_configured_sink_the_audit_goes_to_a_private_file_beside_the_config() {
+    use std::os::unix::fs::PermissionsExt;
+    // An authorization server that is not there: the server starts anyway (503 until it answers).
+    let oauth = "oauth_config:\n  auth_server_uri: http://127.0.0.1:9\n  stack_uri: http://127.0.0.1:8321\n  \
+                 allow_insecure_http: true\n";
+    let server = crate::support::Server::start_with_config(0, oauth, None);
+    let answer = server.client.get(server.url("/v1/models")).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let path = server.config_dir().join("inference_audit.log");
+    let log = records(&path, 1);
+    assert_eq!(log[0]["event"], "security_invalid_token", "{log:?}");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}

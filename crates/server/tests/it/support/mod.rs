@@ -84,6 +84,11 @@ impl Server {
         Self { child, _config_dir: dir, base, client, log }
     }
 
+    /// The directory holding the server's config file.
+    pub fn config_dir(&self) -> &std::path::Path {
+        self._config_dir.path()
+    }
+
     /// The full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
