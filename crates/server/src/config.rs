@@ -64,7 +64,7 @@ pub struct ShieldConfig {
 }
 
 /// HTTP server settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to bind; loopback by default so a fresh install is not exposed before auth is set up.

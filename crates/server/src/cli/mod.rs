@@ -1,9 +1,10 @@
 //! The command line: `serve` runs the Llama Stack HTTP API over the configured models; `generate`
 //! drives the engine by hand for one prompt; `token` mints a development token for `serve --dev`;
-//! `audit verify` checks the audit log's hash chain. This module parses, sets up logging and
+//! `audit verify` checks the audit log's hash chain; `config check` shows the effective settings. This module parses, sets up logging and
 //! dispatches; each subcommand is its own module.
 
 mod audit;
+mod config_check;
 mod generate;
 mod serve;
 mod token;
@@ -32,6 +33,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Work with the audit log (`audit verify <files>` checks its hash chain).
     Audit(audit::AuditArgs),
+    /// Check a stack config (`config check <file>`): validate it as `serve` would and print the
+    /// effective settings with each value's source.
+    Config(config_check::ConfigArgs),
 }
 
 /// Runs one command line. Must be called first thing in `main`, before any other thread exists.
@@ -56,5 +60,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Token(args) => token::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Config(args) => config_check::run(args),
     }
 }
