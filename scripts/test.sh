@@ -25,16 +25,18 @@ FEATURES=(--features llamagate-server/test-guard)
 cargo fmt --all -- --check
 python3 scripts/check-module-cycles.py
 cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
-cargo check --locked -p llamagate-server
+# The release shape, without the test guard: only the server crate is checked again.
+cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "${FEATURES[@]}"
 else
   cargo test --workspace --locked --no-fail-fast "${FEATURES[@]}"
 fi
 
-# SDK suites: the official clients against the real binary built above.
-cargo build --locked -p llamagate-server "${FEATURES[@]}"
+# SDK suites: the official clients against the real binary the test run above built (for the server's
+# own integration tests, with the workspace's features: building it again alone would recompile it).
 export LLAMAGATE_BIN="$PWD/target/debug/llamagate"
+test -x "$LLAMAGATE_BIN" || cargo build --locked --workspace --bins "${FEATURES[@]}"
 .venv/bin/python -m pytest -q tests/sdk/python
 (cd tests/sdk && node --test ts/)
 # The first five minutes: scripts/run.sh's printed examples and the README's quickstart, as a user pastes them.
