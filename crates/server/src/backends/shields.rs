@@ -58,6 +58,12 @@ pub struct ServedShield {
 }
 
 impl ServedShield {
+    /// Tokens of the guard prompt for `conversation`: what scoring it reads, and what a caller's budget
+    /// is charged for it.
+    pub fn prompt_tokens(&self, conversation: &[ChatMessage]) -> Result<u64, ApiError> {
+        Ok(self.guard.prompt_ids(self.model.backend.local(), conversation)?.len() as u64)
+    }
+
     /// Scores the last turn of `conversation` on the blocking pool.
     pub async fn score(self: &Arc<Self>, conversation: Vec<ChatMessage>) -> Result<GuardScores, ApiError> {
         #[cfg(feature = "test-guard")]

@@ -89,10 +89,20 @@ impl Admission {
         caller: &Caller,
         request: &GenerationRequest,
     ) -> Result<Self, ApiError> {
-        let prompt_tokens = request.prompt_ids.len() as u64;
+        Self::reserve_tokens(limits, caller, request.prompt_ids.len() as u64, request.max_tokens as u64).await
+    }
+
+    /// Reserves `1 request + prompt_tokens + max_tokens` for work that is not a generation (a shield
+    /// reads a prompt and generates nothing: `max_tokens` 0), or refuses.
+    pub async fn reserve_tokens(
+        limits: Option<&RateLimits>,
+        caller: &Caller,
+        prompt_tokens: u64,
+        max_tokens: u64,
+    ) -> Result<Self, ApiError> {
         let reservation = match (limits, caller.identity()) {
             (Some(limits), Some(Identity { principal, tier, rate_key })) => {
-                let tokens = prompt_tokens + request.max_tokens as u64;
+                let tokens = prompt_tokens + max_tokens;
                 limits.limiter.reserve(rate_key, tier, tokens).await.map_err(|e| {
                     tracing::info!(sub = %principal.subject, tier = %tier.name, tokens, reason = %e, "rate limited");
                     ApiError::RateLimited(e)
@@ -101,6 +111,21 @@ impl Admission {
             _ => Reservation::unmetered(),
         };
         Ok(Self { reservation, prompt_tokens, completion_tokens: 0 })
+    }
+
+    /// Runs `work` (a shield's scoring, say) charged as one request that reads `prompt_tokens`
+    /// tokens: refused with 429 before any of it when the caller's tier has no budget left.
+    pub async fn metered<T>(
+        limits: Option<&RateLimits>,
+        caller: &Caller,
+        prompt_tokens: u64,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let mut admission = Self::reserve_tokens(limits, caller, prompt_tokens, 0).await?;
+        admission.started();
+        let result = work.await;
+        admission.settle(prompt_tokens).await;
+        result
     }
 
     /// The engine accepted the request: from now on a drop charges at least the prompt.

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::backends::shields::{REFUSAL_MESSAGE, ServedShield, verdict};
 use crate::gate::caller::Caller;
+use crate::gate::limits::Admission;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::json_body::JsonBody;
 use crate::state::AppState;
@@ -117,11 +118,20 @@ pub async fn create(
     };
     caller.authorize_shields()?;
     let shield = select_shield(state.shields.all(), request.model.as_deref())?;
-    let mut results = Vec::with_capacity(inputs.len());
-    for text in inputs {
-        let scores = shield.score(vec![ChatMessage::new("user", text)]).await?;
-        results.push(ModerationResult::new(&scores));
+    let conversations: Vec<Vec<ChatMessage>> =
+        inputs.into_iter().map(|text| vec![ChatMessage::new("user", text)]).collect();
+    let mut tokens = 0;
+    for conversation in &conversations {
+        tokens += shield.prompt_tokens(conversation)?;
     }
+    let scoring = async {
+        let mut results = Vec::with_capacity(conversations.len());
+        for conversation in conversations {
+            results.push(ModerationResult::new(&shield.score(conversation).await?));
+        }
+        Ok(results)
+    };
+    let results = Admission::metered(state.limits.as_deref(), &caller, tokens, scoring).await?;
     Ok(Json(ModerationObject { id: format!("modr-{}", uuid4()), model: shield.model.id.clone(), results }))
 }
 

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use super::chat_types::ChatMessageIn;
 use crate::backends::shields::{REFUSAL_MESSAGE, verdict};
 use crate::gate::caller::Caller;
+use crate::gate::limits::Admission;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::json_body::JsonBody;
 use crate::state::AppState;
@@ -75,7 +76,8 @@ pub async fn run_shield(
     }
     let messages = request.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
     let conversation = normalize_conversation(messages)?;
-    let scores = shield.score(conversation).await?;
+    let tokens = shield.prompt_tokens(&conversation)?;
+    let scores = Admission::metered(state.limits.as_deref(), &caller, tokens, shield.score(conversation)).await?;
     Ok(Json(RunShieldResponse { violation: violation(&scores) }))
 }
 

@@ -130,3 +130,40 @@ async fn the_same_content_is_refused_or_allowed_by_safety_level_and_unsafe_outpu
     assert_eq!(reasons, ["violence", "hate,illegal", "hate,illegal", "violence", "violence", "violence"], "{audit:?}");
     assert!(audit.iter().all(|r| r["decision"] == "refused" && r["model"] == MODEL_ID), "{audit:?}");
 }
+
+/// Shield calls are metered like generations: each is one request of the caller's tier and the
+/// guard prompt's tokens, so a free caller cannot run classifications past its limit.
+#[tokio::test]
+async fn shield_calls_count_against_the_callers_tier() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let metered = std::fs::read_to_string(dir.path().join("stack.yaml")).unwrap().replace(
+        "enable_rate_limiting: false",
+        "enable_rate_limiting: true\n  rate_limits:\n    tiers:\n      free: {requests: 4, tokens: 100000, window_seconds: 3600}",
+    );
+    std::fs::write(dir.path().join("stack.yaml"), metered).unwrap();
+    let server = dev::start_with_env(dir.path(), 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
+    let free = token(dir.path(), &server.base, &[]);
+    let client = reqwest::Client::new();
+    let moderation = json!({"input": "hello"});
+    let shield = json!({"shield_id": "llama-guard", "messages": [{"role": "user", "content": "hello"}]});
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let (path, body) =
+            if i % 2 == 0 { ("/v1/moderations", &moderation) } else { ("/v1/safety/run-shield", &shield) };
+        let response = client.post(server.url(path)).bearer_auth(&free).json(body).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let error: Value = response.json().await.unwrap();
+            assert_eq!(error["error"]["type"], "rate_limit_exceeded", "{error}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429], "four requests an hour");
+    let usage: Value =
+        client.get(server.url("/v1/usage")).bearer_auth(&free).send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["requests"]["remaining"], 0, "{usage}");
+    // Each guard prompt is a few hundred tokens (the instructions and the category list).
+    let charged = 100_000 - usage["tokens"]["remaining"].as_u64().unwrap();
+    assert!(charged >= 4 * 100, "the guard prompts were charged: {usage}");
+}
