@@ -4,10 +4,14 @@
 //! for at most `max_cache_ttl` seconds, so a revoked token stays accepted for at most that long,
 //! and never past the token's own `exp`. If the AS is unreachable when a cached answer is due for a
 //! recheck, the cached answer keeps serving until the token's `exp` (stale beats down, as with
-//! JWKS); with nothing cached the answer is [`IntrospectionError::Unavailable`] (503). Negative
-//! answers are not cached.
+//! JWKS); with nothing cached the answer is [`IntrospectionError::Unavailable`] (503).
+//!
+//! A token the AS called inactive is refused without asking again for [`NEGATIVE_TTL`] seconds (a
+//! flood of one garbage token costs the AS one call), and concurrent requests with the same unseen
+//! token wait for one answer rather than each asking (single flight).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -27,6 +31,21 @@ use crate::token::discovery::{self, FetchError};
 
 /// Most cached answers held at once.
 const CACHE_CAPACITY: u64 = 10_000;
+
+/// Seconds an inactive answer is reused: long enough that repeating a garbage or revoked token
+/// costs the AS nothing, short enough that a token activated late (clock skew) is soon accepted.
+pub const NEGATIVE_TTL: u64 = 10;
+
+/// What the AS said, in a form concurrent waiters can share.
+#[derive(Clone)]
+enum Answer {
+    Active(Map<String, Value>),
+    Inactive,
+    Failed(String),
+}
+
+/// One introspection call under way, shared by every request that needs its answer.
+type Flight = Arc<tokio::sync::OnceCell<Answer>>;
 
 /// Endpoint, credentials and cache policy.
 #[derive(Clone, Debug)]
@@ -106,13 +125,18 @@ pub struct Introspector {
     clock: Clock,
     endpoint: OnceCell<String>,
     cache: Cache<[u8; 32], Cached>,
+    /// Token hashes the AS called inactive, with when.
+    inactive: Cache<[u8; 32], u64>,
+    in_flight: Mutex<HashMap<[u8; 32], Flight>>,
 }
 
 impl Introspector {
     /// A client that discovers its endpoint on first use when none is configured.
     pub fn new(http: reqwest::Client, settings: IntrospectionSettings, clock: Clock) -> Self {
         let cache = Cache::builder().max_capacity(CACHE_CAPACITY).expire_after(PerEntryTtl).build();
-        Self { http, settings, clock, endpoint: OnceCell::new(), cache }
+        let inactive =
+            Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(Duration::from_secs(NEGATIVE_TTL)).build();
+        Self { http, settings, clock, endpoint: OnceCell::new(), cache, inactive, in_flight: Mutex::default() }
     }
 
     /// Introspects `token` (or reuses a cached positive answer) into a [`Principal`].
@@ -130,8 +154,11 @@ impl Introspector {
             }
             stale = Some(hit);
         }
-        match self.ask(token).await {
-            Ok(Some(answer)) => {
+        if self.inactive.get(&key).await.is_some_and(|at| now < at.saturating_add(NEGATIVE_TTL)) {
+            return Err(IntrospectionError::Inactive);
+        }
+        match self.ask_once(key, token).await {
+            Answer::Active(answer) => {
                 let principal = self.principal_from(answer, now)?;
                 let until_exp = principal.expires_at.map_or(self.settings.max_cache_ttl, |exp| exp - now);
                 // Kept until exp (for serving through an AS outage); freshness is decided by the
@@ -141,11 +168,12 @@ impl Introspector {
                 self.cache.insert(key, cached).await;
                 Ok(principal)
             }
-            Ok(None) => {
+            Answer::Inactive => {
                 self.cache.invalidate(&key).await;
+                self.inactive.insert(key, now).await;
                 Err(IntrospectionError::Inactive)
             }
-            Err(e) => match stale {
+            Answer::Failed(e) => match stale {
                 Some(hit) if hit.principal.expires_at.is_some() => {
                     tracing::warn!(error = %e, "introspection failed; serving the cached answer until the token expires");
                     Ok((*hit.principal).clone())
@@ -156,6 +184,29 @@ impl Introspector {
                 }
             },
         }
+    }
+
+    /// The AS's answer for `token`, asked once however many requests need it at the same moment.
+    async fn ask_once(&self, key: [u8; 32], token: &str) -> Answer {
+        let flight = {
+            let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            flights.entry(key).or_default().clone()
+        };
+        let answer = flight
+            .get_or_init(|| async {
+                match self.ask(token).await {
+                    Ok(Some(answer)) => Answer::Active(answer),
+                    Ok(None) => Answer::Inactive,
+                    Err(e) => Answer::Failed(e.to_string()),
+                }
+            })
+            .await
+            .clone();
+        let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if flights.get(&key).is_some_and(|current| Arc::ptr_eq(current, &flight)) {
+            flights.remove(&key);
+        }
+        answer
     }
 
     async fn endpoint(&self) -> Result<&str, FetchError> {
@@ -292,15 +343,39 @@ mod tests {
         hand.advance(60);
         assert_eq!(intro.introspect("opaque-token-1").await.err(), Some(IntrospectionError::Inactive));
         assert_eq!(mock.hits("/introspect"), 2);
-        assert_eq!(
-            intro.introspect("opaque-token-1").await.err(),
-            Some(IntrospectionError::Inactive),
-            "negatives are not cached"
-        );
-        assert_eq!(mock.hits("/introspect"), 3);
+        assert_eq!(intro.introspect("opaque-token-1").await.err(), Some(IntrospectionError::Inactive));
+        assert_eq!(mock.hits("/introspect"), 2, "an inactive answer is reused for NEGATIVE_TTL");
+        hand.advance(NEGATIVE_TTL);
+        assert_eq!(intro.introspect("opaque-token-1").await.err(), Some(IntrospectionError::Inactive));
+        assert_eq!(mock.hits("/introspect"), 3, "then the AS is asked again");
         intro.cache.run_pending_tasks().await;
         assert!(intro.cache.iter().all(|(k, _)| *k != [0u8; 32]));
         assert!(!intro.cache.contains_key(&<[u8; 32]>::from(Sha256::digest(b"other"))));
+    }
+
+    /// Twenty requests with the same unseen token at once: the AS is asked once, and a flood of one
+    /// garbage token costs it one call per NEGATIVE_TTL.
+    #[tokio::test]
+    async fn concurrent_uses_of_one_token_ask_once_and_garbage_is_remembered() {
+        let (mock, intro, _hand) = setup().await;
+        mock.set("/introspect", 200, &active(&mock, NOW + 300));
+        let intro = Arc::new(intro);
+        let asks: Vec<_> = (0..20)
+            .map(|_| {
+                let intro = intro.clone();
+                tokio::spawn(async move { intro.introspect("fresh-token").await.is_ok() })
+            })
+            .collect();
+        for ask in asks {
+            assert!(ask.await.expect("task"));
+        }
+        assert_eq!(mock.hits("/introspect"), 1);
+
+        mock.set("/introspect", 200, &json!({"active": false}));
+        for _ in 0..1_000 {
+            assert_eq!(intro.introspect("garbage").await.err(), Some(IntrospectionError::Inactive));
+        }
+        assert_eq!(mock.hits("/introspect"), 2);
     }
 
     #[tokio::test]
