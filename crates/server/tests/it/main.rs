@@ -18,6 +18,7 @@ mod cli_generate;
 mod content_safety;
 mod dev_issuer;
 mod edge;
+mod identity_providers;
 mod oauth_dpop;
 mod oauth_e2e;
 mod oauth_introspection;
