@@ -77,6 +77,22 @@ pub struct AuditConfig {
     /// Put the prompt text into request records. Off by default: prompts are user data; turn on only
     /// for research deployments that need them and protect the log accordingly.
     pub record_prompts: bool,
+    /// The field names records are written with.
+    pub schema: AuditSchema,
+}
+
+/// The field names of a written record. The hash chain (`seq`, `prev_hash`, `hash`) and
+/// `llamagate audit verify` are the same for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditSchema {
+    /// llamagate's own: `event`, `decision`, `subject`, `model`, … (docs/audit.md).
+    #[default]
+    Llamagate,
+    /// The Llama Stack OAuth design's: `event_type`, `user_id`, `model_id`, `request_type`,
+    /// `token_issuer`, `success`, `error`, the rest under `metadata`; severities `INFO`, `WARNING`,
+    /// `ERROR` — for log pipelines built for that design.
+    LlamaStack,
 }
 
 impl Default for AuditConfig {
@@ -91,6 +107,7 @@ impl Default for AuditConfig {
             on_full: OnFull::Block,
             block_timeout_ms: 250,
             record_prompts: false,
+            schema: AuditSchema::default(),
         }
     }
 }

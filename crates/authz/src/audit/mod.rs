@@ -22,6 +22,6 @@ pub mod record;
 pub mod writer;
 
 pub use chain::{VerifyError, VerifyReport, verify_files};
-pub use config::{AuditConfig, AuditLogLevel, OnFull};
+pub use config::{AuditConfig, AuditLogLevel, AuditSchema, OnFull};
 pub use log::{AuditError, AuditLog, AuditStats};
 pub use record::{AuditEvent, AuditRecord, Outcome, Severity};

@@ -170,6 +170,34 @@ impl AuditRecord {
         self.timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     }
 
+    /// The record in the Llama Stack OAuth design's field names (`audit.schema: llama-stack`): what it
+    /// names at the top level, everything else of llamagate's under `metadata`.
+    pub fn llama_stack(&self) -> serde_json::Value {
+        let severity = match self.severity {
+            Severity::Info => "INFO",
+            Severity::Warn => "WARNING",
+            Severity::Error => "ERROR",
+        };
+        let mut metadata = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = metadata.as_object_mut() {
+            for moved in ["timestamp", "event", "severity", "subject", "model", "route", "issuer", "reason"] {
+                fields.remove(moved);
+            }
+        }
+        serde_json::json!({
+            "timestamp": self.timestamp,
+            "event_type": self.event,
+            "severity": severity,
+            "user_id": self.subject,
+            "model_id": self.model,
+            "request_type": self.route,
+            "token_issuer": self.issuer,
+            "success": self.decision == Outcome::Allowed,
+            "error": self.reason,
+            "metadata": metadata,
+        })
+    }
+
     /// Fills who called from a validated token's principal (identities and scopes only; the tier is
     /// the server's resolution of them, set by the caller).
     pub fn with_principal(mut self, principal: &Principal) -> Self {

@@ -13,14 +13,14 @@ use chrono::{NaiveDate, Utc};
 use serde::Serialize;
 
 use super::chain::{GENESIS, Link, last_link, seal};
-use super::config::AuditConfig;
+use super::config::{AuditConfig, AuditSchema};
 use super::record::AuditRecord;
 
 /// A record plus its place in the chain, as serialized (the hash is appended by [`seal`]).
 #[derive(Serialize)]
-struct Chained<'a> {
+struct Chained<'a, R: Serialize> {
     #[serde(flatten)]
-    record: &'a AuditRecord,
+    record: &'a R,
     seq: u64,
     prev_hash: &'a str,
 }
@@ -31,6 +31,7 @@ pub struct ChainWriter {
     prev_hash: String,
     file: Option<RotatingFile>,
     stdout: bool,
+    schema: AuditSchema,
 }
 
 impl ChainWriter {
@@ -45,13 +46,19 @@ impl ChainWriter {
             Some(link) => (link.seq + 1, link.hash),
             None => (0, GENESIS.to_string()),
         };
-        Ok(Self { next_seq, prev_hash, file, stdout: config.stdout || config.path.is_none() })
+        Ok(Self { next_seq, prev_hash, file, stdout: config.stdout || config.path.is_none(), schema: config.schema })
     }
 
     /// Seals and writes one record. Buffered: call [`ChainWriter::flush`] when the queue is drained.
     pub fn write(&mut self, record: &AuditRecord) -> io::Result<()> {
-        let body = serde_json::to_string(&Chained { record, seq: self.next_seq, prev_hash: &self.prev_hash })
-            .map_err(io::Error::other)?;
+        let (seq, prev_hash) = (self.next_seq, self.prev_hash.as_str());
+        let body = match self.schema {
+            AuditSchema::Llamagate => serde_json::to_string(&Chained { record, seq, prev_hash }),
+            AuditSchema::LlamaStack => {
+                serde_json::to_string(&Chained { record: &record.llama_stack(), seq, prev_hash })
+            }
+        }
+        .map_err(io::Error::other)?;
         let (line, hash) = seal(&body);
         if let Some(file) = &mut self.file {
             file.append(&line)?;
@@ -197,6 +204,35 @@ mod tests {
 
     fn all_files(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+
+    /// The Llama Stack schema writes the design's field names, and the chain verifies the same.
+    #[test]
+    fn the_llama_stack_schema_keeps_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let config = AuditConfig { schema: AuditSchema::LlamaStack, ..config(&path, 1 << 20, 10) };
+        let mut writer = ChainWriter::open(&config).unwrap();
+        let mut refused = AuditRecord::new(AuditEvent::SecurityInvalidToken, Outcome::Refused);
+        refused.reason = Some("expired".into());
+        refused.status = Some(401);
+        writer.write(&refused).unwrap();
+        let mut allowed = AuditRecord::new(AuditEvent::InferenceRequest, Outcome::Allowed);
+        allowed.subject = Some("alice".into());
+        allowed.model = Some("m".into());
+        writer.write(&allowed).unwrap();
+        writer.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["event_type"], "security_invalid_token");
+        assert_eq!((lines[0]["severity"].as_str(), lines[0]["success"].as_bool()), (Some("WARNING"), Some(false)));
+        assert_eq!(lines[0]["error"], "expired");
+        assert_eq!(lines[0]["metadata"]["status"], 401);
+        assert_eq!((lines[1]["user_id"].as_str(), lines[1]["model_id"].as_str()), (Some("alice"), Some("m")));
+        assert_eq!((lines[1]["severity"].as_str(), lines[1]["success"].as_bool()), (Some("INFO"), Some(true)));
+        assert!(lines[1].get("event").is_none() && lines[1].get("subject").is_none());
+        let report = verify_files(&[path]).unwrap();
+        assert_eq!(report.records, 2);
     }
 
     #[test]

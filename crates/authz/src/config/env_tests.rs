@@ -23,6 +23,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("AUDIT__RETENTION_FILES", "7", "7"),
     ("AUDIT__ROTATE_DAILY", "off", "false"),
     ("AUDIT__ROTATE_MAX_BYTES", "1048576", "1048576"),
+    ("AUDIT__SCHEMA", "llama-stack", r#""llama-stack""#),
     ("AUDIT__STDOUT", "1", "true"),
     ("AUDIT_LOG_LEVEL", "WARNING", r#""warn""#),
     ("AUTH_SERVER_URI", "https://as.example", r#""https://as.example""#),
