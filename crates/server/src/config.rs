@@ -91,6 +91,10 @@ pub struct ServerConfig {
     /// that never finish a request hold no connection for long).
     #[serde(default = "default_header_read_timeout_seconds")]
     pub header_read_timeout_seconds: u64,
+    /// Requests from one peer address that authentication may refuse per minute (burst included);
+    /// past it the address is answered 429 for a while without its credentials being read.
+    #[serde(default = "default_max_auth_failures_per_minute_per_ip")]
+    pub max_auth_failures_per_minute_per_ip: u32,
 }
 
 impl ServerConfig {
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             header_read_timeout_seconds: default_header_read_timeout_seconds(),
+            max_auth_failures_per_minute_per_ip: default_max_auth_failures_per_minute_per_ip(),
         }
     }
 }
@@ -133,6 +138,12 @@ fn default_max_connections() -> usize {
 /// Room for a load balancer's or a load test's connections, but not for one peer holding every place.
 fn default_max_connections_per_ip() -> usize {
     1024
+}
+
+/// Ten a second: far more than an honest client with an expired token produces before it refreshes,
+/// far fewer than a guesser wants.
+fn default_max_auth_failures_per_minute_per_ip() -> u32 {
+    600
 }
 
 /// Generous for any client on any network; a request's headers are a few hundred bytes.
@@ -264,6 +275,7 @@ impl StackConfig {
             ("server.max_connections", self.server.max_connections as u64),
             ("server.max_connections_per_ip", self.server.max_connections_per_ip as u64),
             ("server.header_read_timeout_seconds", self.server.header_read_timeout_seconds),
+            ("server.max_auth_failures_per_minute_per_ip", u64::from(self.server.max_auth_failures_per_minute_per_ip)),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be at least 1"));

@@ -97,8 +97,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "OAuth resource server enabled"
         );
         let routes = router::catalog();
-        let operator_scope = &config.server.operator_scope;
-        Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, operator_scope, safety_policy.clone())?))
+        Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, &config.server, safety_policy.clone())?))
     } else {
         tracing::warn!(
             "AUTHENTICATION IS DISABLED (oauth_config.enable_auth: false): every route and every model is open \

@@ -5,10 +5,12 @@
 //! All token and policy rules live in `llamagate_authz`; this module only moves HTTP into
 //! [`AuthRequest`] and the result back into the request (a [`Caller`]) or an answer ([`ApiError::Auth`]).
 
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llamagate_authz::ratelimit::BudgetKey;
@@ -17,9 +19,10 @@ use llamagate_authz::{
     PermissionMatrix, ProtectedResourceMetadata, RateKey, SafetyPolicy, Tiers,
 };
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, ServerConfig};
 use crate::gate::audit_notes::{AuditNotes, AuthRefusal};
 use crate::gate::caller::{Caller, Identity, ModelAccess};
+use crate::gate::refusal_limit::{PENALTY, RefusalLimit};
 use crate::http::error::ApiError;
 use crate::http::route_spec::RouteCatalog;
 
@@ -68,6 +71,8 @@ pub struct AuthState {
     safety: Option<Arc<SafetyPolicy>>,
     /// Whose budget a request is charged to (`rate_limits.budget_key`).
     budget_key: BudgetKey,
+    /// Refusals counted per peer address.
+    refusals: RefusalLimit,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -84,7 +89,7 @@ impl AuthState {
         cfg: &OAuthConfig,
         models: &[ModelConfig],
         routes: &RouteCatalog,
-        operator_scope: &str,
+        server: &ServerConfig,
         safety: Option<Arc<SafetyPolicy>>,
     ) -> anyhow::Result<Self> {
         let matrix = if cfg.enforce_model_permissions { Some(permission_matrix(cfg, models)?) } else { None };
@@ -107,11 +112,14 @@ impl AuthState {
             metadata: ProtectedResourceMetadata::new(cfg, scopes, RESOURCE_NAME),
             public_paths: routes.public_paths(),
             operator_paths: routes.operator_paths(),
-            operator_scope: operator_scope.to_string(),
+            operator_scope: server.operator_scope.clone(),
             audit,
             tiers: Tiers::from_config(&cfg.rate_limits, &cfg.default_user_tier),
             safety,
             budget_key: cfg.rate_limits.budget_key,
+            refusals: RefusalLimit::new(
+                NonZeroU32::new(server.max_auth_failures_per_minute_per_ip).unwrap_or(NonZeroU32::MIN),
+            ),
         })
     }
 
@@ -198,6 +206,12 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
     if auth.public_paths.contains(&request.uri().path()) {
         return next.run(request).await;
     }
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    if let Some(ip) = peer
+        && auth.refusals.is_penalized(ip).await
+    {
+        return ApiError::TooManyRefusals { retry_after_secs: PENALTY.as_secs() }.into_response();
+    }
     let headers = request.headers();
     let authorization: Vec<&[u8]> =
         headers.get_all(axum::http::header::AUTHORIZATION).iter().map(|v| v.as_bytes()).collect();
@@ -223,6 +237,10 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
         }
         Err(error) => {
             tracing::info!(reason = error.reason(), status = error.status(), "request refused");
+            // The AS being down (503) is not the caller's doing.
+            if let Some(ip) = peer.filter(|_| error.status() < 500) {
+                auth.refusals.refused(ip).await;
+            }
             let mut response = ApiError::Auth(error.to_response(&auth.challenge)).into_response();
             response.extensions_mut().insert(AuthRefusal(error.reason()));
             response

@@ -13,5 +13,6 @@ pub mod caller;
 pub mod edge;
 pub mod limits;
 pub mod metrics;
+pub mod refusal_limit;
 pub mod safety;
 pub mod settlement;

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// No route matches the path.
     #[error("Not Found")]
     RouteNotFound,
+    /// Too many requests from this address were refused by authentication lately: answered without
+    /// reading its credentials until the penalty ends.
+    #[error("Too many refused requests from this address; retry after {retry_after_secs} s")]
+    TooManyRefusals { retry_after_secs: u64 },
     /// The route exists but not with this method.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
@@ -93,7 +97,7 @@ impl ApiError {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Auth(answer) => StatusCode::from_u16(answer.status).unwrap_or(StatusCode::UNAUTHORIZED),
             Self::RateLimited(RateLimitError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyRefusals { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -149,7 +153,7 @@ impl IntoResponse for ApiError {
         if let Self::RateLimited(error) = &self {
             return rate_limited_response(error, self.status(), self.body());
         }
-        if let Self::Busy { retry_after_secs, .. } = &self {
+        if let Self::Busy { retry_after_secs, .. } | Self::TooManyRefusals { retry_after_secs } = &self {
             let retry_after = [(header::RETRY_AFTER, retry_after_secs.to_string())];
             return (self.status(), retry_after, Json(self.body())).into_response();
         }

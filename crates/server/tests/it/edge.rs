@@ -153,3 +153,37 @@ async fn half_sent_requests_are_closed_and_one_peer_cannot_hold_every_connection
     tokio::io::AsyncReadExt::read_to_string(&mut again, &mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// An address that keeps sending refused credentials is answered 429 for a while without its
+/// credentials being read; other addresses are not affected.
+#[tokio::test]
+async fn an_address_that_keeps_failing_authentication_is_refused_unread() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  max_auth_failures_per_minute_per_ip: 5\n\
+         models:\n  - id: {}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
+        crate::support::MODEL_ID,
+        crate::support::default_model().display()
+    );
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    let server = dev::start(dir.path(), 0);
+    let good = token(dir.path(), &server.base, &[]);
+    let from = |address: &str| {
+        let address: std::net::IpAddr = address.parse().unwrap();
+        reqwest::Client::builder().local_address(address).build().unwrap()
+    };
+    let (guesser, neighbour) = (from("127.0.0.2"), from("127.0.0.3"));
+    let status = |client: &reqwest::Client, token: &str| {
+        let request = client.get(server.url("/v1/models")).bearer_auth(token.to_string());
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for i in 0..6 {
+        assert_eq!(status(&guesser, &format!("guess-{i}")).await, 401, "refusal {i}");
+    }
+    let response = guesser.get(server.url("/v1/models")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(response.status(), 429, "even a good token is not read now");
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(status(&neighbour, &good).await, 200, "another address is served");
+    assert_eq!(status(&neighbour, "guess").await, 401);
+}
