@@ -5,8 +5,16 @@
 //!   is the matched route template, or `unmatched`), counted by a layer over the whole router;
 //! - `llamagate_tokens_total{model, kind}`: prompt and completion tokens the engine really processed,
 //!   added when a generation settles;
+//! - `llamagate_generation_{queue,ttft,duration,inter_token}_seconds{model}`: histograms of each
+//!   finished generation's wait in the engine's queue, time to its first token, whole time, and mean
+//!   time between tokens, from the engine's own timings;
+//! - `llamagate_auth_refusals_total{reason}` and `llamagate_rate_limited_total{tier}`: refusals by the
+//!   authentication layer (by reason class) and by tier limits (by tier), read off the answers;
 //! - `llamagate_audit_records_{written,dropped}_total` and `llamagate_audit_write_errors_total`: read
 //!   from the audit log at scrape time, so a log that falls behind is visible here.
+//!
+//! Every label comes from a fixed or configured set (route templates, served model ids, reason classes,
+//! configured tiers), never from request text, so no caller can grow the exposition.
 //!
 //! The route is protected like every other non-public route (a scraper sends a bearer token).
 
@@ -16,19 +24,45 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use llamagate_authz::AuditLog;
+use llamagate_engine::Timings;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::gate::audit_notes::AuthRefusal;
 use crate::gate::edge::method_label;
+use crate::http::error::RateLimitedTier;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
     route: String,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    tier: String,
+}
+
+/// A family of histograms by model, with buckets from 1 ms to about a minute.
+type ModelHistograms = Family<ModelLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +77,12 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
+    queue: ModelHistograms,
+    ttft: ModelHistograms,
+    duration: ModelHistograms,
+    inter_token: ModelHistograms,
+    auth_refusals: Family<ReasonLabels, Counter>,
+    rate_limited: Family<TierLabels, Counter>,
 }
 
 impl Metrics {
@@ -57,16 +97,55 @@ impl Metrics {
             "Tokens processed by the engine, by model and kind (prompt/completion)",
             tokens.clone(),
         );
+        let histograms = || ModelHistograms::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let (queue, ttft, duration, inter_token) = (histograms(), histograms(), histograms(), histograms());
+        registry.register("generation_queue_seconds", "Time generations waited in the engine's queue", queue.clone());
+        registry.register(
+            "generation_ttft_seconds",
+            "Time from submission to a generation's first token",
+            ttft.clone(),
+        );
+        registry.register(
+            "generation_duration_seconds",
+            "Time from submission to a generation's end",
+            duration.clone(),
+        );
+        registry.register(
+            "generation_inter_token_seconds",
+            "Mean time between a generation's tokens after the first",
+            inter_token.clone(),
+        );
+        let auth_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused by authentication, by reason class",
+            auth_refusals.clone(),
+        );
+        let rate_limited = Family::<TierLabels, Counter>::default();
+        registry.register("rate_limited", "Requests refused by tier limits, by tier", rate_limited.clone());
         if let Some(log) = audit {
             registry.register_collector(Box::new(AuditCounters(log)));
         }
-        Self { registry, requests, tokens }
+        Self { registry, requests, tokens, queue, ttft, duration, inter_token, auth_refusals, rate_limited }
     }
 
     /// Counts one generation's real token usage.
     pub fn count_tokens(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) {
         for (kind, n) in [("prompt", prompt_tokens), ("completion", completion_tokens)] {
             self.tokens.get_or_create(&TokenLabels { model: model.to_string(), kind }).inc_by(n);
+        }
+    }
+
+    /// Records a finished generation's timings, as the engine measured them.
+    pub fn observe_generation(&self, model: &str, timings: &Timings, completion_tokens: usize) {
+        let labels = ModelLabels { model: model.to_string() };
+        let first_token = timings.queued + timings.prefill;
+        self.queue.get_or_create(&labels).observe(timings.queued.as_secs_f64());
+        self.ttft.get_or_create(&labels).observe(first_token.as_secs_f64());
+        self.duration.get_or_create(&labels).observe((first_token + timings.decode).as_secs_f64());
+        if completion_tokens > 1 {
+            let between = timings.decode.as_secs_f64() / (completion_tokens - 1) as f64;
+            self.inter_token.get_or_create(&labels).observe(between);
         }
     }
 
@@ -103,5 +182,11 @@ pub async fn count_requests(State(metrics): State<Arc<Metrics>>, request: Reques
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let response = next.run(request).await;
     metrics.requests.get_or_create(&RequestLabels { method, route, status: response.status().as_u16() }).inc();
+    if let Some(AuthRefusal(reason)) = response.extensions().get::<AuthRefusal>() {
+        metrics.auth_refusals.get_or_create(&ReasonLabels { reason }).inc();
+    }
+    if let Some(RateLimitedTier(tier)) = response.extensions().get::<RateLimitedTier>() {
+        metrics.rate_limited.get_or_create(&TierLabels { tier: tier.clone() }).inc();
+    }
     response
 }

@@ -75,6 +75,7 @@ impl Settlement {
         self.report.prompt_tokens = usage.prompt_tokens as u64;
         self.report.completion_tokens = usage.completion_tokens as u64;
         self.report.report(summary.finish_reason.as_str());
+        self.report.metrics.observe_generation(&self.report.model, &summary.timings, usage.completion_tokens);
         self.admission.settle((usage.prompt_tokens + usage.completion_tokens) as u64).await;
     }
 }

@@ -161,6 +161,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The tier a 429 was answered for, put on the response for the metrics layer (tiers come from the
+/// configuration, so they make a bounded label).
+#[derive(Clone, Debug)]
+pub struct RateLimitedTier(pub String);
+
 /// An authentication or authorization refusal: the envelope, `type` the RFC 6750 error code, and its
 /// `WWW-Authenticate` challenges.
 fn auth_error_response(answer: &AuthErrorResponse) -> Response {
@@ -189,6 +194,13 @@ fn rate_limited_response(error: &RateLimitError, status: StatusCode, mut body: V
     body["error"]["type"] = json!(kind);
     let mut response = (status, Json(body)).into_response();
     insert_headers(response.headers_mut(), llamagate_authz::ratelimit::headers::error_headers(error));
+    let tier = match error {
+        RateLimitError::Exceeded { status, .. } | RateLimitError::NeverFits { status, .. } => Some(&status.tier),
+        RateLimitError::Unavailable(_) => None,
+    };
+    if let Some(tier) = tier {
+        response.extensions_mut().insert(RateLimitedTier(tier.clone()));
+    }
     response
 }
 

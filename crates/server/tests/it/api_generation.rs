@@ -112,3 +112,19 @@ async fn a_client_that_disconnects_cancels_its_generation() {
     }
     assert!(!server.log().contains(QUESTION), "the prompt must never be logged");
 }
+
+/// Each finished generation lands in the latency histograms under its model, from the engine's own
+/// timings: its queue wait, first token, whole time and the time between its tokens.
+#[tokio::test]
+async fn each_generation_is_timed_in_the_metrics() {
+    let server = Server::start();
+    for _ in 0..2 {
+        let (status, body) = server.post_json("/v1/chat/completions", &chat_body(false, 4)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for histogram in ["queue", "ttft", "duration", "inter_token"] {
+        let count = format!("llamagate_generation_{histogram}_seconds_count{{model=\"{MODEL_ID}\"}} 2");
+        assert!(metrics.lines().any(|line| line == count), "{count} in\n{metrics}");
+    }
+}

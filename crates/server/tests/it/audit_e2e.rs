@@ -248,6 +248,8 @@ async fn a_thousand_concurrent_requests_lose_no_record() {
     let models = r#"llamagate_http_requests_total{method="GET",route="/v1/models",status="#;
     assert_eq!(line(&format!("{models}\"200\"}}")).as_deref(), Some("900"), "{metrics}");
     assert_eq!(line(&format!("{models}\"401\"}}")).as_deref(), Some("100"), "{metrics}");
+    let refusals = r#"llamagate_auth_refusals_total{reason="no_token"}"#;
+    assert_eq!(line(refusals).as_deref(), Some("100"), "refusals by reason: {metrics}");
     let written: usize = line("llamagate_audit_records_written_total").unwrap().parse().unwrap();
     assert!(written >= log.len(), "{metrics}");
     assert_eq!(line("llamagate_audit_records_dropped_total").as_deref(), Some("0"), "{metrics}");

@@ -166,4 +166,7 @@ async fn shield_calls_count_against_the_callers_tier() {
     // Each guard prompt is a few hundred tokens (the instructions and the category list).
     let charged = 100_000 - usage["tokens"]["remaining"].as_u64().unwrap();
     assert!(charged >= 4 * 100, "the guard prompts were charged: {usage}");
+    let operator = token(dir.path(), &server.base, &["--scope", "llamagate_operator"]);
+    let metrics = client.get(server.url("/metrics")).bearer_auth(&operator).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == r#"llamagate_rate_limited_total{tier="free"} 1"#), "{metrics}");
 }
