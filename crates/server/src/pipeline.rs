@@ -6,6 +6,8 @@
 //! starts costs nothing it did not use: a caller over its limit gets its 429 before a guard pass, and
 //! input refused by content safety is charged its prompt but no generation.
 
+use axum::response::Response;
+use llamagate_engine::{GenerateParams, GenerationOutput};
 use serde::Serialize;
 
 use crate::backends::registry::{Prepared, Prompt};
@@ -16,8 +18,6 @@ use crate::gate::settlement::Settlement;
 use crate::http::error::ApiError;
 use crate::http::sse::{self, ChunkFormat};
 use crate::state::AppState;
-use axum::response::Response;
-use llamagate_engine::{GenerateParams, GenerationOutput};
 
 /// What a route asks the pipeline for.
 #[derive(Debug)]

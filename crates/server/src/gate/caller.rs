@@ -16,6 +16,7 @@ use llamagate_authz::{
 };
 
 use crate::gate::audit_notes::AuditNotes;
+use crate::gate::edge::bounded;
 use crate::http::error::ApiError;
 
 /// The model permission matrix with the challenge a refusal carries; present when
@@ -168,10 +169,11 @@ impl Caller {
         self.authorize_shields().is_ok()
     }
 
-    /// Notes the model the request is for, for its audit records.
+    /// Notes the model the request is for, for its audit records — cut to a bounded length first:
+    /// the id is the client's text, noted before anyone checked that such a model exists.
     pub fn note_model(&self, model: &str) {
         if let Some(notes) = &self.notes {
-            notes.set_model(model);
+            notes.set_model(&bounded(model));
         }
     }
 

@@ -94,6 +94,16 @@ async fn a_refusal_record_holds_at_most_a_cut_path_and_operator_routes_need_the_
     let scope_refusals: Vec<&String> = records.iter().filter(|r| r.contains("security_insufficient_scope")).collect();
     assert_eq!(scope_refusals.len(), 5, "{records:#?}");
     assert!(scope_refusals.iter().all(|r| r.contains("\"alice\"")), "{scope_refusals:#?}");
+
+    // A model id of 60,000 bytes (the client's text, noted before the model is looked up): its audit
+    // record keeps a cut copy.
+    let huge_model = "m".repeat(60_000);
+    let chat = serde_json::json!({"model": huge_model, "messages": [{"role": "user", "content": "hi"}]});
+    let response = client.post(server.url("/v1/chat/completions")).bearer_auth(&user).json(&chat).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let records = audit_records(&audit_log, "\"status\":404", 1);
+    let record = records.iter().find(|r| r.contains("\"status\":404")).unwrap();
+    assert!(record.len() <= 1_024, "{} bytes", record.len());
 }
 
 /// Opens a connection to `base` from the loopback address `from` (the host has all of 127/8).
