@@ -1,6 +1,6 @@
 """How far llama.cpp's own KV-cache options move the default model's logits from its f16 reference.
 
-usage: .bench/llamacpp-venv/bin/python benches/llamacpp_kv_deviation.py [model.gguf]   (benches/setup-llamacpp.sh installs it)
+usage: .bench/llamacpp-python/bin/python benches/llamacpp_kv_deviation.py [model.gguf]   (benches/setup-llamacpp.sh installs it)
 
 Teacher-forces each case of crates/engine/tests/fixtures/smollm2-llamacpp.json (the reference
 crates/engine/tests/it/smollm2_llamacpp.rs checks us against) through llama-cpp-python with the default f16 cache, f16 with

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs the llama.cpp anchor the benches compare our engine with, inside the repository (.bench/,
 # git-ignored), from one pinned source: the sdist of llama-cpp-python, which vendors llama.cpp.
-#   (a) .bench/llamacpp-venv: a virtualenv with the llama-cpp-python binding (and its server extras, and
+#   (a) .bench/llamacpp-python: a virtualenv with the llama-cpp-python binding (and its server extras, and
 #       numpy), built from the sdist for this machine's CPU (GGML_NATIVE=ON);
 #   (b) .bench/llamacpp/bin: llama.cpp's own C++ `llama-server`, `llama-quantize` and `llama-bench`, built
 #       with cmake from the sdist's vendor/llama.cpp, GGML_NATIVE=ON, statically linked.
 # Idempotent: a part whose stamp (version and build flags) matches is not rebuilt; the sdist is downloaded
 # once. Builds take a while (see the last run below).
 #
-# usage: benches/setup-llamacpp.sh            (then e.g. .bench/llamacpp-venv/bin/python, .bench/llamacpp/bin/llama-bench)
+# usage: benches/setup-llamacpp.sh            (then e.g. .bench/llamacpp-python/bin/python, .bench/llamacpp/bin/llama-bench)
 #   env: JOBS (parallel compile jobs, default nproc), LLAMACPP_EXTRA_CMAKE (more cmake -D flags for both builds).
 #
 # If a native build dies with SIGILL (or SIGSEGV) when it first runs the model, the script rebuilds that part
@@ -26,7 +26,7 @@ LLAMA_CPP_PYTHON_VERSION=0.3.36
 
 root="$PWD/.bench"
 src="$root/src"
-venv="$root/llamacpp-venv"
+venv="$root/llamacpp-python"
 prefix="$root/llamacpp"
 jobs="${JOBS:-$(nproc)}"
 native="-DGGML_NATIVE=ON"

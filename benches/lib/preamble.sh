@@ -10,7 +10,7 @@
 # shellcheck shell=bash
 
 default_model=models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
-py="${LLAMACPP_PYTHON:-.bench/llamacpp-venv/bin/python}"
+py="${LLAMACPP_PYTHON:-.bench/llamacpp-python/bin/python}"
 llama_server="${LLAMA_SERVER:-.bench/llamacpp/bin/llama-server}"
 
 need_model() {
