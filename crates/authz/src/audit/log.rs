@@ -2,7 +2,7 @@
 //! doing I/O itself, and applies the [`OnFull`] policy when the writer falls behind.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,6 +27,11 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("the audit writer has stopped")]
     Stopped,
+    /// The sinks failed their last write (disk full, pipe closed) and the policy is `fail_closed`:
+    /// the record is queued, so the next write shows whether they recovered, but the caller must
+    /// refuse the request it describes.
+    #[error("the audit log cannot write its records")]
+    SinkFailing,
 }
 
 /// Counters for health and metrics.
@@ -38,6 +43,8 @@ pub struct AuditStats {
     pub dropped: u64,
     /// Records the writer failed to write (I/O errors).
     pub write_errors: u64,
+    /// Whether the sinks failed their last write.
+    pub failing: bool,
 }
 
 #[derive(Default)]
@@ -45,6 +52,8 @@ struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     write_errors: AtomicU64,
+    /// Set by a failed write or flush, cleared by a successful flush.
+    failing: AtomicBool,
 }
 
 enum Message {
@@ -112,6 +121,9 @@ impl AuditLog {
         let deadline = Instant::now() + self.block_timeout;
         loop {
             match self.sender.try_send(message) {
+                Ok(()) if self.on_full == OnFull::FailClosed && self.counters.failing.load(Ordering::Relaxed) => {
+                    return Err(AuditError::SinkFailing);
+                }
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -145,6 +157,7 @@ impl AuditLog {
             written: self.counters.written.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
             write_errors: self.counters.write_errors.load(Ordering::Relaxed),
+            failing: self.counters.failing.load(Ordering::Relaxed),
         }
     }
 }
@@ -160,6 +173,7 @@ fn run_writer(mut writer: ChainWriter, receiver: Receiver<Message>, counters: &C
                     Ok(()) => counters.written.fetch_add(1, Ordering::Relaxed),
                     Err(error) => {
                         tracing::error!(%error, "audit record not written");
+                        counters.failing.store(true, Ordering::Relaxed);
                         counters.write_errors.fetch_add(1, Ordering::Relaxed)
                     }
                 },
@@ -170,9 +184,13 @@ fn run_writer(mut writer: ChainWriter, receiver: Receiver<Message>, counters: &C
             };
             next = receiver.try_recv().ok();
         }
-        if let Err(error) = writer.flush() {
-            tracing::error!(%error, "audit log flush failed");
-            counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        match writer.flush() {
+            Ok(()) => counters.failing.store(false, Ordering::Relaxed),
+            Err(error) => {
+                tracing::error!(%error, "audit log flush failed");
+                counters.failing.store(true, Ordering::Relaxed);
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for ack in acks {
             let _ = ack.send(());
@@ -209,7 +227,7 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         log.flush();
-        assert_eq!(log.stats(), AuditStats { written: 2000, dropped: 0, write_errors: 0 });
+        assert_eq!(log.stats(), AuditStats { written: 2000, dropped: 0, write_errors: 0, failing: false });
         assert_eq!(verify_files(&[path]).unwrap().records, 2000);
     }
 

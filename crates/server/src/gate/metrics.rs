@@ -10,8 +10,9 @@
 //!   time between tokens, from the engine's own timings;
 //! - `llamagate_auth_refusals_total{reason}` and `llamagate_rate_limited_total{tier}`: refusals by the
 //!   authentication layer (by reason class) and by tier limits (by tier), read off the answers;
-//! - `llamagate_audit_records_{written,dropped}_total` and `llamagate_audit_write_errors_total`: read
-//!   from the audit log at scrape time, so a log that falls behind is visible here.
+//! - `llamagate_audit_records_{written,dropped}_total`, `llamagate_audit_write_errors_total` and the
+//!   gauge `llamagate_audit_sink_failing`: read from the audit log at scrape time, so a log that falls
+//!   behind or cannot write is visible here.
 //!
 //! Every label comes from a fixed or configured set (route templates, served model ids, reason classes,
 //! configured tiers), never from request text, so no caller can grow the exposition.
@@ -29,6 +30,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -172,6 +174,9 @@ impl Collector for AuditCounters {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
+        let failing = ConstGauge::new(i64::from(stats.failing));
+        let help = "1 while the audit sinks fail their writes (with on_full: fail_closed, requests get 503)";
+        failing.encode(encoder.encode_descriptor("audit_sink_failing", help, None, failing.metric_type())?)?;
         Ok(())
     }
 }

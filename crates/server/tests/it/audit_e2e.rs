@@ -300,3 +300,46 @@ async fn without_a_configured_sink_the_audit_goes_to_a_private_file_beside_the_c
     assert_eq!(log[0]["event"], "security_invalid_token", "{log:?}");
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// With `on_full: fail_closed`, a sink that stops taking records (here stdout, whose reader has gone:
+/// every write fails with a broken pipe) makes the server refuse requests with 503 instead of serving
+/// them unaudited.
+#[tokio::test]
+async fn a_failing_sink_under_fail_closed_refuses_requests_rather_than_serve_them_unaudited() {
+    use std::io::BufRead;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
+         oauth_config:\n  audit:\n    stdout: true\n    on_full: fail_closed\n",
+        default_model().display()
+    );
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    let mut child = Command::new(dev::bin())
+        .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--port", "0"])
+        .current_dir(dir.path())
+        .env_remove("LLAMAGATE_DEV_KEY_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // The reader is gone now: the audit's stdout sink fails from here on.
+    let base = line.trim().strip_prefix("llamagate listening on ").unwrap().to_string();
+    let good = token(dir.path(), &base, &[]);
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let response = client.get(format!("{base}/v1/models")).bearer_auth(&good).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if statuses.ends_with(&[503, 503, 503]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let first_refusal = statuses.iter().position(|&s| s == 503).unwrap_or_else(|| panic!("{statuses:?}"));
+    assert!(statuses[first_refusal..].iter().all(|&s| s == 503), "nothing served once the sink failed: {statuses:?}");
+}
