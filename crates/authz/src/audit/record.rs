@@ -32,6 +32,9 @@ pub enum AuditEvent {
     SecurityAuthUnavailable,
     /// A JWKS refresh failed (stale keys, if any, keep serving); not tied to one request.
     SecurityJwksRefreshFailure,
+    /// At start, the log's last line was not a whole record (the process was killed mid-write): it was
+    /// set aside in a file of its own and the chain resumed from the last whole record.
+    SecurityAuditRecovered,
 }
 
 impl AuditEvent {

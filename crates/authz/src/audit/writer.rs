@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::chain::{GENESIS, Link, last_link, seal};
 use super::config::{AuditConfig, AuditSchema};
-use super::record::AuditRecord;
+use super::record::{AuditEvent, AuditRecord, Outcome};
 
 /// A record plus its place in the chain, as serialized (the hash is appended by [`seal`]).
 #[derive(Serialize)]
@@ -35,8 +35,13 @@ pub struct ChainWriter {
 }
 
 impl ChainWriter {
-    /// Opens the sinks and resumes the chain from the newest existing file, if any.
+    /// Opens the sinks and resumes the chain from the newest existing file, if any. A last line cut
+    /// short by a crash is set aside first, and a `security_audit_recovered` record says so.
     pub fn open(config: &AuditConfig) -> io::Result<Self> {
+        let torn = match config.path.as_deref() {
+            Some(path) => set_aside_torn_tail(path)?,
+            None => None,
+        };
         let file = config.path.as_deref().map(|p| RotatingFile::open(p, config)).transpose()?;
         let resume = match &file {
             Some(f) => f.newest_link()?,
@@ -46,7 +51,16 @@ impl ChainWriter {
             Some(link) => (link.seq + 1, link.hash),
             None => (0, GENESIS.to_string()),
         };
-        Ok(Self { next_seq, prev_hash, file, stdout: config.stdout || config.path.is_none(), schema: config.schema })
+        let mut writer =
+            Self { next_seq, prev_hash, file, stdout: config.stdout || config.path.is_none(), schema: config.schema };
+        if let Some((aside, bytes)) = torn {
+            let mut record = AuditRecord::new(AuditEvent::SecurityAuditRecovered, Outcome::Failed);
+            let name = aside.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            record.reason = Some(format!("a torn last record ({bytes} bytes) was set aside in {name}"));
+            writer.write(&record)?;
+            writer.flush()?;
+        }
+        Ok(writer)
     }
 
     /// Seals and writes one record. Buffered: call [`ChainWriter::flush`] when the queue is drained.
@@ -93,6 +107,40 @@ struct RotatingFile {
     max_bytes: u64,
     daily: bool,
     keep: usize,
+}
+
+/// If the last line of `path` is not a whole sealed record (the process was killed mid-write), moves
+/// it into `<name>-torn-<time>` beside the log (0600) and cuts the log back to its last whole record,
+/// so the chain can resume. Returns where it went and how many bytes it held.
+fn set_aside_torn_tail(path: &Path) -> io::Result<Option<(PathBuf, usize)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    // A record is a few KB at most: the last line lies in the file's last 1 MiB.
+    let start = len.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+    let line_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let last_line = &tail[line_start..];
+    let whole = last_line.ends_with(b"\n")
+        && super::chain::is_sealed(std::str::from_utf8(last_line).unwrap_or("").trim_end_matches('\n'));
+    if last_line.is_empty() || whole {
+        return Ok(None);
+    }
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    let name = path.file_name().map_or_else(|| "audit".into(), |n| n.to_string_lossy().into_owned());
+    let aside = path.with_file_name(format!("{name}-torn-{stamp}"));
+    std::fs::write(&aside, last_line)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&aside, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.set_len(start + line_start as u64)?;
+    Ok(Some((aside, last_line.len())))
 }
 
 /// Opens `path` for appending, created 0600: audit records name who asked for what, so only the
@@ -204,6 +252,33 @@ mod tests {
 
     fn all_files(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+
+    /// A process killed mid-write leaves a last line without its end: the next start sets it aside,
+    /// says so in a record, and the chain verifies across the repair.
+    #[test]
+    fn a_torn_last_record_is_set_aside_and_the_chain_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut writer = ChainWriter::open(&config(&path, 1 << 20, 10)).unwrap();
+        for _ in 0..3 {
+            writer.write(&AuditRecord::new(AuditEvent::InferenceRequest, Outcome::Allowed)).unwrap();
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        let torn = br#"{"timestamp":"2026-12-04T17:00:00.000Z","event":"inference_resp"#;
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(torn).unwrap();
+
+        let mut writer = ChainWriter::open(&config(&path, 1 << 20, 10)).expect("a torn tail does not stop the start");
+        writer.write(&AuditRecord::new(AuditEvent::InferenceResponse, Outcome::Allowed)).unwrap();
+        writer.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().nth(3).unwrap().contains("security_audit_recovered"), "{text}");
+        let report = verify_files(&[path.clone()]).unwrap();
+        assert_eq!(report.records, 5, "3 + the recovery record + 1");
+        let aside: Vec<PathBuf> = all_files(dir.path()).into_iter().filter(|p| p != &path).collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(&aside[0]).unwrap(), torn);
     }
 
     /// The Llama Stack schema writes the design's field names, and the chain verifies the same.
