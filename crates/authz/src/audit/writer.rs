@@ -274,7 +274,7 @@ mod tests {
         writer.flush().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().nth(3).unwrap().contains("security_audit_recovered"), "{text}");
-        let report = verify_files(&[path.clone()]).unwrap();
+        let report = verify_files(std::slice::from_ref(&path)).unwrap();
         assert_eq!(report.records, 5, "3 + the recovery record + 1");
         let aside: Vec<PathBuf> = all_files(dir.path()).into_iter().filter(|p| p != &path).collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
