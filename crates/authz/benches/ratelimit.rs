@@ -62,28 +62,16 @@ fn limiter_decision(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     bench_limiter(c, "memory", &RateLimiter::in_memory(MemoryStore::default()), &runtime);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let started = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .args(["--daemonize", "yes", "--dir"])
-        .arg(dir.path())
-        .arg("--pidfile")
-        .arg(dir.path().join("redis.pid"))
-        .status()
-        .is_ok_and(|s| s.success());
-    if !started {
+    if Command::new("redis-server").arg("--version").output().is_err() {
         eprintln!("redis-server not installed: skipping the Redis cases (scripts/test.sh installs it)");
         return;
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let redis = llamagate_testkit::RedisServer::start();
     let limiter = runtime.block_on(async {
-        let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "bench", Duration::from_secs(2))
-            .expect("redis client");
+        let store = RedisStore::connect(&redis.url(), "bench", Duration::from_secs(2)).expect("redis client");
         RateLimiter::redis(store, FailureMode::Closed)
     });
     bench_limiter(c, "redis-loopback", &limiter, &runtime);
-    let _ = Command::new("redis-cli").args(["-p", &port.to_string(), "shutdown", "nosave"]).output();
 }
 
 criterion_group!(benches, limiter_decision);

@@ -131,13 +131,7 @@ async fn half_sent_requests_are_closed_and_one_peer_cannot_hold_every_connection
     use tokio::io::AsyncWriteExt;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\n  header_read_timeout_seconds: 1\n  max_connections_per_ip: 20\n\
-         models:\n  - id: {}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
-        crate::support::MODEL_ID,
-        crate::support::default_model().display()
-    );
-    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    dev::write_config_with_server_keys(dir.path(), "  header_read_timeout_seconds: 1\n  max_connections_per_ip: 20\n");
     let server = dev::start(dir.path(), 0);
 
     // Twenty half-sent requests from one address: each holds a place until the header timeout.
@@ -170,13 +164,7 @@ async fn half_sent_requests_are_closed_and_one_peer_cannot_hold_every_connection
 async fn an_address_that_keeps_failing_authentication_is_refused_unread() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\n  max_auth_failures_per_minute_per_ip: 5\n\
-         models:\n  - id: {}\n    source: {}\n    context_length: 1024\noauth_config:\n  enable_auth: false\n",
-        crate::support::MODEL_ID,
-        crate::support::default_model().display()
-    );
-    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
+    dev::write_config_with_server_keys(dir.path(), "  max_auth_failures_per_minute_per_ip: 5\n");
     let server = dev::start(dir.path(), 0);
     let good = token(dir.path(), &server.base, &[]);
     let from = |address: &str| {

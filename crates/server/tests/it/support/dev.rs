@@ -9,8 +9,13 @@ pub use llamagate_testkit::DevServer;
 /// Writes `dir/stack.yaml`: the default model, and `oauth_config: {enable_auth: false}`, which
 /// `serve --dev` turns into its own issuer's settings.
 pub fn write_default_config(dir: &Path) {
+    write_config_with_server_keys(dir, "");
+}
+
+/// As [`write_default_config`], with more `server:` keys (`server_yaml`, lines indented by two spaces).
+pub fn write_config_with_server_keys(dir: &Path, server_yaml: &str) {
     let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {}\n    source: {}\n    context_length: 1024\n\
+        "server:\n  host: 127.0.0.1\n  port: 0\n{server_yaml}models:\n  - id: {}\n    source: {}\n    context_length: 1024\n\
          oauth_config:\n  enable_auth: false\n",
         super::MODEL_ID,
         super::default_model().display()
