@@ -48,15 +48,27 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     caller.authorize_model(&ask.model)?;
     // Resolve the model.
     let served = state.registry.get(&ask.model)?;
-    // Prepare: render and tokenize, cap `max_tokens` to the context; the queue order is the tier's,
-    // and the caller reuses only its own remembered prompts unless the model shares them.
+    // Admit: one request from the caller's tier before any work is done for it (429 when spent).
+    let mut admission = Admission::open(state.limits.as_deref(), &caller).await?;
+    // Prepare: render and tokenize (off the async workers: a prompt can be a megabyte), cap
+    // `max_tokens` to the context; the queue order is the tier's, and the caller reuses only its own
+    // remembered prompts unless the model shares them. A prompt too long for the model is charged
+    // the tokens it was counted at.
     let prefix_scope = if served.share_prefix_cache { 0 } else { caller.prefix_scope() };
     let max_tokens = ask.params.max_tokens.or_else(|| caller.default_max_tokens());
     let params = GenerateParams { priority: caller.priority(), prefix_scope, max_tokens, ..ask.params };
-    let Prepared { request, conversation } = served.backend.prepare(ask.prompt, params)?;
+    let Prepared { request, conversation } = match served.prepare_blocking(ask.prompt, params).await {
+        Ok(prepared) => prepared,
+        Err(refusal) => {
+            if let Some(counted) = refusal.prompt_tokens() {
+                admission.charge_refused(&caller, counted).await;
+            }
+            return Err(refusal);
+        }
+    };
     let prompt_tokens = request.prompt_ids.len();
-    // Reserve one request and `prompt + max_tokens` tokens from the caller's tier (429 when spent).
-    let mut admission = Admission::reserve(state.limits.as_deref(), &caller, &request).await?;
+    // Reserve the counted `prompt + max_tokens` tokens from the caller's tier (429 when spent).
+    admission.reserve_generation(&caller, &request).await?;
     // Input safety at the caller's level (400 `content_policy_violation`).
     let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
     safety.check_input(&conversation, &mut admission).await?;

@@ -2,7 +2,7 @@
 -- The same arithmetic as crates/authz/src/ratelimit/gcra.rs; times in microseconds from Redis TIME,
 -- so every replica shares one clock.
 -- KEYS[1]: request bucket TAT, KEYS[2]: token bucket TAT
--- ARGV: op ('reserve' | 'peek' | 'refund'), request interval, window (both us), token interval, tokens
+-- ARGV: op ('reserve' | 'extend' | 'peek' | 'refund'; 'extend' takes tokens without a request), request interval, window (both us), token interval, tokens
 -- Returns {allowed (0/1), request window in use (us), token window in use (us), wait (us)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -30,12 +30,17 @@ end
 if op == 'peek' then
   return {1, math.floor(req_tat - now), math.floor(tok_tat - now), 0}
 end
-local req_next = req_tat + req_interval
+local req_next = req_tat
+if op ~= 'extend' then
+  req_next = req_tat + req_interval
+end
 local tok_next = tok_tat + n * tok_interval
 local req_over = req_next - now - window
 local tok_over = tok_next - now - window
 if req_over <= eps and tok_over <= eps then
-  store(KEYS[1], req_next)
+  if op ~= 'extend' then
+    store(KEYS[1], req_next)
+  end
   store(KEYS[2], tok_next)
   return {1, math.floor(req_next - now), math.floor(tok_next - now), 0}
 end

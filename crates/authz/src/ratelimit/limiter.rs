@@ -74,7 +74,7 @@ impl RateLimiter {
             return Err(RateLimitError::NeverFits { needed: tokens, status });
         }
         let decision = match &self.store {
-            Store::Memory(store) => Ok(store.reserve(key, limits, tokens, false)),
+            Store::Memory(store) => Ok(store.reserve(key, limits, 1, tokens, false)),
             Store::Redis(store) => store.run(Op::Reserve, key, limits, tokens).await,
         };
         let decision = match (decision, self.failure_mode) {
@@ -91,7 +91,14 @@ impl RateLimiter {
             return Err(RateLimitError::Exceeded { status, retry_after });
         }
         Ok(Reservation {
-            pending: Some(Pending { store: self.store.clone(), key: key.clone(), limits: *limits, reserved: tokens }),
+            pending: Some(Pending {
+                store: self.store.clone(),
+                key: key.clone(),
+                tier: tier.name.clone(),
+                limits: *limits,
+                failure_mode: self.failure_mode,
+                reserved: tokens,
+            }),
             used: 0,
             status: Some(status),
         })
@@ -100,7 +107,7 @@ impl RateLimiter {
     /// The caller's limits and remaining budget, spending nothing.
     pub async fn usage(&self, key: &RateKey, tier: &Tier) -> Result<RateLimitStatus, RateLimitError> {
         let decision = match &self.store {
-            Store::Memory(store) => store.reserve(key, &tier.limits, 0, true),
+            Store::Memory(store) => store.reserve(key, &tier.limits, 1, 0, true),
             Store::Redis(store) => store.run(Op::Peek, key, &tier.limits, 0).await?,
         };
         Ok(gcra::status(&tier.name, &tier.limits, decision.used_requests_us, decision.used_tokens_us))
@@ -126,7 +133,9 @@ impl RateLimiter {
 struct Pending {
     store: Store,
     key: RateKey,
+    tier: String,
     limits: TierLimits,
+    failure_mode: FailureMode,
     reserved: u64,
 }
 
@@ -166,6 +175,45 @@ impl Reservation {
     /// Tokens reserved.
     pub fn reserved(&self) -> u64 {
         self.pending.as_ref().map_or(0, |p| p.reserved)
+    }
+
+    /// Adds `tokens` to an admitted request's reservation without taking another request: the server
+    /// admits a request (one request slot) before it does any work for it, and reserves the tokens once
+    /// it has counted them. Refused like [`RateLimiter::reserve`]; the request slot stays spent, since
+    /// the work of counting was done. Unmetered reservations (and a backend down in fail-open mode)
+    /// take nothing.
+    pub async fn extend(&mut self, tokens: u64) -> Result<(), RateLimitError> {
+        let Some(pending) = self.pending.as_mut() else { return Ok(()) };
+        let limits = pending.limits;
+        if pending.reserved + tokens > limits.tokens {
+            let status = gcra::status(&pending.tier, &limits, 0.0, 0.0);
+            return Err(RateLimitError::NeverFits { needed: pending.reserved + tokens, status });
+        }
+        let decision = match &pending.store {
+            Store::Memory(store) => Ok(store.reserve(&pending.key, &limits, 0, tokens, false)),
+            Store::Redis(store) => store.run(Op::Extend, &pending.key, &limits, tokens).await,
+        };
+        let decision = match (decision, pending.failure_mode) {
+            (Ok(decision), _) => decision,
+            (Err(e), FailureMode::Open) => {
+                tracing::warn!(error = %e, "rate-limit backend unavailable; extending unmetered (fail-open)");
+                return Ok(());
+            }
+            (Err(e), FailureMode::Closed) => return Err(e),
+        };
+        let status = gcra::status(&pending.tier, &limits, decision.used_requests_us, decision.used_tokens_us);
+        if !decision.allowed {
+            let retry_after = Duration::from_micros(decision.wait_us.ceil() as u64);
+            return Err(RateLimitError::Exceeded { status, retry_after });
+        }
+        pending.reserved += tokens;
+        // The request count stays the one seen at admission (each request's headers say where it
+        // stood); the token count is the one seen now.
+        self.status = Some(match self.status.take() {
+            Some(admitted) => RateLimitStatus { requests: admitted.requests, ..status },
+            None => status,
+        });
+        Ok(())
     }
 
     /// Records how many tokens have been used so far: what a drop without settling charges.

@@ -137,3 +137,31 @@ async fn unmetered_reservations_report_nothing() {
     assert!(r.status().is_none());
     assert_eq!(r.settle(10).await, 0);
 }
+
+#[tokio::test]
+async fn extending_takes_tokens_but_no_second_request() {
+    let (limiter, _time) = limiter();
+    let (key, tier) = (RateKey::new("alice", "app"), tier(10, 1_000));
+    let mut admitted = limiter.reserve(&key, &tier, 0).await.expect("a request slot");
+    admitted.extend(300).await.expect("the counted tokens fit");
+    assert_eq!(admitted.reserved(), 300);
+    let status = admitted.status().expect("metered");
+    assert_eq!((status.requests.remaining, status.tokens.remaining), (9, 700), "one request, 300 tokens");
+    assert_eq!(admitted.settle(100).await, 200);
+    let usage = limiter.usage(&key, &tier).await.expect("usage");
+    assert_eq!((usage.requests.remaining, usage.tokens.remaining), (9, 900));
+}
+
+#[tokio::test]
+async fn a_refused_extension_keeps_the_request_spent_and_charges_what_was_recorded() {
+    let (limiter, _time) = limiter();
+    let (key, tier) = (RateKey::new("alice", "app"), tier(10, 1_000));
+    let _other = limiter.reserve(&key, &tier, 800).await.expect("fits");
+    let mut admitted = limiter.reserve(&key, &tier, 0).await.expect("a request slot");
+    assert!(matches!(admitted.extend(300).await, Err(RateLimitError::Exceeded { .. })));
+    assert!(matches!(admitted.extend(1_001).await, Err(RateLimitError::NeverFits { .. })));
+    assert_eq!(admitted.reserved(), 0, "nothing was added");
+    drop(admitted);
+    let usage = limiter.usage(&key, &tier).await.expect("usage");
+    assert_eq!((usage.requests.remaining, usage.tokens.remaining), (8, 200), "both requests stay spent");
+}

@@ -79,8 +79,16 @@ impl MemoryStore {
         self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes one request and `tokens` tokens if both fit; `tokens == 0` with `peek` only reads.
-    pub(crate) fn reserve(&self, key: &RateKey, limits: &TierLimits, tokens: u64, peek: bool) -> Decision {
+    /// Takes `requests` requests (1, or 0 to add tokens to an admitted request) and `tokens` tokens if
+    /// both fit; `peek` only reads.
+    pub(crate) fn reserve(
+        &self,
+        key: &RateKey,
+        limits: &TierLimits,
+        requests: u64,
+        tokens: u64,
+        peek: bool,
+    ) -> Decision {
         let (req, tok) = (Bucket::requests(limits), Bucket::tokens(limits));
         let now = self.now_us();
         let mut buckets = self.lock();
@@ -88,7 +96,7 @@ impl MemoryStore {
         if peek {
             return Decision::allowed(req_tat - now, tok_tat - now);
         }
-        match (req.admit(req_tat, now, 1), tok.admit(tok_tat, now, tokens)) {
+        match (req.admit(req_tat, now, requests), tok.admit(tok_tat, now, tokens)) {
             (Ok(r), Ok(t)) => {
                 buckets.map.insert(key.clone(), (r, t));
                 if buckets.map.len() >= buckets.sweep_at {

@@ -21,6 +21,8 @@ use crate::ratelimit::tier::RateKey;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Op {
     Reserve,
+    /// Takes tokens only, for a request already admitted.
+    Extend,
     Peek,
     Refund,
 }
@@ -29,6 +31,7 @@ impl Op {
     fn as_str(self) -> &'static str {
         match self {
             Self::Reserve => "reserve",
+            Self::Extend => "extend",
             Self::Peek => "peek",
             Self::Refund => "refund",
         }

@@ -58,6 +58,23 @@ async fn reserve_settle_and_never_fit_behave_as_in_process() {
 }
 
 #[tokio::test]
+async fn extending_an_admitted_request_takes_tokens_only() {
+    let redis = RedisServer::start();
+    let limiter = limiter(&redis, FailureMode::Closed);
+    let (key, tier) = (RateKey::new("alice", "app"), tier(3, 1_000));
+    let mut admitted = limiter.reserve(&key, &tier, 0).await.expect("a request slot");
+    admitted.extend(700).await.expect("fits");
+    let status = admitted.status().expect("metered");
+    assert_eq!((status.requests.remaining, status.tokens.remaining), (2, 300));
+    let mut second = limiter.reserve(&key, &tier, 0).await.expect("a second slot");
+    assert!(matches!(second.extend(400).await, Err(RateLimitError::Exceeded { .. })));
+    drop(second);
+    assert_eq!(admitted.settle(700).await, 0);
+    let usage = limiter.usage(&key, &tier).await.expect("usage");
+    assert_eq!((usage.requests.remaining, usage.tokens.remaining), (1, 300), "two requests, 700 tokens");
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
     let redis = RedisServer::start();
     let (closed, open) = (limiter(&redis, FailureMode::Closed), limiter(&redis, FailureMode::Open));

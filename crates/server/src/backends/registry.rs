@@ -104,6 +104,21 @@ pub struct ServedModel {
     pub share_prefix_cache: bool,
 }
 
+impl ServedModel {
+    /// [`Backend::prepare`] on a blocking-pool thread: rendering and tokenizing grow with the prompt
+    /// (up to `server.max_body_bytes`), and must not hold up the async workers that serve everyone else.
+    pub async fn prepare_blocking(
+        self: &Arc<Self>,
+        prompt: Prompt,
+        params: GenerateParams,
+    ) -> Result<Prepared, ApiError> {
+        let served = Arc::clone(self);
+        tokio::task::spawn_blocking(move || served.backend.prepare(prompt, params))
+            .await
+            .map_err(|e| ApiError::Internal(format!("preparing the prompt failed: {e}")))?
+    }
+}
+
 /// All served models, in config order.
 #[derive(Debug, Default)]
 pub struct ModelRegistry {

@@ -1,9 +1,12 @@
 //! Tier limits: the rate-limit step of the request path (docs/architecture.md, steps "reserve" and
 //! "settle"), wired around the engine.
 //!
-//! After the prompt is tokenized and the engine has capped `max_tokens` to the context
-//! ([`GenerationRequest`]), [`Admission::reserve`] takes one request and `prompt_tokens + max_tokens`
-//! from the caller's tier, or refuses with 429 (503 while a fail-closed Redis is unreachable).
+//! Before any work is done for a generation (rendering, tokenizing), [`Admission::open`] takes one
+//! request from the caller's tier, so a caller over its request limit costs a lookup and nothing more.
+//! Once the prompt is tokenized and the engine has capped `max_tokens` to the context
+//! ([`GenerationRequest`]), [`Admission::reserve_generation`] adds `prompt_tokens + max_tokens`; a
+//! prompt refused as too long is charged the tokens it was counted at ([`Admission::charge_refused`]).
+//! Either step refuses with 429 (503 while a fail-closed Redis is unreachable).
 //! The pipeline's [`crate::gate::settlement::Settlement`] then owns the admission: the rate-limit headers
 //! go onto the response, and the engine's real `prompt + completion` count is charged when generation
 //! ends. If the response is dropped first (client gone, stream cancelled, engine failure) the admission
@@ -83,18 +86,44 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Reserves `1 request + prompt_tokens + max_tokens` for the caller, or refuses.
-    pub async fn reserve(
-        limits: Option<&RateLimits>,
-        caller: &Caller,
-        request: &GenerationRequest,
-    ) -> Result<Self, ApiError> {
-        Self::reserve_tokens(limits, caller, request.prompt_ids.len() as u64, request.max_tokens as u64).await
+    /// Takes one request (and no tokens yet) for the caller, or refuses: the cheap check that runs
+    /// before the prompt is rendered and tokenized.
+    pub async fn open(limits: Option<&RateLimits>, caller: &Caller) -> Result<Self, ApiError> {
+        Self::reserve_tokens(limits, caller, 0, 0).await
+    }
+
+    /// Adds the counted `prompt_tokens + max_tokens` of `request` to the admitted request, or refuses
+    /// (the request slot stays spent: the counting was work done for the caller).
+    pub async fn reserve_generation(&mut self, caller: &Caller, request: &GenerationRequest) -> Result<(), ApiError> {
+        let (prompt, max) = (request.prompt_ids.len() as u64, request.max_tokens as u64);
+        self.extend(caller, prompt + max).await?;
+        self.prompt_tokens = prompt;
+        Ok(())
+    }
+
+    /// Charges a prompt that was tokenized and then refused (longer than the model's context): the
+    /// caller made the server count `prompt_tokens` tokens. As much of it as the budget still holds is
+    /// charged; the refusal the caller gets is the original one either way.
+    pub async fn charge_refused(mut self, caller: &Caller, prompt_tokens: u64) {
+        let left = self.status().map_or(0, |status| status.tokens.remaining);
+        let charge = prompt_tokens.min(left);
+        if charge > 0 && self.extend(caller, charge).await.is_ok() {
+            self.reservation.record_usage(charge);
+        }
+    }
+
+    async fn extend(&mut self, caller: &Caller, tokens: u64) -> Result<(), ApiError> {
+        self.reservation.extend(tokens).await.map_err(|e| {
+            if let Some(Identity { principal, tier, .. }) = caller.identity() {
+                tracing::info!(sub = %principal.subject, tier = %tier.name, tokens, reason = %e, "rate limited");
+            }
+            ApiError::RateLimited(e)
+        })
     }
 
     /// Reserves `1 request + prompt_tokens + max_tokens` for work that is not a generation (a shield
     /// reads a prompt and generates nothing: `max_tokens` 0), or refuses.
-    pub async fn reserve_tokens(
+    async fn reserve_tokens(
         limits: Option<&RateLimits>,
         caller: &Caller,
         prompt_tokens: u64,
@@ -113,18 +142,19 @@ impl Admission {
         Ok(Self { reservation, prompt_tokens, completion_tokens: 0 })
     }
 
-    /// Runs `work` (a shield's scoring, say) charged as one request that reads `prompt_tokens`
-    /// tokens: refused with 429 before any of it when the caller's tier has no budget left.
+    /// Runs `work` (a shield's scoring, say) on this admitted request, charged the `prompt_tokens` it
+    /// reads: refused with 429 before any of it when the caller's tier has no budget left.
     pub async fn metered<T>(
-        limits: Option<&RateLimits>,
+        mut self,
         caller: &Caller,
         prompt_tokens: u64,
         work: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
-        let mut admission = Self::reserve_tokens(limits, caller, prompt_tokens, 0).await?;
-        admission.started();
+        self.extend(caller, prompt_tokens).await?;
+        self.prompt_tokens = prompt_tokens;
+        self.started();
         let result = work.await;
-        admission.settle(prompt_tokens).await;
+        self.settle(prompt_tokens).await;
         result
     }
 

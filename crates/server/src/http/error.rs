@@ -22,6 +22,10 @@ pub enum ApiError {
     /// The body or a parameter is malformed, out of range, or asks for something unsupported.
     #[error("{0}")]
     BadRequest(String),
+    /// The prompt has more tokens than the model's context: a 400 like [`Self::BadRequest`], keeping
+    /// the count so the caller's budget is charged the counting it caused.
+    #[error("{message}")]
+    PromptTooLong { message: String, prompt_tokens: u64 },
     /// The requested model is not served here.
     #[error("Model '{0}' not found. Use 'client.models.list()' to list available Models.")]
     ModelNotFound(String),
@@ -81,10 +85,19 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The tokens a refused prompt was counted at, when the refusal came after counting them.
+    pub fn prompt_tokens(&self) -> Option<u64> {
+        match self {
+            Self::PromptTooLong { prompt_tokens, .. } => Some(*prompt_tokens),
+            _ => None,
+        }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_)
+            | Self::PromptTooLong { .. }
             | Self::ProviderNotFound(_)
             | Self::ShieldNotFound(_)
             | Self::ShieldNotServed(_)
@@ -217,7 +230,10 @@ pub fn insert_headers(headers: &mut HeaderMap, fields: Vec<(&'static str, String
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::PromptTooLong { .. } | EngineError::InvalidRequest(_) => Self::BadRequest(e.to_string()),
+            EngineError::PromptTooLong { prompt_tokens, .. } => {
+                Self::PromptTooLong { message: e.to_string(), prompt_tokens: prompt_tokens as u64 }
+            }
+            EngineError::InvalidRequest(_) => Self::BadRequest(e.to_string()),
             EngineError::Unavailable(_) => Self::Unavailable(e.to_string()),
             EngineError::Busy { retry_after_secs, .. } => Self::Busy { message: e.to_string(), retry_after_secs },
             // A template that raises (e.g. "roles must alternate") is the caller's conversation at fault.

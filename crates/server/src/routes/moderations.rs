@@ -118,6 +118,8 @@ pub async fn create(
     };
     caller.authorize_shields()?;
     let shield = select_shield(state.shields.all(), request.model.as_deref())?;
+    // One request from the caller's tier before the inputs are rendered and counted.
+    let admission = Admission::open(state.limits.as_deref(), &caller).await?;
     let conversations: Vec<Vec<ChatMessage>> =
         inputs.into_iter().map(|text| vec![ChatMessage::new("user", text)]).collect();
     let mut tokens = 0;
@@ -131,7 +133,7 @@ pub async fn create(
         }
         Ok(results)
     };
-    let results = Admission::metered(state.limits.as_deref(), &caller, tokens, scoring).await?;
+    let results = admission.metered(&caller, tokens, scoring).await?;
     Ok(Json(ModerationObject { id: format!("modr-{}", uuid4()), model: shield.model.id.clone(), results }))
 }
 

@@ -74,10 +74,12 @@ pub async fn run_shield(
     if request.messages.is_empty() {
         return Err(ApiError::BadRequest("Messages must not be empty".into()));
     }
+    // One request from the caller's tier before the conversation is rendered and counted.
+    let admission = Admission::open(state.limits.as_deref(), &caller).await?;
     let messages = request.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
     let conversation = normalize_conversation(messages)?;
     let tokens = shield.prompt_tokens(&conversation)?;
-    let scores = Admission::metered(state.limits.as_deref(), &caller, tokens, shield.score(conversation)).await?;
+    let scores = admission.metered(&caller, tokens, shield.score(conversation)).await?;
     Ok(Json(RunShieldResponse { violation: violation(&scores) }))
 }
 

@@ -186,3 +186,32 @@ async fn a_free_tokens_first_call_without_max_tokens_is_answered() {
     let again = post(&client, &server, &token, "/v1/chat/completions", &body).await;
     assert_eq!(again.status, 200, "{}", again.body);
 }
+
+#[tokio::test]
+async fn a_request_is_admitted_before_its_prompt_is_tokenized_and_a_refused_long_prompt_is_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "    backend: memory\n");
+    let server = dev::start(dir.path(), 0);
+    let token = token(dir.path(), &server, "free-user", &[]);
+    let client = crate::support::limits::client();
+    // Far longer than the model's context: refused with 400 once counted.
+    let long = json!({"model": MODEL_ID, "prompt": "word ".repeat(20_000), "max_tokens": 1});
+
+    let refused = post(&client, &server, &token, "/v1/completions", &long).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body["error"]["message"].as_str().unwrap().contains("context window"), "{}", refused.body);
+    let usage = get(&client, &server, Some(&token), "/v1/usage").await.body;
+    assert_eq!(usage["requests"]["remaining"], 9, "the refused prompt took a request: {usage}");
+    assert!(usage["tokens"]["remaining"].as_u64().unwrap() < 100, "and the tokens it was counted at: {usage}");
+
+    // Spend the rest of the request budget (these are refused for tokens, and still take a request).
+    for _ in 0..9 {
+        let answer = post(&client, &server, &token, "/v1/chat/completions", &short_chat(1)).await;
+        assert_eq!(answer.status, 429, "{}", answer.body);
+    }
+    // Now the same long prompt is refused for the request limit, before anything counts its tokens.
+    let refused = post(&client, &server, &token, "/v1/completions", &long).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body["error"]["type"], "rate_limit_exceeded");
+    assert_eq!(refused.number("x-ratelimit-remaining-requests"), 0);
+}
