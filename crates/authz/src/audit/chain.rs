@@ -140,7 +140,7 @@ fn open_line(path: &Path, line_no: usize, line: &str) -> Result<(ChainFields, St
 }
 
 /// The `seq` of a file's first record, used to put files in chain order; `None` for an empty file.
-fn first_seq(path: &Path) -> Result<Option<u64>, VerifyError> {
+pub fn first_seq(path: &Path) -> Result<Option<u64>, VerifyError> {
     let io = |source| VerifyError::Io { path: path.into(), source };
     let file = File::open(path).map_err(io)?;
     let Some(line) = BufReader::new(file).lines().next() else { return Ok(None) };
@@ -151,6 +151,13 @@ fn first_seq(path: &Path) -> Result<Option<u64>, VerifyError> {
 /// Verifies the chain through `paths` (any order: files are sorted by their first record) and reports
 /// the first modified, missing or out-of-order record.
 pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    verify_files_pinned(paths, None).map(|(report, _)| report)
+}
+
+/// [`verify_files`], also returning the hash of the record at `pin` when the chain holds it (what a
+/// [`super::checkpoint::Checkpoint`] is compared with).
+pub fn verify_files_pinned(paths: &[PathBuf], pin: Option<u64>) -> Result<(VerifyReport, Option<String>), VerifyError> {
+    let mut pinned = None;
     let mut ordered = Vec::new();
     for path in paths {
         if let Some(seq) = first_seq(path)? {
@@ -189,10 +196,13 @@ pub fn verify_files(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
             report.first_seq.get_or_insert(fields.seq);
             report.last_seq = Some(fields.seq);
             report.records += 1;
+            if pin == Some(fields.seq) {
+                pinned = Some(hash.clone());
+            }
             previous = Some(Link { seq: fields.seq, hash });
         }
     }
-    Ok(report)
+    Ok((report, pinned))
 }
 
 /// Whether `line` is a sealed record whose own hash checks out (its place in the chain aside).

@@ -79,6 +79,10 @@ pub struct AuditConfig {
     pub record_prompts: bool,
     /// The field names records are written with.
     pub schema: AuditSchema,
+    /// Where to keep the chain's [`super::Checkpoint`] (newest record and oldest kept record), replaced
+    /// after every burst of writes: put it where whoever can rewrite the log cannot. Unset: no
+    /// checkpoint file (the checkpoint is still logged at shutdown).
+    pub checkpoint_path: Option<PathBuf>,
 }
 
 /// The field names of a written record. The hash chain (`seq`, `prev_hash`, `hash`) and
@@ -108,6 +112,7 @@ impl Default for AuditConfig {
             block_timeout_ms: 250,
             record_prompts: false,
             schema: AuditSchema::default(),
+            checkpoint_path: None,
         }
     }
 }
@@ -121,6 +126,21 @@ impl AuditConfig {
                 "is empty",
                 "give a file path, or remove the key to use stdout",
             ));
+        }
+        if let (Some(checkpoint), Some(log)) = (&self.checkpoint_path, &self.path) {
+            let log_name = log.file_name().map(|n| format!("{}", n.to_string_lossy()));
+            let name = checkpoint.file_name().map(|n| n.to_string_lossy().into_owned());
+            let beside_log = checkpoint.parent() == log.parent();
+            // `<log>.<anything>` beside the log is a rotated file to the writer (and would be pruned).
+            if checkpoint == log
+                || (beside_log && name.zip(log_name).is_some_and(|(n, l)| n.starts_with(&format!("{l}."))))
+            {
+                return Err(ConfigError::invalid(
+                    "audit.checkpoint_path",
+                    "is the log file or looks like one of its rotated files",
+                    "give another file, ideally on another volume",
+                ));
+            }
         }
         if self.rotate_max_bytes < 4096 {
             return Err(ConfigError::invalid(

@@ -13,15 +13,18 @@
 //!   [`AuditStats::dropped`], so an operator sees that auditing fell behind instead of silently
 //!   losing records;
 //! - [`chain::verify_files`] (behind `llamagate audit verify`) replays the chain and reports the first
-//!   broken or missing record.
+//!   broken or missing record; a [`checkpoint::Checkpoint`] kept outside the log (written after every
+//!   burst, logged at shutdown) also shows records cut off either end.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod config;
 pub mod log;
 pub mod record;
 pub mod writer;
 
-pub use chain::{VerifyError, VerifyReport, verify_files};
+pub use chain::{VerifyError, VerifyReport, verify_files, verify_files_pinned};
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{AuditConfig, AuditLogLevel, AuditSchema, OnFull};
-pub use log::{AuditError, AuditLog, AuditStats};
+pub use log::{AuditError, AuditHealth, AuditLog, AuditStats};
 pub use record::{AuditEvent, AuditRecord, Outcome, Severity};

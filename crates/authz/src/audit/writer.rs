@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use chrono::{NaiveDate, Utc};
 use serde::Serialize;
 
-use super::chain::{GENESIS, Link, last_link, seal};
+use super::chain::{GENESIS, Link, first_seq, last_link, seal};
+use super::checkpoint::Checkpoint;
 use super::config::{AuditConfig, AuditSchema};
 use super::record::{AuditEvent, AuditRecord, Outcome};
 
@@ -32,6 +33,11 @@ pub struct ChainWriter {
     file: Option<RotatingFile>,
     stdout: bool,
     schema: AuditSchema,
+    /// `seq` of the oldest record kept (the first line of the oldest file), once there is one.
+    oldest_kept: Option<u64>,
+    checkpoint_path: Option<PathBuf>,
+    /// `seq` of the newest record the checkpoint file names.
+    checkpointed: Option<u64>,
 }
 
 impl ChainWriter {
@@ -51,8 +57,20 @@ impl ChainWriter {
             Some(link) => (link.seq + 1, link.hash),
             None => (0, GENESIS.to_string()),
         };
-        let mut writer =
-            Self { next_seq, prev_hash, file, stdout: config.stdout || config.path.is_none(), schema: config.schema };
+        let oldest_kept = match &file {
+            Some(f) => f.oldest_kept_seq()?,
+            None => None,
+        };
+        let mut writer = Self {
+            next_seq,
+            prev_hash,
+            file,
+            stdout: config.stdout || config.path.is_none(),
+            schema: config.schema,
+            oldest_kept,
+            checkpoint_path: config.checkpoint_path.clone(),
+            checkpointed: None,
+        };
         if let Some((aside, bytes)) = torn {
             let mut record = AuditRecord::new(AuditEvent::SecurityAuditRecovered, Outcome::Failed);
             let name = aside.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -74,9 +92,13 @@ impl ChainWriter {
         }
         .map_err(io::Error::other)?;
         let (line, hash) = seal(&body);
-        if let Some(file) = &mut self.file {
-            file.append(&line)?;
+        if let Some(file) = &mut self.file
+            && file.append(&line)?
+        {
+            // Retention deleted the oldest file: the oldest kept record moved on.
+            self.oldest_kept = file.oldest_kept_seq()?;
         }
+        self.oldest_kept.get_or_insert(seq);
         if self.stdout {
             let mut out = io::stdout().lock();
             out.write_all(line.as_bytes())?;
@@ -87,7 +109,8 @@ impl ChainWriter {
         Ok(())
     }
 
-    /// Pushes buffered lines to the operating system.
+    /// Pushes buffered lines to the operating system, then replaces the checkpoint file (when one is
+    /// configured and records were written since the last one).
     pub fn flush(&mut self) -> io::Result<()> {
         if let Some(file) = &mut self.file {
             file.out.flush()?;
@@ -95,7 +118,24 @@ impl ChainWriter {
         if self.stdout {
             io::stdout().lock().flush()?;
         }
+        if let (Some(path), Some(checkpoint)) = (&self.checkpoint_path, self.checkpoint())
+            && self.checkpointed != Some(checkpoint.seq)
+        {
+            checkpoint.store(path)?;
+            self.checkpointed = Some(checkpoint.seq);
+        }
         Ok(())
+    }
+
+    /// Where the chain stands now; `None` before the first record.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let seq = self.next_seq.checked_sub(1)?;
+        Some(Checkpoint {
+            seq,
+            hash: self.prev_hash.clone(),
+            first_seq: self.oldest_kept.unwrap_or(seq),
+            written_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
     }
 }
 
@@ -182,20 +222,34 @@ impl RotatingFile {
         }
     }
 
-    fn append(&mut self, line: &str) -> io::Result<()> {
+    /// Appends one line, rotating first when due; true when rotation deleted old files.
+    fn append(&mut self, line: &str) -> io::Result<bool> {
         let today = Utc::now().date_naive();
         let needed = line.len() as u64 + 1;
+        let mut pruned = false;
         if self.size > 0 && (self.size + needed > self.max_bytes || (self.daily && today != self.day)) {
-            self.rotate()?;
+            pruned = self.rotate()?;
         }
         self.day = today;
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.size += needed;
-        Ok(())
+        Ok(pruned)
     }
 
-    fn rotate(&mut self) -> io::Result<()> {
+    /// `seq` of the first record of the oldest file kept; `None` while there are no records.
+    fn oldest_kept_seq(&self) -> io::Result<Option<u64>> {
+        let invalid = |e: super::chain::VerifyError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        for path in self.rotated()?.iter().chain(std::iter::once(&self.path)) {
+            if let Some(seq) = first_seq(path).map_err(invalid)? {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renames the current file aside and starts a new one; true when old files were deleted.
+    fn rotate(&mut self) -> io::Result<bool> {
         self.out.flush()?;
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
         let mut target = PathBuf::from(format!("{}.{stamp}", self.path.display()));
@@ -209,12 +263,13 @@ impl RotatingFile {
         self.out = BufWriter::new(file);
         self.size = 0;
         let rotated = self.rotated()?;
-        if rotated.len() > self.keep {
-            for old in &rotated[..rotated.len() - self.keep] {
-                std::fs::remove_file(old)?;
-            }
+        if rotated.len() <= self.keep {
+            return Ok(false);
         }
-        Ok(())
+        for old in &rotated[..rotated.len() - self.keep] {
+            std::fs::remove_file(old)?;
+        }
+        Ok(true)
     }
 
     /// Rotated siblings (`<name>.<stamp>`), oldest first.

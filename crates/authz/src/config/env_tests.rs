@@ -16,6 +16,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("AUDIENCE", "api://llm", r#""api://llm""#),
     ("AUDIENCES", r#"["a","b"]"#, r#"["a","b"]"#),
     ("AUDIT__BLOCK_TIMEOUT_MS", "500", "500"),
+    ("AUDIT__CHECKPOINT_PATH", "/srv/anchor/audit.checkpoint", r#""/srv/anchor/audit.checkpoint""#),
     ("AUDIT__ON_FULL", "fail_closed", r#""fail_closed""#),
     ("AUDIT__PATH", "/var/log/llamagate/audit.log", r#""/var/log/llamagate/audit.log""#),
     ("AUDIT__QUEUE_CAPACITY", "1024", "1024"),

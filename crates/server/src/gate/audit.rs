@@ -140,7 +140,7 @@ pub async fn record_request(State(log): State<AuditLog>, request: Request, next:
     record.request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(String::from);
     record.route = Some(format!("{} {}", request.method(), bounded(request.uri().path())));
     context.set_caller(&principal, tier.as_deref());
-    if log.record(record).is_err() && log.fails_closed() {
+    if log.record_async(record).await.is_err() && log.fails_closed() {
         return ApiError::Unavailable("the audit log is not keeping up; try again shortly".into()).into_response();
     }
     next.run(request).await

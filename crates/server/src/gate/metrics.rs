@@ -11,7 +11,7 @@
 //! - `llamagate_auth_refusals_total{reason}` and `llamagate_rate_limited_total{tier}`: refusals by the
 //!   authentication layer (by reason class) and by tier limits (by tier), read off the answers;
 //! - `llamagate_audit_records_{written,dropped}_total`, `llamagate_audit_write_errors_total` and the
-//!   gauge `llamagate_audit_sink_failing`: read from the audit log at scrape time, so a log that falls
+//!   gauges `llamagate_audit_sink_failing` and `llamagate_audit_writer_state` (0 ok, 1 slow, 2 failed): read from the audit log at scrape time, so a log that falls
 //!   behind or cannot write is visible here.
 //!
 //! Every label comes from a fixed or configured set (route templates, served model ids, reason classes,
@@ -177,6 +177,9 @@ impl Collector for AuditCounters {
         let failing = ConstGauge::new(i64::from(stats.failing));
         let help = "1 while the audit sinks fail their writes (with on_full: fail_closed, requests get 503)";
         failing.encode(encoder.encode_descriptor("audit_sink_failing", help, None, failing.metric_type())?)?;
+        let state = ConstGauge::new(self.0.health().as_gauge() as i64);
+        let help = "Audit writer state: 0 ok, 1 slow (queue over half full or records waiting), 2 failed";
+        state.encode(encoder.encode_descriptor("audit_writer_state", help, None, state.metric_type())?)?;
         Ok(())
     }
 }

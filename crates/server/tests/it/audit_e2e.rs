@@ -15,10 +15,11 @@ fn write_config(dir: &Path, audit_path: &Path) {
     let yaml = format!(
         "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n    context_length: 1024\n\
          oauth_config:\n  enable_auth: true\n  enable_rate_limiting: true\n  rate_limits:\n    tiers:\n      \
-         free: {{requests: 2, tokens: 100000}}\n  audit:\n    path: {}\n\
+         free: {{requests: 2, tokens: 100000}}\n  audit:\n    path: {}\n    checkpoint_path: {}\n\
          shields:\n  - id: llama-guard\n    model: {MODEL_ID}\n    scores_file: scores.json\n",
         default_model().display(),
-        audit_path.display()
+        audit_path.display(),
+        dir.join("anchor").join("audit.checkpoint").display()
     );
     std::fs::write(dir.join("stack.yaml"), yaml).unwrap();
     // The TEST-ONLY guard double (docs/safety.md): fixed scores instead of a classifier.
@@ -210,6 +211,32 @@ async fn a_scripted_run_is_audited_exactly_and_the_chain_detects_tampering() {
     write(&reordered);
     let (ok, out) = verify(&[&tampered]);
     assert!(!ok && out.contains("tampered.log:9:"), "{out}");
+
+    // The checkpoint kept outside the log pins both ends: the intact log matches it; without its
+    // newest records, or starting later than it should, it does not (the chain alone cannot tell).
+    let checkpoint = dir.path().join("anchor").join("audit.checkpoint");
+    let with_checkpoint = |log: &Path, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_llamagate"))
+            .args(["audit", "verify", "--checkpoint"])
+            .arg(&checkpoint)
+            .args(extra)
+            .arg(log)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        )
+    };
+    let (ok, out) = with_checkpoint(&audit_path, &["--expect-from", "0"]);
+    assert!(ok && out.contains("matches the checkpoint at seq 18"), "{out}");
+    write(&lines[..lines.len() - 2]);
+    assert!(verify(&[&tampered]).0, "a shortened chain is still a chain");
+    let (ok, out) = with_checkpoint(&tampered, &[]);
+    assert!(!ok && out.contains("the newest records were removed"), "{out}");
+    write(&lines[3..]);
+    let (ok, out) = with_checkpoint(&tampered, &[]);
+    assert!(!ok && out.contains("the oldest records were removed"), "{out}");
 }
 
 #[tokio::test]
