@@ -38,6 +38,11 @@ impl DevServer {
         Self { child, base }
     }
 
+    /// The process id (for reading its memory use under load).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.base.rsplit(':').next().and_then(|port| port.parse().ok()).expect("base ends in a port")

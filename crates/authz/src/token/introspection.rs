@@ -376,6 +376,15 @@ mod tests {
             assert_eq!(intro.introspect("garbage").await.err(), Some(IntrospectionError::Inactive));
         }
         assert_eq!(mock.hits("/introspect"), 2);
+
+        // A thousand distinct garbage tokens, each sent three times: one call per distinct token.
+        for round in 0..3 {
+            for i in 0..1_000 {
+                let token = format!("garbage-{i}");
+                assert_eq!(intro.introspect(&token).await.err(), Some(IntrospectionError::Inactive), "{round}");
+            }
+        }
+        assert_eq!(mock.hits("/introspect"), 2 + 1_000);
     }
 
     #[tokio::test]

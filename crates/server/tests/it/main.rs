@@ -5,6 +5,7 @@
 
 mod support;
 
+mod abuse;
 mod api_errors;
 mod api_generation;
 mod api_introspection;
