@@ -45,6 +45,7 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     // Authorize: the caller's scopes must unlock the model (403), and a model it may not see is
     // answered like an unknown one (404).
     caller.note_model(&ask.model);
+    caller.note_prompt(|| ask.prompt.audit_text());
     caller.authorize_model(&ask.model)?;
     // Resolve the model.
     let served = state.registry.get(&ask.model)?;

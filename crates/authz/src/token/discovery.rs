@@ -113,7 +113,20 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<AuthServer
     let mut last = None;
     for url in metadata_urls(issuer)? {
         match get_json::<AuthServerMetadata>(http, &url).await {
-            Ok(meta) if meta.issuer == issuer => return Ok(meta),
+            Ok(meta) if meta.issuer == issuer => {
+                for endpoint in [&meta.jwks_uri, &meta.introspection_endpoint].into_iter().flatten() {
+                    if !as_safe_as_issuer(issuer, endpoint) {
+                        return Err(FetchError::BadDocument {
+                            url,
+                            detail: format!(
+                                "metadata endpoint `{}` is not https",
+                                endpoint.chars().take(200).collect::<String>()
+                            ),
+                        });
+                    }
+                }
+                return Ok(meta);
+            }
             Ok(meta) => {
                 // A mismatched issuer is a mix-up attempt or a misconfiguration; never use it.
                 return Err(FetchError::BadDocument {
@@ -127,10 +140,35 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<AuthServer
     Err(last.unwrap_or_else(|| FetchError::Client("no metadata URL".into())))
 }
 
+/// Whether an endpoint the metadata names may be called: https always; plain http only when the issuer
+/// itself is plain http (a loopback or explicitly allowed one, which the configuration checked) on the
+/// same host — so a document fetched over TLS can never send the keys or tokens over plain http.
+fn as_safe_as_issuer(issuer: &str, endpoint: &str) -> bool {
+    let (Ok(issuer), Ok(endpoint)) = (Url::parse(issuer), Url::parse(endpoint)) else { return false };
+    match endpoint.scheme() {
+        "https" => true,
+        "http" => issuer.scheme() == "http" && issuer.host_str() == endpoint.host_str(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_fixtures::MockServer;
+
+    #[test]
+    fn discovered_endpoints_are_held_to_https() {
+        let https = "https://as.example/tenant";
+        assert!(as_safe_as_issuer(https, "https://keys.example/jwks"));
+        assert!(!as_safe_as_issuer(https, "http://as.example/jwks"), "no downgrade from an https issuer");
+        assert!(!as_safe_as_issuer(https, "file:///etc/keys"));
+        let local = "http://127.0.0.1:9000";
+        assert!(as_safe_as_issuer(local, "http://127.0.0.1:9000/jwks"));
+        assert!(as_safe_as_issuer(local, "https://keys.example/jwks"));
+        assert!(!as_safe_as_issuer(local, "http://keys.example/jwks"), "plain http only to the issuer's host");
+        assert!(!as_safe_as_issuer(local, "not a url"));
+    }
     use serde_json::json;
 
     #[test]

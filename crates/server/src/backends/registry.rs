@@ -41,6 +41,20 @@ pub enum Prompt {
     Tokens(Vec<u32>),
 }
 
+impl Prompt {
+    /// The prompt as text for the audit trail (`audit.record_prompts`): a conversation as one
+    /// `role: content` line per turn, token ids by their count only.
+    pub fn audit_text(&self) -> String {
+        match self {
+            Self::Chat(messages) => {
+                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n")
+            }
+            Self::Text(text) => text.clone(),
+            Self::Tokens(ids) => format!("[{} token ids]", ids.len()),
+        }
+    }
+}
+
 /// A generation ready to submit, and the conversation content safety judges (for a raw prompt, the
 /// prompt as one user turn).
 #[derive(Debug)]

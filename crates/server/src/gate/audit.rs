@@ -46,7 +46,7 @@ pub async fn record_outcome(State(log): State<AuditLog>, mut request: Request, n
     let started = Instant::now();
     let request_id = request_id(&request);
     let route = format!("{} {}", request.method(), bounded(request.uri().path()));
-    let context = AuditNotes::default();
+    let context = AuditNotes::new(log.records_prompts());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
@@ -219,6 +219,7 @@ impl PendingResponse {
         let Some(mut record) = self.record.take() else { return };
         let late_refusal = self.context.with(|d| {
             record.model = d.model.clone();
+            record.prompt = d.prompt.take();
             record.prompt_tokens = d.prompt_tokens;
             record.completion_tokens = d.completion_tokens;
             record.finish_reason = d.finish_reason.clone();

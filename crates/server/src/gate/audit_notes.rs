@@ -28,13 +28,44 @@ pub(crate) struct Details {
     pub(crate) finish_reason: Option<String>,
     pub(crate) safety_refusal: Option<String>,
     pub(crate) error: Option<String>,
+    /// Whether the audit log keeps prompt text (`audit.record_prompts`); set when the notes are made.
+    pub(crate) keep_prompt: bool,
+    /// The prompt text, cut to [`PROMPT_AUDIT_BYTES`], when `keep_prompt` is on.
+    pub(crate) prompt: Option<String>,
 }
+
+/// The most prompt text one audit record holds (`audit.record_prompts`): records stay bounded, however
+/// long the prompt.
+pub const PROMPT_AUDIT_BYTES: usize = 4096;
 
 /// Per-request notes for the audit trail; shared by the layers, the handler and a streaming body.
 #[derive(Clone, Debug, Default)]
 pub struct AuditNotes(Arc<Mutex<Details>>);
 
 impl AuditNotes {
+    /// Notes for one request; `keep_prompt` when the audit log records prompts.
+    pub fn new(keep_prompt: bool) -> Self {
+        Self(Arc::new(Mutex::new(Details { keep_prompt, ..Details::default() })))
+    }
+
+    /// The request's prompt, when the audit log keeps prompts: `text` is only called then, and its
+    /// result is cut to [`PROMPT_AUDIT_BYTES`] (at a character boundary, marked with `…`).
+    pub fn set_prompt(&self, text: impl FnOnce() -> String) {
+        if !self.with(|d| d.keep_prompt) {
+            return;
+        }
+        let mut text = text();
+        if text.len() > PROMPT_AUDIT_BYTES {
+            let mut cut = PROMPT_AUDIT_BYTES - '…'.len_utf8();
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        self.with(|d| d.prompt = Some(text));
+    }
+
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Details) -> R) -> R {
         // A poisoned lock only means another thread panicked mid-update; the notes are still usable.
         let mut details = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -177,6 +177,13 @@ impl Caller {
         }
     }
 
+    /// Notes the prompt for the audit trail; `text` is only called when the audit log records prompts.
+    pub fn note_prompt(&self, text: impl FnOnce() -> String) {
+        if let Some(notes) = &self.notes {
+            notes.set_prompt(text);
+        }
+    }
+
     /// Notes a content-safety refusal (the violated categories, comma-joined) for the audit trail.
     pub fn note_safety_refusal(&self, categories: &str) {
         if let Some(notes) = &self.notes {

@@ -370,3 +370,33 @@ async fn a_failing_sink_under_fail_closed_refuses_requests_rather_than_serve_the
     let first_refusal = statuses.iter().position(|&s| s == 503).unwrap_or_else(|| panic!("{statuses:?}"));
     assert!(statuses[first_refusal..].iter().all(|&s| s == 503), "nothing served once the sink failed: {statuses:?}");
 }
+
+/// `audit.record_prompts: true` puts the prompt into the closing record, cut to 4 KiB; by default
+/// (the scripted run above) no prompt text reaches the log.
+#[tokio::test]
+async fn prompts_are_recorded_only_when_asked_and_cut_to_four_kilobytes() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.log");
+    write_config(dir.path(), &audit_path);
+    let config = std::fs::read_to_string(dir.path().join("stack.yaml")).unwrap();
+    let config = config.replace("  audit:\n", "  audit:\n    record_prompts: true\n");
+    std::fs::write(dir.path().join("stack.yaml"), config).unwrap();
+    let server = start(dir.path());
+    let good = token(dir.path(), &server.base, &[]);
+    let client = reqwest::Client::new();
+    let long = format!("Repeat after me: {}", "é".repeat(5_000));
+    // The second is longer than the model's context (400): its closing record still holds its prompt.
+    for (content, status) in [("Say hi to the auditors", 200), (long.as_str(), 400)] {
+        let body = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "max_tokens": 1});
+        let answer = client.post(server.url("/v1/chat/completions")).bearer_auth(&good).json(&body).send().await;
+        assert_eq!(answer.unwrap().status(), status);
+    }
+    let log = records(&audit_path, 4);
+    let prompts: Vec<&str> =
+        log.iter().filter(|r| r["event"] == "inference_response").filter_map(|r| r["prompt"].as_str()).collect();
+    assert_eq!(prompts.len(), 2, "{log:#?}");
+    assert_eq!(prompts[0], "user: Say hi to the auditors");
+    assert!(prompts[1].len() <= 4_096 && prompts[1].ends_with('…'), "{} bytes", prompts[1].len());
+    assert!(prompts[1].starts_with("user: Repeat after me: éé"));
+}
