@@ -95,15 +95,16 @@ impl LlamaGuard {
         let text = self.prompt(conversation)?;
         let tokenizer = model.tokenizer();
         let is_special = |s: &str| matches!(tokenizer.encode(s).as_deref(), Ok([id]) if tokenizer.is_special(*id));
-        let rendered = if is_special("<|start_header_id|>") && is_special("<|eot_id|>") {
+        // The caller's conversation inside `text` stays text: a message that spells a control token
+        // cannot end the guard's turn or write its verdict.
+        if is_special("<|start_header_id|>") && is_special("<|eot_id|>") {
             let bos = tokenizer.bos_token().unwrap_or_default();
-            format!(
-                "{bos}<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-            )
+            let before = format!("{bos}<|start_header_id|>user<|end_header_id|>\n\n");
+            let after = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+            model.tokenize_around(&before, &text, after)
         } else {
-            model.render_chat(&[ChatMessage::new("user", text)])?
-        };
-        model.tokenize(&rendered)
+            model.tokenize_chat(&[ChatMessage::new("user", text)])
+        }
     }
 
     /// Classifies the last turn of `conversation` with `model` as the guard: P(unsafe) and the

@@ -11,6 +11,7 @@ use crate::serving::generation::{GenerationRequest, GenerationStream};
 use crate::serving::sampling::SamplingParams;
 use crate::serving::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
 use crate::serving::scoring::ScoringSession;
+use crate::text::caller_text;
 use crate::text::chat_template::{ChatMessage, ChatTemplate};
 use crate::text::tokenizer::Tokenizer;
 
@@ -136,7 +137,25 @@ impl Model {
         template.render(messages, true)
     }
 
-    /// Exact token ids of `text` (special-token strings included), as the prompt will be counted.
+    /// The ids of a conversation rendered with the model's chat template, ready for the assistant's
+    /// reply: the template writes the control tokens, and every message's content stays text even
+    /// when it spells one (`<|im_end|>` in a message is seven ordinary tokens, not an end of turn).
+    pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
+        caller_text::tokenize_conversation(template, &self.tokenizer, messages, true)
+    }
+
+    /// The ids of `before` + `text` + `after`, where only the server-written `before` and `after` may
+    /// produce control tokens (the guard's own prompt format around a caller's conversation).
+    pub fn tokenize_around(&self, before: &str, text: &str, after: &str) -> Result<Vec<u32>> {
+        caller_text::tokenize_around(&self.tokenizer, before, text, after)
+    }
+
+    /// Exact token ids of `text` (special-token strings included), as the prompt will be counted: the
+    /// raw-prompt mode of completions, where the caller writes the whole prompt format.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text)
     }

@@ -1,6 +1,8 @@
-//! Text in and out of token ids: the [`tokenizer`], chat templates ([`chat_template`]), streaming
+//! Text in and out of token ids: the [`tokenizer`], chat templates ([`chat_template`]), caller text
+//! kept as text when a prompt is tokenized ([`caller_text`]), streaming
 //! UTF-8-correct decoding ([`detokenize`]) and stop strings ([`stop`]).
 
+pub(crate) mod caller_text;
 pub(crate) mod chat_template;
 pub(crate) mod detokenize;
 pub(crate) mod stop;

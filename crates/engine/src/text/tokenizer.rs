@@ -30,6 +30,9 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 #[derive(Debug)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same tokenizer with special-token parsing off: control-token spellings stay text
+    /// ([`Tokenizer::encode_text`]).
+    plain: tokenizers::Tokenizer,
     /// Raw bytes of every id: byte-level BPE pieces decoded, added tokens as written.
     token_bytes: Vec<Vec<u8>>,
     /// Control tokens: never part of the text shown to users.
@@ -38,6 +41,13 @@ pub struct Tokenizer {
     eos: Option<(u32, String)>,
     /// Every id that ends a turn (Llama 3 has `<|eot_id|>`, `<|eom_id|>` and `<|end_of_text|>`).
     stop_ids: Vec<u32>,
+}
+
+/// `inner` with special-token parsing turned off (added special tokens are matched as text).
+fn plain_twin(inner: &tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    let mut plain = inner.clone();
+    plain.set_encode_special_tokens(true);
+    plain
 }
 
 impl Tokenizer {
@@ -138,7 +148,7 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { inner, token_bytes, special, bos, eos, stop_ids })
+        Ok(Self { plain: plain_twin(&inner), inner, token_bytes, special, bos, eos, stop_ids })
     }
 
     /// Loads `tokenizer.json`, with special-token names from `tokenizer_config.json` and the stop ids from
@@ -194,7 +204,7 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { inner, token_bytes, special, bos, eos, stop_ids })
+        Ok(Self { plain: plain_twin(&inner), inner, token_bytes, special, bos, eos, stop_ids })
     }
 
     /// Encodes text exactly as the model's reference implementation would after rendering a chat
@@ -203,6 +213,25 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode_fast(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes text that came from a caller (a message's content): special-token spellings such as
+    /// `<|eot_id|>` stay text and become ordinary tokens, so a caller can never write the prompt
+    /// format's control tokens. No BOS is added.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.plain.encode_fast(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The text of every control token (`<|im_end|>`, `<|eot_id|>`, …): what a caller's text is
+    /// checked for before it is spliced into a rendered prompt.
+    pub fn special_spellings(&self) -> impl Iterator<Item = &str> {
+        self.special
+            .iter()
+            .enumerate()
+            .filter(|(_, special)| **special)
+            .filter_map(|(id, _)| std::str::from_utf8(self.token_bytes(id as u32)).ok())
+            .filter(|spelling| !spelling.is_empty())
     }
 
     /// The raw bytes of one token; empty for ids outside the vocabulary.

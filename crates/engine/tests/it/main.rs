@@ -2,6 +2,7 @@
 //! reading their fixtures and the default model through [`support`].
 
 mod bad_input;
+mod caller_text;
 mod generation;
 mod guard;
 mod hub_cache;

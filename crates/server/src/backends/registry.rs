@@ -84,7 +84,7 @@ impl Backend {
     pub fn prepare(&self, prompt: Prompt, params: GenerateParams) -> Result<Prepared, ApiError> {
         let Self::Local(model) = self;
         let (prompt_ids, conversation) = match prompt {
-            Prompt::Chat(messages) => (model.tokenize(&model.render_chat(&messages)?)?, messages),
+            Prompt::Chat(messages) => (model.tokenize_chat(&messages)?, messages),
             Prompt::Text(text) => (model.tokenize(&text)?, vec![ChatMessage::new("user", text)]),
             Prompt::Tokens(ids) => {
                 let text = model.tokenizer().decode(&ids);

@@ -53,17 +53,18 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let model = Model::load(&source, &ModelOptions { device, ..Default::default() })?;
     eprintln!("loaded {} in {:.2} s", args.model, load_start.elapsed().as_secs_f64());
 
-    let prompt = if args.raw {
-        args.prompt.clone()
+    // `--raw` is the whole prompt format as written; otherwise the template writes the control tokens
+    // and the messages stay text.
+    let ids = if args.raw {
+        model.tokenize(&args.prompt)?
     } else {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
             messages.push(ChatMessage::new("system", system));
         }
         messages.push(ChatMessage::new("user", &args.prompt));
-        model.render_chat(&messages)?
+        model.tokenize_chat(&messages)?
     };
-    let ids = model.tokenize(&prompt)?;
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
