@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use llamagate_authz::SafetyPolicy;
+
 use crate::backends::registry::ModelRegistry;
 use crate::backends::shields::ShieldRegistry;
 use crate::dev_issuer::Published;
@@ -27,4 +29,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Content safety on chat and completions; `Some` only with `enforce_content_safety` and a shield.
     pub safety: Option<Arc<SafetyGate>>,
+    /// The safety levels (`oauth_config.safety`): what `run-shield` and `moderations` decide a caller's
+    /// scores with, whether or not chat is enforced.
+    pub safety_levels: Arc<SafetyPolicy>,
 }

@@ -320,6 +320,11 @@ impl SafetyPolicy {
         scopes.map_or(&self.default_level, |scopes| self.level_name(scopes))
     }
 
+    /// The named category a Llama Guard code (`S1` …) counts towards; `None` for an unmapped code.
+    pub fn category_of(&self, code: &str) -> Option<ContentCategory> {
+        self.config.categories.get(code).copied()
+    }
+
     /// Named-category scores from per-code scores (`("S1", 0.42)`, …); unmapped codes are ignored.
     pub fn category_scores<'a>(
         &self,

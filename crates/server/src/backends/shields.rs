@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use llamagate_authz::{SafetyDecision, SafetyPolicy};
 use llamagate_engine::{ChatMessage, GuardCategory, GuardScores, LlamaGuard};
 use tokio::sync::Semaphore;
 
@@ -31,9 +32,6 @@ pub const SAFETY_PROVIDER_TYPE: &str = "inline::llama-guard";
 
 /// What a blocked user is told (Llama Stack's wording).
 pub const REFUSAL_MESSAGE: &str = "I can't answer that. Can I help with something else?";
-
-/// Above this P(unsafe) the content is flagged. Llama Guard's own greedy answer flips at 0.5.
-pub const UNSAFE_THRESHOLD: f64 = 0.5;
 
 /// Scorings that may run at once, over all shields. Each one is a prefill outside the scheduler with
 /// its own KV cache, so without a bound a burst of moderation requests would start as many forward
@@ -147,14 +145,36 @@ impl ShieldRegistry {
     }
 }
 
-/// The decision for one set of scores: `None` when the content passes, else the violated categories.
-/// Flagged when P(unsafe) exceeds [`UNSAFE_THRESHOLD`]; the violated category is the one the model
-/// would most likely name first (what its greedy answer would say).
-pub fn verdict(scores: &GuardScores) -> Option<Vec<GuardCategory>> {
-    if scores.unsafe_probability <= UNSAFE_THRESHOLD {
-        return None;
-    }
-    Some(scores.most_likely().map(|c| c.category).into_iter().collect())
+/// A shield's answer for one caller: the caller's safety level decides the scores, as it does for chat.
+#[derive(Debug)]
+pub struct Verdict {
+    /// The level the scores were decided at.
+    pub level: String,
+    /// The decision, with each violated named category, its score and the limit it passed.
+    pub decision: SafetyDecision,
+    /// For each violated named category, the Llama Guard category that contributed most to its score:
+    /// what `violation_type` names.
+    pub codes: Vec<GuardCategory>,
+}
+
+/// Decides `scores` at `level` (a level of `levels`, e.g. the caller's).
+pub fn verdict(levels: &SafetyPolicy, level: &str, scores: &GuardScores) -> Result<Verdict, ApiError> {
+    let table =
+        levels.level(level).ok_or_else(|| ApiError::Internal(format!("safety level `{level}` is not configured")))?;
+    let decision = levels.decide(scores.categories.iter().map(|c| (c.category.code, c.probability)), table);
+    let codes = decision
+        .violated
+        .iter()
+        .filter_map(|violation| {
+            scores
+                .categories
+                .iter()
+                .filter(|c| levels.category_of(c.category.code) == Some(violation.category))
+                .max_by(|a, b| a.probability.total_cmp(&b.probability))
+                .map(|c| c.category)
+        })
+        .collect();
+    Ok(Verdict { level: level.to_string(), decision, codes })
 }
 
 #[cfg(test)]
@@ -175,11 +195,22 @@ mod tests {
         GuardScores { unsafe_probability, categories }
     }
 
+    fn levels() -> SafetyPolicy {
+        SafetyPolicy::new(llamagate_authz::SafetyConfig::default(), "basic_user").unwrap()
+    }
+
+    /// The same borderline scores pass at one level and are flagged at another; the code named is the
+    /// largest contributor to each violated category.
     #[test]
-    fn flagged_only_above_one_half_with_the_likeliest_category() {
-        assert_eq!(verdict(&scores(0.5, &[("S1", 1.0)])), None);
-        assert_eq!(verdict(&scores(0.2, &[("S1", 0.9), ("S10", 0.1)])), None);
-        let flagged = verdict(&scores(0.51, &[("S1", 0.3), ("S10", 0.6), ("S12", 0.1)])).unwrap();
-        assert_eq!(flagged.iter().map(|c| c.code).collect::<Vec<_>>(), ["S10"]);
+    fn the_level_decides_and_the_largest_contributor_is_named() {
+        let borderline = scores(0.6, &[("S1", 0.6), ("S10", 0.1), ("S2", 0.2), ("S3", 0.1)]);
+        let basic = verdict(&levels(), "basic_user", &borderline).unwrap();
+        assert!(!basic.decision.allowed);
+        assert_eq!(basic.decision.violated_names(), ["violence", "illegal"]);
+        assert_eq!(basic.codes.iter().map(|c| c.code).collect::<Vec<_>>(), ["S1", "S2"]);
+        let research = verdict(&levels(), "research_user", &borderline).unwrap();
+        assert!(research.decision.allowed, "{research:?}");
+        assert!(research.codes.is_empty());
+        assert!(verdict(&levels(), "no_such_level", &borderline).is_err());
     }
 }

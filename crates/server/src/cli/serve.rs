@@ -87,7 +87,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Content safety's levels, shared by the authentication layer (which picks each caller's level) and
     // the safety gate (which applies it).
-    let safety_policy = safety_policy(&oauth)?;
+    // The levels decide shield answers for every caller; chat is checked with them only when
+    // `enforce_content_safety` is on.
+    let safety_levels = Arc::new(SafetyPolicy::new(oauth.safety.clone(), &oauth.default_safety_level)?);
+    let safety_policy = oauth.enforce_content_safety.then(|| safety_levels.clone());
     let auth_state = if oauth.enable_auth {
         tracing::info!(
             issuer = %oauth.auth_server_uri,
@@ -135,7 +138,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let limits = RateLimits::from_config(&oauth)?;
         let audit_log = auth_state.as_ref().and_then(|a| a.audit_log().cloned());
         let metrics = Arc::new(Metrics::new(audit_log.clone()));
-        let state = AppState { registry, auth: auth_state, dev_issuer: dev_docs, limits, shields, metrics, safety };
+        let state = AppState {
+            registry,
+            auth: auth_state,
+            dev_issuer: dev_docs,
+            limits,
+            shields,
+            metrics,
+            safety,
+            safety_levels,
+        };
         let app = router::router(state, config.server.max_body_bytes);
         tracing::info!(address = %bound, "listening");
         // Tests and scripts read this line to learn the port when `--port 0` was given.
@@ -163,14 +175,6 @@ fn refuse_remote_dev(host: &str, allowed: bool) -> anyhow::Result<()> {
          --dev-allow-remote to expose it on purpose"
     );
     Ok(())
-}
-
-/// The safety levels, when `enforce_content_safety` is on.
-fn safety_policy(oauth: &OAuthConfig) -> anyhow::Result<Option<Arc<SafetyPolicy>>> {
-    if !oauth.enforce_content_safety {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(SafetyPolicy::new(oauth.safety.clone(), &oauth.default_safety_level)?)))
 }
 
 /// The audit file when the config names no sink: `inference_audit.log` beside the config file (the

@@ -162,6 +162,9 @@ mod tests {
                 shields: Default::default(),
                 metrics: Arc::new(Metrics::new(None)),
                 safety: None,
+                safety_levels: Arc::new(
+                    llamagate_authz::SafetyPolicy::new(Default::default(), "basic_user").expect("default levels"),
+                ),
             },
             1024,
         );

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use crate::backends::shields::{REFUSAL_MESSAGE, ServedShield, verdict};
+use crate::backends::shields::{REFUSAL_MESSAGE, ServedShield, Verdict, verdict};
 use crate::gate::caller::Caller;
 use crate::gate::limits::Admission;
 use crate::http::error::{ApiError, ErrorEnvelope};
@@ -75,22 +75,33 @@ pub struct ModerationResult {
 }
 
 impl ModerationResult {
-    fn new(scores: &GuardScores) -> Self {
-        let violated = verdict(scores).unwrap_or_default();
-        let is_violated = |name: &str| violated.iter().any(|c| c.name == name);
+    /// The result for `scores` decided at the caller's level (`verdict`): a Llama Guard category is
+    /// marked when it is the largest contributor to a violated named category; `metadata` names the
+    /// level and the violated categories with their scores and limits.
+    fn new(verdict: &Verdict, scores: &GuardScores) -> Self {
+        let is_violated = |name: &str| verdict.codes.iter().any(|c| c.name == name);
+        let flagged = !verdict.decision.allowed;
         let mut metadata = Map::new();
-        if !violated.is_empty() {
-            metadata.insert("violation_type".into(), json!(violated.iter().map(|c| c.code).collect::<Vec<_>>()));
+        if flagged {
+            metadata.insert("violation_type".into(), json!(verdict.codes.iter().map(|c| c.code).collect::<Vec<_>>()));
+            metadata.insert("safety_level".into(), json!(verdict.level));
+            let violated: Vec<Value> = verdict
+                .decision
+                .violated
+                .iter()
+                .map(|v| json!({"category": v.category.as_str(), "score": v.score, "limit": v.limit}))
+                .collect();
+            metadata.insert("violated_categories".into(), json!(violated));
         }
         Self {
-            flagged: !violated.is_empty(),
+            flagged,
             categories: CATEGORIES.iter().map(|c| (c.name, is_violated(c.name))).collect(),
             category_applied_input_types: CATEGORIES
                 .iter()
                 .map(|c| (c.name, if is_violated(c.name) { vec!["text"] } else { Vec::new() }))
                 .collect(),
             category_scores: CATEGORIES.iter().map(|c| (c.name, scores.probability(c.code))).collect(),
-            user_message: (!violated.is_empty()).then_some(REFUSAL_MESSAGE),
+            user_message: flagged.then_some(REFUSAL_MESSAGE),
             metadata,
         }
     }
@@ -126,10 +137,13 @@ pub async fn create(
     for conversation in &conversations {
         tokens += shield.prompt_tokens(conversation)?;
     }
+    // Decided at the caller's safety level, as chat is.
+    let level = caller.safety_level().unwrap_or_else(|| state.safety_levels.level_name_for(None));
     let scoring = async {
         let mut results = Vec::with_capacity(conversations.len());
         for conversation in conversations {
-            results.push(ModerationResult::new(&shield.score(conversation).await?));
+            let scores = shield.score(conversation).await?;
+            results.push(ModerationResult::new(&verdict(&state.safety_levels, level, &scores)?, &scores));
         }
         Ok(results)
     };
@@ -205,7 +219,10 @@ mod tests {
             CategoryScore { category: *category_by_code("S1").unwrap(), given_unsafe: 0.75, probability: 0.6 },
             CategoryScore { category: *category_by_code("S10").unwrap(), given_unsafe: 0.25, probability: 0.2 },
         ];
-        let flagged = ModerationResult::new(&GuardScores { unsafe_probability: 0.8, categories: categories.clone() });
+        let levels = llamagate_authz::SafetyPolicy::new(Default::default(), "basic_user").unwrap();
+        let scores = GuardScores { unsafe_probability: 0.8, categories };
+        // Violence 0.6 is over premium_user's 0.5 and under research_user's 0.8.
+        let flagged = ModerationResult::new(&verdict(&levels, "premium_user", &scores).unwrap(), &scores);
         assert!(flagged.flagged);
         assert_eq!(flagged.categories.len(), 14);
         assert!(flagged.categories["Violent Crimes"] && !flagged.categories["Hate"]);
@@ -213,9 +230,14 @@ mod tests {
         assert_eq!(flagged.category_scores["Elections"], 0.0);
         assert_eq!(flagged.category_applied_input_types["Violent Crimes"], ["text"]);
         assert_eq!(flagged.metadata["violation_type"], json!(["S1"]));
+        assert_eq!(flagged.metadata["safety_level"], "premium_user");
+        assert_eq!(
+            flagged.metadata["violated_categories"],
+            json!([{"category": "violence", "score": 0.6, "limit": 0.5}])
+        );
         assert_eq!(flagged.user_message, Some(REFUSAL_MESSAGE));
 
-        let safe = ModerationResult::new(&GuardScores { unsafe_probability: 0.1, categories });
+        let safe = ModerationResult::new(&verdict(&levels, "research_user", &scores).unwrap(), &scores);
         assert!(!safe.flagged && safe.categories.values().all(|v| !v));
         assert!(safe.category_applied_input_types.values().all(Vec::is_empty));
         assert!((safe.category_scores["Violent Crimes"] - 0.6).abs() < 1e-12, "scores are reported also when safe");

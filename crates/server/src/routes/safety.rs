@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::chat_types::ChatMessageIn;
-use crate::backends::shields::{REFUSAL_MESSAGE, verdict};
+use crate::backends::shields::{REFUSAL_MESSAGE, Verdict, verdict};
 use crate::gate::caller::Caller;
 use crate::gate::limits::Admission;
 use crate::http::error::{ApiError, ErrorEnvelope};
@@ -80,24 +80,38 @@ pub async fn run_shield(
     let conversation = normalize_conversation(messages)?;
     let tokens = shield.prompt_tokens(&conversation)?;
     let scores = admission.metered(&caller, tokens, shield.score(conversation)).await?;
-    Ok(Json(RunShieldResponse { violation: violation(&scores) }))
+    // Decided at the caller's safety level, as chat is.
+    let level = caller.safety_level().unwrap_or_else(|| state.safety_levels.level_name_for(None));
+    let verdict = verdict(&state.safety_levels, level, &scores)?;
+    Ok(Json(RunShieldResponse { violation: violation(&verdict, &scores) }))
 }
 
-/// The violation for these scores, or `None` when the content passes.
-fn violation(scores: &GuardScores) -> Option<Violation> {
-    verdict(scores).map(|violated| {
-        let codes: Vec<&str> = violated.iter().map(|c| c.code).collect();
-        let category_scores: BTreeMap<&str, f64> =
-            scores.categories.iter().map(|c| (c.category.code, c.probability)).collect();
-        Violation {
-            violation_level: "error",
-            user_message: Some(REFUSAL_MESSAGE),
-            metadata: json!({
-                "violation_type": codes.join(","),
-                "unsafe_score": scores.unsafe_probability,
-                "category_scores": category_scores,
-            }),
-        }
+/// The violation in Llama Stack's shape, or `None` when the content passes at the caller's level.
+/// `metadata` says why: the level, the violated categories with their scores and limits, and the raw
+/// per-code scores.
+fn violation(verdict: &Verdict, scores: &GuardScores) -> Option<Violation> {
+    if verdict.decision.allowed {
+        return None;
+    }
+    let codes: Vec<&str> = verdict.codes.iter().map(|c| c.code).collect();
+    let category_scores: BTreeMap<&str, f64> =
+        scores.categories.iter().map(|c| (c.category.code, c.probability)).collect();
+    let violated: Vec<Value> = verdict
+        .decision
+        .violated
+        .iter()
+        .map(|v| json!({"category": v.category.as_str(), "score": v.score, "limit": v.limit}))
+        .collect();
+    Some(Violation {
+        violation_level: "error",
+        user_message: Some(REFUSAL_MESSAGE),
+        metadata: json!({
+            "violation_type": codes.join(","),
+            "safety_level": verdict.level,
+            "violated_categories": violated,
+            "unsafe_score": scores.unsafe_probability,
+            "category_scores": category_scores,
+        }),
     })
 }
 
@@ -116,16 +130,30 @@ mod tests {
         GuardScores { unsafe_probability, categories: vec![score("S1", 0.25), score("S10", 0.75)] }
     }
 
+    fn levels() -> llamagate_authz::SafetyPolicy {
+        llamagate_authz::SafetyPolicy::new(Default::default(), "basic_user").unwrap()
+    }
+
     #[test]
-    fn a_violation_has_llama_stacks_shape_and_the_scores() {
-        assert!(violation(&scores(0.4)).is_none());
-        let body = serde_json::to_value(RunShieldResponse { violation: violation(&scores(0.8)) }).unwrap();
+    fn a_violation_has_llama_stacks_shape_with_the_level_and_the_scores() {
+        let passing = verdict(&levels(), "basic_user", &scores(0.1)).unwrap();
+        assert!(violation(&passing, &scores(0.1)).is_none());
+        let flagged = verdict(&levels(), "basic_user", &scores(0.8)).unwrap();
+        let body = serde_json::to_value(RunShieldResponse { violation: violation(&flagged, &scores(0.8)) }).unwrap();
         assert_eq!(
             body,
             json!({"violation": {
                 "violation_level": "error",
                 "user_message": "I can't answer that. Can I help with something else?",
-                "metadata": {"violation_type": "S10", "unsafe_score": 0.8, "category_scores": {"S1": 0.2, "S10": 0.6000000000000001}},
+                "metadata": {
+                    "violation_type": "S10",
+                    "safety_level": "basic_user",
+                    "violated_categories": [
+                        {"category": "hate", "score": 0.6000000000000001, "limit": 0.2},
+                    ],
+                    "unsafe_score": 0.8,
+                    "category_scores": {"S1": 0.2, "S10": 0.6000000000000001},
+                },
             }})
         );
         let passing = serde_json::to_value(RunShieldResponse { violation: None }).unwrap();
