@@ -25,7 +25,11 @@ use crate::config::provider::Provider;
 use crate::config::secret::Secret;
 use crate::policy::safety::{BASIC_USER, SafetyConfig};
 use crate::principal::is_scope_char;
-use crate::ratelimit::config::RateLimitConfig;
+use crate::ratelimit::config::{Backend, RateLimitConfig};
+
+/// Shortest accepted `dpop_nonce_secret`: 32 characters of a random string carry enough entropy for
+/// an HMAC key.
+const MIN_NONCE_SECRET_LEN: usize = 32;
 
 /// How access tokens are validated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +40,18 @@ pub enum TokenValidationMethod {
     JwtAsymmetric,
     /// Opaque tokens checked with the issuer's RFC 7662 introspection endpoint (cached).
     Introspection,
+}
+
+/// Whether DPoP proofs must carry a server nonce (RFC 9449 §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopNonceMode {
+    /// Proofs need no nonce: their `iat` alone bounds how long a stolen proof is usable.
+    #[default]
+    Off,
+    /// A proof without a recent nonce of ours is refused with `use_dpop_nonce` and a `DPoP-Nonce`
+    /// header; clients retry with it (one extra round trip per nonce window).
+    Required,
 }
 
 /// The `oauth_config` section: how tokens are validated and which policies apply.
@@ -82,10 +98,19 @@ pub struct OAuthConfig {
     pub client_secret: Option<Secret>,
     /// Longest time (seconds) a positive introspection answer is reused; never past the token's `exp`.
     pub introspection_cache_ttl: u64,
+    /// Refuse introspection answers without an `aud` holding this server's audience. Off by default
+    /// because many authorization servers omit `aud` for tokens issued without a resource indicator;
+    /// an `aud` that is present is always checked.
+    pub introspection_require_audience: bool,
     /// Accept RFC 9449 DPoP-bound tokens with `Authorization: DPoP`.
     pub dpop_enabled: bool,
     /// Seconds a DPoP proof's `iat` may differ from now (and how long its `jti` is remembered).
     pub dpop_proof_max_age: u64,
+    /// Server nonces in DPoP proofs (RFC 9449 §9): `off` or `required`.
+    pub dpop_nonce: DpopNonceMode,
+    /// Secret the nonces are derived from; set the same one on every replica so each accepts the
+    /// others' nonces. Unset: a random secret per process (redacted in logs).
+    pub dpop_nonce_secret: Option<Secret>,
     /// `realm` in `WWW-Authenticate` challenges.
     pub realm: String,
     /// Permit `http://` URLs for non-loopback hosts (loopback is always allowed).
@@ -137,8 +162,11 @@ impl Default for OAuthConfig {
             client_id: None,
             client_secret: None,
             introspection_cache_ttl: 60,
+            introspection_require_audience: false,
             dpop_enabled: false,
             dpop_proof_max_age: 60,
+            dpop_nonce: DpopNonceMode::Off,
+            dpop_nonce_secret: None,
             realm: "llamagate".into(),
             allow_insecure_http: false,
             enforce_model_permissions: true,
@@ -242,6 +270,20 @@ impl OAuthConfig {
         if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
             return Err(ConfigError::invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
         }
+        if self.dpop_nonce == DpopNonceMode::Required && !self.dpop_enabled {
+            return Err(ConfigError::invalid(
+                "dpop_nonce",
+                "is `required` while dpop_enabled is false",
+                "set dpop_enabled: true, or dpop_nonce: off",
+            ));
+        }
+        if self.dpop_nonce_secret.as_ref().is_some_and(|s| s.expose().len() < MIN_NONCE_SECRET_LEN) {
+            return Err(ConfigError::invalid(
+                "dpop_nonce_secret",
+                format!("is shorter than {MIN_NONCE_SECRET_LEN} characters"),
+                "use e.g. the output of `openssl rand -base64 32`",
+            ));
+        }
         if !self.realm.chars().all(|c| c == ' ' || is_scope_char(c)) {
             return Err(ConfigError::invalid(
                 "realm",
@@ -274,7 +316,8 @@ impl OAuthConfig {
         if self.default_user_tier.is_empty() {
             return Err(ConfigError::invalid("default_user_tier", "is empty", "use e.g. free"));
         }
-        if self.enable_rate_limiting {
+        // The DPoP replay store uses the rate limiter's Redis too, also with rate limiting off.
+        if self.enable_rate_limiting || (self.dpop_enabled && self.rate_limits.backend == Backend::Redis) {
             self.rate_limits.validate(&self.default_user_tier)?;
         }
         self.safety.validate(&self.default_safety_level)?;
@@ -328,6 +371,9 @@ impl OAuthConfig {
         // Secrets serialize redacted, so the round trip keeps only the ones a variable set.
         if !applied.iter().any(|k| k.path == ["client_secret"]) {
             updated.client_secret = self.client_secret.take();
+        }
+        if !applied.iter().any(|k| k.path == ["dpop_nonce_secret"]) {
+            updated.dpop_nonce_secret = self.dpop_nonce_secret.take();
         }
         *self = updated;
         Ok(())
@@ -398,6 +444,22 @@ mod tests {
             ("expected_typ", Box::new(|c| c.expected_typ.clear())),
             ("realm", Box::new(|c| c.realm = "a\"b".into())),
             ("client_id", Box::new(|c| c.token_validation_method = TokenValidationMethod::Introspection)),
+            ("dpop_nonce", Box::new(|c| c.dpop_nonce = DpopNonceMode::Required)),
+            (
+                "dpop_nonce_secret",
+                Box::new(|c| {
+                    c.dpop_enabled = true;
+                    c.dpop_nonce_secret = Some(Secret::new("short"));
+                }),
+            ),
+            (
+                "rate_limits.redis_url",
+                Box::new(|c| {
+                    c.dpop_enabled = true;
+                    c.enable_rate_limiting = false;
+                    c.rate_limits.backend = Backend::Redis;
+                }),
+            ),
             (
                 "model_scope_overrides",
                 Box::new(|c| {
