@@ -88,6 +88,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Content safety's levels, shared by the authentication layer (which picks each caller's level) and
     // the safety gate (which applies it).
     let safety_policy = safety_policy(&oauth)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let auth_state = if oauth.enable_auth {
         tracing::info!(
             issuer = %oauth.auth_server_uri,
@@ -97,6 +98,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "OAuth resource server enabled"
         );
         let routes = router::catalog();
+        // Inside the runtime: the DPoP replay store prepares its (lazy) Redis connection here.
+        let _runtime = runtime.enter();
         Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, &config.server, safety_policy.clone())?))
     } else {
         tracing::warn!(
@@ -112,7 +115,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(ModelRegistry::load(&config.models)?);
     let shields = Arc::new(ShieldRegistry::new(&config.shields, &registry)?);
     let safety = SafetyGate::new(safety_policy, config.safety_shield.as_deref(), &shields);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         // Under --dev the keys come from this very server, fetched on the first request.
         if let Some(auth) = auth_state.as_ref().filter(|_| dev.is_none()) {
