@@ -8,8 +8,8 @@
 //! - [`token`]: access tokens — RFC 9068 JWT validation against a cached, pinned JWKS
 //!   ([`TokenValidator`], [`JwksCache`]), with claim rules that read other identity providers' token
 //!   shapes (`oauth_config.provider` and `claims`, [`config::ClaimRules`]), RFC 7662 introspection with a bounded cache
-//!   ([`Introspector`]), RFC 9449 DPoP proofs ([`DpopVerifier`]) and the authorization server's
-//!   metadata;
+//!   ([`Introspector`]), RFC 9449 DPoP proofs ([`DpopVerifier`], with replay ids in process or in the
+//!   rate limiter's Redis, and optional server nonces) and the authorization server's metadata;
 //! - [`authentication`]: what the server calls per request — reading credentials from header bytes,
 //!   the whole sequence ([`Authenticator`]), RFC 6750 errors and challenges ([`AuthError`]) and RFC
 //!   9728 metadata ([`ProtectedResourceMetadata`]);
@@ -53,11 +53,11 @@ mod test_fixtures;
 pub mod token;
 
 pub use audit::{AuditConfig, AuditEvent, AuditLog, AuditRecord};
-pub use authentication::authenticator::{AuthRequest, Authenticator};
+pub use authentication::authenticator::{AuthRequest, Authenticator, Refusal, SetupError};
 pub use authentication::challenge::{AuthError, AuthErrorResponse, ChallengeParams};
 pub use authentication::metadata::ProtectedResourceMetadata;
 pub use clock::Clock;
-pub use config::{ConfigError, OAuthConfig, Secret, TokenValidationMethod};
+pub use config::{ConfigError, DpopNonceMode, OAuthConfig, Secret, TokenValidationMethod};
 pub use policy::permissions::{Decision, PermissionError, PermissionMatrix, SAFETY_SCOPE};
 pub use policy::safety::{ContentCategory, SafetyConfig, SafetyDecision, SafetyLevel, SafetyPolicy, SafetyViolation};
 pub use principal::{Principal, Scopes, TokenSource};

@@ -116,6 +116,53 @@ async fn dpop_binding_rules() {
     assert_eq!((err.status(), err.reason()), (401, "dpop_disabled"));
 }
 
+/// `dpop_nonce: required` through the whole sequence: the refusal carries the nonce the next proof
+/// needs and the valid token's principal (for the audit record); the retry with it passes.
+#[tokio::test]
+async fn dpop_nonces_and_the_principal_of_a_refused_proof() {
+    let e = env(|c| c.dpop_nonce = crate::config::DpopNonceMode::Required).await;
+    let client = ec_key("client");
+    let jkt = thumbprint(client.public_jwk.as_object().expect("obj")).expect("jkt");
+    let bound = e.token(json!({"cnf": {"jkt": jkt}}));
+    let proof = |jti: &str, nonce: Option<&str>| {
+        let mut claims = json!({"htm": "POST", "htu": URL, "iat": NOW, "jti": jti, "ath": access_token_hash(&bound)});
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        client.sign_raw(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": client.public_jwk}), &claims)
+    };
+    let check_with = async |token: &str, proof: &str| {
+        let authorization = format!("DPoP {token}");
+        let req = AuthRequest {
+            authorization: &[authorization.as_bytes()],
+            dpop: &[proof.as_bytes()],
+            method: "POST",
+            url: URL,
+            query: None,
+        };
+        e.auth.authenticate_or_refuse(&req).await
+    };
+    let check = async |proof: &str| check_with(&bound, proof).await;
+
+    let nonce = e.auth.dpop_nonce().expect("nonces on");
+    let refusal = check(&proof("n1", None)).await.expect_err("no nonce");
+    assert_eq!(refusal.error, AuthError::UseDpopNonce { nonce: nonce.clone() });
+    assert_eq!(refusal.principal.map(|p| p.subject), Some("alice".to_string()), "the token was valid");
+    let ok = check(&proof("n1", Some(&nonce))).await.expect("with the nonce");
+    assert_eq!(ok.subject, "alice");
+
+    let replay = check(&proof("n1", Some(&nonce))).await.expect_err("replay");
+    assert_eq!(replay.error.reason(), "dpop_replay");
+    assert_eq!(replay.principal.map(|p| p.subject), Some("alice".to_string()));
+    let foreign = e.token(json!({"iss": "https://evil", "cnf": {"jkt": jkt}}));
+    let forged = check_with(&foreign, &proof("n2", Some(&nonce))).await.expect_err("foreign issuer");
+    assert_eq!(forged.error.reason(), "wrong_iss");
+    assert!(forged.principal.is_none(), "no principal for a token that is not valid");
+
+    let off = env(|_| {}).await;
+    assert_eq!(off.auth.dpop_nonce(), None);
+}
+
 #[tokio::test]
 async fn as_down_with_no_keys_is_503() {
     let e = env(|_| {}).await;

@@ -52,6 +52,13 @@ pub enum AuthError {
         /// Human-readable explanation.
         description: String,
     },
+    /// Server nonces are on and the proof lacks a current one: 401 `use_dpop_nonce` with the nonce to
+    /// use in a `DPoP-Nonce` header (RFC 9449 §9). Not a failure the client caused: it retries once.
+    #[error("the DPoP proof must carry the server nonce given in the DPoP-Nonce header")]
+    UseDpopNonce {
+        /// The nonce the next proof must carry.
+        nonce: String,
+    },
     /// Valid token without the scope the resource needs: 403 `insufficient_scope`.
     #[error("the token lacks the scope `{required}`")]
     InsufficientScope {
@@ -72,7 +79,10 @@ impl AuthError {
     /// HTTP status code.
     pub fn status(&self) -> u16 {
         match self {
-            Self::MissingToken { .. } | Self::InvalidToken { .. } | Self::InvalidDpopProof { .. } => 401,
+            Self::MissingToken { .. }
+            | Self::InvalidToken { .. }
+            | Self::InvalidDpopProof { .. }
+            | Self::UseDpopNonce { .. } => 401,
             Self::InvalidRequest { .. } => 400,
             Self::InsufficientScope { .. } => 403,
             Self::Unavailable { .. } => 503,
@@ -86,6 +96,7 @@ impl AuthError {
             Self::InvalidRequest { .. } => Some("invalid_request"),
             Self::InvalidToken { .. } => Some("invalid_token"),
             Self::InvalidDpopProof { .. } => Some("invalid_dpop_proof"),
+            Self::UseDpopNonce { .. } => Some("use_dpop_nonce"),
             Self::InsufficientScope { .. } => Some("insufficient_scope"),
             Self::Unavailable { .. } => Some("temporarily_unavailable"),
         }
@@ -99,6 +110,7 @@ impl AuthError {
             | Self::InvalidToken { reason, .. }
             | Self::InvalidDpopProof { reason, .. }
             | Self::Unavailable { reason, .. } => reason,
+            Self::UseDpopNonce { .. } => "dpop_nonce",
             Self::InsufficientScope { .. } => "insufficient_scope",
         }
     }
@@ -115,7 +127,8 @@ impl AuthError {
         }
         let mut challenges = Vec::new();
         if self.status() != 503 {
-            let bearer_error = if matches!(self, Self::InvalidDpopProof { .. }) { "" } else { error.as_str() };
+            let dpop_only = matches!(self, Self::InvalidDpopProof { .. } | Self::UseDpopNonce { .. });
+            let bearer_error = if dpop_only { "" } else { error.as_str() };
             challenges.push(format!(
                 "Bearer realm=\"{}\"{bearer_error}, resource_metadata=\"{}\"",
                 quoted(&params.realm),
@@ -129,7 +142,17 @@ impl AuthError {
                 ));
             }
         }
-        AuthErrorResponse { status: self.status(), error: self.error_code(), description, www_authenticate: challenges }
+        let dpop_nonce = match self {
+            Self::UseDpopNonce { nonce } => Some(nonce.clone()),
+            _ => None,
+        };
+        AuthErrorResponse {
+            status: self.status(),
+            error: self.error_code(),
+            description,
+            www_authenticate: challenges,
+            dpop_nonce,
+        }
     }
 }
 
@@ -144,6 +167,8 @@ pub struct AuthErrorResponse {
     pub description: String,
     /// One `WWW-Authenticate` header value per entry (Bearer, then DPoP when enabled).
     pub www_authenticate: Vec<String>,
+    /// The `DPoP-Nonce` header, sent with `use_dpop_nonce` (base64url, so always a valid header).
+    pub dpop_nonce: Option<String>,
 }
 
 /// Fixed challenge parameters, built once from the configuration.
@@ -195,11 +220,16 @@ impl From<IntrospectionError> for AuthError {
     }
 }
 
-impl From<DpopError> for AuthError {
-    fn from(e: DpopError) -> Self {
-        match e {
+impl AuthError {
+    /// The answer to a refused DPoP proof; `nonce` is the current server nonce, sent with
+    /// `use_dpop_nonce`.
+    pub fn from_dpop(e: DpopError, nonce: Option<String>) -> Self {
+        match (e, nonce) {
+            (DpopError::UseNonce, Some(nonce)) => Self::UseDpopNonce { nonce },
             // Not the proof's fault: the server cannot record it right now.
-            DpopError::ReplayStoreFull => Self::Unavailable { reason: e.reason(), description: e.to_string() },
+            (DpopError::ReplayStoreFull | DpopError::ReplayStoreUnavailable, _) => {
+                Self::Unavailable { reason: e.reason(), description: e.to_string() }
+            }
             _ => Self::InvalidDpopProof { reason: e.reason(), description: e.to_string() },
         }
     }
@@ -244,10 +274,21 @@ mod tests {
         assert!(r.www_authenticate[1].starts_with("DPoP realm=\"llamagate\", error=\"insufficient_scope\""));
         assert!(r.www_authenticate[1].ends_with("algs=\"ES256 RS256\""));
 
-        let r = AuthError::from(DpopError::Replay).to_response(&params(true));
+        let r = AuthError::from_dpop(DpopError::Replay, None).to_response(&params(true));
         assert_eq!((r.status, r.error), (401, Some("invalid_dpop_proof")));
         assert!(!r.www_authenticate[0].contains("error="), "Bearer challenge stays bare");
         assert!(r.www_authenticate[1].contains("error=\"invalid_dpop_proof\""));
+        assert_eq!(r.dpop_nonce, None);
+
+        let r = AuthError::from_dpop(DpopError::UseNonce, Some("n0nce".into())).to_response(&params(true));
+        assert_eq!((r.status, r.error), (401, Some("use_dpop_nonce")));
+        assert!(!r.www_authenticate[0].contains("error="), "Bearer challenge stays bare");
+        assert!(r.www_authenticate[1].starts_with("DPoP realm=\"llamagate\", error=\"use_dpop_nonce\""));
+        assert_eq!(r.dpop_nonce.as_deref(), Some("n0nce"));
+        for busy in [DpopError::ReplayStoreFull, DpopError::ReplayStoreUnavailable] {
+            let r = AuthError::from_dpop(busy, None).to_response(&params(true));
+            assert_eq!((r.status, r.www_authenticate.len()), (503, 0), "{busy:?}");
+        }
 
         let r = AuthError::InvalidRequest { reason: "token_in_query", description: "x" }.to_response(&params(false));
         assert_eq!((r.status, r.error), (400, Some("invalid_request")));

@@ -44,6 +44,8 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("DEFAULT_SAFETY_LEVEL", "premium_user", r#""premium_user""#),
     ("DEFAULT_USER_TIER", "basic", r#""basic""#),
     ("DPOP_ENABLED", "on", "true"),
+    ("DPOP_NONCE", "required", r#""required""#),
+    ("DPOP_NONCE_SECRET", "0123456789abcdef0123456789abcdef", r#""[redacted]""#),
     ("DPOP_PROOF_MAX_AGE", "120", "120"),
     ("ENABLE_AUDIT_LOGGING", "no", "false"),
     ("ENABLE_AUTH", "false", "false"),
@@ -53,6 +55,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("EXPECTED_TYP", "application/at+jwt", r#""application/at+jwt""#),
     ("INTROSPECTION_CACHE_TTL", "10", "10"),
     ("INTROSPECTION_ENDPOINT", "https://as.example/introspect", r#""https://as.example/introspect""#),
+    ("INTROSPECTION_REQUIRE_AUDIENCE", "true", "true"),
     ("ISSUERS", "https://a.example,https://b.example", r#"["https://a.example","https://b.example"]"#),
     ("JWKS_CACHE_TTL", "600", "600"),
     ("JWKS_REFETCH_INTERVAL", "5", "5"),
@@ -125,10 +128,15 @@ fn nested_keys_also_answer_to_their_single_underscore_names() {
     assert_eq!(cfg.rate_limits.backend, crate::ratelimit::Backend::Redis);
     assert_eq!(cfg.audit.path.as_deref(), Some(std::path::Path::new("/tmp/a.log")));
     assert_eq!(cfg.client_secret, None, "an empty value clears an optional key");
-    let mut cfg = OAuthConfig { client_secret: Some(Secret::new("kept")), ..OAuthConfig::default() };
+    let secrets = OAuthConfig {
+        client_secret: Some(Secret::new("kept")),
+        dpop_nonce_secret: Some(Secret::new("kept too")),
+        ..OAuthConfig::default()
+    };
+    let mut cfg = secrets.clone();
     cfg.apply_env_overrides(|_| None).expect("nothing set");
     assert_eq!(cfg.client_secret, Some(Secret::new("kept")), "the redacted secret survives the round trip");
-    assert_eq!(cfg, OAuthConfig { client_secret: Some(Secret::new("kept")), ..OAuthConfig::default() });
+    assert_eq!(cfg, secrets, "so does the nonce secret");
     let mut names: Vec<&String> = OAuthConfig::env_keys()
         .iter()
         .flat_map(|k| [Some(&k.var), k.legacy_var.as_ref()])

@@ -23,6 +23,6 @@ pub mod secret;
 
 pub use claims::{ClaimRules, ClaimsConfig};
 pub use error::ConfigError;
-pub use oauth::{AuditLogLevel, OAuthConfig, TokenValidationMethod, parse_asymmetric_algorithm};
+pub use oauth::{AuditLogLevel, DpopNonceMode, OAuthConfig, TokenValidationMethod, parse_asymmetric_algorithm};
 pub use provider::Provider;
 pub use secret::Secret;

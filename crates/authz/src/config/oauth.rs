@@ -25,7 +25,11 @@ use crate::config::provider::Provider;
 use crate::config::secret::Secret;
 use crate::policy::safety::{BASIC_USER, SafetyConfig};
 use crate::principal::is_scope_char;
-use crate::ratelimit::config::RateLimitConfig;
+use crate::ratelimit::config::{Backend, RateLimitConfig};
+
+/// Shortest accepted `dpop_nonce_secret`: 32 characters of a random string carry enough entropy for
+/// an HMAC key.
+const MIN_NONCE_SECRET_LEN: usize = 32;
 
 /// How access tokens are validated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +40,18 @@ pub enum TokenValidationMethod {
     JwtAsymmetric,
     /// Opaque tokens checked with the issuer's RFC 7662 introspection endpoint (cached).
     Introspection,
+}
+
+/// Whether DPoP proofs must carry a server nonce (RFC 9449 §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopNonceMode {
+    /// Proofs need no nonce: their `iat` alone bounds how long a stolen proof is usable.
+    #[default]
+    Off,
+    /// A proof without a recent nonce of ours is refused with `use_dpop_nonce` and a `DPoP-Nonce`
+    /// header; clients retry with it (one extra round trip per nonce window).
+    Required,
 }
 
 /// The `oauth_config` section: how tokens are validated and which policies apply.
@@ -82,10 +98,19 @@ pub struct OAuthConfig {
     pub client_secret: Option<Secret>,
     /// Longest time (seconds) a positive introspection answer is reused; never past the token's `exp`.
     pub introspection_cache_ttl: u64,
+    /// Refuse introspection answers without an `aud` holding this server's audience. Off by default
+    /// because many authorization servers omit `aud` for tokens issued without a resource indicator;
+    /// an `aud` that is present is always checked.
+    pub introspection_require_audience: bool,
     /// Accept RFC 9449 DPoP-bound tokens with `Authorization: DPoP`.
     pub dpop_enabled: bool,
     /// Seconds a DPoP proof's `iat` may differ from now (and how long its `jti` is remembered).
     pub dpop_proof_max_age: u64,
+    /// Server nonces in DPoP proofs (RFC 9449 §9): `off` or `required`.
+    pub dpop_nonce: DpopNonceMode,
+    /// Secret the nonces are derived from; set the same one on every replica so each accepts the
+    /// others' nonces. Unset: a random secret per process (redacted in logs).
+    pub dpop_nonce_secret: Option<Secret>,
     /// `realm` in `WWW-Authenticate` challenges.
     pub realm: String,
     /// Permit `http://` URLs for non-loopback hosts (loopback is always allowed).
@@ -137,8 +162,11 @@ impl Default for OAuthConfig {
             client_id: None,
             client_secret: None,
             introspection_cache_ttl: 60,
+            introspection_require_audience: false,
             dpop_enabled: false,
             dpop_proof_max_age: 60,
+            dpop_nonce: DpopNonceMode::Off,
+            dpop_nonce_secret: None,
             realm: "llamagate".into(),
             allow_insecure_http: false,
             enforce_model_permissions: true,
@@ -242,6 +270,20 @@ impl OAuthConfig {
         if self.dpop_proof_max_age == 0 || self.dpop_proof_max_age > 600 {
             return Err(ConfigError::invalid("dpop_proof_max_age", "must be 1..=600 s", "use 60"));
         }
+        if self.dpop_nonce == DpopNonceMode::Required && !self.dpop_enabled {
+            return Err(ConfigError::invalid(
+                "dpop_nonce",
+                "is `required` while dpop_enabled is false",
+                "set dpop_enabled: true, or dpop_nonce: off",
+            ));
+        }
+        if self.dpop_nonce_secret.as_ref().is_some_and(|s| s.expose().len() < MIN_NONCE_SECRET_LEN) {
+            return Err(ConfigError::invalid(
+                "dpop_nonce_secret",
+                format!("is shorter than {MIN_NONCE_SECRET_LEN} characters"),
+                "use e.g. the output of `openssl rand -base64 32`",
+            ));
+        }
         if !self.realm.chars().all(|c| c == ' ' || is_scope_char(c)) {
             return Err(ConfigError::invalid(
                 "realm",
@@ -274,7 +316,8 @@ impl OAuthConfig {
         if self.default_user_tier.is_empty() {
             return Err(ConfigError::invalid("default_user_tier", "is empty", "use e.g. free"));
         }
-        if self.enable_rate_limiting {
+        // The DPoP replay store uses the rate limiter's Redis too, also with rate limiting off.
+        if self.enable_rate_limiting || (self.dpop_enabled && self.rate_limits.backend == Backend::Redis) {
             self.rate_limits.validate(&self.default_user_tier)?;
         }
         self.safety.validate(&self.default_safety_level)?;
@@ -329,6 +372,9 @@ impl OAuthConfig {
         if !applied.iter().any(|k| k.path == ["client_secret"]) {
             updated.client_secret = self.client_secret.take();
         }
+        if !applied.iter().any(|k| k.path == ["dpop_nonce_secret"]) {
+            updated.dpop_nonce_secret = self.dpop_nonce_secret.take();
+        }
         *self = updated;
         Ok(())
     }
@@ -350,117 +396,5 @@ impl OAuthConfig {
 const SECTIONS: &[&str] = &["audit", "rate_limits", "safety", "claims"];
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn valid() -> OAuthConfig {
-        OAuthConfig {
-            auth_server_uri: "http://127.0.0.1:9400".into(),
-            stack_uri: "http://127.0.0.1:8321".into(),
-            ..OAuthConfig::default()
-        }
-    }
-
-    #[test]
-    fn yaml_section_parses_with_defaults_and_rejects_unknown_keys() {
-        let cfg: OAuthConfig = yaml_serde::from_str(
-            "auth_server_uri: https://as.example\nstack_uri: https://llm.example\nenable_rate_limiting: false\n\
-             model_scope_overrides:\n  my-model: model_custom\nclient_secret: hunter2\n",
-        )
-        .expect("parse");
-        assert_eq!(cfg.jwks_cache_ttl, 300);
-        assert_eq!(cfg.clock_leeway, 60);
-        assert_eq!(cfg.allowed_algorithms, ["RS256", "ES256"]);
-        assert_eq!(cfg.expected_typ, "at+jwt");
-        assert!(cfg.enable_auth && !cfg.enable_rate_limiting);
-        assert_eq!(cfg.effective_audience(), "https://llm.example");
-        assert_eq!(cfg.model_scope_overrides["my-model"], "model_custom");
-        assert!(cfg.validate().is_ok());
-        let debug = format!("{cfg:?}");
-        assert!(!debug.contains("hunter2"), "secret leaked in Debug: {debug}");
-        assert!(!serde_json::to_string(&cfg).expect("json").contains("hunter2"));
-        let err = yaml_serde::from_str::<OAuthConfig>("auth_server_url: x\n").expect_err("typo must fail");
-        assert!(err.to_string().contains("auth_server_url"), "{err}");
-    }
-
-    #[test]
-    fn validation_names_the_key() {
-        type Mutation = Box<dyn Fn(&mut OAuthConfig)>;
-        let cases: Vec<(&str, Mutation)> = vec![
-            ("auth_server_uri", Box::new(|c| c.auth_server_uri.clear())),
-            ("stack_uri", Box::new(|c| c.stack_uri = "not a url".into())),
-            ("auth_server_uri", Box::new(|c| c.auth_server_uri = "http://as.example.com".into())),
-            ("allowed_algorithms", Box::new(|c| c.allowed_algorithms = vec!["HS256".into()])),
-            ("allowed_algorithms", Box::new(|c| c.allowed_algorithms = vec!["none".into()])),
-            ("allowed_algorithms", Box::new(|c| c.allowed_algorithms.clear())),
-            ("jwks_cache_ttl", Box::new(|c| c.jwks_cache_ttl = 0)),
-            ("clock_leeway", Box::new(|c| c.clock_leeway = 3_600)),
-            ("expected_typ", Box::new(|c| c.expected_typ.clear())),
-            ("realm", Box::new(|c| c.realm = "a\"b".into())),
-            ("client_id", Box::new(|c| c.token_validation_method = TokenValidationMethod::Introspection)),
-            (
-                "model_scope_overrides",
-                Box::new(|c| {
-                    c.model_scope_overrides.insert("m".into(), "two words".into());
-                }),
-            ),
-        ];
-        for (key, mutate) in cases {
-            let mut cfg = valid();
-            mutate(&mut cfg);
-            match cfg.validate() {
-                Err(e @ ConfigError::Invalid { key: k, .. }) => {
-                    assert_eq!(k, key, "{e}");
-                    assert!(e.to_string().starts_with(&format!("oauth_config.{key}:")), "{e}");
-                }
-                other => panic!("{key}: expected error, got {other:?}"),
-            }
-        }
-        let mut off = OAuthConfig { enable_auth: false, ..OAuthConfig::default() };
-        assert!(off.validate().is_ok());
-        off.allow_insecure_http = true;
-        let mut lan = valid();
-        lan.auth_server_uri = "http://keycloak:8080/realms/x".into();
-        lan.allow_insecure_http = true;
-        assert!(lan.validate().is_ok());
-    }
-
-    #[test]
-    fn env_overrides_follow_the_prefix_pattern() {
-        let vars: BTreeMap<&str, &str> = [
-            ("LLAMA_STACK_OAUTH_AUTH_SERVER_URI", "https://as.other"),
-            ("LLAMA_STACK_OAUTH_STACK_URI", "https://me.example"),
-            ("LLAMA_STACK_OAUTH_ENABLE_AUTH", "false"),
-            ("LLAMA_STACK_OAUTH_ENABLE_RATE_LIMITING", "0"),
-            ("LLAMA_STACK_OAUTH_JWKS_CACHE_TTL", "120"),
-            ("LLAMA_STACK_OAUTH_TOKEN_VALIDATION_METHOD", "introspection"),
-            ("LLAMA_STACK_OAUTH_ALLOWED_ALGORITHMS", "ES256, PS256"),
-            ("LLAMA_STACK_OAUTH_MODEL_SCOPE_OVERRIDES", "a=s1, b=s2"),
-            ("LLAMA_STACK_OAUTH_AUDIENCE", ""),
-            ("LLAMA_STACK_OAUTH_CLIENT_SECRET", "shh"),
-        ]
-        .into_iter()
-        .collect();
-        let mut cfg = valid();
-        cfg.audience = Some("x".into());
-        cfg.apply_env_overrides(|k| vars.get(k).map(|v| v.to_string())).expect("overrides");
-        assert_eq!(cfg.auth_server_uri, "https://as.other");
-        assert_eq!(cfg.stack_uri, "https://me.example");
-        assert!(!cfg.enable_auth && !cfg.enable_rate_limiting);
-        assert_eq!(cfg.jwks_cache_ttl, 120);
-        assert_eq!(cfg.token_validation_method, TokenValidationMethod::Introspection);
-        assert_eq!(cfg.allowed_algorithms, ["ES256", "PS256"]);
-        assert_eq!(cfg.model_scope_overrides.len(), 2);
-        assert_eq!(cfg.audience, None);
-        assert_eq!(cfg.client_secret, Some(Secret::new("shh")));
-
-        let err = cfg
-            .apply_env_overrides(|k| (k == "LLAMA_STACK_OAUTH_ENABLE_AUTH").then(|| "maybe".to_string()))
-            .expect_err("bad bool");
-        assert!(err.to_string().starts_with("LLAMA_STACK_OAUTH_ENABLE_AUTH:"), "{err}");
-        let err = cfg
-            .apply_env_overrides(|k| (k == "LLAMA_STACK_OAUTH_CLOCK_LEEWAY").then(|| "1m".to_string()))
-            .expect_err("bad number");
-        assert!(err.to_string().contains("LLAMA_STACK_OAUTH_CLOCK_LEEWAY"), "{err}");
-    }
-}
+#[path = "oauth_tests.rs"]
+mod tests;

@@ -2,10 +2,16 @@
 //!
 //! A DPoP proof is the one JWS whose header may carry a key (`jwk`), because the proof shows
 //! possession of exactly that key; the access token's `cnf.jkt` must equal the key's RFC 7638
-//! thumbprint. Replay is stopped by a [`ReplayStore`] of `(thumbprint, jti)` pairs that keeps every
-//! one for the whole window in which a proof's `iat` could still be accepted, and refuses new proofs
-//! (503) rather than forget a live one when full. The replay check runs last, so a proof that fails any
-//! other check cannot burn a `jti`.
+//! thumbprint. Replay is stopped by a store of `(thumbprint, jti)` hashes that keeps every one for the
+//! whole time a proof's `iat` could still be accepted: in this process ([`ReplayStore`], which refuses
+//! new proofs with 503 rather than forget a live one when full), or in Redis ([`RedisReplayStore`],
+//! shared by every replica; unreachable means 503, never "accept"). The replay check runs last, so a
+//! proof that fails any other check cannot burn a `jti`.
+//!
+//! With server nonces on (RFC 9449 §9, [`NonceIssuer`]) a proof must also carry a recent nonce of ours
+//! in its `nonce` claim; without one it is refused with `use_dpop_nonce` and the current nonce.
+
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,10 +22,12 @@ use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::clock::Clock;
+use crate::token::dpop_nonce::NonceIssuer;
 use crate::token::jose::{self, HeaderJwk, JoseError, MAX_KID_LEN};
 use crate::token::jwks::pin;
 use crate::token::jwt::typ_matches;
 use crate::token::replay::{ID_BYTES, ReplayStore, Seen};
+use crate::token::replay_redis::RedisReplayStore;
 
 /// Most proof ids remembered at once: a million proofs within one acceptance window (about 60 bytes
 /// each); past it new proofs get 503 until old ids expire.
@@ -58,6 +66,10 @@ pub enum DpopError {
     /// The proof key is not the key the token is bound to.
     #[error("the proof key does not match the token binding")]
     KeyMismatch,
+    /// Server nonces are on and the proof carries none, or one that is not recent (RFC 9449 §9:
+    /// `use_dpop_nonce`, answered with a fresh nonce).
+    #[error("the proof must carry a current server nonce (see the DPoP-Nonce header)")]
+    UseNonce,
     /// This `jti` was already used.
     #[error("the proof has been used before")]
     Replay,
@@ -65,6 +77,10 @@ pub enum DpopError {
     /// rather than accepted unrecorded.
     #[error("too many DPoP proofs right now; try again shortly")]
     ReplayStoreFull,
+    /// The shared replay store (Redis) could not record the proof; refused rather than accepted
+    /// unrecorded.
+    #[error("the DPoP replay store is unavailable; try again shortly")]
+    ReplayStoreUnavailable,
 }
 
 impl DpopError {
@@ -81,8 +97,10 @@ impl DpopError {
             Self::IatOutOfWindow => "dpop_iat",
             Self::AthMismatch => "dpop_ath",
             Self::KeyMismatch => "dpop_jkt",
+            Self::UseNonce => "dpop_nonce",
             Self::Replay => "dpop_replay",
             Self::ReplayStoreFull => "dpop_replay_store_full",
+            Self::ReplayStoreUnavailable => "dpop_replay_store_unavailable",
         }
     }
 }
@@ -100,20 +118,49 @@ pub struct DpopRequest<'a> {
     pub expected_jkt: &'a str,
 }
 
+/// Seconds a proof id is kept in Redis beyond the proof's lifetime on this replica, for replicas whose
+/// clocks run a little behind ours (and so would still accept the proof).
+const REPLICA_CLOCK_MARGIN: u64 = 5;
+
+/// Where the proof ids seen are kept.
+enum Replays {
+    /// In this process: replicas do not see each other's proofs.
+    Memory(ReplayStore),
+    /// In Redis, shared by every replica.
+    Redis(RedisReplayStore),
+}
+
 /// Verifies DPoP proofs and remembers their `jti`s.
 pub struct DpopVerifier {
     allowed: Vec<Algorithm>,
     max_age: u64,
     clock: Clock,
-    seen: ReplayStore,
+    seen: Replays,
+    nonces: Option<NonceIssuer>,
 }
 
 impl DpopVerifier {
-    /// Accepts proofs signed with `allowed` algorithms whose `iat` is within `max_age` seconds.
+    /// Accepts proofs signed with `allowed` algorithms whose `iat` is within `max_age` seconds,
+    /// remembering their ids in this process and asking for no server nonce.
     pub fn new(allowed: Vec<Algorithm>, max_age: u64, clock: Clock) -> Self {
         // A proof can be accepted from iat - max_age to iat + max_age, so remember ids that long.
-        let seen = ReplayStore::new(REPLAY_CAPACITY, 2 * max_age + 1);
-        Self { allowed, max_age, clock, seen }
+        let seen = Replays::Memory(ReplayStore::new(REPLAY_CAPACITY, 2 * max_age + 1));
+        Self { allowed, max_age, clock, seen, nonces: None }
+    }
+
+    /// Keeps the proof ids in Redis instead, shared with every replica that uses the same store.
+    pub fn with_shared_replays(self, store: RedisReplayStore) -> Self {
+        Self { seen: Replays::Redis(store), ..self }
+    }
+
+    /// Requires proofs to carry a recent nonce from `nonces` (RFC 9449 §9).
+    pub fn with_nonces(self, nonces: NonceIssuer) -> Self {
+        Self { nonces: Some(nonces), ..self }
+    }
+
+    /// The nonce clients must put in their next proof, when nonces are required (`DPoP-Nonce`).
+    pub fn current_nonce(&self) -> Option<String> {
+        self.nonces.as_ref().map(NonceIssuer::current)
     }
 
     /// The algorithms accepted in proofs (for the `DPoP algs="…"` challenge and RFC 9728 metadata).
@@ -157,10 +204,28 @@ impl DpopVerifier {
         if !bool::from(jkt.as_bytes().ct_eq(req.expected_jkt.as_bytes())) {
             return Err(DpopError::KeyMismatch);
         }
+        if let Some(nonces) = &self.nonces
+            && !claims.get("nonce").and_then(Value::as_str).is_some_and(|nonce| nonces.accepts(nonce))
+        {
+            return Err(DpopError::UseNonce);
+        }
         let digest = Sha256::new().chain_update(&jkt).chain_update(b"\0").chain_update(jti).finalize();
         let mut replay_key = [0u8; ID_BYTES];
         replay_key.copy_from_slice(&digest[..ID_BYTES]);
-        match self.seen.remember(replay_key, self.clock.now()) {
+        let now = self.clock.now();
+        let seen = match &self.seen {
+            Replays::Memory(store) => store.remember(replay_key, now),
+            Replays::Redis(store) => {
+                // Until the proof's iat is too old here, plus the margin for other replicas' clocks.
+                let until = (iat.max(0.0) as u64).saturating_add(self.max_age + REPLICA_CLOCK_MARGIN);
+                let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
+                store.remember(replay_key, ttl).await.map_err(|e| {
+                    tracing::warn!(error = %e, "DPoP proof refused: the replay store cannot record it");
+                    DpopError::ReplayStoreUnavailable
+                })?
+            }
+        };
+        match seen {
             Seen::First => Ok(()),
             Seen::Again => Err(DpopError::Replay),
             Seen::Full => Err(DpopError::ReplayStoreFull),

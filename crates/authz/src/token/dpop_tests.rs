@@ -123,3 +123,71 @@ async fn proof_negatives() {
     let good = p.proof(|_, c| c["iat"] = json!(NOW + 30));
     assert_eq!(p.check(&good).await, Ok(()));
 }
+
+/// Two verifiers sharing one real `redis-server` are two replicas: a proof accepted by one is a
+/// replay to the other, and a Redis that cannot be reached refuses proofs instead of accepting them.
+#[tokio::test]
+async fn replicas_sharing_redis_refuse_each_others_proofs_and_refuse_when_it_is_down() {
+    let redis = llamagate_testkit::RedisServer::start();
+    let p = setup();
+    let replica = |clock: Clock| {
+        let store = RedisReplayStore::connect(&redis.url(), "llamagate", std::time::Duration::from_millis(500))
+            .expect("connect");
+        DpopVerifier::new(vec![Algorithm::ES256], 60, clock).with_shared_replays(store)
+    };
+    let (a, b) = (replica(Clock::manual(NOW).0), replica(Clock::manual(NOW).0));
+    let req = DpopRequest { method: "POST", url: URL, access_token: TOKEN, expected_jkt: &p.jkt };
+    let proof = p.proof(|_, _| {});
+    assert_eq!(a.verify(&proof, &req).await, Ok(()));
+    assert_eq!(b.verify(&proof, &req).await, Err(DpopError::Replay), "replayed on the other replica");
+    assert_eq!(a.verify(&proof, &req).await, Err(DpopError::Replay));
+    let refused = p.proof(|_, c| c["htm"] = json!("GET"));
+    assert_eq!(b.verify(&refused, &req).await, Err(DpopError::MethodMismatch));
+    let fresh = p.proof(|_, c| c["jti"] = json!("jti-2"));
+    assert_eq!(b.verify(&fresh, &req).await, Ok(()));
+
+    redis.kill();
+    let next = p.proof(|_, c| c["jti"] = json!("jti-3"));
+    assert_eq!(a.verify(&next, &req).await, Err(DpopError::ReplayStoreUnavailable));
+    assert_eq!(a.verify(&proof, &req).await, Err(DpopError::ReplayStoreUnavailable));
+}
+
+/// RFC 9449 §9: with nonces required, a proof needs this or the previous window's nonce; the refusal
+/// does not burn the `jti`, so the client's retry with the nonce may reuse nothing but must succeed.
+#[tokio::test]
+async fn server_nonces_are_required_when_on() {
+    let p = setup();
+    let (clock, hand) = Clock::manual(NOW);
+    let nonces = NonceIssuer::new(Some(b"0123456789abcdef0123456789abcdef"), clock.clone()).expect("nonces");
+    let verifier = DpopVerifier::new(vec![Algorithm::ES256], 60, clock).with_nonces(nonces);
+    let req = DpopRequest { method: "POST", url: URL, access_token: TOKEN, expected_jkt: &p.jkt };
+    let nonce = verifier.current_nonce().expect("nonces on");
+    assert_eq!(p.verifier.current_nonce(), None, "off by default");
+
+    assert_eq!(verifier.verify(&p.proof(|_, _| {}), &req).await, Err(DpopError::UseNonce), "no nonce");
+    let wrong = p.proof(|_, c| c["nonce"] = json!("AAAAAAAAAAAAAAAAAAAAAAAA"));
+    assert_eq!(verifier.verify(&wrong, &req).await, Err(DpopError::UseNonce), "not ours");
+    let not_a_string = p.proof(|_, c| c["nonce"] = json!(7));
+    assert_eq!(verifier.verify(&not_a_string, &req).await, Err(DpopError::UseNonce));
+    let with_nonce = p.proof(|_, c| c["nonce"] = json!(nonce));
+    assert_eq!(verifier.verify(&with_nonce, &req).await, Ok(()), "the same jti, now with the nonce");
+    assert_eq!(verifier.verify(&with_nonce, &req).await, Err(DpopError::Replay));
+
+    // A window later the old nonce still passes (and the current one has rotated); two windows later
+    // it does not.
+    hand.advance(crate::token::dpop_nonce::WINDOW_SECONDS);
+    assert_ne!(verifier.current_nonce().as_deref(), Some(nonce.as_str()));
+    let later = p.proof(|_, c| {
+        c["nonce"] = json!(nonce);
+        c["jti"] = json!("jti-2");
+        c["iat"] = json!(NOW + crate::token::dpop_nonce::WINDOW_SECONDS);
+    });
+    assert_eq!(verifier.verify(&later, &req).await, Ok(()));
+    hand.advance(crate::token::dpop_nonce::WINDOW_SECONDS);
+    let stale = p.proof(|_, c| {
+        c["nonce"] = json!(nonce);
+        c["jti"] = json!("jti-3");
+        c["iat"] = json!(NOW + 2 * crate::token::dpop_nonce::WINDOW_SECONDS);
+    });
+    assert_eq!(verifier.verify(&stale, &req).await, Err(DpopError::UseNonce));
+}

@@ -9,6 +9,10 @@
 //! A token the AS called inactive is refused without asking again for [`NEGATIVE_TTL`] seconds (a
 //! flood of one garbage token costs the AS one call), and concurrent requests with the same unseen
 //! token wait for one answer rather than each asking (single flight).
+//!
+//! An answer's `aud`, when present, must hold this server's audience; with
+//! `introspection_require_audience` an answer without `aud` is refused too, so a token the AS issued
+//! for another resource (and answers for without naming it) is not accepted here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,6 +60,8 @@ pub struct IntrospectionSettings {
     pub endpoint: Option<String>,
     /// Audience that `aud` must contain when the answer has one.
     pub audience: String,
+    /// Whether an answer must have an `aud` (holding `audience`) at all.
+    pub require_audience: bool,
     /// This resource server's client id at the AS.
     pub client_id: String,
     /// This resource server's client secret.
@@ -71,6 +77,7 @@ impl IntrospectionSettings {
             issuer: cfg.auth_server_uri.clone(),
             endpoint: cfg.introspection_endpoint.clone(),
             audience: cfg.effective_audience().to_string(),
+            require_audience: cfg.introspection_require_audience,
             client_id: cfg.client_id.clone().unwrap_or_default(),
             client_secret: cfg.client_secret.clone().unwrap_or_default(),
             max_cache_ttl: cfg.introspection_cache_ttl,
@@ -262,7 +269,7 @@ impl Introspector {
         if issuer.is_some_and(|iss| iss != self.settings.issuer) {
             return Err(TokenError::WrongIssuer);
         }
-        if claims.contains_key("aud") {
+        if self.settings.require_audience || claims.contains_key("aud") {
             check_audience(&claims, &self.settings.audience)?;
         }
         if let Some(kind) = string_claim(&claims, "token_type")? {
@@ -309,6 +316,7 @@ mod tests {
             issuer: mock.base.clone(),
             endpoint: None,
             audience: "http://127.0.0.1:8321".into(),
+            require_audience: false,
             client_id: "rs-introspector".into(),
             client_secret: Secret::new("rs secret&"),
             max_cache_ttl: 60,
@@ -409,6 +417,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_required_audience_refuses_answers_without_or_with_another_aud() {
+        let (mock, intro, _hand) = setup().await;
+        let intro = Introspector {
+            settings: IntrospectionSettings { require_audience: true, ..intro.settings.clone() },
+            ..intro
+        };
+        let cases = [
+            (None, Err(IntrospectionError::Claims(TokenError::MissingClaim("aud")))),
+            (Some(json!("https://other")), Err(IntrospectionError::Claims(TokenError::WrongAudience))),
+            (
+                Some(json!(["https://other", "https://third"])),
+                Err(IntrospectionError::Claims(TokenError::WrongAudience)),
+            ),
+            (Some(json!("http://127.0.0.1:8321")), Ok(())),
+            (Some(json!(["https://other", "http://127.0.0.1:8321"])), Ok(())),
+        ];
+        for (i, (aud, want)) in cases.into_iter().enumerate() {
+            let mut answer = active(&mock, NOW + 300);
+            match &aud {
+                Some(aud) => answer["aud"] = aud.clone(),
+                None => {
+                    answer.as_object_mut().expect("obj").remove("aud");
+                }
+            }
+            mock.set("/introspect", 200, &answer);
+            assert_eq!(intro.introspect(&format!("aud-{i}")).await.map(|_| ()), want, "aud {aud:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn active_answers_are_still_checked() {
         let (mock, intro, _hand) = setup().await;
         let cases = [
@@ -426,6 +464,10 @@ mod tests {
             mock.set("/introspect", 200, &answer);
             assert_eq!(intro.introspect(&format!("tok-{i}")).await.err(), Some(IntrospectionError::Claims(want)));
         }
+        let mut without_aud = active(&mock, NOW + 300);
+        without_aud.as_object_mut().expect("obj").remove("aud");
+        mock.set("/introspect", 200, &without_aud);
+        assert!(intro.introspect("no-aud").await.is_ok(), "`aud` is optional by default");
         mock.set("/introspect", 200, &json!({"active": "true", "client_id": "x"}));
         assert_eq!(intro.introspect("stringly").await.err(), Some(IntrospectionError::Inactive));
         mock.set("/introspect", 401, &json!({"error": "invalid_client"}));

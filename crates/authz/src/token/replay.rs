@@ -100,6 +100,20 @@ mod tests {
         assert_eq!(store.len(), 1_000);
     }
 
+    /// Issue 19's acceptance at the store: a replay is still refused after a million other proofs.
+    #[test]
+    fn a_replay_is_refused_after_a_million_other_ids() {
+        let store = ReplayStore::new(2_000_000, 121);
+        assert_eq!(store.remember(id(u64::MAX), 1_000), Seen::First);
+        let started = std::time::Instant::now();
+        for n in 0..1_000_000 {
+            assert_eq!(store.remember(id(n), 1_000 + n / 10_000), Seen::First);
+        }
+        eprintln!("1,000,000 ids recorded in {:?}", started.elapsed());
+        assert_eq!(store.remember(id(u64::MAX), 1_100), Seen::Again);
+        assert_eq!(store.len(), 1_000_001);
+    }
+
     #[test]
     fn ids_expire_after_their_window_and_free_their_place() {
         let store = ReplayStore::new(2, 120);

@@ -91,6 +91,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // `enforce_content_safety` is on.
     let safety_levels = Arc::new(SafetyPolicy::new(oauth.safety.clone(), &oauth.default_safety_level)?);
     let safety_policy = oauth.enforce_content_safety.then(|| safety_levels.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let auth_state = if oauth.enable_auth {
         tracing::info!(
             issuer = %oauth.auth_server_uri,
@@ -100,6 +101,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "OAuth resource server enabled"
         );
         let routes = router::catalog();
+        // Inside the runtime: the DPoP replay store prepares its (lazy) Redis connection here.
+        let _runtime = runtime.enter();
         Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, &config.server, safety_policy.clone())?))
     } else {
         tracing::warn!(
@@ -115,7 +118,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(ModelRegistry::load(&config.models)?);
     let shields = Arc::new(ShieldRegistry::new(&config.shields, &registry)?);
     let safety = SafetyGate::new(safety_policy, config.safety_shield.as_deref(), &shields);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         // Under --dev the keys come from this very server, fetched on the first request.
         if let Some(auth) = auth_state.as_ref().filter(|_| dev.is_none()) {

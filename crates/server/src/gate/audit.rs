@@ -78,7 +78,7 @@ pub async fn record_outcome(State(log): State<AuditLog>, mut request: Request, n
 
     let (Some(principal), tier) = context.with(|d| (d.principal.clone(), d.tier.clone())) else {
         // Not authenticated: a refusal by the authentication layer, or a public route (not audited).
-        if let Some(AuthRefusal(reason)) = response.extensions().get::<AuthRefusal>().copied() {
+        if let Some(AuthRefusal { reason, principal }) = response.extensions().get::<AuthRefusal>().cloned() {
             let event = match (status.as_u16(), reason) {
                 (503, _) => AuditEvent::SecurityAuthUnavailable,
                 (_, "dpop_replay") => AuditEvent::SecurityDpopReplay,
@@ -86,6 +86,10 @@ pub async fn record_outcome(State(log): State<AuditLog>, mut request: Request, n
             };
             let outcome = if status.is_server_error() { Outcome::Failed } else { Outcome::Refused };
             let mut record = base(event, outcome);
+            // A valid token whose DPoP proof was refused: the record names whose token it was.
+            if let Some(principal) = &principal {
+                record = record.with_principal(principal);
+            }
             record.reason = Some(reason.to_string());
             record.latency_ms = Some(elapsed_ms(started));
             write(&log, record);

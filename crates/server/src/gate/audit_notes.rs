@@ -12,9 +12,15 @@ use std::sync::{Arc, Mutex};
 use llamagate_authz::Principal;
 
 /// Why authentication refused a request; put on the response by the authentication layer so the
-/// audit record can name the reason class without reading the body.
-#[derive(Clone, Copy, Debug)]
-pub struct AuthRefusal(pub &'static str);
+/// audit record can name the reason class without reading the body, and the caller when the token
+/// itself was valid (a refused DPoP proof).
+#[derive(Clone, Debug)]
+pub struct AuthRefusal {
+    /// The reason class ([`llamagate_authz::AuthError::reason`]).
+    pub reason: &'static str,
+    /// The valid token's principal, when only its DPoP proof was refused.
+    pub principal: Option<Arc<Principal>>,
+}
 
 /// What a handler learned that belongs in the request's audit records.
 #[derive(Debug, Default)]

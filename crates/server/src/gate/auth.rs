@@ -11,19 +11,20 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use llamagate_authz::ratelimit::BudgetKey;
 use llamagate_authz::{
     AuditLog, AuthError, AuthRequest, Authenticator, ChallengeParams, Clock, OAuthConfig, PermissionError,
-    PermissionMatrix, ProtectedResourceMetadata, RateKey, SafetyPolicy, Tiers,
+    PermissionMatrix, ProtectedResourceMetadata, RateKey, Refusal, SafetyPolicy, Tiers,
 };
 
 use crate::config::{ModelConfig, ServerConfig};
 use crate::gate::audit_notes::{AuditNotes, AuthRefusal};
 use crate::gate::caller::{Caller, Identity, ModelAccess};
 use crate::gate::refusal_limit::{PENALTY, RefusalLimit};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, DPOP_NONCE};
 use crate::http::route_spec::RouteCatalog;
 
 /// Name in the protected resource metadata.
@@ -224,25 +225,34 @@ pub async fn authenticate(State(auth): State<Arc<AuthState>>, mut request: Reque
         url: &url,
         query: request.uri().query(),
     };
-    match auth.authenticator.authenticate(&auth_request).await {
+    match auth.authenticator.authenticate_or_refuse(&auth_request).await {
         Ok(principal) => {
             tracing::debug!(sub = %principal.subject, client_id = %principal.client_id, "authenticated");
+            // RFC 9449 §8.2: answers to DPoP requests carry the current nonce, so a client picks up a
+            // rotated one without first being refused.
+            let nonce = principal.cnf_jkt.as_ref().and_then(|_| auth.authenticator.dpop_nonce());
             let notes = request.extensions().get::<AuditNotes>().cloned();
             let caller = auth.caller(principal, notes);
             if let Err(refusal) = auth.authorize_route(&request, &caller) {
                 return refusal.into_response();
             }
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if let Some(value) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                response.headers_mut().insert(DPOP_NONCE, value);
+            }
+            response
         }
-        Err(error) => {
+        Err(Refusal { error, principal }) => {
             tracing::info!(reason = error.reason(), status = error.status(), "request refused");
-            // The AS being down (503) is not the caller's doing.
-            if let Some(ip) = peer.filter(|_| error.status() < 500) {
+            // The AS being down (503) is not the caller's doing, nor is being asked for a nonce.
+            if let Some(ip) = peer.filter(|_| error.status() < 500 && !matches!(error, AuthError::UseDpopNonce { .. }))
+            {
                 auth.refusals.refused(ip).await;
             }
             let mut response = ApiError::Auth(error.to_response(&auth.challenge)).into_response();
-            response.extensions_mut().insert(AuthRefusal(error.reason()));
+            let principal = principal.map(|p| Arc::new(*p));
+            response.extensions_mut().insert(AuthRefusal { reason: error.reason(), principal });
             response
         }
     }

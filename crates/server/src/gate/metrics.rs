@@ -190,7 +190,7 @@ pub async fn count_requests(State(metrics): State<Arc<Metrics>>, request: Reques
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
     let response = next.run(request).await;
     metrics.requests.get_or_create(&RequestLabels { method, route, status: response.status().as_u16() }).inc();
-    if let Some(AuthRefusal(reason)) = response.extensions().get::<AuthRefusal>() {
+    if let Some(AuthRefusal { reason, .. }) = response.extensions().get::<AuthRefusal>() {
         metrics.auth_refusals.get_or_create(&ReasonLabels { reason }).inc();
     }
     if let Some(RateLimitedTier(tier)) = response.extensions().get::<RateLimitedTier>() {

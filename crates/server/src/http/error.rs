@@ -179,8 +179,8 @@ impl IntoResponse for ApiError {
 #[derive(Clone, Debug)]
 pub struct RateLimitedTier(pub String);
 
-/// An authentication or authorization refusal: the envelope, `type` the RFC 6750 error code, and its
-/// `WWW-Authenticate` challenges.
+/// An authentication or authorization refusal: the envelope, `type` the RFC 6750 error code, its
+/// `WWW-Authenticate` challenges and, for `use_dpop_nonce`, the `DPoP-Nonce` to use.
 fn auth_error_response(answer: &AuthErrorResponse) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut body = json!({ "error": { "message": answer.description, "code": answer.status.to_string() } });
@@ -193,8 +193,14 @@ fn auth_error_response(answer: &AuthErrorResponse) -> Response {
             response.headers_mut().append(header::WWW_AUTHENTICATE, value);
         }
     }
+    if let Some(value) = answer.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        response.headers_mut().insert(DPOP_NONCE, value);
+    }
     response
 }
+
+/// RFC 9449 §8.1: the server nonce a DPoP proof must carry.
+pub const DPOP_NONCE: &str = "dpop-nonce";
 
 /// A rate-limit refusal in the envelope, `type` naming the case, with the rate-limit fields
 /// (`Retry-After`, or `x-should-retry: false` when waiting cannot help).

@@ -21,6 +21,7 @@ mod dev_issuer;
 mod edge;
 mod identity_providers;
 mod oauth_dpop;
+mod oauth_dpop_replicas;
 mod oauth_e2e;
 mod oauth_introspection;
 mod oauth_negative_header;

@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
 /// A DPoP proof by `key` for `htm` `htu`, with `ath` for `token` when given.
-fn proof(key: &SigningKey, htm: &str, htu: &str, token: Option<&str>) -> (Value, Value) {
+pub(crate) fn proof(key: &SigningKey, htm: &str, htu: &str, token: Option<&str>) -> (Value, Value) {
     let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk});
     let mut claims = json!({"htm": htm, "htu": htu, "jti": unique("proof"), "iat": now()});
     if let Some(token) = token {
@@ -34,17 +34,24 @@ fn assert_bad_proof(reply: &Reply, case: &str) {
     assert!(!bearer.contains("error="), "{case}: {bearer}");
 }
 
-struct Dpop {
-    p: Pair,
-    client: SigningKey,
+/// The authorization server, llamagate with DPoP on, a client key and a token bound to it.
+pub(crate) struct Dpop {
+    pub(crate) p: Pair,
+    pub(crate) client: SigningKey,
     client_d: Vec<u8>,
-    token: String,
-    url: String,
+    pub(crate) token: String,
+    /// `GET /v1/models` on the server, the URL the proofs name.
+    pub(crate) url: String,
 }
 
 impl Dpop {
     async fn start() -> Self {
-        let p = Pair::start(&[], "", "  dpop_enabled: true\n").await;
+        Self::start_with("").await
+    }
+
+    /// Starts with `dpop_enabled: true` and these further `oauth_config` lines.
+    pub(crate) async fn start_with(extra_oauth: &str) -> Self {
+        let p = Pair::start(&[], "", &format!("  dpop_enabled: true\n{extra_oauth}")).await;
         let (client, client_d) = fresh_ec_key_with_d("client-key");
         let (header, claims) = proof(&client, "POST", &p.auth.token_endpoint(), None);
         let to_token_endpoint = client.sign(&header, &claims);
@@ -70,7 +77,7 @@ impl Dpop {
     }
 
     /// A good proof for `GET /v1/models` with this token, after `edit`.
-    fn proof_with(&self, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
+    pub(crate) fn proof_with(&self, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
         let (mut header, mut claims) = proof(&self.client, "GET", &self.url, Some(&self.token));
         edit(&mut header, &mut claims);
         self.client.sign(&header, &claims)

@@ -22,9 +22,10 @@ fn assert_unavailable(reply: &Reply, case: &str) {
 #[tokio::test]
 async fn group_18_introspection_inactive_revoked_and_as_down() {
     const CACHE_TTL: u64 = 2;
-    // Tokens live 12 s, so "until exp" is reached within the test.
+    // Tokens live 12 s, so "until exp" is reached within the test. The AS names the resource in its
+    // answers' `aud`, so requiring it changes nothing for its tokens.
     let yaml = format!(
-        "  token_validation_method: introspection\n  client_id: rs-introspector\n  client_secret: rs-secret\n  introspection_cache_ttl: {CACHE_TTL}\n"
+        "  token_validation_method: introspection\n  client_id: rs-introspector\n  client_secret: rs-secret\n  introspection_cache_ttl: {CACHE_TTL}\n  introspection_require_audience: true\n"
     );
     let mut p = Pair::start(&[("AT_TTL", "12")], "", &yaml).await;
     let opaque = async |p: &Pair| p.auth.access_token("smollm-client", "smollm-secret", "/opaque", SMOLLM_SCOPE).await;
