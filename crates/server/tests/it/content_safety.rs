@@ -170,3 +170,51 @@ async fn shield_calls_count_against_the_callers_tier() {
     let metrics = client.get(server.url("/metrics")).bearer_auth(&operator).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == r#"llamagate_rate_limited_total{tier="free"} 1"#), "{metrics}");
 }
+
+/// `run-shield` and `moderations` decide at the caller's level too: the same borderline text (violence
+/// 0.45) is flagged for a basic token (limit 0.3) and passes for a research one (limit 0.8), and the
+/// answer names the level and the violated categories with their scores and limits.
+#[tokio::test]
+async fn shields_answer_at_the_callers_safety_level_and_say_why() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let server = dev::start_with_env(dir.path(), 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
+    let basic = token(dir.path(), &server.base, &["--scope", "model_safety"]);
+    let research = token(dir.path(), &server.base, &["--scope", "model_safety", "--scope", "research_access"]);
+    let client = reqwest::Client::new();
+    let ask = |path: &'static str, token: &String, body: Value| {
+        let request = client.post(server.url(path)).bearer_auth(token).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body = response.json::<Value>().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let text = "We will storm the castle at dawn.";
+    let shield = json!({"shield_id": "llama-guard", "messages": [{"role": "user", "content": text}]});
+    let moderation = json!({"input": text});
+
+    let flagged = ask("/v1/safety/run-shield", &basic, shield.clone()).await;
+    let metadata = &flagged["violation"]["metadata"];
+    assert_eq!(metadata["violation_type"], "S1", "{flagged}");
+    assert_eq!(metadata["safety_level"], "basic_user");
+    assert_eq!(metadata["violated_categories"], json!([{"category": "violence", "score": 0.45, "limit": 0.3}]));
+    assert_eq!(metadata["category_scores"]["S1"], 0.45, "the raw scores stay");
+    let passed = ask("/v1/safety/run-shield", &research, shield).await;
+    assert_eq!(passed, json!({"violation": null}));
+
+    let flagged = ask("/v1/moderations", &basic, moderation.clone()).await;
+    let result = &flagged["results"][0];
+    assert_eq!(result["flagged"], true, "{flagged}");
+    assert_eq!(result["categories"]["Violent Crimes"], true);
+    assert_eq!(result["metadata"]["safety_level"], "basic_user");
+    assert_eq!(result["metadata"]["violation_type"], json!(["S1"]));
+    let passed = ask("/v1/moderations", &research, moderation).await;
+    let result = &passed["results"][0];
+    assert_eq!(result["flagged"], false, "{passed}");
+    assert_eq!(result["category_scores"]["Violent Crimes"], 0.45);
+    assert_eq!(result["metadata"], json!({}));
+}
