@@ -2,7 +2,9 @@
 //!
 //! A byte-level BPE token can end in the middle of a multi-byte character (emoji, CJK); those bytes wait
 //! until the character is complete. Bytes that can never form valid UTF-8 become U+FFFD, as a non-streamed
-//! decode would render them, so the streamed pieces always join to the non-streamed text.
+//! decode would render them. A character still unfinished when generation ends (cut by `max_tokens`, a
+//! stop token or a cancellation) is held back, never sent as a replacement character: the answer ends
+//! with the last whole character.
 
 /// Buffers the incomplete tail of a UTF-8 sequence between tokens.
 #[derive(Debug, Default)]
@@ -42,11 +44,13 @@ impl IncrementalDecoder {
         }
     }
 
-    /// Flushes what is left when the sequence ends; an unfinished character becomes U+FFFD.
+    /// Ends the sequence: what is left is at most the start of one unfinished character (everything
+    /// else was released by [`IncrementalDecoder::push`]), and it is dropped rather than shown as U+FFFD.
+    /// Returns the text still to release, which is therefore always empty; kept as a call so the end of
+    /// a sequence stays explicit.
     pub fn finish(&mut self) -> String {
-        let out = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
-        out
+        String::new()
     }
 }
 
@@ -66,9 +70,19 @@ mod tests {
 
     #[test]
     fn invalid_bytes_match_lossy_decoding() {
-        let bytes = [b'x', 0xff, b'y', 0xe6, 0x97];
+        let bytes = [b'x', 0xff, b'y', 0xe6, 0x97, b'z'];
         let mut d = IncrementalDecoder::default();
         let streamed: String = bytes.iter().map(|b| d.push(&[*b])).collect::<String>() + &d.finish();
         assert_eq!(streamed, String::from_utf8_lossy(&bytes));
+    }
+
+    /// A generation cut in the middle of a character (the first two bytes of `文`) ends with the last
+    /// whole character, not with U+FFFD.
+    #[test]
+    fn an_unfinished_character_at_the_end_is_held_back() {
+        let bytes = [b'4', b'1', b'6', b'2', 0xe6, 0x96];
+        let mut d = IncrementalDecoder::default();
+        let streamed: String = bytes.iter().map(|b| d.push(&[*b])).collect::<String>() + &d.finish();
+        assert_eq!(streamed, "4162");
     }
 }
