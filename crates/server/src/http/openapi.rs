@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 use crate::http::error::{ErrorDetail, ErrorEnvelope};
 use crate::http::route_spec::{Access, RouteCatalog};
 use crate::routes::{
-    chat, completions, docs, inspect, metrics, models, moderations, providers, safety, shields, system, usage,
+    admin, chat, completions, docs, inspect, metrics, models, moderations, providers, safety, shields, system, usage,
 };
 
 /// The name of the bearer-token security scheme in the document (also spelled out in `#[openapi(security)]`,
@@ -57,6 +57,11 @@ const AUTH_RESPONSES: [(&str, &str, &str); 3] = [
         inspect::routes,
         providers::list,
         providers::retrieve,
+        admin::list_providers,
+        admin::retrieve_provider,
+        admin::list_routes,
+        admin::health,
+        admin::version,
         models::list,
         models::retrieve,
         chat::create,
@@ -79,6 +84,7 @@ const AUTH_RESPONSES: [(&str, &str, &str); 3] = [
         (name = "models", description = "The served models"),
         (name = "safety", description = "Llama Guard shields and moderation"),
         (name = "introspection", description = "Health, version, routes and providers"),
+        (name = "admin", description = "Llama Stack's admin API (`/v1alpha/admin`): operators only"),
         (name = "oauth", description = "Discovery documents for OAuth clients"),
         (name = "documentation", description = "This document and its interactive page"),
     )

@@ -25,7 +25,7 @@ use crate::http::route_spec::Access::{Operator, Protected, Public};
 use crate::http::route_spec::Api::{Inference, Introspection, Safety};
 use crate::http::route_spec::{Access, Api, RouteCatalog, RouteSpec};
 use crate::routes::{
-    chat, completions, docs, inspect, metrics as metrics_route, models, moderations, providers, safety, shields,
+    admin, chat, completions, docs, inspect, metrics as metrics_route, models, moderations, providers, safety, shields,
     system, usage,
 };
 use crate::state::AppState;
@@ -66,6 +66,14 @@ pub static ROUTES: &[ApiRoute] = &[
     ApiRoute::new(Method::GET, "/v1/inspect/routes", Operator, Introspection, |m| on(m, inspect::routes)),
     ApiRoute::new(Method::GET, "/v1/providers", Operator, Introspection, |m| on(m, providers::list)),
     ApiRoute::new(Method::GET, "/v1/providers/{provider_id}", Operator, Introspection, |m| on(m, providers::retrieve)),
+    // Llama Stack 0.7's admin API: the same answers under `/v1alpha/admin`, operators only.
+    ApiRoute::new(Method::GET, "/v1alpha/admin/providers", Operator, Introspection, |m| on(m, admin::list_providers)),
+    ApiRoute::new(Method::GET, "/v1alpha/admin/providers/{provider_id}", Operator, Introspection, |m| {
+        on(m, admin::retrieve_provider)
+    }),
+    ApiRoute::new(Method::GET, "/v1alpha/admin/inspect/routes", Operator, Introspection, |m| on(m, admin::list_routes)),
+    ApiRoute::new(Method::GET, "/v1alpha/admin/health", Operator, Introspection, |m| on(m, admin::health)),
+    ApiRoute::new(Method::GET, "/v1alpha/admin/version", Operator, Introspection, |m| on(m, admin::version)),
     ApiRoute::new(Method::GET, "/v1/models", Protected, Inference, |m| on(m, models::list)),
     ApiRoute::new(Method::GET, "/v1/models/{*model_id}", Protected, Inference, |m| on(m, models::retrieve)),
     ApiRoute::new(Method::POST, "/v1/chat/completions", Protected, Inference, |m| on(m, chat::create)),
@@ -208,12 +216,16 @@ mod tests {
         // Every API route; the `/.well-known/` documents (RFC 9728, and the dev issuer's RFC 8414
         // metadata and JWKS), the OpenAPI document and its page, and `/metrics` are not Llama Stack APIs
         // and are not listed.
-        assert_eq!(all.len(), ROUTES.iter().filter(|r| r.spec.path.starts_with("/v1/")).count());
+        let v1 = inspect::list(&catalog, Some("v1")).unwrap();
+        let v1alpha = inspect::list(&catalog, Some("v1alpha")).unwrap();
+        assert_eq!(v1.len(), ROUTES.iter().filter(|r| r.spec.path.starts_with("/v1/")).count());
+        assert_eq!(v1alpha.len(), 5, "the admin aliases");
+        assert!(v1alpha.iter().all(|r| r.route.starts_with("/v1alpha/admin/")));
         let others =
             ROUTES.iter().filter(|r| r.spec.path.starts_with("/.well-known/") || r.spec.path.starts_with("/docs"));
         assert_eq!(all.len(), ROUTES.len() - others.count() - 2, "all but those, /openapi.json and /metrics");
-        assert_eq!(inspect::list(&catalog, Some("v1")).unwrap(), all);
-        assert!(inspect::list(&catalog, Some("v1alpha")).unwrap().is_empty());
+        assert_eq!(all.len(), v1.len() + v1alpha.len());
+        assert!(inspect::list(&catalog, Some("v1beta")).unwrap().is_empty());
         assert!(inspect::list(&catalog, Some("deprecated")).unwrap().is_empty());
         assert!(inspect::list(&catalog, Some("v2")).is_err());
         let chat = all.iter().find(|r| r.route == "/v1/chat/completions").unwrap();

@@ -68,12 +68,13 @@ pub async fn routes(
     Ok(Json(RouteList { data: list(&catalog, query.api_filter.as_deref())? }))
 }
 
-/// The routes of `catalog` under the API level `api_filter` names (all of `v1` when absent).
+/// The routes of `catalog` under the API level `api_filter` names (every level when absent).
 pub fn list(catalog: &RouteCatalog, api_filter: Option<&str>) -> Result<Vec<RouteInfo>, ApiError> {
-    let prefix = match api_filter {
-        None | Some("v1") => "/v1/",
-        Some("v1alpha") => "/v1alpha/",
-        Some("v1beta") => "/v1beta/",
+    let prefixes: &[&str] = match api_filter {
+        None => &["/v1/", "/v1alpha/", "/v1beta/"],
+        Some("v1") => &["/v1/"],
+        Some("v1alpha") => &["/v1alpha/"],
+        Some("v1beta") => &["/v1beta/"],
         // No route here is deprecated yet.
         Some("deprecated") => return Ok(Vec::new()),
         Some(other) => {
@@ -82,7 +83,8 @@ pub fn list(catalog: &RouteCatalog, api_filter: Option<&str>) -> Result<Vec<Rout
             )));
         }
     };
-    Ok(catalog.all().iter().filter(|r| r.path.starts_with(prefix)).map(RouteInfo::new).collect())
+    let listed = |path: &str| prefixes.iter().any(|prefix| path.starts_with(prefix));
+    Ok(catalog.all().iter().filter(|r| listed(r.path)).map(RouteInfo::new).collect())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Route handlers, one module per API area. Handlers parse, call the registry and engine, and shape
 //! the response; anything with a policy in it lives elsewhere.
 
+pub mod admin;
 pub mod chat;
 pub mod chat_types;
 pub mod completions;

@@ -38,7 +38,13 @@ async fn inspect_lists_every_served_route_once() {
     ] {
         assert_eq!(routes.iter().filter(|r| **r == expected).count(), 1, "{expected} in {body}");
     }
-    assert_eq!(server.get_json("/v1/inspect/routes?api_filter=v1").await, (200, body.clone()));
+    // Without a filter every level is listed: `v1` and the `v1alpha` admin aliases.
+    let level = |prefix: &str| json!({"data": routes.iter().filter(|r| r["route"].as_str().unwrap().starts_with(prefix)).cloned().collect::<Vec<_>>()});
+    assert_eq!(server.get_json("/v1/inspect/routes?api_filter=v1").await, (200, level("/v1/")));
+    let (status, alpha) = server.get_json("/v1/inspect/routes?api_filter=v1alpha").await;
+    assert_eq!((status, &alpha), (200, &level("/v1alpha/")));
+    assert_eq!(alpha["data"].as_array().unwrap().len(), 5, "{alpha}");
+    assert_eq!(server.get_json("/v1alpha/admin/inspect/routes").await, (200, body.clone()), "the admin alias");
     assert_eq!(server.get_json("/v1/inspect/routes?api_filter=deprecated").await, (200, json!({"data": []})));
     let (status, body) = server.get_json("/v1/inspect/routes?api_filter=v9").await;
     assert_error(status, &body, 400);

@@ -74,7 +74,14 @@ async fn a_refusal_record_holds_at_most_a_cut_path_and_operator_routes_need_the_
 
     // A valid token without the operator scope: 403 on every operator route, with the challenge.
     let user = token(dir.path(), &server.base, &[]);
-    for path in ["/metrics", "/v1/providers", "/v1/providers/llamagate", "/v1/inspect/routes", "/openapi.json"] {
+    let admin = [
+        "/v1alpha/admin/providers",
+        "/v1alpha/admin/inspect/routes",
+        "/v1alpha/admin/health",
+        "/v1alpha/admin/version",
+    ];
+    let operator_only = ["/metrics", "/v1/providers", "/v1/providers/llamagate", "/v1/inspect/routes", "/openapi.json"];
+    for path in operator_only.iter().chain(&admin) {
         let response = client.get(server.url(path)).bearer_auth(&user).send().await.unwrap();
         assert_eq!(response.status(), 403, "{path}");
         let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_string();
@@ -85,14 +92,14 @@ async fn a_refusal_record_holds_at_most_a_cut_path_and_operator_routes_need_the_
     assert_eq!(models.status(), 200);
     // With the operator scope, the operator routes answer.
     let operator = token(dir.path(), &server.base, &["--scope", "llamagate_operator"]);
-    for path in ["/metrics", "/v1/providers", "/v1/inspect/routes", "/openapi.json", "/docs/"] {
+    for path in ["/metrics", "/v1/providers", "/v1/inspect/routes", "/openapi.json", "/docs/"].iter().chain(&admin) {
         let response = client.get(server.url(path)).bearer_auth(&operator).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
     // The refusals are audited with the caller's identity.
-    let records = audit_records(&audit_log, "security_insufficient_scope", 5);
+    let records = audit_records(&audit_log, "security_insufficient_scope", 9);
     let scope_refusals: Vec<&String> = records.iter().filter(|r| r.contains("security_insufficient_scope")).collect();
-    assert_eq!(scope_refusals.len(), 5, "{records:#?}");
+    assert_eq!(scope_refusals.len(), 9, "{records:#?}");
     assert!(scope_refusals.iter().all(|r| r.contains("\"alice\"")), "{scope_refusals:#?}");
 
     // A model id of 60,000 bytes (the client's text, noted before the model is looked up): its audit
