@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# What the gate costs on its own: authenticated `GET /v1/models` (token validation, model permissions,
+# the audit records) measured with wrk against the release binary under `serve --dev` with audit on —
+# one connection (latency: p50/p99) and 32 connections (throughput), each for $DURATION.
+#
+# usage: benches/run-gate-wrk.sh        env: DURATION (default 20s), THREADS (wrk threads, default 2)
+# Needs wrk (installed from Debian's packages if missing). Prints wrk's own reports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+duration="${DURATION:-20s}"
+threads="${THREADS:-2}"
+command -v wrk >/dev/null 2>&1 || {
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y --no-install-recommends wrk >/dev/null
+}
+./models/fetch.sh >/dev/null
+cargo build --quiet --release --locked -p llamagate-server
+bin="$root/target/release/llamagate"
+work="$(mktemp -d)"
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+cat >"$work/stack.yaml" <<YAML
+server:
+  host: 127.0.0.1
+  port: 0
+models:
+  - id: smollm2-135m-instruct
+    source: $root/models/cache/SmolLM2-135M-Instruct.Q4_1.gguf
+    context_length: 1024
+oauth_config:
+  enable_auth: false
+  enable_audit_logging: true
+YAML
+(cd "$work" && exec "$bin" --threads 1 serve --config stack.yaml --dev >"$work/out" 2>"$work/err") &
+server=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
+base="$(sed -n 's/^llamagate listening on //p' "$work/out" | head -1)"
+token="$(cd "$work" && "$bin" token --config stack.yaml --issuer "$base" --sub wrk-user)"
+curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$base/v1/models"
+echo "== $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d); binary $(git rev-parse --short HEAD)"
+echo "== 1 connection, $duration"
+wrk -t1 -c1 -d"$duration" --latency -H "Authorization: Bearer $token" "$base/v1/models"
+echo "== 32 connections, $threads wrk threads, $duration"
+wrk -t"$threads" -c32 -d"$duration" --latency -H "Authorization: Bearer $token" "$base/v1/models"
+echo "== audit records written: $(wc -l <"$work/.llamagate/audit.log")"
