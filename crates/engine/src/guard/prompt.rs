@@ -112,8 +112,21 @@ impl LlamaGuard {
     pub fn score(&self, model: &Model, conversation: &[ChatMessage]) -> Result<GuardScores> {
         let ids = self.prompt_ids(model, conversation)?;
         let vocab = GuardVocab::new(model.tokenizer(), &self.categories)?;
-        let mut session = model.scoring_session(&ids, vocab.longest_continuation())?;
+        let fixed_len = self.fixed_len(model, conversation, &ids)?;
+        let mut session = model.scoring_session_reusing(&ids, fixed_len, vocab.longest_continuation())?;
         score_continuations(&mut session, &vocab)
+    }
+
+    /// How many leading tokens of `ids` are the guard's own text (instructions and category list, up to
+    /// the conversation), the same for every caller judged at this role: found as the tokens two
+    /// one-letter conversations share, less two for merges at the seam. Zero when `ids` does not start
+    /// with them (a first turn whose role changes the tokens), so a caller's text is never kept.
+    fn fixed_len(&self, model: &Model, conversation: &[ChatMessage], ids: &[u32]) -> Result<usize> {
+        let Some(last) = conversation.last() else { return Ok(0) };
+        let probe = |text: &str| self.prompt_ids(model, &[ChatMessage::new(last.role.clone(), text)]);
+        let (a, b) = (probe("a")?, probe("b")?);
+        let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count().saturating_sub(2);
+        Ok(if ids.len() > shared && ids[..shared] == a[..shared] { shared } else { 0 })
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`Model`]: a loaded model with its tokenizer, chat template and scheduler — the engine's front door.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
 use crate::llama::kv_cache_type::KvCacheType;
@@ -8,6 +8,7 @@ use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::load::device::DeviceChoice;
 use crate::load::source::ModelSource;
 use crate::serving::generation::{GenerationRequest, GenerationStream};
+use crate::serving::prefix_cache::PrefixCache;
 use crate::serving::sampling::SamplingParams;
 use crate::serving::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
 use crate::serving::scoring::ScoringSession;
@@ -66,7 +67,15 @@ pub struct Model {
     template: Option<ChatTemplate>,
     scheduler: SchedulerHandle,
     info: ModelInfo,
+    /// The fixed beginnings of scoring prompts (a guard's instructions and category list), prefilled
+    /// once and copied into every later session that starts with them. Only prompts' fixed parts are
+    /// kept — never callers' text — so reuse reveals nothing about what anyone else asked.
+    fixed_prefixes: Mutex<PrefixCache>,
 }
+
+/// Positions of fixed scoring prefixes kept (a guard preamble is a few hundred tokens; room for a few
+/// shields' worth).
+const FIXED_PREFIX_POSITIONS: usize = 4096;
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,7 +113,8 @@ impl Model {
         let weights = Arc::new(model);
         let tokenizer = Arc::new(tokenizer);
         let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;
-        Ok(Self { weights, tokenizer, template, scheduler, info })
+        let fixed_prefixes = Mutex::new(PrefixCache::new(FIXED_PREFIX_POSITIONS));
+        Ok(Self { weights, tokenizer, template, scheduler, info, fixed_prefixes })
     }
 
     /// Live scheduler counters (batch size, tokens generated).
@@ -223,6 +233,12 @@ impl Model {
     /// Prefills `prompt_ids` outside the scheduler for scoring forced continuations of up to
     /// `max_continuation` tokens (Llama Guard reads probabilities, it does not sample).
     pub fn scoring_session(&self, prompt_ids: &[u32], max_continuation: usize) -> Result<ScoringSession> {
+        self.check_scoring_prompt(prompt_ids, max_continuation)?;
+        ScoringSession::new(self.weights.clone(), prompt_ids, max_continuation)
+    }
+
+    /// What a scoring prompt must satisfy: non-empty, within the vocabulary, room for the continuation.
+    fn check_scoring_prompt(&self, prompt_ids: &[u32], max_continuation: usize) -> Result<()> {
         let vocab = self.info.vocab_size;
         if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(EngineError::InvalidRequest(format!(
@@ -236,7 +252,34 @@ impl Model {
         if prompt_ids.len() + max_continuation > context {
             return Err(EngineError::PromptTooLong { prompt_tokens: prompt_ids.len(), context_length: context });
         }
-        ScoringSession::new(self.weights.clone(), prompt_ids, max_continuation)
+        Ok(())
+    }
+
+    /// [`Model::scoring_session`] for a prompt whose first `fixed_len` tokens are the same for every
+    /// call (a guard's instructions and category list): those positions are computed once and copied
+    /// into later sessions, so each check prefills only what follows them. The logits are the same as
+    /// without the copy (a prefill in steps of two or more tokens sums in a fresh prefill's order).
+    pub fn scoring_session_reusing(
+        &self,
+        prompt_ids: &[u32],
+        fixed_len: usize,
+        max_continuation: usize,
+    ) -> Result<ScoringSession> {
+        let fixed = &prompt_ids[..fixed_len.min(prompt_ids.len().saturating_sub(2))];
+        if fixed.is_empty() {
+            return self.scoring_session(prompt_ids, max_continuation);
+        }
+        let capacity = prompt_ids.len() + max_continuation;
+        self.check_scoring_prompt(prompt_ids, max_continuation)?;
+        let mut prefixes = self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((reused, cache)) = prefixes.lookup(0, fixed, capacity).filter(|(n, _)| *n == fixed.len()) {
+            drop(prefixes);
+            return ScoringSession::resume(self.weights.clone(), cache, reused, prompt_ids);
+        }
+        drop(prefixes);
+        let (cache, done) = ScoringSession::prefill_part(&self.weights, fixed, capacity)?;
+        self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner()).insert(0, fixed, &cache);
+        ScoringSession::resume(self.weights.clone(), cache, done, prompt_ids)
     }
 }
 

@@ -45,9 +45,25 @@ impl ScoringSession {
     /// Prefills `prompt` (checked by the caller to be non-empty and within the vocabulary) with room for
     /// continuations of up to `max_continuation` tokens.
     pub(crate) fn new(weights: Arc<LlamaModel>, prompt: &[u32], max_continuation: usize) -> Result<Self> {
-        let mut cache = weights.new_cache(prompt.len() + max_continuation)?;
+        let cache = weights.new_cache(prompt.len() + max_continuation)?;
+        Self::resume(weights, cache, 0, prompt)
+    }
+
+    /// A cache of `capacity` positions with `tokens` prefilled: the fixed start of later prompts.
+    pub(crate) fn prefill_part(weights: &LlamaModel, tokens: &[u32], capacity: usize) -> Result<(KvCache, usize)> {
+        let mut cache = weights.new_cache(capacity)?;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let mut batch = [SequenceBatch { tokens: chunk, cache: &mut cache, all_logits: false }];
+            weights.forward(&mut batch)?;
+        }
+        Ok((cache, tokens.len()))
+    }
+
+    /// Finishes the prefill of `prompt` in `cache`, whose first `done` positions already hold it (at
+    /// least one token must be left), and opens the session.
+    pub(crate) fn resume(weights: Arc<LlamaModel>, mut cache: KvCache, done: usize, prompt: &[u32]) -> Result<Self> {
         let mut last = None;
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
+        for chunk in prompt[done.min(prompt.len())..].chunks(PREFILL_CHUNK) {
             let mut batch = [SequenceBatch { tokens: chunk, cache: &mut cache, all_logits: false }];
             last = Some(weights.forward(&mut batch)?.remove(0));
         }

@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 
 use crate::support::*;
-use llamagate_engine::{ChatMessage, GuardVocab, LlamaGuard, Model, ModelOptions, ModelSource, NextTokenLogits};
+use llamagate_engine::{
+    ChatMessage, GuardVocab, LlamaGuard, Model, ModelOptions, ModelSource, NextTokenLogits, score_continuations,
+};
 
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
@@ -80,6 +82,36 @@ fn scoring_sessions_agree_with_plain_teacher_forcing() {
     let worst = other[2].iter().zip(&plain_d[prompt.len() + 1]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "the rewound branch differs by {worst}");
     assert!(session.continuation_logits(&[a, b, c, d]).is_err(), "longer than the session was sized for");
+}
+
+#[test]
+fn a_reused_fixed_prefix_gives_the_same_logits_as_a_fresh_prefill() {
+    let m = model();
+    let fixed = m.tokenize("Task: judge the following text carefully and say whether it is").unwrap();
+    let continuation = [m.tokenize(" safe").unwrap()[0], 13];
+    let fresh = |tail: &str| {
+        let mut prompt = fixed.clone();
+        prompt.extend(m.tokenize(tail).unwrap());
+        let plain = m.scoring_session(&prompt, 2).unwrap().continuation_logits(&continuation).unwrap();
+        (prompt, plain)
+    };
+    for (i, tail) in
+        [" The weather is nice today.", " How do I pick a lock?", " The weather is nice today."].into_iter().enumerate()
+    {
+        let (prompt, plain) = fresh(tail);
+        // The first call fills the fixed part; later ones copy it and prefill only the tail.
+        let mut reused = m.scoring_session_reusing(&prompt, fixed.len(), 2).unwrap();
+        assert_eq!(reused.continuation_logits(&continuation).unwrap(), plain, "call {i}: {tail}");
+    }
+    // A guard score goes through the same path: twice the same answer, and the same as a fresh session.
+    let g = guard(&[]);
+    let conversation = user("Tell me about the history of Paris.");
+    let first = g.score(m, &conversation).unwrap();
+    assert_eq!(g.score(m, &conversation).unwrap(), first);
+    let ids = g.prompt_ids(m, &conversation).unwrap();
+    let vocab = GuardVocab::new(m.tokenizer(), g.categories()).unwrap();
+    let mut plain = m.scoring_session(&ids, vocab.longest_continuation()).unwrap();
+    assert_eq!(score_continuations(&mut plain, &vocab).unwrap(), first);
 }
 
 #[test]

@@ -28,6 +28,13 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A client for the authorization server that keeps no idle connections: node closes an idle
+/// keep-alive connection after 5 s, and a request sent on it just then fails with "connection closed
+/// before message completed" (seen in CI on `/token`).
+fn as_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("a plain reqwest client")
+}
+
 /// The test's own reqwest needs a TLS provider even for plain http.
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -64,7 +71,7 @@ impl AuthServer {
             port,
             issuer: format!("http://127.0.0.1:{port}"),
             resource: resource.to_string(),
-            http: reqwest::Client::new(),
+            http: as_client(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             dir: tempfile::tempdir().unwrap(),
         };
@@ -170,7 +177,7 @@ impl AuthServer {
             let _ = child.wait();
         }
         // Pooled connections to the old process are dead.
-        self.http = reqwest::Client::new();
+        self.http = as_client();
     }
 
     /// A plain restart on the same port: the same issuer with fresh signing keys (new kids), as
@@ -360,7 +367,7 @@ impl JwksCounter {
         let hits = Arc::new(AtomicUsize::new(0));
         let down = Arc::new(AtomicBool::new(false));
         let (counter, is_down) = (hits.clone(), down.clone());
-        let http = reqwest::Client::new();
+        let http = as_client();
         let app = axum::Router::new().route(
             "/jwks",
             axum::routing::get(move || {
