@@ -62,6 +62,7 @@ pub use serving::generation::{
     FinishReason, GenerationEvent, GenerationOutput, GenerationRequest, GenerationStream, GenerationSummary, Timings,
     Usage,
 };
+pub use serving::logprobs::{LogprobToken, MAX_TOP_LOGPROBS, TokenLogprobs};
 pub use serving::sampling::SamplingParams;
 pub use serving::scheduler::{SchedulerConfig, SchedulerStats};
 pub use serving::scoring::{NextTokenLogits, ScoringSession};

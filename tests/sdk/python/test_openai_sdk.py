@@ -45,3 +45,17 @@ def test_errors_map_to_sdk_exceptions(client):
         client.chat.completions.create(
             model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"}
         )
+
+
+def test_logprobs_parse_into_the_sdks_types(client):
+    messages = [{"role": "user", "content": "Name three primary colors."}]
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2
+    )
+    content = reply.choices[0].logprobs.content
+    assert len(content) == 6
+    assert "".join(bytes(t.bytes).decode() for t in content) == reply.choices[0].message.content
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 and t.top_logprobs[0].token == t.token for t in content)
+    out = client.completions.create(model=MODEL_ID, prompt="One, two, three,", max_tokens=4, temperature=0, logprobs=1)
+    assert "".join(out.choices[0].logprobs.tokens) == out.choices[0].text
+    assert out.choices[0].logprobs.text_offset[0] == 0

@@ -8,6 +8,7 @@ use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::load::device::DeviceChoice;
 use crate::load::source::ModelSource;
 use crate::serving::generation::{GenerationRequest, GenerationStream};
+use crate::serving::logprobs::MAX_TOP_LOGPROBS;
 use crate::serving::prefix_cache::PrefixCache;
 use crate::serving::sampling::SamplingParams;
 use crate::serving::scheduler::{SchedulerConfig, SchedulerHandle, SchedulerStats};
@@ -43,6 +44,8 @@ pub struct GenerateParams {
     pub priority: u8,
     /// See [`GenerationRequest::prefix_scope`]; 0 by default.
     pub prefix_scope: u64,
+    /// See [`GenerationRequest::logprobs`]; `None` by default.
+    pub logprobs: Option<usize>,
 }
 
 /// Facts about a loaded model for listings and limits.
@@ -174,6 +177,18 @@ impl Model {
     /// token, and `max_tokens` is capped by what the context has left.
     pub fn prepare(&self, prompt_ids: Vec<u32>, params: GenerateParams) -> Result<GenerationRequest> {
         params.sampling.validate()?;
+        if let Some(&(bad, _)) = params.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= self.info.vocab_size)
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "logit_bias names token id {bad}, outside the vocabulary (size {})",
+                self.info.vocab_size
+            )));
+        }
+        if let Some(n) = params.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(EngineError::InvalidRequest(format!(
+                "top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}; got {n}"
+            )));
+        }
         if prompt_ids.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
@@ -201,6 +216,7 @@ impl Model {
             stop: params.stop,
             priority: params.priority,
             prefix_scope: params.prefix_scope,
+            logprobs: params.logprobs,
         })
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{EngineError, Result};
+use crate::serving::logprobs::TokenLogprobs;
 use crate::serving::sampling::SamplingParams;
 
 /// A validated request, ready for the scheduler: the prompt is already tokenized so its length is exact.
@@ -24,13 +25,18 @@ pub struct GenerationRequest {
     /// same scope. A reused prompt answers sooner, so requests that share a scope can learn from their
     /// timing whether another sent a prompt; the server gives each tenant its own scope.
     pub prefix_scope: u64,
+    /// `Some(n)`: report each generated token's log-probability with the `n` most likely alternatives
+    /// (at most [`crate::MAX_TOP_LOGPROBS`]); `None`: none (the work is skipped).
+    pub logprobs: Option<usize>,
 }
 
 /// Why generation ended, in OpenAI's vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
-    /// The model ended its turn or a stop string matched.
+    /// The model ended its turn or a stop string matched (also the placeholder of an output still
+    /// being collected).
+    #[default]
     Stop,
     /// `max_tokens` (or the context window) was reached.
     Length,
@@ -77,7 +83,7 @@ pub struct Timings {
 }
 
 /// How a finished generation ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerationSummary {
     /// Why generation stopped.
     pub finish_reason: FinishReason,
@@ -98,6 +104,11 @@ pub enum GenerationEvent {
         text: String,
         /// The token that released it; `None` for the final flush.
         token: Option<u32>,
+        /// The log-probabilities of the tokens behind `text`, when the request asked for them: one
+        /// entry per generated token (none for an end-of-turn token, which has no text). A stage that
+        /// holds text back (the output safety check) holds these with it, so an entry may arrive with
+        /// a later event than its token.
+        logprobs: Vec<TokenLogprobs>,
     },
     /// The last event of a successful generation.
     Done(GenerationSummary),
@@ -129,10 +140,10 @@ impl GenerationStream {
 
     /// Collects the whole stream into one result.
     pub async fn collect(mut self) -> Result<GenerationOutput> {
-        let (mut text, mut token_ids) = (String::new(), Vec::new());
+        let mut output = GenerationOutput::default();
         while let Some(event) = self.next().await {
-            if let Some(summary) = GenerationOutput::absorb(&mut text, &mut token_ids, event)? {
-                return Ok(GenerationOutput { text, token_ids, summary });
+            if output.absorb(event)? {
+                return Ok(output);
             }
         }
         Err(EngineError::Unavailable("the generation ended without a result".into()))
@@ -140,10 +151,10 @@ impl GenerationStream {
 
     /// Collects the whole stream, blocking the thread.
     pub fn collect_blocking(mut self) -> Result<GenerationOutput> {
-        let (mut text, mut token_ids) = (String::new(), Vec::new());
+        let mut output = GenerationOutput::default();
         while let Some(event) = self.blocking_next() {
-            if let Some(summary) = GenerationOutput::absorb(&mut text, &mut token_ids, event)? {
-                return Ok(GenerationOutput { text, token_ids, summary });
+            if output.absorb(event)? {
+                return Ok(output);
             }
         }
         Err(EngineError::Unavailable("the generation ended without a result".into()))
@@ -151,28 +162,34 @@ impl GenerationStream {
 }
 
 /// A finished, non-streamed generation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerationOutput {
     /// The whole generated text, stop strings removed.
     pub text: String,
     /// Every generated token id, including a final end-of-turn token.
     pub token_ids: Vec<u32>,
+    /// The log-probabilities of the generated tokens, when the request asked for them.
+    pub logprobs: Vec<TokenLogprobs>,
     /// How it ended, with its usage and timings.
     pub summary: GenerationSummary,
 }
 
 impl GenerationOutput {
-    /// Adds one event of a stream to the text and ids collected so far; the summary once the stream
-    /// is done. For callers that collect a stream themselves because they must see each token as it
-    /// comes (to charge it, say) — [`GenerationStream::collect`] is this in a loop.
-    pub fn absorb(text: &mut String, ids: &mut Vec<u32>, event: GenerationEvent) -> Result<Option<GenerationSummary>> {
+    /// Adds one event of a stream to what was collected so far; `true` once the stream is done (the
+    /// summary is then filled in). For callers that collect a stream themselves because they must see
+    /// each token as it comes (to charge it, say) — [`GenerationStream::collect`] is this in a loop.
+    pub fn absorb(&mut self, event: GenerationEvent) -> Result<bool> {
         match event {
-            GenerationEvent::Text { text: t, token } => {
-                text.push_str(&t);
-                ids.extend(token);
-                Ok(None)
+            GenerationEvent::Text { text, token, logprobs } => {
+                self.text.push_str(&text);
+                self.token_ids.extend(token);
+                self.logprobs.extend(logprobs);
+                Ok(false)
             }
-            GenerationEvent::Done(s) => Ok(Some(s)),
+            GenerationEvent::Done(summary) => {
+                self.summary = summary;
+                Ok(true)
+            }
             GenerationEvent::Failed(e) => Err(EngineError::Inference(e)),
         }
     }

@@ -1,10 +1,11 @@
 //! Running requests on a loaded model: the public [`engine`] entry point ([`Model`](engine::Model)), the
 //! [`scheduler`] that steps concurrent [`sequence`]s together (reusing prompt prefixes through
-//! [`prefix_cache`]), [`sampling`], the [`generation`] stream a caller reads, and [`scoring`] sessions
+//! [`prefix_cache`]), [`sampling`] (with the [`logprobs`] callers can ask for), the [`generation`] stream a caller reads, and [`scoring`] sessions
 //! that read next-token logits instead of generating.
 
 pub(crate) mod engine;
 pub(crate) mod generation;
+pub(crate) mod logprobs;
 pub(crate) mod prefix_cache;
 pub(crate) mod sampling;
 pub(crate) mod scheduler;

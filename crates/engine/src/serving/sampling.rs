@@ -1,5 +1,7 @@
-//! Choosing the next token from logits: penalties, temperature, top-k, top-p, and a seeded RNG.
+//! Choosing the next token from logits: `logit_bias`, penalties, temperature, top-k, top-p, and a seeded RNG.
 //!
+//! `logit_bias` (OpenAI's: token id → a bias in [-100, 100]) is added to the logits first; -100 in practice
+//! bans a token and 100 forces it.
 //! Penalties follow OpenAI's definition (counts over the generated tokens only):
 //! `logit -= count * frequency_penalty + (count > 0) * presence_penalty`. A temperature of 0 is greedy.
 //! The RNG is ChaCha8 seeded from `seed`, so the same seed and parameters give the same tokens on every
@@ -27,11 +29,22 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// Range [-2, 2].
     pub presence_penalty: f32,
+    /// Token id → bias added to its logit, each in [-100, 100]; the ids are checked against the
+    /// vocabulary by [`crate::Model::prepare`].
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None, frequency_penalty: 0.0, presence_penalty: 0.0 }
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
+        }
     }
 }
 
@@ -51,6 +64,10 @@ impl SamplingParams {
         check(
             self.presence_penalty.is_finite() && (-2.0..=2.0).contains(&self.presence_penalty),
             "presence_penalty must be between -2 and 2",
+        )?;
+        check(
+            self.logit_bias.iter().all(|(_, b)| b.is_finite() && (-100.0..=100.0).contains(b)),
+            "logit_bias values must be between -100 and 100",
         )
     }
 }
@@ -72,6 +89,11 @@ impl Sampler {
 
     /// Picks the next token and records it for the penalties.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        for &(token, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l += bias;
+            }
+        }
         self.apply_penalties(logits);
         let token = if self.params.temperature <= f32::EPSILON { greedy(logits) } else { self.draw(logits) };
         *self.counts.entry(token).or_insert(0) += 1;
@@ -189,7 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn logit_bias_bans_and_forces_tokens() {
+        let banned = SamplingParams { logit_bias: vec![(1, -100.0)], ..Default::default() };
+        assert_eq!(Sampler::new(banned).sample(&mut logits()), 2);
+        let forced =
+            SamplingParams { logit_bias: vec![(3, 100.0)], temperature: 1.0, seed: Some(9), ..Default::default() };
+        let mut s = Sampler::new(forced);
+        assert!((0..50).all(|_| s.sample(&mut logits()) == 3));
+    }
+
+    #[test]
     fn out_of_range_parameters_are_rejected() {
+        assert!(SamplingParams { logit_bias: vec![(0, 101.0)], ..Default::default() }.validate().is_err());
         assert!(SamplingParams { temperature: 3.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { presence_penalty: f32::NAN, ..Default::default() }.validate().is_err());

@@ -7,6 +7,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::llama::model::KvCache;
 use crate::serving::generation::{FinishReason, GenerationEvent, GenerationRequest, GenerationSummary, Timings, Usage};
+use crate::serving::logprobs::TokenLogprobs;
 use crate::serving::sampling::Sampler;
 use crate::text::detokenize::IncrementalDecoder;
 use crate::text::stop::{StopMatcher, StopOutcome};
@@ -26,6 +27,8 @@ pub(crate) struct ActiveSequence {
     tokenizer: Arc<Tokenizer>,
     completion_tokens: usize,
     max_tokens: usize,
+    /// [`crate::GenerationRequest::logprobs`].
+    logprobs: Option<usize>,
     tx: UnboundedSender<GenerationEvent>,
     submitted: Instant,
     started: Instant,
@@ -58,6 +61,7 @@ impl ActiveSequence {
             tokenizer,
             completion_tokens: 0,
             max_tokens: request.max_tokens,
+            logprobs: request.logprobs,
             tx,
             submitted,
             started: Instant::now(),
@@ -72,14 +76,20 @@ impl ActiveSequence {
 
     /// Samples from `logits`, streams the resulting text, and says whether the sequence is done.
     pub fn step(&mut self, logits: &mut [f32]) -> StepResult {
+        // The model's own distribution, read before the sampler biases and penalizes `logits` in place.
+        let raw = self.logprobs.map(|_| logits.to_vec());
         let token = self.sampler.sample(logits);
         self.first_token.get_or_insert_with(Instant::now);
         self.completion_tokens += 1;
         self.last_token = token;
         if self.tokenizer.stop_ids().contains(&token) {
-            self.send(GenerationEvent::Text { text: String::new(), token: Some(token) });
+            self.send(GenerationEvent::Text { text: String::new(), token: Some(token), logprobs: Vec::new() });
             return self.finish(FinishReason::Stop, true);
         }
+        let logprobs = match (raw, self.logprobs) {
+            (Some(raw), Some(top_n)) => vec![TokenLogprobs::read(&raw, token, top_n, &self.tokenizer)],
+            _ => Vec::new(),
+        };
         let text = if self.tokenizer.is_special(token) {
             String::new()
         } else {
@@ -87,11 +97,11 @@ impl ActiveSequence {
         };
         match self.stop.push(&text) {
             StopOutcome::Stopped(last) => {
-                self.send(GenerationEvent::Text { text: last, token: Some(token) });
+                self.send(GenerationEvent::Text { text: last, token: Some(token), logprobs });
                 self.finish(FinishReason::Stop, false)
             }
             StopOutcome::Continue(out) => {
-                self.send(GenerationEvent::Text { text: out, token: Some(token) });
+                self.send(GenerationEvent::Text { text: out, token: Some(token), logprobs });
                 if self.completion_tokens >= self.max_tokens {
                     self.finish(FinishReason::Length, true)
                 } else {
@@ -114,7 +124,7 @@ impl ActiveSequence {
                 StopOutcome::Continue(t) => t + &self.stop.finish(),
             };
             if !released.is_empty() {
-                self.send(GenerationEvent::Text { text: released, token: None });
+                self.send(GenerationEvent::Text { text: released, token: None, logprobs: Vec::new() });
             }
         }
         let now = Instant::now();

@@ -72,8 +72,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..Default::default()
     };
-    let params =
-        GenerateParams { sampling, max_tokens: Some(args.max_tokens), stop: args.stop, priority: 0, prefix_scope: 0 };
+    let params = GenerateParams { sampling, max_tokens: Some(args.max_tokens), stop: args.stop, ..Default::default() };
     let request = model.prepare(ids, params)?;
     let mut stream = model.submit(request)?;
     let mut stdout = std::io::stdout().lock();

@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use llamagate_authz::SafetyPolicy;
 use llamagate_engine::{
-    ChatMessage, FinishReason, GenerationEvent, GenerationOutput, GenerationStream, GenerationSummary, Timings, Usage,
-    normalize_conversation,
+    ChatMessage, FinishReason, GenerationEvent, GenerationOutput, GenerationStream, GenerationSummary, Timings,
+    TokenLogprobs, Usage, normalize_conversation,
 };
 
 use crate::backends::shields::{REFUSAL_MESSAGE, ServedShield, ShieldRegistry};
@@ -126,6 +126,7 @@ impl SafetyChecks {
             judge: ReplyJudge { active, conversation: conversation.to_vec() },
             released: String::new(),
             held: String::new(),
+            held_logprobs: Vec::new(),
             prompt_tokens,
             completion_tokens: 0,
             queued: VecDeque::new(),
@@ -183,6 +184,9 @@ struct OutputCheck<J> {
     released: String,
     /// Text since the last sentence that passed, not yet judged.
     held: String,
+    /// The log-probabilities of the tokens behind `held` (they would spell it): released with it,
+    /// dropped with it when it is refused.
+    held_logprobs: Vec<TokenLogprobs>,
     prompt_tokens: usize,
     completion_tokens: usize,
     /// Events to hand on before reading the engine again.
@@ -206,19 +210,23 @@ impl<J: OutputJudge> OutputCheck<J> {
     /// The next event after the engine produced `event`.
     async fn on_event(&mut self, event: GenerationEvent) -> GenerationEvent {
         match event {
-            GenerationEvent::Text { text, token } => {
+            GenerationEvent::Text { text, token, logprobs } => {
                 self.completion_tokens += usize::from(token.is_some());
                 self.held.push_str(&text);
+                self.held_logprobs.extend(logprobs);
                 let Some(end) = sentence_end(&self.held) else {
                     // Nothing to release yet; the token is still handed on so that it is counted.
-                    return GenerationEvent::Text { text: String::new(), token };
+                    return GenerationEvent::Text { text: String::new(), token, logprobs: Vec::new() };
                 };
                 let candidate = format!("{}{}", self.released, &self.held[..end]);
                 match self.judge.violations(&candidate).await {
                     Ok(None) => {
                         let sentence: String = self.held.drain(..end).collect();
                         self.released.push_str(&sentence);
-                        GenerationEvent::Text { text: sentence, token }
+                        // A sentence ends inside the last token's text at most: the tokens held so far
+                        // go with it (the rest of that token's text follows with the next sentence).
+                        let logprobs = std::mem::take(&mut self.held_logprobs);
+                        GenerationEvent::Text { text: sentence, token, logprobs }
                     }
                     Ok(Some(_)) => {
                         self.ended = true;
@@ -231,13 +239,13 @@ impl<J: OutputJudge> OutputCheck<J> {
                 self.ended = true;
                 if self.held.trim().is_empty() {
                     self.queued.push_back(GenerationEvent::Done(summary));
-                    return GenerationEvent::Text { text: std::mem::take(&mut self.held), token: None };
+                    return self.release_held();
                 }
                 let whole = format!("{}{}", self.released, self.held);
                 match self.judge.violations(&whole).await {
                     Ok(None) => {
                         self.queued.push_back(GenerationEvent::Done(summary));
-                        GenerationEvent::Text { text: std::mem::take(&mut self.held), token: None }
+                        self.release_held()
                     }
                     Ok(Some(_)) => self.filtered(Some(summary.usage)),
                     Err(e) => self.failed(e),
@@ -248,6 +256,12 @@ impl<J: OutputJudge> OutputCheck<J> {
                 other
             }
         }
+    }
+
+    /// The text still held, with its tokens' log-probabilities, once the whole text passed.
+    fn release_held(&mut self) -> GenerationEvent {
+        let logprobs = std::mem::take(&mut self.held_logprobs);
+        GenerationEvent::Text { text: std::mem::take(&mut self.held), token: None, logprobs }
     }
 
     fn failed(&mut self, error: ApiError) -> GenerationEvent {
@@ -274,24 +288,26 @@ impl GuardedGeneration {
     /// and `finish_reason` becomes `content_filter`. `on_token` runs for every generated token as it
     /// comes, so a caller that goes away mid-generation is charged what was generated until then.
     pub async fn collect(mut self, mut on_token: impl FnMut()) -> Result<GenerationOutput, ApiError> {
-        let (mut text, mut token_ids) = (String::new(), Vec::new());
-        let mut output = loop {
+        let mut output = GenerationOutput::default();
+        loop {
             let Some(event) = self.inner.next().await else {
                 return Err(ApiError::Unavailable("the generation ended without a result".into()));
             };
             if matches!(event, GenerationEvent::Text { token: Some(_), .. }) {
                 on_token();
             }
-            if let Some(summary) = GenerationOutput::absorb(&mut text, &mut token_ids, event)? {
-                break GenerationOutput { text, token_ids, summary };
+            if output.absorb(event)? {
+                break;
             }
-        };
+        }
         let Some(check) = self.check else { return Ok(output) };
         if output.text.trim().is_empty() {
             return Ok(output);
         }
         if check.judge.violations(&output.text).await?.is_some() {
             output.text = REFUSAL_MESSAGE.to_string();
+            // The refused text's tokens would spell it: they go with it.
+            output.logprobs.clear();
             output.summary.finish_reason = FinishReason::ContentFilter;
         }
         Ok(output)
@@ -354,6 +370,7 @@ mod tests {
             judge: Refuses { word, calls: Default::default() },
             released: String::new(),
             held: String::new(),
+            held_logprobs: Vec::new(),
             prompt_tokens: 5,
             completion_tokens: 0,
             queued: VecDeque::new(),
@@ -362,7 +379,7 @@ mod tests {
     }
 
     fn text(text: &str) -> GenerationEvent {
-        GenerationEvent::Text { text: text.to_string(), token: Some(7) }
+        GenerationEvent::Text { text: text.to_string(), token: Some(7), logprobs: Vec::new() }
     }
 
     fn done(finish_reason: FinishReason, completion_tokens: usize) -> GenerationEvent {
@@ -394,7 +411,7 @@ mod tests {
         assert_eq!(passing.on_event(text("All fine")).await, text(""));
         assert_eq!(
             passing.on_event(done(FinishReason::Stop, 1)).await,
-            GenerationEvent::Text { text: "All fine".into(), token: None }
+            GenerationEvent::Text { text: "All fine".into(), token: None, logprobs: Vec::new() }
         );
         assert_eq!(passing.queued.pop_front(), Some(done(FinishReason::Stop, 1)));
         assert_eq!(calls(&passing), 1);
@@ -404,6 +421,40 @@ mod tests {
         // The engine's real usage is kept; only the finish reason changes.
         assert_eq!(refused.on_event(done(FinishReason::Length, 9)).await, done(FinishReason::ContentFilter, 9));
         assert!(refused.queued.is_empty());
+    }
+
+    fn with_logprob(piece: &str) -> GenerationEvent {
+        let chosen = llamagate_engine::LogprobToken {
+            id: 7,
+            text: piece.to_string(),
+            bytes: piece.as_bytes().to_vec(),
+            logprob: -0.5,
+        };
+        GenerationEvent::Text {
+            text: piece.to_string(),
+            token: Some(7),
+            logprobs: vec![TokenLogprobs { chosen, top: Vec::new() }],
+        }
+    }
+
+    fn spelled(event: &GenerationEvent) -> String {
+        match event {
+            GenerationEvent::Text { logprobs, .. } => logprobs.iter().map(|l| l.chosen.text.as_str()).collect(),
+            _ => String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn logprobs_are_held_with_their_text_and_dropped_with_a_refused_sentence() {
+        let mut check = check("bad");
+        let held = check.on_event(with_logprob("Hello")).await;
+        assert_eq!(spelled(&held), "", "held text's tokens are held too");
+        let released = check.on_event(with_logprob(" there. The")).await;
+        assert_eq!(spelled(&released), "Hello there. The", "released with the sentence they end in");
+        // The refused sentence's tokens never leave the check: the stream ends with `content_filter`.
+        assert_eq!(spelled(&check.on_event(with_logprob(" bad")).await), "");
+        assert_eq!(check.on_event(with_logprob(" part. More")).await, done(FinishReason::ContentFilter, 4));
+        assert!(check.queued.is_empty() && check.ended);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
-use llamagate_engine::{GenerationEvent, GenerationOutput, GenerationSummary};
+use llamagate_engine::{GenerationEvent, GenerationOutput, GenerationSummary, TokenLogprobs};
 use serde_json::Value;
 
 use crate::gate::safety::GuardedGeneration;
@@ -27,8 +27,9 @@ use crate::http::error::ApiError;
 pub trait ChunkFormat: Send + 'static {
     /// A chunk sent before any text (chat announces the assistant role here).
     fn opening(&self) -> Option<Value>;
-    /// A chunk carrying newly generated text.
-    fn text(&self, text: &str) -> Value;
+    /// A chunk carrying newly generated text, with the log-probabilities of the tokens behind it
+    /// (empty unless the request asked for them).
+    fn text(&self, text: &str, logprobs: &[TokenLogprobs]) -> Value;
     /// The chunks that end a successful stream (finish reason, then usage if asked for).
     fn finished(&self, summary: &GenerationSummary) -> Vec<Value>;
 }
@@ -46,20 +47,28 @@ pub fn stream_generation<F: ChunkFormat>(
         if let Some(chunk) = format.opening() {
             yield Ok(json_event(&chunk));
         }
+        // Log-probabilities of tokens whose text is still held back, sent with the text that releases it.
+        let mut pending: Vec<TokenLogprobs> = Vec::new();
         loop {
             match generation.next().await {
-                Some(GenerationEvent::Text { text, token }) => {
+                Some(GenerationEvent::Text { text, token, logprobs }) => {
                     if token.is_some() {
                         settlement.generated_token();
                     }
+                    pending.extend(logprobs);
                     // Empty pieces mean the decoder is holding back a partial character or stop string.
                     if !text.is_empty() {
-                        yield Ok(json_event(&format.text(&text)));
+                        yield Ok(json_event(&format.text(&text, &pending)));
+                        pending.clear();
                     }
                 }
                 Some(GenerationEvent::Done(summary)) => {
                     log_finished(&summary, started);
                     settlement.settle(&summary).await;
+                    // Tokens whose text never showed (a stop string's first tokens, say) still count.
+                    if !pending.is_empty() {
+                        yield Ok(json_event(&format.text("", &pending)));
+                    }
                     for chunk in format.finished(&summary) {
                         yield Ok(json_event(&chunk));
                     }

@@ -7,7 +7,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use llamagate_engine::GenerationSummary;
+use llamagate_engine::{GenerationSummary, TokenLogprobs};
 use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
@@ -19,6 +19,7 @@ use crate::http::json_body::JsonBody;
 use crate::http::sse::ChunkFormat;
 use crate::pipeline::{self, Ask};
 use crate::routes::generation_fields::{GenerationFailures, UsageBody, response_id, unix_now};
+use crate::routes::logprobs_body::ChatLogprobs;
 use crate::state::AppState;
 
 /// Answers a chat completion, streamed or not.
@@ -37,12 +38,16 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let (messages, params) = request.validate()?;
     let stream = request.fields.streaming();
+    let with_logprobs = params.logprobs.is_some();
     let ask = Ask { model: request.model.clone(), prompt: Prompt::Chat(messages), params, stream };
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
-    let format =
-        ChatChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
-    pipeline::generate(&state, caller, ask, format, |output| ChatCompletion::new(id, created, model, output)).await
+    let include_usage = request.fields.include_usage();
+    let format = ChatChunks { id: id.clone(), created, model: model.clone(), include_usage, with_logprobs };
+    pipeline::generate(&state, caller, ask, format, |output| {
+        ChatCompletion::new(id, created, model, output, with_logprobs)
+    })
+    .await
 }
 
 /// `chat.completion.chunk` objects for one stream; all keys present, nulls included (§a.5).
@@ -51,6 +56,8 @@ struct ChatChunks {
     created: u64,
     model: String,
     include_usage: bool,
+    /// The request asked for `logprobs`: every content chunk carries its tokens'.
+    with_logprobs: bool,
 }
 
 impl ChatChunks {
@@ -68,23 +75,25 @@ impl ChatChunks {
     }
 }
 
-/// The one choice of a content chunk.
-fn choice(delta: ChunkDelta, finish_reason: Option<&'static str>) -> Vec<ChunkChoice> {
-    vec![ChunkChoice { delta, finish_reason, index: 0, logprobs: None }]
+/// The one choice of a chunk.
+fn choice(delta: ChunkDelta, finish_reason: Option<&'static str>, logprobs: Option<ChatLogprobs>) -> Vec<ChunkChoice> {
+    vec![ChunkChoice { delta, finish_reason, index: 0, logprobs }]
 }
 
 impl ChunkFormat for ChatChunks {
     fn opening(&self) -> Option<Value> {
         let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() };
-        Some(self.chunk(choice(delta, None), None))
+        Some(self.chunk(choice(delta, None, None), None))
     }
 
-    fn text(&self, text: &str) -> Value {
-        self.chunk(choice(ChunkDelta { content: Some(text.to_string()), ..Default::default() }, None), None)
+    fn text(&self, text: &str, logprobs: &[TokenLogprobs]) -> Value {
+        let delta = ChunkDelta { content: Some(text.to_string()), ..Default::default() };
+        self.chunk(choice(delta, None, self.with_logprobs.then(|| ChatLogprobs::new(logprobs))), None)
     }
 
     fn finished(&self, summary: &GenerationSummary) -> Vec<Value> {
-        let mut chunks = vec![self.chunk(choice(ChunkDelta::default(), Some(summary.finish_reason.as_str())), None)];
+        let last = choice(ChunkDelta::default(), Some(summary.finish_reason.as_str()), None);
+        let mut chunks = vec![self.chunk(last, None)];
         if self.include_usage {
             // OpenAI's usage chunk: no choices, usage filled in.
             chunks.push(self.chunk(Vec::new(), Some(UsageBody::from(summary.usage))));

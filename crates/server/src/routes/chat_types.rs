@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
 use crate::routes::generation_fields::{GenerationFields, UsageBody};
+use crate::routes::logprobs_body::ChatLogprobs;
 
 /// The request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -29,8 +30,10 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Value>>,
     /// Only meaningful with `tools`: `none`, `auto`, `required` or `{"type":"function",...}`.
     pub tool_choice: Option<Value>,
-    /// Token log-probabilities are not reported.
+    /// Report each generated token's log-probability (`choices[].logprobs.content`).
     pub logprobs: Option<bool>,
+    /// With `logprobs`: how many alternatives per position, 0–20.
+    pub top_logprobs: Option<u32>,
     /// The legacy spelling of `tools`; refused like them.
     #[schema(value_type = Option<Object>)]
     pub functions: Option<Value>,
@@ -131,8 +134,8 @@ impl ChatCompletionRequest {
                 REASONING_EFFORTS.join(", ")
             )));
         }
-        if self.logprobs == Some(true) {
-            return Err(ApiError::BadRequest("logprobs are not supported by this server".into()));
+        if self.top_logprobs.is_some() && self.logprobs != Some(true) {
+            return Err(ApiError::BadRequest("top_logprobs is only allowed when logprobs is true".into()));
         }
         if let Some(format) = self.response_format.as_ref().filter(|f| f.kind != "text") {
             return Err(ApiError::BadRequest(format!(
@@ -141,7 +144,8 @@ impl ChatCompletionRequest {
             )));
         }
         let messages = self.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
-        let params = self.fields.to_params(self.max_completion_tokens)?;
+        let mut params = self.fields.to_params(self.max_completion_tokens)?;
+        params.logprobs = (self.logprobs == Some(true)).then(|| self.top_logprobs.unwrap_or(0) as usize);
         Ok((messages, params))
     }
 }
@@ -228,9 +232,9 @@ pub struct ChatChoice {
     pub finish_reason: &'static str,
     /// Always 0.
     pub index: u32,
-    /// Not reported; null.
+    /// The tokens' log-probabilities when `logprobs` asked for them; null otherwise.
     #[schema(required = true)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<ChatLogprobs>,
 }
 
 /// The assistant message in a choice; the optional OpenAI fields are present as null.
@@ -291,9 +295,9 @@ pub struct ChunkChoice {
     pub finish_reason: Option<&'static str>,
     /// Always 0.
     pub index: u32,
-    /// Not reported; null.
+    /// The log-probabilities of this chunk's tokens when `logprobs` asked for them; null otherwise.
     #[schema(required = true)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<ChatLogprobs>,
 }
 
 /// A piece of the assistant message; the first chunk carries the role, later ones the text.
@@ -317,8 +321,9 @@ pub struct ChunkDelta {
 }
 
 impl ChatCompletion {
-    /// Wraps a finished generation.
-    pub fn new(id: String, created: u64, model: String, output: GenerationOutput) -> Self {
+    /// Wraps a finished generation; `with_logprobs` when the request asked for them.
+    pub fn new(id: String, created: u64, model: String, output: GenerationOutput, with_logprobs: bool) -> Self {
+        let logprobs = with_logprobs.then(|| ChatLogprobs::new(&output.logprobs));
         let message = AssistantMessage {
             role: "assistant",
             content: output.text,
@@ -334,7 +339,7 @@ impl ChatCompletion {
                 message,
                 finish_reason: output.summary.finish_reason.as_str(),
                 index: 0,
-                logprobs: None,
+                logprobs,
             }],
             object: "chat.completion",
             created,
@@ -375,11 +380,24 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}],"tool_choice":"sometimes"}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"extreme"}"#,
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"42":5}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logit_bias":{"token":5}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2}"#,
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"u"}}]}]}"#,
         ] {
             assert!(matches!(request(body).validate(), Err(ApiError::BadRequest(_))), "{body}");
         }
+    }
+
+    #[test]
+    fn logprobs_ask_for_the_chosen_token_and_top_logprobs_alternatives() {
+        let asked = |extra: &str| {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+            request(&body).validate().unwrap().1.logprobs
+        };
+        assert_eq!(asked(""), None);
+        assert_eq!(asked(r#","logprobs":false"#), None);
+        assert_eq!(asked(r#","logprobs":true"#), Some(0));
+        assert_eq!(asked(r#","logprobs":true,"top_logprobs":5"#), Some(5));
     }
 
     #[test]

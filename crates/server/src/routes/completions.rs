@@ -4,7 +4,9 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use llamagate_engine::GenerationSummary;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use llamagate_engine::{GenerationSummary, TokenLogprobs};
 use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
@@ -16,6 +18,7 @@ use crate::http::json_body::JsonBody;
 use crate::http::sse::ChunkFormat;
 use crate::pipeline::{self, Ask};
 use crate::routes::generation_fields::{GenerationFailures, UsageBody, response_id, unix_now};
+use crate::routes::logprobs_body::CompletionLogprobs;
 use crate::state::AppState;
 
 /// Answers a legacy completion, streamed or not.
@@ -37,12 +40,22 @@ pub async fn create(
         PromptInput::Tokens(ids) => Prompt::Tokens(ids),
     };
     let stream = request.fields.streaming();
+    let with_logprobs = params.logprobs.is_some();
     let ask = Ask { model: request.model.clone(), prompt, params, stream };
 
     let (id, created, model) = (response_id("cmpl"), unix_now(), request.model);
-    let format =
-        TextChunks { id: id.clone(), created, model: model.clone(), include_usage: request.fields.include_usage() };
-    pipeline::generate(&state, caller, ask, format, |output| TextCompletion::new(id, created, model, output)).await
+    let format = TextChunks {
+        id: id.clone(),
+        created,
+        model: model.clone(),
+        include_usage: request.fields.include_usage(),
+        with_logprobs,
+        chars_sent: AtomicUsize::new(0),
+    };
+    pipeline::generate(&state, caller, ask, format, |output| {
+        TextCompletion::new(id, created, model, output, with_logprobs)
+    })
+    .await
 }
 
 /// Streamed `text_completion` objects: the same shape as the plain response, one piece of text each.
@@ -51,13 +64,17 @@ struct TextChunks {
     created: u64,
     model: String,
     include_usage: bool,
+    /// The request asked for `logprobs`: every text chunk carries its tokens'.
+    with_logprobs: bool,
+    /// Characters of text sent so far: where the next chunk's `text_offset`s start.
+    chars_sent: AtomicUsize,
 }
 
 impl TextChunks {
-    fn chunk(&self, text: &str, finish_reason: Option<&str>) -> Value {
+    fn chunk(&self, text: &str, finish_reason: Option<&str>, logprobs: Option<CompletionLogprobs>) -> Value {
         json!({
             "id": self.id,
-            "choices": [{ "finish_reason": finish_reason, "index": 0, "text": text, "logprobs": null }],
+            "choices": [{ "finish_reason": finish_reason, "index": 0, "text": text, "logprobs": logprobs }],
             "created": self.created,
             "model": self.model,
             "object": "text_completion",
@@ -72,14 +89,15 @@ impl ChunkFormat for TextChunks {
         None
     }
 
-    fn text(&self, text: &str) -> Value {
-        self.chunk(text, None)
+    fn text(&self, text: &str, logprobs: &[TokenLogprobs]) -> Value {
+        let offset = self.chars_sent.fetch_add(text.chars().count(), Ordering::Relaxed);
+        self.chunk(text, None, self.with_logprobs.then(|| CompletionLogprobs::new(logprobs, offset)))
     }
 
     fn finished(&self, summary: &GenerationSummary) -> Vec<Value> {
-        let mut chunks = vec![self.chunk("", Some(summary.finish_reason.as_str()))];
+        let mut chunks = vec![self.chunk("", Some(summary.finish_reason.as_str()), None)];
         if self.include_usage {
-            let mut usage = self.chunk("", None);
+            let mut usage = self.chunk("", None, None);
             usage["choices"] = json!([]);
             usage["usage"] = json!(UsageBody::from(summary.usage));
             chunks.push(usage);

@@ -1,11 +1,12 @@
 //! Wire types of the legacy `POST /v1/completions` (docs/reference/llama-stack-api.md §a.4): a raw prompt in, a
-//! `text_completion` object out. Batches and the echo/suffix/best_of/logprobs extras are refused with
-//! a 400 rather than ignored.
+//! `text_completion` object out. Batches and the echo/suffix/best_of extras are refused with a 400 rather
+//! than ignored; `logprobs` is served in either spelling.
 
 use llamagate_engine::{GenerateParams, GenerationOutput};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
+
+use crate::routes::logprobs_body::CompletionLogprobs;
 
 use crate::http::error::ApiError;
 use crate::routes::generation_fields::{GenerationFields, UsageBody};
@@ -23,8 +24,9 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     /// Only 1 is served.
     pub best_of: Option<u32>,
-    /// Log-probabilities are not reported: `false`/`0` are accepted, `true`/a count refused. OpenAI
-    /// types it as a count, Llama Stack's SDK sends a boolean.
+    /// Report each generated token's log-probability: OpenAI's count (0–20: the chosen token plus
+    /// that many alternatives per position) or Llama Stack's boolean (`true`: the chosen token only,
+    /// `false`: none).
     pub logprobs: Option<LogprobsRequest>,
     /// Sampling and delivery fields shared with chat.
     #[serde(flatten)]
@@ -56,8 +58,13 @@ pub enum LogprobsRequest {
 }
 
 impl LogprobsRequest {
-    fn asks_for_any(self) -> bool {
-        matches!(self, Self::Flag(true)) || matches!(self, Self::Count(n) if n > 0)
+    /// How many alternatives per position, or `None` when no log-probabilities are asked for.
+    fn alternatives(self) -> Option<usize> {
+        match self {
+            Self::Flag(false) => None,
+            Self::Flag(true) => Some(0),
+            Self::Count(n) => Some(n as usize),
+        }
     }
 }
 
@@ -83,9 +90,6 @@ impl CompletionRequest {
         if self.best_of.is_some_and(|b| b != 1) {
             return refuse("best_of other than 1");
         }
-        if self.logprobs.is_some_and(|l| l.asks_for_any()) {
-            return refuse("logprobs");
-        }
         let one_prompt = || ApiError::BadRequest("prompt must be one prompt: batches are not supported".into());
         let prompt = match &self.prompt {
             Prompt::Text(text) => PromptInput::Text(text.clone()),
@@ -99,7 +103,9 @@ impl CompletionRequest {
                 _ => return Err(one_prompt()),
             },
         };
-        Ok((prompt, self.fields.to_params(None)?))
+        let mut params = self.fields.to_params(None)?;
+        params.logprobs = self.logprobs.and_then(LogprobsRequest::alternatives);
+        Ok((prompt, params))
     }
 }
 
@@ -134,19 +140,19 @@ pub struct TextChoice {
     pub index: u32,
     /// The generated text (or this chunk's piece of it).
     pub text: String,
-    /// Not reported; null.
+    /// The tokens' log-probabilities when `logprobs` asked for them; null otherwise.
     #[schema(required = true)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<CompletionLogprobs>,
 }
 
 impl TextCompletion {
-    /// Wraps a finished generation.
-    pub fn new(id: String, created: u64, model: String, output: GenerationOutput) -> Self {
+    /// Wraps a finished generation; `with_logprobs` when the request asked for them.
+    pub fn new(id: String, created: u64, model: String, output: GenerationOutput, with_logprobs: bool) -> Self {
         let choice = TextChoice {
             finish_reason: Some(output.summary.finish_reason.as_str()),
             index: 0,
+            logprobs: with_logprobs.then(|| CompletionLogprobs::new(&output.logprobs, 0)),
             text: output.text,
-            logprobs: None,
         };
         Self {
             id,
@@ -183,18 +189,19 @@ mod tests {
             r#"{"model":"m","prompt":["a","b"]}"#,
             r#"{"model":"m","prompt":"a","echo":true}"#,
             r#"{"model":"m","prompt":"a","best_of":2}"#,
-            r#"{"model":"m","prompt":"a","logprobs":true}"#,
-            r#"{"model":"m","prompt":"a","logprobs":3}"#,
         ] {
             assert!(matches!(request(body).validate(), Err(ApiError::BadRequest(_))), "{body}");
         }
     }
 
-    /// The Llama Stack SDK sends `logprobs: false`; OpenAI clients `0` or nothing.
+    /// The Llama Stack SDK sends a boolean, OpenAI clients a count (0 still reports the chosen tokens).
     #[test]
-    fn logprobs_not_asked_for_in_either_spelling_is_accepted() {
-        for body in [r#"{"model":"m","prompt":"a","logprobs":false}"#, r#"{"model":"m","prompt":"a","logprobs":0}"#] {
-            assert!(request(body).validate().is_ok(), "{body}");
-        }
+    fn logprobs_in_either_spelling() {
+        let alternatives = |body: &str| request(body).validate().unwrap().1.logprobs;
+        assert_eq!(alternatives(r#"{"model":"m","prompt":"a","logprobs":false}"#), None);
+        assert_eq!(alternatives(r#"{"model":"m","prompt":"a"}"#), None);
+        assert_eq!(alternatives(r#"{"model":"m","prompt":"a","logprobs":true}"#), Some(0));
+        assert_eq!(alternatives(r#"{"model":"m","prompt":"a","logprobs":0}"#), Some(0));
+        assert_eq!(alternatives(r#"{"model":"m","prompt":"a","logprobs":3}"#), Some(3));
     }
 }

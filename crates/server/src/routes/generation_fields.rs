@@ -18,6 +18,26 @@ const DEFAULT_TEMPERATURE: f32 = 1.0;
 /// OpenAI allows at most four stop sequences; more would only slow every decode step.
 const MAX_STOP_SEQUENCES: usize = 4;
 
+/// OpenAI allows at most 300 `logit_bias` entries.
+const MAX_LOGIT_BIAS: usize = 300;
+
+/// A caller's string, cut for an error message.
+fn bounded(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+/// The JSON type of `value`, for an error message that does not echo the value.
+fn value_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Sampling and delivery fields common to `/v1/chat/completions` and `/v1/completions`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct GenerationFields {
@@ -41,7 +61,7 @@ pub struct GenerationFields {
     pub stream: Option<bool>,
     /// Streaming options (`include_usage`).
     pub stream_options: Option<StreamOptions>,
-    /// Token id → bias; not applied by the sampler here, so a non-empty map is refused.
+    /// Token id → bias added to its logit before sampling, each in [-100, 100] (at most 300 entries).
     #[schema(value_type = Option<Object>)]
     pub logit_bias: Option<serde_json::Map<String, Value>>,
     // `user` (an end-user id for abuse tracking) is accepted like any unknown key and not kept:
@@ -86,9 +106,6 @@ impl GenerationFields {
                 "n={n} is not supported: this server returns exactly one choice"
             )));
         }
-        if self.logit_bias.as_ref().is_some_and(|bias| !bias.is_empty()) {
-            return Err(ApiError::BadRequest("logit_bias is not supported by this server".into()));
-        }
         if self.stream_options.is_some() && !self.streaming() {
             return Err(ApiError::BadRequest("stream_options is only allowed when stream is true".into()));
         }
@@ -106,10 +123,35 @@ impl GenerationFields {
             seed: self.seed.map(|s| s as u64),
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            logit_bias: self.logit_bias()?,
             ..Default::default()
         };
         let max_tokens = max_tokens.or(self.max_tokens).map(|n| n as usize);
-        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0, prefix_scope: 0 })
+        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0, prefix_scope: 0, logprobs: None })
+    }
+
+    /// `logit_bias` as (token id, bias) pairs: keys are token ids written as strings, values numbers
+    /// (their range, and the ids against the vocabulary, are checked by the engine). At most
+    /// [`MAX_LOGIT_BIAS`] entries, OpenAI's limit, so a body cannot make every step walk a huge map.
+    fn logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
+        let Some(map) = &self.logit_bias else { return Ok(Vec::new()) };
+        if map.len() > MAX_LOGIT_BIAS {
+            return Err(ApiError::BadRequest(format!("logit_bias may hold at most {MAX_LOGIT_BIAS} entries")));
+        }
+        map.iter()
+            .map(|(key, value)| {
+                let id = key.parse::<u32>().map_err(|_| {
+                    ApiError::BadRequest(format!("logit_bias keys must be token ids; got '{}'", bounded(key)))
+                })?;
+                let bias = value.as_f64().ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "logit_bias values must be numbers; token {id} has {}",
+                        value_kind(value)
+                    ))
+                })?;
+                Ok((id, bias as f32))
+            })
+            .collect()
     }
 }
 
@@ -216,6 +258,14 @@ mod tests {
     fn more_than_one_choice_is_refused() {
         assert!(matches!(fields(r#"{"n":2}"#).to_params(None), Err(ApiError::BadRequest(_))));
         assert!(fields(r#"{"n":1}"#).to_params(None).is_ok());
+    }
+
+    #[test]
+    fn logit_bias_is_read_as_token_ids_and_bad_keys_are_refused() {
+        let bias = fields(r#"{"logit_bias":{"42":-100,"7":5.5}}"#).to_params(None).unwrap().sampling.logit_bias;
+        assert_eq!(bias, [(42, -100.0), (7, 5.5)]);
+        assert!(fields(r#"{"logit_bias":{"x":1}}"#).to_params(None).is_err());
+        assert!(fields(r#"{"logit_bias":{"1":"a"}}"#).to_params(None).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod completions_types;
 pub mod docs;
 pub mod generation_fields;
 pub mod inspect;
+pub mod logprobs_body;
 pub mod metrics;
 pub mod models;
 pub mod moderations;

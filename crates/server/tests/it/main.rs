@@ -9,6 +9,7 @@ mod abuse;
 mod api_errors;
 mod api_generation;
 mod api_introspection;
+mod api_logprobs;
 mod api_safety;
 mod api_shapes;
 // The audit and content-safety tests need scores they control, from the test guard double.
