@@ -15,7 +15,8 @@ use candle_core::quantized::gguf_file::{self, Value};
 
 use crate::error::{EngineError, Result};
 use crate::text::bpe;
-use crate::text::spm::{self, SentencePiece, TokenKind};
+use crate::text::spm::{self, SentencePiece};
+use crate::text::token_kind::TokenKind;
 
 /// Text ↔ ids for one model, with the special tokens the model's prompt format and stopping rules need.
 #[derive(Debug)]
