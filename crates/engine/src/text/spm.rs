@@ -14,7 +14,11 @@
 //!    tokens `<0xXX>` of its UTF-8 encoding (byte fallback), so no text is ever lost to `<unk>`.
 //!
 //! Only normal and user-defined pieces take part in step 3: control, unknown and byte pieces are
-//! never produced from text, so a caller who writes `<s>` or `<0x0A>` gets those characters.
+//! never produced from text, so a caller who writes `<s>` or `<0x0A>` gets those characters. This is
+//! the one place we part from llama.cpp on purpose: its merge looks pieces up whatever their type, so
+//! where a control token is spelled by ordinary pieces (a fine-tune's `INST`: `IN` + `ST`), caller
+//! text could merge into it there. Llama 2's own `<s>`/`</s>` cannot form that way, so on them (and
+//! every vocabulary without such a control token) the ids are llama.cpp's.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};

@@ -33,9 +33,10 @@ pub struct Tokenizer {
     stop_ids: Vec<u32>,
     /// `tokenizer.ggml.add_bos_token`: the model expects BOS before every prompt.
     add_bos: bool,
-    /// SentencePiece gives text after a special token (or at the start) one leading space that is not
-    /// the caller's; decoding drops it again after a special token.
-    strip_space_after_special: bool,
+    /// Ids after which SentencePiece gave the following text one leading space that is not the
+    /// caller's (special and user-defined tokens, when `add_space_prefix`); decoding drops it again.
+    /// Empty for BPE.
+    space_after: Vec<bool>,
 }
 
 /// The algorithm that turns text into ids.
@@ -81,8 +82,8 @@ impl Tokenizer {
         let flag = |key: &str| md.get(key).and_then(|v| v.to_bool().ok());
         let unknown = md.get("tokenizer.ggml.unknown_token_id").and_then(|v| v.to_u32().ok());
         // What differs between the two: the encoder, each id's bytes, which ids are hidden, whether BOS
-        // is expected when the metadata does not say, and whether text after a special token got a space.
-        let (encoder, token_bytes, special, add_bos_default, space_after_special) = match model.as_str() {
+        // is expected when the metadata does not say, and after which ids the encoder put a space.
+        let (encoder, token_bytes, special, add_bos_default, space_after) = match model.as_str() {
             "gpt2" => {
                 let (inner, token_bytes) = bpe::from_gguf(md, &tokens, &kinds, path)?;
                 let special = kinds.iter().map(|k| *k == TokenKind::Control).collect();
@@ -91,7 +92,7 @@ impl Tokenizer {
                     token_bytes,
                     special,
                     false,
-                    false,
+                    Vec::new(),
                 )
             }
             "llama" => {
@@ -105,7 +106,14 @@ impl Tokenizer {
                 let spm = SentencePiece::new(&tokens, &scores, &kinds, unknown, add_space_prefix);
                 let special = kinds.iter().map(|k| matches!(k, TokenKind::Control | TokenKind::Unknown)).collect();
                 let token_bytes = tokens.iter().zip(&kinds).map(|(t, k)| spm_token_bytes(t, *k)).collect();
-                (Encoder::Spm(spm), token_bytes, special, true, add_space_prefix)
+                let space_after = kinds
+                    .iter()
+                    .map(|k| {
+                        add_space_prefix
+                            && matches!(k, TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined)
+                    })
+                    .collect();
+                (Encoder::Spm(spm), token_bytes, special, true, space_after)
             }
             other => {
                 return Err(EngineError::unsupported(
@@ -117,7 +125,7 @@ impl Tokenizer {
             }
         };
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default);
-        Ok(Self::with_special_ids(md, &tokens, encoder, token_bytes, special, add_bos, space_after_special))
+        Ok(Self::with_special_ids(md, &tokens, encoder, token_bytes, special, add_bos, space_after))
     }
 
     /// Reads only the header of a GGUF file (a vocabulary-only GGUF is enough) and builds its tokenizer.
@@ -136,7 +144,7 @@ impl Tokenizer {
         token_bytes: Vec<Vec<u8>>,
         special: Vec<bool>,
         add_bos: bool,
-        strip_space_after_special: bool,
+        space_after: Vec<bool>,
     ) -> Self {
         let id_token = |key: &str| {
             md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize).map(|t| (id, t.clone())))
@@ -155,7 +163,7 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Self { encoder, token_bytes, special, bos, eos, stop_ids, add_bos, strip_space_after_special }
+        Self { encoder, token_bytes, special, bos, eos, stop_ids, add_bos, space_after }
     }
 
     /// Loads `tokenizer.json`, with special-token names from `tokenizer_config.json` and the stop ids from
@@ -219,7 +227,7 @@ impl Tokenizer {
             eos,
             stop_ids,
             add_bos: false,
-            strip_space_after_special: false,
+            space_after: Vec::new(),
         })
     }
 
@@ -296,23 +304,22 @@ impl Tokenizer {
     }
 
     /// Decodes ids to text, leaving out control tokens (invalid UTF-8 becomes U+FFFD). For
-    /// SentencePiece the space the encoder puts after a control token such as BOS is dropped, so
-    /// `decode(BOS + encode_text(s))` is `s`.
+    /// SentencePiece the space the encoder puts after a control or user-defined token (BOS above all)
+    /// is dropped, so `decode(BOS + encode_text(s))` is `s`.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
-        let mut after_special = false;
+        let mut after_whole_token = false;
         for id in ids {
-            if self.is_special(*id) {
-                after_special = true;
-                continue;
+            let whole_token = self.space_after.get(*id as usize).copied().unwrap_or(false);
+            if !self.is_special(*id) {
+                let piece = self.token_bytes(*id);
+                let piece = match piece.split_first() {
+                    Some((b' ', rest)) if after_whole_token && !whole_token => rest,
+                    _ => piece,
+                };
+                bytes.extend_from_slice(piece);
             }
-            let piece = self.token_bytes(*id);
-            let piece = match piece.split_first() {
-                Some((b' ', rest)) if after_special && self.strip_space_after_special => rest,
-                _ => piece,
-            };
-            bytes.extend_from_slice(piece);
-            after_special = false;
+            after_whole_token = whole_token;
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }

@@ -167,6 +167,43 @@ fn special_spellings_in_caller_text_stay_text() {
     assert_eq!(t.encode("<s>hello</s>").unwrap(), vec![1, 22172, 2]);
 }
 
+/// Llama 2 has no user-defined tokens and only `<s>`/`</s>` as control tokens; fine-tunes add both. With
+/// `ing`/`ation` retyped user-defined and `INST` control (in the file and, for the reference, in a copy
+/// llama.cpp read), user-defined spellings match as a whole everywhere, control spellings only in the
+/// template's text, and text after either gets the prefix space. One deliberate difference: llama.cpp
+/// can still *merge* `I`+`N`+`S`+`T` into the control token inside caller text; we never produce a
+/// control token from caller text.
+#[test]
+fn user_defined_and_added_control_tokens_match_llama_cpp() {
+    let reference = read_json(fixtures().join("llama-spm/reference.json"));
+    let mut md = vocab_metadata();
+    let Some(Value::Array(types)) = md.get_mut("tokenizer.ggml.token_type") else { panic!("no token types") };
+    for (id, kind) in reference["retyped"]["types"].as_object().unwrap() {
+        types[id.parse::<usize>().unwrap()] = Value::I32(kind.as_i64().unwrap() as i32);
+    }
+    let t = Tokenizer::from_gguf(&md, &vocab_path()).unwrap();
+    let (mut exact, mut kept_as_text) = (0, 0);
+    for case in reference["retyped"]["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let special = with_bos(&t, t.encode(text).unwrap());
+        assert_eq!(special, ids(&case["ids_special"]), "{text:?} with special tokens parsed");
+        let plain = with_bos(&t, t.encode_text(text).unwrap());
+        let llama_cpp = ids(&case["ids"]);
+        if llama_cpp[1..].iter().any(|id| t.is_special(*id)) {
+            assert!(plain[1..].iter().all(|id| !t.is_special(*id)), "{text:?}: {plain:?}");
+            kept_as_text += 1;
+        } else {
+            assert_eq!(plain, llama_cpp, "{text:?} as caller text");
+            exact += 1;
+        }
+        assert_eq!(t.decode(&plain), text);
+    }
+    println!(
+        "retyped vocabulary: {exact} exact, {kept_as_text} where llama.cpp merged caller text into a control token"
+    );
+    assert!(exact >= 25 && kept_as_text <= 4, "{exact} exact, {kept_as_text} kept as text");
+}
+
 /// The vocabulary file's metadata, to change a key and build a tokenizer from it.
 fn vocab_metadata() -> HashMap<String, Value> {
     let mut file = std::fs::File::open(vocab_path()).unwrap();
