@@ -8,10 +8,9 @@
 //! valid UTF-8 (see [`crate::text::detokenize`]).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file::Value;
 
 use crate::error::{EngineError, Result};
 use crate::text::bpe;
@@ -126,14 +125,6 @@ impl Tokenizer {
         };
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default);
         Ok(Self::with_special_ids(md, &tokens, encoder, token_bytes, special, add_bos, space_after))
-    }
-
-    /// Reads only the header of a GGUF file (a vocabulary-only GGUF is enough) and builds its tokenizer.
-    pub fn from_gguf_file(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| EngineError::invalid_model(path, format!("not a valid GGUF file: {e}")))?;
-        Self::from_gguf(&content.metadata, path)
     }
 
     /// Completes a GGUF tokenizer with what every encoder shares: BOS, EOS and the ids that end a turn.

@@ -14,7 +14,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use crate::support::*;
-use llamagate_engine::{ChatMessage, GenerateParams, Model, ModelOptions, ModelSource, SamplingParams, Tokenizer};
+use llamagate_engine::{
+    ChatMessage, EngineError, GenerateParams, Model, ModelOptions, ModelSource, SamplingParams, Tokenizer,
+};
 
 /// The byte tokens `<0x00>`…`<0xFF>` in this vocabulary.
 const BYTE_TOKENS: std::ops::RangeInclusive<u32> = 3..=258;
@@ -202,6 +204,20 @@ fn user_defined_and_added_control_tokens_match_llama_cpp() {
         "retyped vocabulary: {exact} exact, {kept_as_text} where llama.cpp merged caller text into a control token"
     );
     assert!(exact >= 25 && kept_as_text <= 4, "{exact} exact, {kept_as_text} kept as text");
+}
+
+#[test]
+fn damaged_vocabularies_and_other_tokenizer_kinds_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &std::fs::read(vocab_path()).unwrap()[..100_000]).unwrap();
+    let err = Tokenizer::from_gguf_file(&cut).unwrap_err();
+    assert!(matches!(err, EngineError::InvalidModel { .. }), "{err}");
+
+    let mut md = vocab_metadata();
+    md.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
+    let err = Tokenizer::from_gguf(&md, &vocab_path()).unwrap_err();
+    assert!(matches!(err, EngineError::Unsupported { .. }) && err.to_string().contains("'bert'"), "{err}");
 }
 
 /// The vocabulary file's metadata, to change a key and build a tokenizer from it.
