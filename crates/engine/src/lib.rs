@@ -8,8 +8,9 @@
 //! - `llama/` — the model: hyper-parameters, RoPE, projections, the KV cache, and our batching-ready
 //!   forward pass in two forms (llama.cpp's arithmetic on the CPU, candle ops elsewhere).
 //! - [`kernels`] — the CPU pass's SIMD kernels (quantized matmul, attention over f16 and 8-bit caches).
-//! - `text/` — the tokenizer (including one built from GGUF metadata), chat templates, streaming with
-//!   correct UTF-8, and stop strings.
+//! - `text/` — the tokenizer (byte-level BPE or SentencePiece, built from GGUF metadata or a
+//!   `tokenizer.json`), chat templates, caller text kept as text, streaming with correct UTF-8, and stop
+//!   strings.
 //! - `serving/` — [`Model`], the scheduler that steps concurrent requests together, prefix reuse,
 //!   sampling, cancellation, exact token counts, and scoring sessions for next-token probabilities.
 //! - `guard/` — Llama Guard shields: the categories, the prompt, and scores read from next-token

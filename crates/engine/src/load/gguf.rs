@@ -32,12 +32,7 @@ pub struct GgufModel {
 /// Reads a GGUF file. Truncated or corrupt files are reported as [`EngineError::InvalidModel`]; files of
 /// another architecture as [`EngineError::Unsupported`].
 pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
-    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-    crate::load::gguf_check::check_header(&mut file, file_len)
-        .map_err(|reason| EngineError::invalid_model(path, format!("not a valid GGUF file: {reason}")))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| EngineError::invalid_model(path, format!("not a valid GGUF file: {e}")))?;
+    let (mut file, file_len, content) = read_header(path)?;
     for (name, info) in &content.tensor_infos {
         let elems = info.shape.elem_count();
         let block = info.ggml_dtype.block_size();
@@ -122,6 +117,28 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     };
     let model = LlamaModel::new(hp, Embedding::Quantized(token_embd), device.clone(), pass);
     Ok(GgufModel { model, tokenizer, chat_template, name })
+}
+
+/// Opens a GGUF file and parses its header (metadata and tensor table), after checking every declared
+/// length against the file's size so a corrupt header cannot make the parser allocate wildly.
+fn read_header(path: &Path) -> Result<(File, u64, gguf_file::Content)> {
+    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    crate::load::gguf_check::check_header(&mut file, file_len)
+        .map_err(|reason| EngineError::invalid_model(path, format!("not a valid GGUF file: {reason}")))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| EngineError::invalid_model(path, format!("not a valid GGUF file: {e}")))?;
+    Ok((file, file_len, content))
+}
+
+// Defined here rather than in `text/` so the tokenizer never depends on the file loader.
+impl Tokenizer {
+    /// Reads only the header of a GGUF file and builds its tokenizer: a vocabulary-only GGUF (no
+    /// tensors) is enough, which is how tokenizers are tested against llama.cpp's vocab files.
+    pub fn from_gguf_file(path: &Path) -> Result<Self> {
+        let (_, _, content) = read_header(path)?;
+        Self::from_gguf(&content.metadata, path)
+    }
 }
 
 fn hparams(md: &HashMap<String, Value>, path: &Path) -> Result<LlamaHparams> {

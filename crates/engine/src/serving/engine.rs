@@ -153,24 +153,28 @@ impl Model {
     /// The ids of a conversation rendered with the model's chat template, ready for the assistant's
     /// reply: the template writes the control tokens, and every message's content stays text even
     /// when it spells one (`<|im_end|>` in a message is seven ordinary tokens, not an end of turn).
+    /// BOS leads when the model asks for it ([`Tokenizer::with_prompt_bos`]).
     pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let template = self
             .template
             .as_ref()
             .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
-        caller_text::tokenize_conversation(template, &self.tokenizer, messages, true)
+        let ids = caller_text::tokenize_conversation(template, &self.tokenizer, messages, true)?;
+        Ok(self.tokenizer.with_prompt_bos(ids))
     }
 
     /// The ids of `before` + `text` + `after`, where only the server-written `before` and `after` may
     /// produce control tokens (the guard's own prompt format around a caller's conversation).
     pub fn tokenize_around(&self, before: &str, text: &str, after: &str) -> Result<Vec<u32>> {
-        caller_text::tokenize_around(&self.tokenizer, before, text, after)
+        let ids = caller_text::tokenize_around(&self.tokenizer, before, text, after)?;
+        Ok(self.tokenizer.with_prompt_bos(ids))
     }
 
     /// Exact token ids of `text` (special-token strings included), as the prompt will be counted: the
-    /// raw-prompt mode of completions, where the caller writes the whole prompt format.
+    /// raw-prompt mode of completions, where the caller writes the whole prompt format. BOS leads when
+    /// the model asks for it, as llama.cpp adds it ([`Tokenizer::with_prompt_bos`]).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer.encode(text)
+        Ok(self.tokenizer.with_prompt_bos(self.tokenizer.encode(text)?))
     }
 
     /// Checks a prompt and parameters against the model: the prompt must leave room for at least one

@@ -40,10 +40,7 @@ pub(crate) fn tokenize_around(tokenizer: &Tokenizer, before: &str, text: &str, a
     if !spells_control_tokens(tokenizer, text) {
         return tokenizer.encode(&format!("{before}{text}{after}"));
     }
-    let mut ids = tokenizer.encode(before)?;
-    ids.extend(tokenizer.encode_text(text)?);
-    ids.extend(tokenizer.encode(after)?);
-    Ok(ids)
+    tokenizer.encode_parts(&[(before, true), (text, false), (after, true)])
 }
 
 /// Two private-use characters that occur in none of `contents`.
@@ -65,7 +62,8 @@ fn mark(message: &ChatMessage, open: char, close: char) -> ChatMessage {
     ChatMessage { role: message.role.clone(), content: format!("{lead}{open}{core}{close}{trail}") }
 }
 
-/// Tokenizes `rendered`: marked spans as caller text, the rest as the template's.
+/// Tokenizes `rendered`: marked spans as caller text, the rest as the template's, in one
+/// [`Tokenizer::encode_parts`] call (SentencePiece segments them as one text).
 fn splice(tokenizer: &Tokenizer, rendered: &str, open: char, close: char) -> Result<Vec<u32>> {
     let transformed = || {
         EngineError::InvalidRequest(
@@ -74,7 +72,7 @@ fn splice(tokenizer: &Tokenizer, rendered: &str, open: char, close: char) -> Res
                 .into(),
         )
     };
-    let mut ids = Vec::new();
+    let mut parts = Vec::new();
     let mut rest = rendered;
     while let Some(at) = rest.find(open) {
         let (template_text, after) = rest.split_at(at);
@@ -84,13 +82,13 @@ fn splice(tokenizer: &Tokenizer, rendered: &str, open: char, close: char) -> Res
         if template_text.contains(close) || content.contains(open) {
             return Err(transformed());
         }
-        ids.extend(tokenizer.encode(template_text)?);
-        ids.extend(tokenizer.encode_text(content)?);
+        parts.push((template_text, true));
+        parts.push((content, false));
         rest = &after[end + close.len_utf8()..];
     }
     if rest.contains(close) {
         return Err(transformed());
     }
-    ids.extend(tokenizer.encode(rest)?);
-    Ok(ids)
+    parts.push((rest, true));
+    tokenizer.encode_parts(&parts)
 }

@@ -1,46 +1,52 @@
 //! The tokenizer: text ↔ token ids, built from a GGUF's own metadata or from a Hugging Face `tokenizer.json`.
 //!
-//! Encoding goes through the `tokenizers` crate. For GGUF files the BPE model and pre-tokenizer are
-//! assembled from `tokenizer.ggml.*` exactly as llama.cpp does for the named `tokenizer.ggml.pre`
-//! (candle's built-in GGUF tokenizer adds a prefix space and skips SmolLM's digit split, so it disagrees
-//! with llama.cpp). Decoding does not go through the crate: every id maps to its raw bytes, so a stream
-//! can be cut anywhere and reassembled into valid UTF-8 (see [`crate::text::detokenize`]).
+//! Two encoders sit behind one [`Tokenizer`], so chat templates, stop matching, streaming and caller
+//! text work the same for both: byte-level BPE (`tokenizer.ggml.model = gpt2`, and every
+//! `tokenizer.json`; see [`crate::text::bpe`]) and SentencePiece (`llama`: Llama 2, Mistral, TinyLlama;
+//! see [`crate::text::spm`]), each giving llama.cpp's ids for the same text. Decoding does not go through
+//! either encoder: every id maps to its raw bytes, so a stream can be cut anywhere and reassembled into
+//! valid UTF-8 (see [`crate::text::detokenize`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::{EngineError, Result};
-
-/// Llama 3's pre-tokenizer split (also llama.cpp's `llama-bpe`).
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
-const TOKEN_TYPE_CONTROL: i32 = 3;
-const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+use crate::text::bpe;
+use crate::text::spm::{self, SentencePiece};
+use crate::text::token_kind::TokenKind;
 
 /// Text ↔ ids for one model, with the special tokens the model's prompt format and stopping rules need.
 #[derive(Debug)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
-    /// The same tokenizer with special-token parsing off: control-token spellings stay text
-    /// ([`Tokenizer::encode_text`]).
-    plain: tokenizers::Tokenizer,
-    /// Raw bytes of every id: byte-level BPE pieces decoded, added tokens as written.
+    encoder: Encoder,
+    /// Raw bytes of every id: byte-level BPE pieces decoded, SentencePiece `▁` as a space and `<0xXX>`
+    /// as its byte, special tokens as written.
     token_bytes: Vec<Vec<u8>>,
-    /// Control tokens: never part of the text shown to users.
+    /// Control tokens (and SentencePiece's `<unk>`): never part of the text shown to users.
     special: Vec<bool>,
     bos: Option<(u32, String)>,
     eos: Option<(u32, String)>,
     /// Every id that ends a turn (Llama 3 has `<|eot_id|>`, `<|eom_id|>` and `<|end_of_text|>`).
     stop_ids: Vec<u32>,
+    /// `tokenizer.ggml.add_bos_token`: the model expects BOS before every prompt.
+    add_bos: bool,
+    /// Ids after which SentencePiece gave the following text one leading space that is not the
+    /// caller's (special and user-defined tokens, when `add_space_prefix`); decoding drops it again.
+    /// Empty for BPE.
+    space_after: Vec<bool>,
+}
+
+/// The algorithm that turns text into ids.
+#[derive(Debug)]
+enum Encoder {
+    /// Byte-level BPE through the `tokenizers` crate. `plain` is the same tokenizer with special-token
+    /// parsing off: control-token spellings stay text ([`Tokenizer::encode_text`]). Boxed: each is a few
+    /// KiB, and the enum should not be.
+    Bpe { inner: Box<tokenizers::Tokenizer>, plain: Box<tokenizers::Tokenizer> },
+    /// SentencePiece's score-driven merge, our own (the `tokenizers` crate cannot read GGUF scores).
+    Spm(SentencePiece),
 }
 
 /// `inner` with special-token parsing turned off (added special tokens are matched as text).
@@ -55,82 +61,82 @@ impl Tokenizer {
     pub fn from_gguf(md: &HashMap<String, Value>, path: &Path) -> Result<Self> {
         let bad = |r: String| EngineError::invalid_model(path, r);
         let model = md_string(md, "tokenizer.ggml.model").unwrap_or_default();
-        if model != "gpt2" {
-            return Err(EngineError::unsupported(
-                path,
-                format!("tokenizer.ggml.model '{model}'; only byte-level BPE ('gpt2') GGUF tokenizers are supported"),
-            ));
-        }
         let tokens: Vec<String> = md_array(md, "tokenizer.ggml.tokens")
             .ok_or_else(|| bad("tokenizer.ggml.tokens is missing".into()))?
             .iter()
             .map(|v| v.to_string().cloned())
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| bad(format!("tokenizer.ggml.tokens: {e}")))?;
-        let merges: Vec<(String, String)> = md_array(md, "tokenizer.ggml.merges")
-            .ok_or_else(|| bad("tokenizer.ggml.merges is missing".into()))?
-            .iter()
-            .map(|v| {
-                let s = v.to_string().map_err(|e| bad(format!("tokenizer.ggml.merges: {e}")))?;
-                s.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| bad(format!("tokenizer.ggml.merges entry '{s}' has no space")))
-            })
-            .collect::<Result<_>>()?;
-        let types: Vec<i32> = match md_array(md, "tokenizer.ggml.token_type") {
-            Some(v) => v.iter().map(|t| t.to_i32().unwrap_or(1)).collect(),
-            None => vec![1; tokens.len()],
+        let kinds: Vec<TokenKind> = match md_array(md, "tokenizer.ggml.token_type") {
+            Some(v) => v.iter().map(|t| TokenKind::from_gguf(t.to_i32().unwrap_or(1))).collect(),
+            None => vec![TokenKind::Normal; tokens.len()],
         };
-        let pre = md_string(md, "tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
-        let add_space_prefix =
-            md.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-
-        let vocab: tokenizers::models::bpe::Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let ignore_merges = pre == "llama-bpe" || pre == "llama3";
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(|e| bad(format!("BPE model: {e}")))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre_tokenizer = match pre.as_str() {
-            "smollm" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]),
-            "llama-bpe" | "llama3" => Sequence::new(vec![
-                Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
-                    .map_err(|e| bad(format!("pre-tokenizer: {e}")))?
-                    .into(),
-                ByteLevel::new(false, true, false).into(),
-            ]),
-            "default" | "gpt2" | "gpt-2" => Sequence::new(vec![ByteLevel::new(add_space_prefix, true, true).into()]),
+        if kinds.len() != tokens.len() {
+            return Err(bad(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                kinds.len(),
+                tokens.len()
+            )));
+        }
+        let flag = |key: &str| md.get(key).and_then(|v| v.to_bool().ok());
+        let unknown = md.get("tokenizer.ggml.unknown_token_id").and_then(|v| v.to_u32().ok());
+        // What differs between the two: the encoder, each id's bytes, which ids are hidden, whether BOS
+        // is expected when the metadata does not say, and after which ids the encoder put a space.
+        let (encoder, token_bytes, special, add_bos_default, space_after) = match model.as_str() {
+            "gpt2" => {
+                let (inner, token_bytes) = bpe::from_gguf(md, &tokens, &kinds, path)?;
+                let special = kinds.iter().map(|k| *k == TokenKind::Control).collect();
+                (
+                    Encoder::Bpe { plain: Box::new(plain_twin(&inner)), inner: Box::new(inner) },
+                    token_bytes,
+                    special,
+                    false,
+                    Vec::new(),
+                )
+            }
+            "llama" => {
+                let scores: Vec<f32> = match md_array(md, "tokenizer.ggml.scores") {
+                    Some(v) => v.iter().map(|s| s.to_f32().unwrap_or(0.0)).collect(),
+                    None => vec![0.0; tokens.len()],
+                };
+                // llama.cpp's default for SentencePiece vocabularies that do not say.
+                let add_space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+                let unknown = unknown.or_else(|| kinds.iter().position(|k| *k == TokenKind::Unknown).map(|i| i as u32));
+                let spm = SentencePiece::new(&tokens, &scores, &kinds, unknown, add_space_prefix);
+                let special = kinds.iter().map(|k| matches!(k, TokenKind::Control | TokenKind::Unknown)).collect();
+                let token_bytes = tokens.iter().zip(&kinds).map(|(t, k)| spm_token_bytes(t, *k)).collect();
+                let space_after = kinds
+                    .iter()
+                    .map(|k| {
+                        add_space_prefix
+                            && matches!(k, TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined)
+                    })
+                    .collect();
+                (Encoder::Spm(spm), token_bytes, special, true, space_after)
+            }
             other => {
                 return Err(EngineError::unsupported(
                     path,
-                    format!("tokenizer.ggml.pre '{other}'; supported: smollm, llama-bpe, gpt2, default"),
+                    format!(
+                        "tokenizer.ggml.model '{other}'; supported: byte-level BPE ('gpt2') and SentencePiece ('llama')"
+                    ),
                 ));
             }
         };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        let added: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL || **t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(s, t)| AddedToken::from(s.clone(), *t == TOKEN_TYPE_CONTROL))
-            .collect();
-        inner.add_special_tokens(added).map_err(|e| bad(format!("special tokens: {e}")))?;
+        let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default);
+        Ok(Self::with_special_ids(md, &tokens, encoder, token_bytes, special, add_bos, space_after))
+    }
 
-        let special: Vec<bool> = types.iter().map(|t| *t == TOKEN_TYPE_CONTROL).collect();
-        let token_bytes = tokens
-            .iter()
-            .zip(&types)
-            .map(|(t, ty)| {
-                if *ty == TOKEN_TYPE_CONTROL || *ty == TOKEN_TYPE_USER_DEFINED {
-                    t.as_bytes().to_vec()
-                } else {
-                    byte_level_to_bytes(t)
-                }
-            })
-            .collect();
+    /// Completes a GGUF tokenizer with what every encoder shares: BOS, EOS and the ids that end a turn.
+    fn with_special_ids(
+        md: &HashMap<String, Value>,
+        tokens: &[String],
+        encoder: Encoder,
+        token_bytes: Vec<Vec<u8>>,
+        special: Vec<bool>,
+        add_bos: bool,
+        space_after: Vec<bool>,
+    ) -> Self {
         let id_token = |key: &str| {
             md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize).map(|t| (id, t.clone())))
         };
@@ -148,7 +154,7 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { plain: plain_twin(&inner), inner, token_bytes, special, bos, eos, stop_ids })
+        Self { encoder, token_bytes, special, bos, eos, stop_ids, add_bos, space_after }
     }
 
     /// Loads `tokenizer.json`, with special-token names from `tokenizer_config.json` and the stop ids from
@@ -178,7 +184,7 @@ impl Tokenizer {
                     token_bytes[i] = a.content.as_bytes().to_vec();
                     special[i] = a.special;
                 }
-                None => token_bytes[i] = byte_level_to_bytes(tok),
+                None => token_bytes[i] = bpe::byte_level_to_bytes(tok),
             }
         }
 
@@ -204,26 +210,70 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { plain: plain_twin(&inner), inner, token_bytes, special, bos, eos, stop_ids })
+        Ok(Self {
+            encoder: Encoder::Bpe { plain: Box::new(plain_twin(&inner)), inner: Box::new(inner) },
+            token_bytes,
+            special,
+            bos,
+            eos,
+            stop_ids,
+            add_bos: false,
+            space_after: Vec::new(),
+        })
     }
 
     /// Encodes text exactly as the model's reference implementation would after rendering a chat
     /// template: special-token strings in the text become their ids, and no BOS is added (templates
-    /// that want one write it themselves).
+    /// that want one write it themselves; see [`Tokenizer::prompt_bos`]).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        self.encode_parts(&[(text, true)])
     }
 
     /// Encodes text that came from a caller (a message's content): special-token spellings such as
-    /// `<|eot_id|>` stay text and become ordinary tokens, so a caller can never write the prompt
-    /// format's control tokens. No BOS is added.
+    /// `<|eot_id|>` or `<s>` stay text and become ordinary tokens, so a caller can never write the
+    /// prompt format's control tokens. No BOS is added.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.plain.encode_fast(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        self.encode_parts(&[(text, false)])
     }
 
-    /// The text of every control token (`<|im_end|>`, `<|eot_id|>`, …): what a caller's text is
+    /// Encodes consecutive pieces of one prompt: those marked `true` are the template's (special-token
+    /// spellings become their ids), those marked `false` a caller's (they stay text). SentencePiece
+    /// segments the pieces as one text, so the result is the whole prompt's tokenization with only the
+    /// caller's control spellings kept as text; BPE encodes each piece on its own.
+    pub(crate) fn encode_parts(&self, parts: &[(&str, bool)]) -> Result<Vec<u32>> {
+        match &self.encoder {
+            Encoder::Bpe { inner, plain } => {
+                let mut ids = Vec::new();
+                for (text, parse_special) in parts {
+                    let tokenizer = if *parse_special { inner } else { plain };
+                    let enc = tokenizer.encode_fast(*text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+                    ids.extend_from_slice(enc.get_ids());
+                }
+                Ok(ids)
+            }
+            Encoder::Spm(spm) => spm.encode(parts),
+        }
+    }
+
+    /// The BOS id when the model's metadata asks for one before every prompt
+    /// (`tokenizer.ggml.add_bos_token`; llama.cpp's default is yes for SentencePiece, no for BPE):
+    /// what llama.cpp adds when it tokenizes a prompt with its special tokens.
+    pub fn prompt_bos(&self) -> Option<u32> {
+        self.bos.as_ref().filter(|_| self.add_bos).map(|(id, _)| *id)
+    }
+
+    /// `ids` of a whole prompt with [`Tokenizer::prompt_bos`] in front, unless they already start with
+    /// it (a chat template that writes `bos_token` itself gets no second one).
+    pub fn with_prompt_bos(&self, mut ids: Vec<u32>) -> Vec<u32> {
+        if let Some(bos) = self.prompt_bos()
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        ids
+    }
+
+    /// The text of every control token (`<|im_end|>`, `<|eot_id|>`, `<s>`, …): what a caller's text is
     /// checked for before it is spliced into a rendered prompt.
     pub fn special_spellings(&self) -> impl Iterator<Item = &str> {
         self.special
@@ -244,13 +294,24 @@ impl Tokenizer {
         self.special.get(id as usize).copied().unwrap_or(false)
     }
 
-    /// Decodes ids to text, leaving out control tokens (invalid UTF-8 becomes U+FFFD).
+    /// Decodes ids to text, leaving out control tokens (invalid UTF-8 becomes U+FFFD). For
+    /// SentencePiece the space the encoder puts after a control or user-defined token (BOS above all)
+    /// is dropped, so `decode(BOS + encode_text(s))` is `s`.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids
-            .iter()
-            .filter(|id| !self.is_special(**id))
-            .flat_map(|id| self.token_bytes(*id).iter().copied())
-            .collect();
+        let mut bytes = Vec::new();
+        let mut after_whole_token = false;
+        for id in ids {
+            let whole_token = self.space_after.get(*id as usize).copied().unwrap_or(false);
+            if !self.is_special(*id) {
+                let piece = self.token_bytes(*id);
+                let piece = match piece.split_first() {
+                    Some((b' ', rest)) if after_whole_token && !whole_token => rest,
+                    _ => piece,
+                };
+                bytes.extend_from_slice(piece);
+            }
+            after_whole_token = whole_token;
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -275,6 +336,17 @@ impl Tokenizer {
     }
 }
 
+/// The raw bytes a SentencePiece token stands for, as llama.cpp renders it: `▁` as a space, a byte
+/// token as its byte, special and user-defined tokens as written, unused slots as nothing.
+fn spm_token_bytes(token: &str, kind: TokenKind) -> Vec<u8> {
+    match kind {
+        TokenKind::Normal => spm::unescape(token).into_bytes(),
+        TokenKind::Byte => spm::parse_byte_token(token).map_or_else(|| token.as_bytes().to_vec(), |b| vec![b]),
+        TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined => token.as_bytes().to_vec(),
+        TokenKind::Unused => Vec::new(),
+    }
+}
+
 fn md_string(md: &HashMap<String, Value>, key: &str) -> Option<String> {
     md.get(key).and_then(|v| v.to_string().ok()).cloned()
 }
@@ -288,63 +360,5 @@ fn read_json_if_exists(path: &Path) -> Result<Option<serde_json::Value>> {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| EngineError::invalid_model(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(EngineError::io(path, e)),
-    }
-}
-
-/// Inverse of GPT-2's `bytes_to_unicode`: byte-level BPE writes every byte as a printable character
-/// (printable ASCII and Latin-1 as themselves, the rest shifted to U+0100…). Characters outside that map
-/// (only in malformed vocabularies) keep their UTF-8 bytes.
-fn byte_level_to_bytes(token: &str) -> Vec<u8> {
-    token
-        .chars()
-        .flat_map(|c| {
-            let mut buf = [0u8; 4];
-            match char_to_byte(c) {
-                Some(b) => vec![b],
-                None => c.encode_utf8(&mut buf).as_bytes().to_vec(),
-            }
-        })
-        .collect()
-}
-
-fn char_to_byte(c: char) -> Option<u8> {
-    static TABLE: std::sync::OnceLock<HashMap<char, u8>> = std::sync::OnceLock::new();
-    TABLE
-        .get_or_init(|| {
-            let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-            // Printable bytes stand for themselves; the rest are numbered 256, 257, … in byte order.
-            let mut next = 256u32;
-            (0u32..256)
-                .filter_map(|b| {
-                    let cp = if printable(b) {
-                        b
-                    } else {
-                        next += 1;
-                        next - 1
-                    };
-                    char::from_u32(cp).map(|c| (c, b as u8))
-                })
-                .collect()
-        })
-        .get(&c)
-        .copied()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_level_alphabet_round_trips_all_bytes() {
-        // Ġ is the space, Ċ the newline; every byte has exactly one character.
-        assert_eq!(byte_level_to_bytes("Ġhello"), b" hello");
-        assert_eq!(byte_level_to_bytes("Ċ"), b"\n");
-        let mut seen = std::collections::HashSet::new();
-        for cp in (0u32..512).filter_map(char::from_u32) {
-            if let Some(b) = char_to_byte(cp) {
-                assert!(seen.insert(b), "byte {b} mapped twice");
-            }
-        }
-        assert_eq!(seen.len(), 256);
     }
 }
