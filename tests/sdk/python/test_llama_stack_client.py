@@ -64,12 +64,15 @@ def test_completion(client):
     assert out.choices[0].finish_reason in ("stop", "length")
 
 
-def test_completion_with_logprobs_false(client):
-    # The Llama Stack SDK types `logprobs` as a boolean; `False` asks for nothing and must be accepted.
+def test_completion_logprobs_as_the_sdk_types_them(client):
+    # The Llama Stack SDK types `logprobs` as a boolean: `False` asks for nothing, `True` for the chosen tokens'.
     out = client.completions.create(model=MODEL_ID, prompt="The capital of France is", max_tokens=3, logprobs=False)
     assert out.choices[0].text
-    with pytest.raises(BadRequestError):
-        client.completions.create(model=MODEL_ID, prompt="Hi", max_tokens=3, logprobs=True)
+    assert out.choices[0].logprobs is None
+    out = client.completions.create(model=MODEL_ID, prompt="The capital of France is", max_tokens=3, logprobs=True)
+    logprobs = out.choices[0].logprobs
+    assert "".join(logprobs.tokens) == out.choices[0].text
+    assert len(logprobs.token_logprobs) == 3 and all(lp <= 0 for lp in logprobs.token_logprobs)
 
 
 def test_tool_choice_none_answers_without_the_tools(client):
