@@ -53,7 +53,7 @@ oauth_config:
     tiers:                      # per day; tokens refill one every 86400 / tokens seconds
       free: {requests: 1000, tokens: 2000, window_seconds: 86400, priority: 0}
       basic: {requests: 5000, tokens: 43200, window_seconds: 86400, priority: 1}
-      premium: {requests: 50000, tokens: 172800, window_seconds: 86400, priority: 2}
+      premium: {requests: 50000, tokens: 259200, window_seconds: 86400, priority: 2}
       enterprise: {requests: 100000, tokens: 432000, window_seconds: 86400, priority: 3}
 YAML
 export LLAMAGATE_CONFIG="$out/stack.yaml" LLAMAGATE_DEV_KEY_FILE="$out/dev-issuer.json"
@@ -87,8 +87,7 @@ sampler=$!
   --json "$out/report.json" --chart "$out/report.svg" --quiet >"$out/report.txt")
 echo "end: $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/run.txt"
 
-# The server notices the last hang-ups when it next writes to them; give it a moment to close their records.
-sleep 5
+# Budgets and counters from the live server, once it has settled every request (the probe waits for it).
 python3 "$root/benches/soak_check.py" probe --out "$out" --url "$base"
 kill "$sampler" 2>/dev/null || true
 sampler=""

@@ -79,9 +79,28 @@ def get(url, token):
         return response.read().decode()
 
 
+def unclosed_generations(records):
+    """Request ids of generation requests whose closing record is not (yet) in `records`."""
+    opened = {r.get("request_id") for r in records if r.get("event") == "inference_request" and r.get("route") in GENERATION_ROUTES}
+    closed = {r.get("request_id") for r in records if r.get("event") == "inference_response"}
+    return opened - closed
+
+
 def probe(args):
-    """Budgets and counters, read from the live server."""
-    records = read_audit(os.path.join(args.out, "audit.log"))
+    """Budgets and counters, read from the live server once every generation has been settled.
+
+    A client that hung up while its stream waited in the engine's queue is noticed only when the server
+    next writes to it (its first token, or a keep-alive comment); until then its reservation (prompt +
+    max_tokens) is held. The closing audit record is written after the settlement, so once every request
+    is closed in the log, every budget is final."""
+    started = time.time()
+    while True:
+        records = read_audit(os.path.join(args.out, "audit.log"))
+        pending = unclosed_generations(records)
+        if not pending or time.time() - started > args.settle_timeout_s:
+            break
+        time.sleep(1)
+    print(f"probe: waited {time.time() - started:.0f} s for the server to settle; {len(pending)} generations still open")
     tiers = {}
     for r in records:
         if r.get("event") == "inference_request" and r.get("subject") and r.get("route") in GENERATION_ROUTES:
@@ -306,6 +325,7 @@ def main():
     p = sub.add_parser("probe")
     p.add_argument("--out", required=True)
     p.add_argument("--url", required=True)
+    p.add_argument("--settle-timeout-s", type=float, default=180)
     c = sub.add_parser("check")
     c.add_argument("--out", required=True)
     c.add_argument("--warmup-s", type=float, default=120)
