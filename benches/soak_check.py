@@ -9,8 +9,9 @@ Two steps, both on the run's output directory:
          when a bound is broken.
 
 The bounds:
-  1. no 5xx but the documented 503 back-pressure, no transport failure, and each tenant only the
-     statuses its kind allows (a bad token: 401; an oversized body: 413; a valid token: 200, 429, 503);
+  1. no 5xx but the documented 503 back-pressure, no transport failure (a client's own timeout is
+     reported, not counted: it measures waiting, not a fault), and each tenant only the statuses its
+     kind allows (a bad token: 401; an oversized body: 413; a valid token: 200, 429, 503);
   2. resident memory after warm-up grows by at most --rss-bound-mb (the largest sample after the
      warm-up against the first one after it);
   3. every `inference_request` audit record has its closing `inference_response` (same request id),
@@ -178,13 +179,19 @@ def check(args):
     # 1. Statuses, per tenant.
     overall = report["overall"]
     checks.expect(overall["status"]["server_error_5xx"] == 0, f"{overall['status']['server_error_5xx']} 5xx other than 503")
-    checks.expect(overall["status"]["transport"] == 0, f"{overall['status']['transport']} transport failures: {report['errors']}")
+    # A client's own timeout (`timeout` in the scenario) is a latency finding, reported below; any other
+    # transport failure (a refused or reset connection, a stream cut short) is the server's fault.
+    timeouts = sum(e["count"] for e in report["errors"] if e["kind"] == "timeout")
+    broken = overall["status"]["transport"] - timeouts
+    checks.expect(broken == 0, f"{broken} transport failures other than client timeouts: {report['errors']}")
     lines.append(f"load: {report['config']['rate']} req/s Poisson for {report['config']['duration_s']:.0f} s "
                  f"(wall {report['wall_s']:.0f} s), {overall['requests']} requests, "
                  f"{overall['output_tokens']} output tokens in complete answers")
+    lines.append(f"transport failures: {broken}; client timeouts (no complete answer within the scenario's `timeout`): "
+                 f"{timeouts}")
     lines.append("")
-    lines.append("| tenant | requests | HTTP statuses | hung up on purpose | ok | output tokens |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| tenant | requests | HTTP statuses | hung up on purpose | ok | output tokens | TTFT p50 / p99 / max (ms) |")
+    lines.append("|---|---|---|---|---|---|---|")
     for tier in report["tiers"]:
         name, r = tier["tier"], tier
         _, allowed = tenant_kind(tenants[name])
@@ -192,7 +199,10 @@ def check(args):
         unexpected = {s: n for s, n in statuses.items() if s not in allowed}
         checks.expect(not unexpected, f"tenant {name}: unexpected statuses {unexpected}")
         shown = ", ".join(f"{s} × {n}" for s, n in sorted(statuses.items()))
-        lines.append(f"| {name} | {r['requests']} | {shown} | {r['status']['disconnected']} | {r['ok']} | {r['output_tokens']} |")
+        ttft = r["ttft_ms"]
+        shown_ttft = f"{ttft['p50']:.0f} / {ttft['p99']:.0f} / {ttft['max']:.0f}" if ttft else "–"
+        lines.append(f"| {name} | {r['requests']} | {shown} | {r['status']['disconnected']} | {r['ok']} | "
+                     f"{r['output_tokens']} | {shown_ttft} |")
     lines.append("")
 
     # 2. Resident memory.
