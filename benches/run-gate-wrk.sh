@@ -18,7 +18,8 @@ command -v wrk >/dev/null 2>&1 || {
 cargo build --quiet --release --locked -p llamagate-server
 bin="$root/target/release/llamagate"
 work="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+server=""
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 cat >"$work/stack.yaml" <<YAML
 server:
   host: 127.0.0.1
@@ -33,8 +34,9 @@ oauth_config:
 YAML
 (cd "$work" && exec "$bin" --threads 1 serve --config stack.yaml --dev >"$work/out" 2>"$work/err") &
 server=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.2; done
 base="$(sed -n 's/^llamagate listening on //p' "$work/out" | head -1)"
+[ -n "$base" ] || { cat "$work/err" >&2; echo "the server did not start" >&2; exit 1; }
 token="$(cd "$work" && "$bin" token --config stack.yaml --issuer "$base" --sub wrk-user)"
 curl -fsS -o /dev/null -H "Authorization: Bearer $token" "$base/v1/models"
 echo "== $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%Y-%m-%d); binary $(git rev-parse --short HEAD)"

@@ -95,13 +95,7 @@ impl Cli {
     pub fn overrides(&self) -> Scenario {
         let mut tenants: Vec<TenantSpec> = self.tokens_cmd.clone();
         if let Some(token) = &self.token {
-            tenants.push(TenantSpec {
-                tier: "default".into(),
-                weight: 1.0,
-                token: Some(token.clone()),
-                token_env: None,
-                token_cmd: None,
-            });
+            tenants.push(TenantSpec { token: Some(token.clone()), ..TenantSpec::named("default", 1.0) });
         }
         Scenario {
             name: self.name.clone(),

@@ -5,7 +5,9 @@
 //! and not TCP handshakes. Nagle's algorithm is off so small SSE chunks are not delayed on our side.
 //!
 //! A response is read to its end in every case — error bodies too — so the connection returns to
-//! the pool and the latency covers the whole answer.
+//! the pool and the latency covers the whole answer. The exception is a tenant that hangs up on
+//! purpose (`disconnect_after`): its request is dropped mid-way, which closes its connection, as a
+//! browser tab closed in the middle of an answer does.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use anyhow::Context;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use crate::scenario::Plan;
+use crate::scenario::{Disconnect, Plan};
 use crate::sse::{SseParser, StreamError, StreamEvent, StreamTally, Usage};
 use crate::stats::{Class, Failure, Outcome};
 
@@ -49,12 +51,14 @@ impl LoadClient {
         Ok(Self { http, url: format!("{}{}", plan.url, plan.api.path()), stream: plan.stream })
     }
 
-    /// Sends one request and reports how it went; `run_start` anchors `finished_at`.
+    /// Sends one request and reports how it went; `run_start` anchors `finished_at`. With
+    /// `disconnect`, the request is abandoned at that point unless it was complete by then.
     pub async fn send(
         &self,
         tenant: usize,
         authorization: Option<&HeaderValue>,
         body: Vec<u8>,
+        disconnect: Option<Disconnect>,
         run_start: Instant,
     ) -> Outcome {
         let started = Instant::now();
@@ -66,6 +70,7 @@ impl LoadClient {
         let mut outcome = Outcome {
             tenant,
             class: Class::Transport,
+            status: None,
             finished_at: Duration::ZERO,
             latency: Duration::ZERO,
             ttft: None,
@@ -73,26 +78,50 @@ impl LoadClient {
             output_tokens: 0,
             error: None,
         };
+        let first_token = disconnect == Some(Disconnect::FirstToken);
+        let exchange = self.exchange(request, started, first_token, &mut outcome);
+        match disconnect {
+            Some(Disconnect::After(after)) => {
+                // Dropping the unfinished exchange drops its connection: the server sees the hang-up.
+                if tokio::time::timeout(after, exchange).await.is_err() {
+                    outcome.class = Class::Disconnected;
+                    outcome.error = None;
+                }
+            }
+            _ => exchange.await,
+        }
+        let finished = Instant::now();
+        outcome.latency = finished.saturating_duration_since(started);
+        outcome.finished_at = finished.saturating_duration_since(run_start);
+        outcome
+    }
+
+    /// Sends the request and reads its answer into `outcome`; with `first_token`, stops reading (and
+    /// drops the connection) after the first text chunk of a stream.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        started: Instant,
+        first_token: bool,
+        outcome: &mut Outcome,
+    ) {
         match request.send().await {
             Err(e) => outcome.error = Some(describe(&e)),
             Ok(response) => {
                 let status = response.status().as_u16();
+                outcome.status = Some(status);
                 outcome.class = Class::of_status(status);
                 if outcome.class != Class::Ok {
                     // Drain the body so the connection can be reused; its text is the error message.
                     let text = response.text().await.unwrap_or_default();
                     outcome.error = Some(http_failure(status, &text));
                 } else if self.stream {
-                    read_stream(response, started, &mut outcome).await;
+                    read_stream(response, started, first_token, outcome).await;
                 } else {
-                    read_plain(response, &mut outcome).await;
+                    read_plain(response, outcome).await;
                 }
             }
         }
-        let finished = Instant::now();
-        outcome.latency = finished.saturating_duration_since(started);
-        outcome.finished_at = finished.saturating_duration_since(run_start);
-        outcome
     }
 }
 
@@ -113,12 +142,19 @@ async fn read_plain(response: reqwest::Response, outcome: &mut Outcome) {
     }
 }
 
-/// Reads an SSE answer chunk by chunk, timing each text chunk as it arrives.
-async fn read_stream(mut response: reqwest::Response, started: Instant, outcome: &mut Outcome) {
+/// Reads an SSE answer chunk by chunk, timing each text chunk as it arrives; with `first_token`,
+/// hangs up (drops the response) as soon as one text chunk has arrived.
+async fn read_stream(mut response: reqwest::Response, started: Instant, first_token: bool, outcome: &mut Outcome) {
     let mut parser = SseParser::new();
     let mut tally = StreamTally::new(started);
     let mut failure: Option<StreamError> = None;
     loop {
+        if first_token && tally.ttft().is_some() && !tally.is_done() {
+            outcome.class = Class::Disconnected;
+            outcome.ttft = tally.ttft();
+            outcome.output_tokens = tally.output_tokens();
+            return;
+        }
         match response.chunk().await {
             Err(e) => {
                 outcome.class = Class::Transport;

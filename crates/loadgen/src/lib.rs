@@ -53,6 +53,11 @@ pub async fn run_scenario(scenario: &Scenario, live: Arc<Live>) -> anyhow::Resul
     }
     specs.extend(scenario.tenants.iter().flatten().cloned());
     // Token commands can be slow (they may sign with a fresh key); they run before the clock starts.
+    if !plan.stream
+        && let Some(spec) = specs.iter().find(|s| s.disconnect_after == Some(scenario::Disconnect::FirstToken))
+    {
+        anyhow::bail!("tenant {:?}: disconnect_after: first_token needs stream: true", spec.tier);
+    }
     let tenants = tokio::task::spawn_blocking(move || tokens::resolve(&specs)).await??;
     let mix = tokens::TenantMix::new(tenants);
     let prompts = match &plan.prompts {

@@ -15,8 +15,9 @@ use crate::scenario::{Api, MaxTokens, Mode, Plan};
 use crate::stats::{Class, Summary, TierStats};
 use crate::tokens::TenantMix;
 
-/// The JSON report's schema name; bumped when a field changes meaning or goes away.
-pub const SCHEMA: &str = "llamagate-load/report/v1";
+/// The JSON report's schema name; bumped when a field changes meaning or goes away (v2: 503 is
+/// `unavailable_503`, no longer part of `server_error_5xx`; `disconnected` and `http_status` added).
+pub const SCHEMA: &str = "llamagate-load/report/v2";
 
 /// What was run.
 #[derive(Debug, Clone, Serialize)]
@@ -68,8 +69,12 @@ pub struct TierReport {
     /// Of which failed.
     pub failed: u64,
     /// Requests by outcome class (`ok`, `unauthorized_401`, `forbidden_403`, `rate_limited_429`,
-    /// `server_error_5xx`, `other_status`, `transport`); every key is always present.
+    /// `unavailable_503`, `server_error_5xx`, `other_status`, `transport`, `disconnected`); every key
+    /// is always present.
     pub status: BTreeMap<&'static str, u64>,
+    /// Requests by the HTTP status they received (`"200"`, `"413"`, …; only statuses seen). A
+    /// request without a status line (a transport failure, a hang-up before it) is in none.
+    pub http_status: BTreeMap<u16, u64>,
     /// All requests per second of wall time.
     pub requests_per_s: f64,
     /// Successful requests per second.
@@ -167,6 +172,7 @@ fn tier_report(stats: &TierStats, wall_s: f64) -> TierReport {
         ok,
         failed: requests - ok,
         status: Class::ALL.iter().map(|c| (c.key(), stats.count(*c))).collect(),
+        http_status: stats.statuses.clone(),
         requests_per_s: per_s(requests),
         ok_per_s: per_s(ok),
         output_tokens: stats.output_tokens,
@@ -296,6 +302,10 @@ fn render_tier(out: &mut String, title: &str, r: &TierReport) {
         r.status.iter().filter(|(k, v)| **k != "ok" && **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     if !failures.is_empty() {
         let _ = writeln!(out, "  failures: {}", failures.join(", "));
+    }
+    if r.http_status.keys().any(|s| *s != 200) {
+        let statuses: Vec<String> = r.http_status.iter().map(|(s, n)| format!("{s} × {n}")).collect();
+        let _ = writeln!(out, "  HTTP statuses: {}", statuses.join(", "));
     }
     let _ = writeln!(
         out,

@@ -93,11 +93,11 @@ async fn send_one(
     rng: &mut ChaCha8Rng,
     start: Instant,
 ) {
-    let tenant = workload.mix.pick(rng);
-    let body = workload.shape.body(rng);
-    let authorization = workload.mix.tenants()[tenant].authorization.as_ref();
+    let index = workload.mix.pick(rng);
+    let tenant = &workload.mix.tenants()[index];
+    let body = workload.shape.body(rng, tenant.body_bytes);
     live.started();
-    let outcome = client.send(tenant, authorization, body, start).await;
+    let outcome = client.send(index, tenant.authorization.as_ref(), body, tenant.disconnect, start).await;
     live.finished(&outcome);
     // The collector outlives every sender, so this cannot fail while the run is going on.
     let _ = tx.send(outcome);
@@ -165,14 +165,14 @@ async fn open_loop(
         tokio::time::sleep_until((start + offset).into()).await;
         let permit = slots.clone().acquire_owned().await?;
         // Choices are drawn here, in arrival order, so they do not depend on task scheduling.
-        let tenant = workload.mix.pick(&mut rng);
-        let body = workload.shape.body(&mut rng);
+        let index = workload.mix.pick(&mut rng);
+        let body = workload.shape.body(&mut rng, workload.mix.tenants()[index].body_bytes);
         let (client, workload, live, tx) = (client.clone(), workload.clone(), live.clone(), tx.clone());
         last_sent = start.elapsed();
         tokio::spawn(async move {
-            let authorization = workload.mix.tenants()[tenant].authorization.as_ref();
+            let tenant = &workload.mix.tenants()[index];
             live.started();
-            let outcome = client.send(tenant, authorization, body, start).await;
+            let outcome = client.send(index, tenant.authorization.as_ref(), body, tenant.disconnect, start).await;
             live.finished(&outcome);
             drop(permit);
             let _ = tx.send(outcome);

@@ -123,8 +123,40 @@ impl<'de> Deserialize<'de> for DurationSpec {
     }
 }
 
+/// When a tenant's client hangs up on purpose, as a user who closes the tab does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Right after the first streamed text chunk (`first_token`): the server is mid-generation.
+    FirstToken,
+    /// This long after sending (`250ms`, `2s`): whatever the server is doing by then (queueing,
+    /// prefilling, streaming), unless the answer was already complete.
+    After(Duration),
+}
+
+impl FromStr for Disconnect {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "first_token" => Ok(Disconnect::FirstToken),
+            other => match other.parse::<DurationSpec>() {
+                Ok(DurationSpec(d)) if !d.is_zero() => Ok(Disconnect::After(d)),
+                _ => Err(format!("{s:?}: expected first_token or a duration such as 500ms")),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Disconnect {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_or_number(d)
+    }
+}
+
 /// One tenant of a multi-tenant run: a tier name, its share of the requests and where its token
 /// comes from (at most one of `token`, `token_env`, `token_cmd`; none sends no `Authorization`).
+/// The last three keys make a tenant misbehave on purpose, for soak and abuse runs: a forged token,
+/// an oversized body, a client that hangs up.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
@@ -142,6 +174,33 @@ pub struct TenantSpec {
     /// A shell command that prints the token (run once at start with `sh -c`).
     #[serde(default)]
     pub token_cmd: Option<String>,
+    /// Send the token with one character of its JWS signature changed: a forged token, which a
+    /// server must refuse like any bad signature (the token must be a JWT: three dot-separated parts).
+    #[serde(default)]
+    pub forge: bool,
+    /// Pad every request body to at least this many bytes (with filler text in the prompt), e.g.
+    /// past the server's body limit to see its 413.
+    #[serde(default)]
+    pub body_bytes: Option<usize>,
+    /// Hang up on purpose: `first_token` (streamed runs) or after a duration.
+    #[serde(default)]
+    pub disconnect_after: Option<Disconnect>,
+}
+
+impl TenantSpec {
+    /// A well-behaved tenant without a token: every other key at its default.
+    pub fn named(tier: &str, weight: f64) -> Self {
+        Self {
+            tier: tier.to_string(),
+            weight,
+            token: None,
+            token_env: None,
+            token_cmd: None,
+            forge: false,
+            body_bytes: None,
+            disconnect_after: None,
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -368,6 +427,24 @@ mod tests {
         let with_file = file.overridden_by(Scenario { token_file: Some("t.tsv".into()), ..Default::default() });
         assert!(with_file.tenants.is_none());
         assert!(yaml_serde::from_str::<Scenario>("concurency: 8\n").is_err());
+    }
+
+    #[test]
+    fn misbehaving_tenant_keys() {
+        let file: Scenario = yaml_serde::from_str(
+            "tenants:\n  - tier: forged\n    token: a.b.c\n    forge: true\n  - tier: big\n    body_bytes: 2000000\n\
+             \x20 - tier: quitter\n    disconnect_after: first_token\n  - tier: impatient\n    disconnect_after: 250ms\n",
+        )
+        .unwrap();
+        let tenants = file.tenants.unwrap();
+        assert!(tenants[0].forge);
+        assert_eq!(tenants[1].body_bytes, Some(2_000_000));
+        assert_eq!(tenants[2].disconnect_after, Some(Disconnect::FirstToken));
+        assert_eq!(tenants[3].disconnect_after, Some(Disconnect::After(Duration::from_millis(250))));
+        assert_eq!(tenants[3].weight, 1.0);
+        assert!("0s".parse::<Disconnect>().is_err());
+        assert!("first token".parse::<Disconnect>().is_err());
+        assert!(yaml_serde::from_str::<Scenario>("tenants:\n  - tier: x\n    disconnect_after: soon\n").is_err());
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! nothing here locks) adds it to its tier's [`TierStats`], to the overall stats and to the
 //! [`Timeline`] bucket of the second it finished in. Latencies go into HDR histograms (microseconds,
 //! three significant digits overall, two per timeline second to keep long runs small), so
-//! percentiles are exact to 0.1 % without keeping every sample.
+//! percentiles are exact to 0.1 % without keeping every sample. Each tier also counts the HTTP
+//! statuses it received, one count per status code.
 //!
 //! Latency and throughput histograms count successful requests only: a 429 answered in 100 µs is not
 //! a latency, and mixing it in would make a rate-limited run look fast. Failures are counted by
 //! [`Class`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -26,25 +28,32 @@ pub enum Class {
     Forbidden,
     /// 429: rate limited.
     RateLimited,
-    /// 500–599.
+    /// 503: the server shed load (a full engine queue, an unreachable limiter or audit sink) — the
+    /// back-pressure a server documents, kept apart from its failures.
+    Unavailable,
+    /// Any other 5xx: a server failure.
     ServerError,
     /// Any other status (400, 404, 413, …).
     OtherStatus,
     /// No usable response: connect or read errors, timeouts, a stream that broke off or reported an
     /// error after its status line.
     Transport,
+    /// The client hung up on purpose (the tenant's `disconnect_after`) before the answer was complete.
+    Disconnected,
 }
 
 impl Class {
     /// Every class, in report order.
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 9] = [
         Class::Ok,
         Class::Unauthorized,
         Class::Forbidden,
         Class::RateLimited,
+        Class::Unavailable,
         Class::ServerError,
         Class::OtherStatus,
         Class::Transport,
+        Class::Disconnected,
     ];
 
     /// The class of a response status (a 2xx is `Ok` until its body says otherwise).
@@ -54,6 +63,7 @@ impl Class {
             401 => Class::Unauthorized,
             403 => Class::Forbidden,
             429 => Class::RateLimited,
+            503 => Class::Unavailable,
             500..=599 => Class::ServerError,
             _ => Class::OtherStatus,
         }
@@ -66,9 +76,11 @@ impl Class {
             Class::Unauthorized => "unauthorized_401",
             Class::Forbidden => "forbidden_403",
             Class::RateLimited => "rate_limited_429",
+            Class::Unavailable => "unavailable_503",
             Class::ServerError => "server_error_5xx",
             Class::OtherStatus => "other_status",
             Class::Transport => "transport",
+            Class::Disconnected => "disconnected",
         }
     }
 
@@ -84,6 +96,9 @@ pub struct Outcome {
     pub tenant: usize,
     /// How it ended.
     pub class: Class,
+    /// The response's HTTP status; `None` when none arrived (a transport failure, or a hang-up
+    /// before the status line).
+    pub status: Option<u16>,
     /// When it finished, from the start of the run.
     pub finished_at: Duration,
     /// From sending to the end of the body.
@@ -178,7 +193,9 @@ impl LatencyHistogram {
 #[derive(Debug, Clone)]
 pub struct TierStats {
     /// Requests per [`Class`], in [`Class::ALL`] order.
-    pub counts: [u64; 7],
+    pub counts: [u64; Class::ALL.len()],
+    /// Requests per HTTP status received.
+    pub statuses: BTreeMap<u16, u64>,
     /// Time to first token of successful streamed requests.
     pub ttft: LatencyHistogram,
     /// Gaps between text chunks of successful streamed requests.
@@ -194,7 +211,8 @@ pub struct TierStats {
 impl Default for TierStats {
     fn default() -> Self {
         Self {
-            counts: [0; 7],
+            counts: [0; Class::ALL.len()],
+            statuses: BTreeMap::new(),
             ttft: LatencyHistogram::new(3),
             inter_token: LatencyHistogram::new(3),
             latency: LatencyHistogram::new(3),
@@ -208,6 +226,9 @@ impl TierStats {
     /// Adds one outcome.
     pub fn add(&mut self, o: &Outcome) {
         self.counts[o.class.index()] += 1;
+        if let Some(status) = o.status {
+            *self.statuses.entry(status).or_default() += 1;
+        }
         if o.class != Class::Ok {
             return;
         }
@@ -337,6 +358,7 @@ mod tests {
         Outcome {
             tenant: 0,
             class,
+            status: Some(if class == Class::Ok { 200 } else { 429 }),
             finished_at: Duration::from_secs(at_s),
             latency: Duration::from_millis(ms),
             ttft: Some(Duration::from_millis(ms / 2)),
@@ -352,9 +374,12 @@ mod tests {
         assert_eq!(Class::of_status(401), Class::Unauthorized);
         assert_eq!(Class::of_status(403), Class::Forbidden);
         assert_eq!(Class::of_status(429), Class::RateLimited);
-        assert_eq!(Class::of_status(503), Class::ServerError);
+        assert_eq!(Class::of_status(503), Class::Unavailable);
+        assert_eq!(Class::of_status(500), Class::ServerError);
+        assert_eq!(Class::of_status(504), Class::ServerError);
         assert_eq!(Class::of_status(400), Class::OtherStatus);
-        assert_eq!(Class::ALL.iter().map(|c| c.index()).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+        assert_eq!(Class::of_status(413), Class::OtherStatus);
+        assert_eq!(Class::ALL.iter().map(|c| c.index()).collect::<Vec<_>>(), (0..Class::ALL.len()).collect::<Vec<_>>());
     }
 
     #[test]
@@ -368,6 +393,7 @@ mod tests {
         assert_eq!(r.overall.count(Class::Ok), 100);
         assert_eq!(r.overall.count(Class::RateLimited), 2);
         assert_eq!(r.overall.total(), 102);
+        assert_eq!(r.overall.statuses, BTreeMap::from([(200, 100), (429, 2)]));
         let latency = r.overall.latency.summary(1000.0).unwrap();
         assert_eq!(latency.count, 100);
         assert!((latency.p50 - 50.0).abs() < 0.1 && (latency.max - 100.0).abs() < 0.1, "{latency:?}");

@@ -16,7 +16,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reqwest::header::HeaderValue;
 
-use crate::scenario::TenantSpec;
+use crate::scenario::{Disconnect, TenantSpec};
 
 /// A tenant with its token fetched.
 #[derive(Debug, Clone)]
@@ -27,6 +27,10 @@ pub struct Tenant {
     pub weight: f64,
     /// `Bearer <token>`, marked sensitive; `None` sends no `Authorization` header.
     pub authorization: Option<HeaderValue>,
+    /// Pad its request bodies to at least this many bytes.
+    pub body_bytes: Option<usize>,
+    /// When its client hangs up on purpose.
+    pub disconnect: Option<Disconnect>,
 }
 
 impl Tenant {
@@ -43,8 +47,25 @@ impl Tenant {
                 anyhow::Ok(value)
             })
             .transpose()?;
-        Ok(Self { tier: tier.to_string(), weight, authorization })
+        Ok(Self { tier: tier.to_string(), weight, authorization, body_bytes: None, disconnect: None })
     }
+}
+
+/// `token` with one character in the middle of its signature (the third dot-separated part)
+/// changed: still well-formed, but signed by no one. The middle character is never the last one of
+/// the base64url text, whose low bits may be padding that decodes to the same bytes.
+pub fn forge_signature(token: &str) -> anyhow::Result<String> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        bail!("forge: the token is not a JWT (three dot-separated parts)");
+    };
+    if signature.len() < 2 || !signature.is_ascii() {
+        bail!("forge: the token's signature is too short to alter");
+    }
+    let middle = signature.len() / 2;
+    let replacement = if signature.as_bytes()[middle] == b'A' { "B" } else { "A" };
+    let forged = format!("{}{replacement}{}", &signature[..middle], &signature[middle + 1..]);
+    Ok(format!("{header}.{claims}.{forged}"))
 }
 
 /// Parses a token file (see the module docs).
@@ -63,7 +84,7 @@ pub fn parse_token_file(text: &str) -> anyhow::Result<Vec<TenantSpec>> {
         };
         let weight =
             weight.parse().with_context(|| format!("line {}: weight {weight:?} is not a number", index + 1))?;
-        specs.push(TenantSpec { tier: tier.to_string(), weight, token, token_env: None, token_cmd: None });
+        specs.push(TenantSpec { token, ..TenantSpec::named(tier, weight) });
     }
     if specs.is_empty() {
         bail!("no tenants");
@@ -87,17 +108,11 @@ pub fn parse_tokens_cmd(arg: &str) -> Result<TenantSpec, String> {
     if tier.trim().is_empty() || command.trim().is_empty() {
         return Err(format!("{arg:?}: expected TIER:WEIGHT:COMMAND"));
     }
-    Ok(TenantSpec {
-        tier: tier.trim().to_string(),
-        weight,
-        token: None,
-        token_env: None,
-        token_cmd: Some(command.to_string()),
-    })
+    Ok(TenantSpec { token_cmd: Some(command.to_string()), ..TenantSpec::named(tier.trim(), weight) })
 }
 
 /// Fetches every tenant's token: reads the variable, or runs the command with `sh -c` and takes its
-/// trimmed standard output.
+/// trimmed standard output; then forges it when the tenant asks for that.
 pub fn resolve(specs: &[TenantSpec]) -> anyhow::Result<Vec<Tenant>> {
     specs
         .iter()
@@ -115,7 +130,17 @@ pub fn resolve(specs: &[TenantSpec]) -> anyhow::Result<Vec<Tenant>> {
             } else {
                 None
             };
-            Tenant::new(&spec.tier, spec.weight, token.as_deref())
+            let token = match token {
+                Some(token) if spec.forge => {
+                    Some(forge_signature(token.trim()).with_context(|| format!("tenant {:?}", spec.tier))?)
+                }
+                None if spec.forge => bail!("tenant {:?}: forge needs a token", spec.tier),
+                token => token,
+            };
+            let mut tenant = Tenant::new(&spec.tier, spec.weight, token.as_deref())?;
+            tenant.body_bytes = spec.body_bytes;
+            tenant.disconnect = spec.disconnect_after;
+            Ok(tenant)
         })
         .collect()
 }
@@ -153,7 +178,13 @@ impl TenantMix {
     /// A mix of these tenants; with none, one anonymous `default` tenant.
     pub fn new(mut tenants: Vec<Tenant>) -> Self {
         if tenants.is_empty() {
-            tenants.push(Tenant { tier: "default".into(), weight: 1.0, authorization: None });
+            tenants.push(Tenant {
+                tier: "default".into(),
+                weight: 1.0,
+                authorization: None,
+                body_bytes: None,
+                disconnect: None,
+            });
         }
         let cumulative = tenants
             .iter()
@@ -214,14 +245,8 @@ mod tests {
     #[test]
     fn commands_and_sources() {
         let specs = [
-            TenantSpec {
-                tier: "a".into(),
-                weight: 1.0,
-                token: None,
-                token_env: None,
-                token_cmd: Some("echo tok-a".into()),
-            },
-            TenantSpec { tier: "b".into(), weight: 1.0, token: None, token_env: None, token_cmd: None },
+            TenantSpec { token_cmd: Some("echo tok-a".into()), ..TenantSpec::named("a", 1.0) },
+            TenantSpec::named("b", 1.0),
         ];
         let tenants = resolve(&specs).unwrap();
         assert_eq!(tenants[0].authorization.as_ref().unwrap().to_str().unwrap(), "Bearer tok-a");
@@ -231,6 +256,25 @@ mod tests {
         assert!(resolve(&failing).is_err());
         let both = [TenantSpec { token: Some("x".into()), token_cmd: Some("echo y".into()), ..specs[1].clone() }];
         assert!(resolve(&both).is_err());
+    }
+
+    #[test]
+    fn forged_tokens_differ_in_one_signature_character() {
+        let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.MEUCIQDabcdefghAjklmnop";
+        let forged = forge_signature(token).unwrap();
+        let (a, b): (Vec<&str>, Vec<&str>) = (token.split('.').collect(), forged.split('.').collect());
+        assert_eq!((a[0], a[1]), (b[0], b[1]), "header and claims stay as they were");
+        let changed: Vec<usize> = (0..a[2].len()).filter(|&i| a[2].as_bytes()[i] != b[2].as_bytes()[i]).collect();
+        assert_eq!(changed, vec![a[2].len() / 2]);
+        assert_eq!(b[2].len(), a[2].len());
+        // An `A` becomes a `B`, anything else an `A`: the character always changes.
+        assert_eq!(forge_signature("h.c.xAy").unwrap(), "h.c.xBy");
+        assert!(forge_signature("opaque-token").is_err());
+        assert!(forge_signature("h.c.").is_err());
+        let spec = TenantSpec { token: Some(token.into()), forge: true, ..TenantSpec::named("f", 1.0) };
+        let tenant = &resolve(&[spec]).unwrap()[0];
+        assert_eq!(tenant.authorization.as_ref().unwrap().to_str().unwrap(), format!("Bearer {forged}"));
+        assert!(resolve(&[TenantSpec { forge: true, ..TenantSpec::named("f", 1.0) }]).is_err());
     }
 
     #[test]

@@ -115,8 +115,9 @@ pub struct RequestShape {
 }
 
 impl RequestShape {
-    /// A request body with a prompt and `max_tokens` drawn from `rng`.
-    pub fn body(&self, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    /// A request body with a prompt and `max_tokens` drawn from `rng`, padded to at least `pad_to`
+    /// bytes when given (see [`pad`]; the padding draws nothing, so the sequence stays the seed's).
+    pub fn body(&self, rng: &mut ChaCha8Rng, pad_to: Option<usize>) -> Vec<u8> {
         let prompt = &self.prompts[rng.random_range(0..self.prompts.len())];
         let max_tokens = rng.random_range(self.max_tokens.min..=self.max_tokens.max);
         let mut body = match self.api {
@@ -131,8 +132,27 @@ impl RequestShape {
             // Ask for the server's own token count in a final chunk (OpenAI `stream_options`).
             body["stream_options"] = json!({ "include_usage": true });
         }
+        if let Some(min_bytes) = pad_to {
+            pad(&mut body, min_bytes);
+        }
         // Serializing a `Value` cannot fail: every key is a string.
         serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// Lengthens the prompt of a request `body` (the last message's `content`, or `prompt`) with filler
+/// words until the serialized body is at least `min_bytes` long: a valid request, only too big. The
+/// filler is plain ASCII that JSON does not escape, so each character adds exactly one byte.
+pub fn pad(body: &mut Value, min_bytes: usize) {
+    const FILLER: &str = "lorem ipsum dolor sit amet ";
+    let len = serde_json::to_vec(body).map_or(0, |b| b.len());
+    let Some(missing) = min_bytes.checked_sub(len).filter(|&m| m > 0) else { return };
+    let text = match body.get_mut("messages").and_then(Value::as_array_mut) {
+        Some(messages) => messages.last_mut().and_then(|m| m.get_mut("content")),
+        None => body.get_mut("prompt"),
+    };
+    if let Some(Value::String(text)) = text {
+        text.extend(FILLER.chars().cycle().take(missing));
     }
 }
 
@@ -197,15 +217,29 @@ mod tests {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..50 {
-            let body: Value = serde_json::from_slice(&shape.body(&mut rng)).unwrap();
+            let body: Value = serde_json::from_slice(&shape.body(&mut rng, None)).unwrap();
             assert_eq!(body["model"], "m");
             assert!((4..=6).contains(&body["max_tokens"].as_u64().unwrap()));
             assert_eq!(body["stream_options"]["include_usage"], true);
             assert!(body["messages"][0]["content"].is_string());
         }
-        let plain = RequestShape { api: Api::Completions, stream: false, temperature: None, ..shape };
-        let body: Value = serde_json::from_slice(&plain.body(&mut rng)).unwrap();
+        let plain = RequestShape { api: Api::Completions, stream: false, temperature: None, ..shape.clone() };
+        let body: Value = serde_json::from_slice(&plain.body(&mut rng, None)).unwrap();
         assert!(body["prompt"].is_string());
         assert!(body.get("stream").is_none() && body.get("temperature").is_none());
+
+        // Padded bodies are exactly as long as asked, still valid, and draw what unpadded ones draw.
+        for shape in [&shape, &plain] {
+            let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
+            let padded = shape.body(&mut a, Some(1_500_000));
+            let unpadded: Value = serde_json::from_slice(&shape.body(&mut b, None)).unwrap();
+            assert_eq!(padded.len(), 1_500_000);
+            let body: Value = serde_json::from_slice(&padded).unwrap();
+            assert_eq!((&body["model"], &body["max_tokens"]), (&unpadded["model"], &unpadded["max_tokens"]));
+            let prompt = body["messages"][0]["content"].as_str().or(body["prompt"].as_str()).unwrap();
+            assert!(prompt.len() > 1_400_000 && prompt.contains("lorem ipsum dolor"), "{}", &prompt[..80]);
+            // A body already long enough is left as it is.
+            assert_eq!(shape.body(&mut a, Some(10)).len(), shape.body(&mut b, None).len());
+        }
     }
 }

@@ -133,20 +133,27 @@ pub struct TokenClaims<'a> {
     pub tier: Option<&'a str>,
     /// Lifetime in seconds.
     pub ttl: u64,
+    /// Whether the lifetime ended [`EXPIRED_AGO`] seconds ago, for testing a server's refusal.
+    pub expired: bool,
 }
+
+/// How long ago an expired development token's lifetime ended: an hour, well past the largest clock
+/// leeway a server may allow (`oauth_config.clock_leeway` is at most 300 s), so every server refuses it.
+pub const EXPIRED_AGO: u64 = 3600;
 
 impl TokenClaims<'_> {
     /// The JSON claims, with `iat`, `exp` and a random `jti`.
     pub fn to_json(&self) -> anyhow::Result<Value> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let exp = if self.expired { now.saturating_sub(EXPIRED_AGO) } else { now.saturating_add(self.ttl) };
         let mut claims = json!({
             "iss": self.issuer,
             "aud": self.issuer,
             "sub": self.subject,
             "client_id": self.client_id,
             "scope": self.scopes.join(" "),
-            "iat": now,
-            "exp": now.saturating_add(self.ttl),
+            "iat": exp.saturating_sub(self.ttl),
+            "exp": exp,
             "jti": random_hex(16)?,
         });
         if let Some(tier) = self.tier {
@@ -248,7 +255,16 @@ mod tests {
             scopes: &scopes,
             tier: Some("premium"),
             ttl: 60,
+            expired: false,
         };
+        let json = claims.to_json().unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(json["exp"].as_u64().unwrap() - json["iat"].as_u64().unwrap(), 60);
+        assert!(json["exp"].as_u64().unwrap() >= now + 59, "{json}");
+        // An expired token's whole lifetime lies further back than any leeway a server allows.
+        let expired = TokenClaims { expired: true, ..claims }.to_json().unwrap();
+        assert_eq!(expired["exp"].as_u64().unwrap() - expired["iat"].as_u64().unwrap(), 60);
+        assert!(expired["exp"].as_u64().unwrap() + 300 < now, "{expired}");
         let token = issuer.sign(&claims.to_json().unwrap()).unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));

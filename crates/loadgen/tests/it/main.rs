@@ -2,6 +2,7 @@
 //! area; `support` is the fake endpoint most of them run against.
 
 mod arrivals;
+mod misbehaving_tenants;
 mod real_server;
 mod report_outputs;
 mod status_counts;

@@ -53,7 +53,7 @@ impl Setup {
 }
 
 fn tenant(tier: &str, weight: f64, cmd: Option<String>) -> TenantSpec {
-    TenantSpec { tier: tier.into(), weight, token: None, token_env: None, token_cmd: cmd }
+    TenantSpec { token_cmd: cmd, ..TenantSpec::named(tier, weight) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

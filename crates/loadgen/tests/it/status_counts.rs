@@ -21,6 +21,7 @@ async fn counts_by_status_match_the_server() {
             tenant("anonymous", 1.0, None),
             tenant("noscope", 1.0, Some("noscope")),
             tenant("boom", 1.0, Some("boom")),
+            tenant("busy", 1.0, Some("busy")),
             tenant("halfway", 2.0, Some("halfway")),
         ]),
         ..Default::default()
@@ -36,6 +37,7 @@ async fn counts_by_status_match_the_server() {
         ("anonymous", "", "unauthorized_401"),
         ("noscope", "noscope", "forbidden_403"),
         ("boom", "boom", "server_error_5xx"),
+        ("busy", "busy", "unavailable_503"),
     ];
     for (tier, token, class) in expected {
         let t = &report.tiers.iter().find(|t| t.tier == tier).unwrap().report;
@@ -43,7 +45,11 @@ async fn counts_by_status_match_the_server() {
         assert!(t.requests > 0, "tier {tier} was never picked");
         assert_eq!(t.status[class], t.requests, "tier {tier}: {:?}", t.status);
         assert_eq!(t.status.values().sum::<u64>(), t.requests, "tier {tier}");
+        assert_eq!(t.http_status.values().sum::<u64>(), t.requests, "tier {tier}: every request got a status");
     }
+    let status_of = |tier: &str| report.tiers.iter().find(|t| t.tier == tier).unwrap().report.http_status.clone();
+    assert_eq!(status_of("busy").keys().collect::<Vec<_>>(), [&503]);
+    assert_eq!(status_of("boom").keys().collect::<Vec<_>>(), [&500]);
     // The server refuses every second `halfway` request.
     let halfway = &report.tiers.iter().find(|t| t.tier == "halfway").unwrap().report;
     assert_eq!(halfway.requests, fake.seen.count("halfway"));

@@ -38,6 +38,10 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
+    /// Print a token whose lifetime ended an hour ago, which every server refuses as expired: for
+    /// testing clients and load runs (`benches/scenarios/soak.yaml`).
+    #[arg(long)]
+    expired: bool,
     /// The development key file (created when missing).
     #[arg(long, env = "LLAMAGATE_DEV_KEY_FILE", default_value = dev_issuer::DEFAULT_KEY_FILE)]
     key_file: PathBuf,
@@ -74,6 +78,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         scopes: &scopes,
         tier: args.tier.as_deref(),
         ttl: args.ttl,
+        expired: args.expired,
     };
     println!("{}", key.sign(&claims.to_json()?)?);
     Ok(())

@@ -63,6 +63,13 @@ async fn dev_mode_accepts_its_own_tokens_across_restarts() {
     let challenge = response.headers().get("www-authenticate").unwrap().to_str().unwrap().to_string();
     assert!(challenge.contains("insufficient_scope"), "{challenge}");
 
+    // `llamagate token --expired` prints a token the server refuses as expired, whatever its leeway.
+    let expired = token(dir.path(), &server.base, &["--expired"]);
+    let response = client.get(&models_url).bearer_auth(&expired).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let challenge = response.headers().get("www-authenticate").unwrap().to_str().unwrap().to_string();
+    assert!(challenge.contains("the token has expired"), "{challenge}");
+
     // Restarted on the same port and directory, the server reuses the key: the old token still works.
     let port = server.port();
     drop(server);

@@ -2,10 +2,11 @@
 //! token, so a test can make some tenants fail in known ways, and it counts what it received so the
 //! tool's report can be checked against the server's side.
 //!
-//! Tokens: none or `bad` → 401, `noscope` → 403, `limited` → 429, `boom` → 500, `halfway` → 429 on
-//! every second request, `cut` → a stream that stops before `[DONE]`, `broken` → a stream with an
-//! error event, anything else → 200. Streams send a role chunk, then [`TEXT_CHUNKS`] text chunks
-//! [`GAP`] apart after a [`FIRST_DELAY`], then usage (unless the token is `nousage`) and `[DONE]`.
+//! Tokens: none or `bad` → 401, `noscope` → 403, `limited` → 429, `busy` → 503, `boom` → 500,
+//! `halfway` → 429 on every second request, `cut` → a stream that stops before `[DONE]`, `broken` →
+//! a stream with an error event, anything else → 200. Streams send a role chunk, then
+//! [`TEXT_CHUNKS`] text chunks [`GAP`] apart after a [`FIRST_DELAY`], then usage (unless the token is
+//! `nousage`) and `[DONE]`; a stream the client hangs up on is counted in [`Seen::abandoned`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 
 /// A tenant that sends a fixed token (or none).
 pub fn tenant(tier: &str, weight: f64, token: Option<&str>) -> TenantSpec {
-    TenantSpec { tier: tier.into(), weight, token: token.map(str::to_string), token_env: None, token_cmd: None }
+    TenantSpec { token: token.map(str::to_string), ..TenantSpec::named(tier, weight) }
 }
 
 /// Text chunks per streamed answer.
@@ -43,6 +44,10 @@ pub struct Seen {
     pub by_token: Mutex<HashMap<String, u64>>,
     /// Bodies received (the last 1000).
     pub bodies: Mutex<Vec<Value>>,
+    /// The size of each body received, in bytes (the first 1000).
+    pub body_sizes: Mutex<Vec<usize>>,
+    /// Streams dropped before their last event: the client went away.
+    pub abandoned: AtomicU64,
     halfway: AtomicU64,
 }
 
@@ -91,6 +96,12 @@ async fn handle(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) 
         .unwrap_or("")
         .to_string();
     *seen.by_token.lock().unwrap().entry(token.clone()).or_default() += 1;
+    {
+        let mut sizes = seen.body_sizes.lock().unwrap();
+        if sizes.len() < 1000 {
+            sizes.push(body.len());
+        }
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     {
         let mut bodies = seen.bodies.lock().unwrap();
@@ -102,6 +113,7 @@ async fn handle(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) 
         "" | "bad" => return error(StatusCode::UNAUTHORIZED, "invalid_token"),
         "noscope" => return error(StatusCode::FORBIDDEN, "insufficient_scope"),
         "limited" => return error(StatusCode::TOO_MANY_REQUESTS, "rate limited"),
+        "busy" => return error(StatusCode::SERVICE_UNAVAILABLE, "engine busy"),
         "boom" => return error(StatusCode::INTERNAL_SERVER_ERROR, "boom"),
         "halfway" if seen.halfway.fetch_add(1, Ordering::SeqCst) % 2 == 1 => {
             return error(StatusCode::TOO_MANY_REQUESTS, "rate limited");
@@ -117,11 +129,31 @@ async fn handle(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) 
         };
         return axum::Json(json!({ "choices": [choice], "usage": { "completion_tokens": 3 } })).into_response();
     }
-    stream(token, chat)
+    stream(token, chat, seen)
+}
+
+/// Counts a stream as abandoned when it is dropped before its last event was taken.
+struct Watch {
+    seen: Arc<Seen>,
+    finished: bool,
+}
+
+impl Watch {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.seen.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The streamed answer as a body that sleeps between events.
-fn stream(token: String, chat: bool) -> Response {
+fn stream(token: String, chat: bool, seen: Arc<Seen>) -> Response {
     let text = |t: &str| {
         if chat {
             json!({ "choices": [{ "index": 0, "delta": { "content": t } }] })
@@ -152,12 +184,16 @@ fn stream(token: String, chat: bool) -> Response {
             events.push((Duration::ZERO, "[DONE]".to_string()));
         }
     }
-    let body = futures::stream::unfold(events.into_iter(), |mut events| async move {
-        let (delay, data) = events.next()?;
+    let watch = Watch { seen, finished: false };
+    let body = futures::stream::unfold((events.into_iter(), watch), |(mut events, mut watch)| async move {
+        let Some((delay, data)) = events.next() else {
+            watch.finish();
+            return None;
+        };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        Some((Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n"))), events))
+        Some((Ok::<_, Infallible>(Bytes::from(format!("data: {data}\n\n"))), (events, watch)))
     });
     ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(body)).into_response()
 }
