@@ -118,15 +118,16 @@ impl LlamaGuard {
     }
 
     /// How many leading tokens of `ids` are the guard's own text (instructions and category list, up to
-    /// the conversation), the same for every caller judged at this role: found as the tokens two
-    /// one-letter conversations share, less two for merges at the seam. Zero when `ids` does not start
-    /// with them (a first turn whose role changes the tokens), so a caller's text is never kept.
+    /// the conversation), the same for every caller judged at this role: the tokens two one-letter
+    /// conversations share, and `ids` shares with them, less two for merges at the seam. A caller's text
+    /// is never among them: they equal a probe's, which holds none (roles come from a fixed set).
     fn fixed_len(&self, model: &Model, conversation: &[ChatMessage], ids: &[u32]) -> Result<usize> {
         let Some(last) = conversation.last() else { return Ok(0) };
         let probe = |text: &str| self.prompt_ids(model, &[ChatMessage::new(last.role.clone(), text)]);
         let (a, b) = (probe("a")?, probe("b")?);
-        let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count().saturating_sub(2);
-        Ok(if ids.len() > shared && ids[..shared] == a[..shared] { shared } else { 0 })
+        let common = |x: &[u32], y: &[u32]| x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        // An earlier turn's role can differ from the judged one: then `ids` leaves the probe sooner.
+        Ok(common(&a, &b).min(common(&a, ids)).saturating_sub(2))
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Model`]: a loaded model with its tokenizer, chat template and scheduler — the engine's front door.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
@@ -74,6 +75,8 @@ pub struct Model {
     /// once and copied into every later session that starts with them. Only prompts' fixed parts are
     /// kept — never callers' text — so reuse reveals nothing about what anyone else asked.
     fixed_prefixes: Mutex<PrefixCache>,
+    /// Scoring-prompt positions copied from `fixed_prefixes` instead of computed, for benchmarks and tests.
+    reused_scoring_positions: AtomicU64,
 }
 
 /// Positions of fixed scoring prefixes kept (a guard preamble is a few hundred tokens; room for a few
@@ -117,7 +120,14 @@ impl Model {
         let tokenizer = Arc::new(tokenizer);
         let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;
         let fixed_prefixes = Mutex::new(PrefixCache::new(FIXED_PREFIX_POSITIONS));
-        Ok(Self { weights, tokenizer, template, scheduler, info, fixed_prefixes })
+        let reused_scoring_positions = AtomicU64::new(0);
+        Ok(Self { weights, tokenizer, template, scheduler, info, fixed_prefixes, reused_scoring_positions })
+    }
+
+    /// Scoring-prompt positions copied from a remembered fixed part (a guard preamble) rather than
+    /// computed, since the model was loaded: what [`Model::scoring_session_reusing`] saved.
+    pub fn reused_scoring_positions(&self) -> u64 {
+        self.reused_scoring_positions.load(Ordering::Relaxed)
     }
 
     /// Live scheduler counters (batch size, tokens generated).
@@ -292,8 +302,11 @@ impl Model {
         let capacity = prompt_ids.len() + max_continuation;
         self.check_scoring_prompt(prompt_ids, max_continuation)?;
         let mut prefixes = self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((reused, cache)) = prefixes.lookup(0, fixed, capacity).filter(|(n, _)| *n == fixed.len()) {
+        // Looked up with the whole prompt: an entry is a fixed part, and all of it is a start of the
+        // prompt (the lookup leaves the last two tokens to compute, which the fixed part already does).
+        if let Some((reused, cache)) = prefixes.lookup(0, prompt_ids, capacity).filter(|(n, _)| *n == fixed.len()) {
             drop(prefixes);
+            self.reused_scoring_positions.fetch_add(reused as u64, Ordering::Relaxed);
             return ScoringSession::resume(self.weights.clone(), cache, reused, prompt_ids);
         }
         drop(prefixes);

@@ -86,7 +86,9 @@ fn scoring_sessions_agree_with_plain_teacher_forcing() {
 
 #[test]
 fn a_reused_fixed_prefix_gives_the_same_logits_as_a_fresh_prefill() {
-    let m = model();
+    // A model of its own: the counter and the remembered prefixes see only this test's calls.
+    let own = Model::load(&ModelSource::Gguf(default_gguf()), &ModelOptions::default()).unwrap();
+    let m = &own;
     let fixed = m.tokenize("Task: judge the following text carefully and say whether it is").unwrap();
     let continuation = [m.tokenize(" safe").unwrap()[0], 13];
     let fresh = |tail: &str| {
@@ -100,18 +102,36 @@ fn a_reused_fixed_prefix_gives_the_same_logits_as_a_fresh_prefill() {
     {
         let (prompt, plain) = fresh(tail);
         // The first call fills the fixed part; later ones copy it and prefill only the tail.
+        let before = m.reused_scoring_positions();
         let mut reused = m.scoring_session_reusing(&prompt, fixed.len(), 2).unwrap();
         assert_eq!(reused.continuation_logits(&continuation).unwrap(), plain, "call {i}: {tail}");
+        let copied = m.reused_scoring_positions() - before;
+        assert_eq!(copied, if i == 0 { 0 } else { fixed.len() as u64 }, "call {i}");
     }
     // A guard score goes through the same path: twice the same answer, and the same as a fresh session.
     let g = guard(&[]);
     let conversation = user("Tell me about the history of Paris.");
     let first = g.score(m, &conversation).unwrap();
+    let before = m.reused_scoring_positions();
     assert_eq!(g.score(m, &conversation).unwrap(), first);
     let ids = g.prompt_ids(m, &conversation).unwrap();
+    let copied = (m.reused_scoring_positions() - before) as usize;
+    // The preamble — most of the prompt — was copied, not computed.
+    assert!(copied * 2 > ids.len() && copied < ids.len(), "{copied} of {} positions", ids.len());
     let vocab = GuardVocab::new(m.tokenizer(), g.categories()).unwrap();
     let mut plain = m.scoring_session(&ids, vocab.longest_continuation()).unwrap();
     assert_eq!(score_continuations(&mut plain, &vocab).unwrap(), first);
+    // Output checks judge the assistant's turn after the user's: their own preamble is reused as well.
+    let reply = |text: &str| vec![conversation[0].clone(), ChatMessage::new("assistant", text)];
+    g.score(m, &reply("Paris grew from a Celtic settlement.")).unwrap();
+    let before = m.reused_scoring_positions();
+    let second = reply("Paris grew from a Celtic settlement. It became the capital under the Capetians.");
+    let scores = g.score(m, &second).unwrap();
+    let copied = (m.reused_scoring_positions() - before) as usize;
+    let ids = g.prompt_ids(m, &second).unwrap();
+    assert!(copied * 2 > ids.len() && copied < ids.len(), "{copied} of {} positions", ids.len());
+    let mut plain = m.scoring_session(&ids, vocab.longest_continuation()).unwrap();
+    assert_eq!(score_continuations(&mut plain, &vocab).unwrap(), scores);
 }
 
 #[test]
