@@ -4,7 +4,8 @@
 //!   (how every check ran before), then the same check with the preamble's KV state copied in;
 //! - **output checks of a streamed answer** of about 200 tokens: one check per finished sentence over the
 //!   text so far (what `enforce_content_safety` does), summed, against the time the model takes to
-//!   generate 200 tokens — the added latency as a share of the answer's generation time.
+//!   generate 200 tokens — the added latency as a share of the answer's generation time. Reusing, each
+//!   check also copies the caller's previous check (its conversation so far), as the server's do.
 //!
 //! `cargo run --release -p llamagate-engine --example guard_cost -- <model> [rounds]` (default 3 rounds;
 //! medians are printed). The cost of a check depends on the model's shape and the prompt's length, not on
@@ -66,17 +67,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         score_continuations(&mut session, &vocab)?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     };
-    // A check as it runs now (the preamble is filled on the first call and copied afterwards).
-    let reusing = |conversation: &[ChatMessage]| -> Result<f64, Box<dyn std::error::Error>> {
+    // A check as it runs now: the preamble is filled on the first call and copied afterwards, and with
+    // a caller's scope the conversation so far is remembered for that caller's next check.
+    let reusing = |conversation: &[ChatMessage], scope: Option<u64>| -> Result<f64, Box<dyn std::error::Error>> {
         let started = Instant::now();
-        guard.score(&model, conversation)?;
+        guard.score_for(&model, conversation, scope)?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     };
-    reusing(&user)?; // fills the preamble cache
+    reusing(&user, None)?; // fills the preamble cache
     let (mut input_fresh, mut input_reusing) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         input_fresh.push(fresh(&user)?);
-        input_reusing.push(reusing(&user)?);
+        input_reusing.push(reusing(&user, None)?);
     }
 
     // Output checking of a streamed answer: one check per sentence, over the text so far.
@@ -86,12 +88,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stream_reusing = Vec::new();
     let mut generation = Vec::new();
     let chat_prompt = model.tokenize_chat(&user)?;
-    for _ in 0..rounds {
+    for round in 0..rounds {
         let (mut f, mut r) = (0.0, 0.0);
         for text in &prefixes {
             let conversation = [user[0].clone(), ChatMessage::new("assistant", *text)];
             f += fresh(&conversation)?;
-            r += reusing(&conversation)?;
+            // Each round is another stream, of another caller: nothing carries over between rounds.
+            r += reusing(&conversation, Some(round as u64 + 1))?;
         }
         stream_fresh.push(f);
         stream_reusing.push(r);

@@ -58,7 +58,7 @@ pub use llama::hparams::{Llama3RopeScaling, LlamaHparams, RopeLayout};
 pub use llama::kv_cache_type::KvCacheType;
 pub use load::device::DeviceChoice;
 pub use load::source::ModelSource;
-pub use serving::engine::{GenerateParams, Model, ModelInfo, ModelOptions};
+pub use serving::engine::{GenerateParams, Model, ModelInfo, ModelOptions, OwnPrefix};
 pub use serving::generation::{
     FinishReason, GenerationEvent, GenerationOutput, GenerationRequest, GenerationStream, GenerationSummary, Timings,
     Usage,

@@ -22,7 +22,7 @@ use crate::error::{EngineError, Result};
 use crate::guard::categories::CATEGORIES;
 use crate::guard::categories::{GuardCategory, categories_for_model, category_by_code};
 use crate::guard::scores::{GuardScores, GuardVocab, score_continuations};
-use crate::serving::engine::Model;
+use crate::serving::engine::{Model, OwnPrefix};
 use crate::text::chat_template::ChatMessage;
 
 /// Normalises a conversation for `run-shield` as Llama Stack does
@@ -110,24 +110,36 @@ impl LlamaGuard {
     /// Classifies the last turn of `conversation` with `model` as the guard: P(unsafe) and the
     /// distribution over this shield's categories. Blocking, CPU/GPU-bound work.
     pub fn score(&self, model: &Model, conversation: &[ChatMessage]) -> Result<GuardScores> {
+        self.score_for(model, conversation, None)
+    }
+
+    /// [`LlamaGuard::score`] for one caller (`scope`, as [`crate::GenerationRequest::prefix_scope`]):
+    /// the conversation part of the prompt is remembered for that caller alone, so its next check of a
+    /// longer conversation — the next sentence of a streamed answer — prefills only what is new.
+    pub fn score_for(&self, model: &Model, conversation: &[ChatMessage], scope: Option<u64>) -> Result<GuardScores> {
         let ids = self.prompt_ids(model, conversation)?;
         let vocab = GuardVocab::new(model.tokenizer(), &self.categories)?;
-        let fixed_len = self.fixed_len(model, conversation, &ids)?;
-        let mut session = model.scoring_session_reusing(&ids, fixed_len, vocab.longest_continuation())?;
+        let (fixed_len, closing_len) = self.fixed_parts(model, conversation, &ids)?;
+        let own = scope.map(|scope| OwnPrefix { scope, keep: ids.len().saturating_sub(closing_len) });
+        let mut session = model.scoring_session_reusing(&ids, fixed_len, vocab.longest_continuation(), own)?;
         score_continuations(&mut session, &vocab)
     }
 
-    /// How many leading tokens of `ids` are the guard's own text (instructions and category list, up to
-    /// the conversation), the same for every caller judged at this role: the tokens two one-letter
-    /// conversations share, and `ids` shares with them, less two for merges at the seam. A caller's text
-    /// is never among them: they equal a probe's, which holds none (roles come from a fixed set).
-    fn fixed_len(&self, model: &Model, conversation: &[ChatMessage], ids: &[u32]) -> Result<usize> {
-        let Some(last) = conversation.last() else { return Ok(0) };
+    /// The guard's own text around the conversation in `ids`: how many leading tokens (instructions and
+    /// category list) are the same for every caller judged at this role, and how many trailing ones (the
+    /// closing instructions). Found as what two one-letter conversations share at each end, and `ids`
+    /// with them, less two for merges at the seams. A caller's text is never in the leading part: it
+    /// equals a probe's, which holds none (roles come from a fixed set).
+    fn fixed_parts(&self, model: &Model, conversation: &[ChatMessage], ids: &[u32]) -> Result<(usize, usize)> {
+        let Some(last) = conversation.last() else { return Ok((0, 0)) };
         let probe = |text: &str| self.prompt_ids(model, &[ChatMessage::new(last.role.clone(), text)]);
         let (a, b) = (probe("a")?, probe("b")?);
-        let common = |x: &[u32], y: &[u32]| x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        let common = |x: &mut dyn Iterator<Item = (&u32, &u32)>| x.take_while(|(p, q)| p == q).count();
         // An earlier turn's role can differ from the judged one: then `ids` leaves the probe sooner.
-        Ok(common(&a, &b).min(common(&a, ids)).saturating_sub(2))
+        let leading = common(&mut a.iter().zip(&b)).min(common(&mut a.iter().zip(ids)));
+        let trailing =
+            common(&mut a.iter().rev().zip(b.iter().rev())).min(common(&mut a.iter().rev().zip(ids.iter().rev())));
+        Ok((leading.saturating_sub(2), trailing + 2))
     }
 }
 

@@ -79,8 +79,20 @@ pub struct Model {
     reused_scoring_positions: AtomicU64,
 }
 
-/// Positions of fixed scoring prefixes kept (a guard preamble is a few hundred tokens; room for a few
-/// shields' worth).
+/// A scoring prompt's start that only one caller's later prompts may reuse: see
+/// [`Model::scoring_session_reusing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnPrefix {
+    /// The caller's scope, as [`crate::GenerationRequest::prefix_scope`]: entries serve only their scope,
+    /// so no caller learns from timing what another sent. Scope 0 is shared with the fixed parts.
+    pub scope: u64,
+    /// How many leading tokens of the prompt to remember (its conversation, not the closing text).
+    pub keep: usize,
+}
+
+/// Positions of remembered scoring prefixes kept, least recently used evicted first: a guard preamble is a
+/// few hundred tokens, a stream's conversation so far up to a few thousand. The memory is the KV cache's
+/// per position (about 23 KB for the bundled model, 32 KB for a Llama-Guard-3-1B).
 const FIXED_PREFIX_POSITIONS: usize = 4096;
 
 impl std::fmt::Debug for Model {
@@ -287,32 +299,51 @@ impl Model {
 
     /// [`Model::scoring_session`] for a prompt whose first `fixed_len` tokens are the same for every
     /// call (a guard's instructions and category list): those positions are computed once and copied
-    /// into later sessions, so each check prefills only what follows them. The logits are the same as
-    /// without the copy (a prefill in steps of two or more tokens sums in a fresh prefill's order).
+    /// into later sessions, so each check prefills only what follows them. With `own`, the prompt's first
+    /// `own.keep` tokens (the conversation so far, before the closing instructions) are also remembered
+    /// for that caller's scope only, and a later prompt of the same scope that extends them (the next
+    /// output check of one streamed answer) copies them too. The logits are the same as without the
+    /// copies (a prefill in steps of two or more tokens sums in a fresh prefill's order).
     pub fn scoring_session_reusing(
         &self,
         prompt_ids: &[u32],
         fixed_len: usize,
         max_continuation: usize,
+        own: Option<OwnPrefix>,
     ) -> Result<ScoringSession> {
         let fixed = &prompt_ids[..fixed_len.min(prompt_ids.len().saturating_sub(2))];
-        if fixed.is_empty() {
+        if fixed.is_empty() && own.is_none() {
             return self.scoring_session(prompt_ids, max_continuation);
         }
         let capacity = prompt_ids.len() + max_continuation;
         self.check_scoring_prompt(prompt_ids, max_continuation)?;
         let mut prefixes = self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner());
-        // Looked up with the whole prompt: an entry is a fixed part, and all of it is a start of the
-        // prompt (the lookup leaves the last two tokens to compute, which the fixed part already does).
-        if let Some((reused, cache)) = prefixes.lookup(0, prompt_ids, capacity).filter(|(n, _)| *n == fixed.len()) {
-            drop(prefixes);
-            self.reused_scoring_positions.fetch_add(reused as u64, Ordering::Relaxed);
-            return ScoringSession::resume(self.weights.clone(), cache, reused, prompt_ids);
+        // Looked up with the whole prompt: the lookup leaves the last two tokens to compute. The caller's
+        // own earlier prompt first; the fixed part when that covers more.
+        let mut found = own.and_then(|o| prefixes.lookup(o.scope, prompt_ids, capacity));
+        if !fixed.is_empty() && found.as_ref().is_none_or(|(n, _)| *n < fixed.len()) {
+            let shared = prefixes.lookup(0, prompt_ids, capacity).filter(|(n, _)| *n == fixed.len());
+            found = shared.or(found);
         }
         drop(prefixes);
-        let (cache, done) = ScoringSession::prefill_part(&self.weights, fixed, capacity)?;
-        self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner()).insert(0, fixed, &cache);
-        ScoringSession::resume(self.weights.clone(), cache, done, prompt_ids)
+        let (cache, done) = match found {
+            Some((reused, cache)) => {
+                self.reused_scoring_positions.fetch_add(reused as u64, Ordering::Relaxed);
+                (cache, reused)
+            }
+            None if !fixed.is_empty() => {
+                let (cache, done) = ScoringSession::prefill_part(&self.weights, fixed, capacity)?;
+                self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner()).insert(0, fixed, &cache);
+                (cache, done)
+            }
+            None => (self.weights.new_cache(capacity)?, 0),
+        };
+        let session = ScoringSession::resume(self.weights.clone(), cache, done, prompt_ids)?;
+        if let Some(own) = own.filter(|o| o.keep > fixed.len() && o.keep <= prompt_ids.len()) {
+            let mut prefixes = self.fixed_prefixes.lock().unwrap_or_else(|e| e.into_inner());
+            prefixes.insert(own.scope, &prompt_ids[..own.keep], session.cache());
+        }
+        Ok(session)
     }
 }
 

@@ -35,6 +35,13 @@ pub struct ScoringSession {
     rows: Vec<Vec<f32>>,
 }
 
+impl ScoringSession {
+    /// The cache, holding the prompt's positions (and the current extension's after them).
+    pub(crate) fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+}
+
 impl std::fmt::Debug for ScoringSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScoringSession").field("prompt_len", &self.prompt_len).finish_non_exhaustive()

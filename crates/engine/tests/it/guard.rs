@@ -103,7 +103,7 @@ fn a_reused_fixed_prefix_gives_the_same_logits_as_a_fresh_prefill() {
         let (prompt, plain) = fresh(tail);
         // The first call fills the fixed part; later ones copy it and prefill only the tail.
         let before = m.reused_scoring_positions();
-        let mut reused = m.scoring_session_reusing(&prompt, fixed.len(), 2).unwrap();
+        let mut reused = m.scoring_session_reusing(&prompt, fixed.len(), 2, None).unwrap();
         assert_eq!(reused.continuation_logits(&continuation).unwrap(), plain, "call {i}: {tail}");
         let copied = m.reused_scoring_positions() - before;
         assert_eq!(copied, if i == 0 { 0 } else { fixed.len() as u64 }, "call {i}");
@@ -132,6 +132,27 @@ fn a_reused_fixed_prefix_gives_the_same_logits_as_a_fresh_prefill() {
     assert!(copied * 2 > ids.len() && copied < ids.len(), "{copied} of {} positions", ids.len());
     let mut plain = m.scoring_session(&ids, vocab.longest_continuation()).unwrap();
     assert_eq!(score_continuations(&mut plain, &vocab).unwrap(), scores);
+
+    // One caller's stream: each check remembers its conversation for that caller, and the next check of
+    // the longer answer copies it, computing only the new sentence and the closing instructions.
+    let first = reply("Lyon is known for its food.");
+    let next = reply("Lyon is known for its food. Its old town is a World Heritage site.");
+    g.score_for(m, &first, Some(41)).unwrap();
+    let (first_ids, next_ids) = (g.prompt_ids(m, &first).unwrap(), g.prompt_ids(m, &next).unwrap());
+    let before = m.reused_scoring_positions();
+    let scores = g.score_for(m, &next, Some(41)).unwrap();
+    let own = (m.reused_scoring_positions() - before) as usize;
+    // Everything the two prompts share (the preamble and the conversation up to the new sentence), less
+    // the seam margin, was copied.
+    let shared = first_ids.iter().zip(&next_ids).take_while(|(a, b)| a == b).count();
+    assert!(own + 4 >= shared && own <= shared, "{own} copied, {shared} shared");
+    let mut plain = m.scoring_session(&next_ids, vocab.longest_continuation()).unwrap();
+    assert_eq!(score_continuations(&mut plain, &vocab).unwrap(), scores);
+    // Another caller gets the preamble only, never the first caller's conversation.
+    let before = m.reused_scoring_positions();
+    assert_eq!(g.score_for(m, &next, Some(42)).unwrap(), scores);
+    let other = (m.reused_scoring_positions() - before) as usize;
+    assert!(other > 0 && other + 8 < own, "{other} copied for another caller, {own} for the same one");
 }
 
 #[test]

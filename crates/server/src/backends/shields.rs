@@ -62,8 +62,15 @@ impl ServedShield {
         Ok(self.guard.prompt_ids(self.model.backend.local(), conversation)?.len() as u64)
     }
 
-    /// Scores the last turn of `conversation` on the blocking pool.
-    pub async fn score(self: &Arc<Self>, conversation: Vec<ChatMessage>) -> Result<GuardScores, ApiError> {
+    /// Scores the last turn of `conversation` on the blocking pool, for the caller of `prefix_scope`
+    /// ([`crate::gate::caller::Caller::prefix_scope`]): the conversation part of the guard prompt is
+    /// remembered for that caller alone, so its next check of a longer conversation (the next sentence of
+    /// a streamed answer) prefills only what is new.
+    pub async fn score(
+        self: &Arc<Self>,
+        conversation: Vec<ChatMessage>,
+        prefix_scope: u64,
+    ) -> Result<GuardScores, ApiError> {
         #[cfg(feature = "test-guard")]
         if let Some(double) = &self.double {
             return Ok(double.score(self.guard.categories(), &conversation));
@@ -73,7 +80,7 @@ impl ServedShield {
         let started = std::time::Instant::now();
         let scores = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            shield.guard.score(shield.model.backend.local(), &conversation)
+            shield.guard.score_for(shield.model.backend.local(), &conversation, Some(prefix_scope))
         })
         .await
         .map_err(|e| ApiError::Internal(format!("shield scoring task failed: {e}")))??;

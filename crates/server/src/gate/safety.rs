@@ -63,12 +63,17 @@ impl SafetyGate {
     }
 
     /// The violated categories of the last turn of `conversation` at `level`, or `None` when it passes.
-    async fn violations(&self, level: &str, conversation: Vec<ChatMessage>) -> Result<Option<Vec<String>>, ApiError> {
+    async fn violations(
+        &self,
+        caller: &Caller,
+        level: &str,
+        conversation: Vec<ChatMessage>,
+    ) -> Result<Option<Vec<String>>, ApiError> {
         let level_table = self
             .policy
             .level(level)
             .ok_or_else(|| ApiError::Internal(format!("safety level `{level}` is not configured")))?;
-        let scores = self.shield.score(conversation).await?;
+        let scores = self.shield.score(conversation, caller.prefix_scope()).await?;
         let decision =
             self.policy.decide(scores.categories.iter().map(|c| (c.category.code, c.probability)), level_table);
         Ok((!decision.allowed).then(|| decision.violated_names().into_iter().map(String::from).collect()))
@@ -104,7 +109,7 @@ impl SafetyChecks {
     pub async fn check_input(&self, conversation: &[ChatMessage], admission: &mut Admission) -> Result<(), ApiError> {
         let Some(active) = &self.active else { return Ok(()) };
         let conversation = normalize_conversation(conversation.to_vec())?;
-        match active.gate.violations(&active.level, conversation).await? {
+        match active.gate.violations(&active.caller, &active.level, conversation).await? {
             None => Ok(()),
             Some(categories) => {
                 active.refused("input", &categories);
@@ -169,7 +174,7 @@ impl OutputJudge for ReplyJudge {
     async fn violations(&self, text: &str) -> Result<Option<Vec<String>>, ApiError> {
         let mut conversation = normalize_conversation(self.conversation.clone())?;
         conversation.push(ChatMessage::new("assistant", text));
-        let violations = self.active.gate.violations(&self.active.level, conversation).await?;
+        let violations = self.active.gate.violations(&self.active.caller, &self.active.level, conversation).await?;
         if let Some(categories) = &violations {
             self.active.refused("output", categories);
         }

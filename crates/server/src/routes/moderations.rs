@@ -142,7 +142,7 @@ pub async fn create(
     let scoring = async {
         let mut results = Vec::with_capacity(conversations.len());
         for conversation in conversations {
-            let scores = shield.score(conversation).await?;
+            let scores = shield.score(conversation, caller.prefix_scope()).await?;
             results.push(ModerationResult::new(&verdict(&state.safety_levels, level, &scores)?, &scores));
         }
         Ok(results)

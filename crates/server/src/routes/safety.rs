@@ -79,7 +79,7 @@ pub async fn run_shield(
     let messages = request.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
     let conversation = normalize_conversation(messages)?;
     let tokens = shield.prompt_tokens(&conversation)?;
-    let scores = admission.metered(&caller, tokens, shield.score(conversation)).await?;
+    let scores = admission.metered(&caller, tokens, shield.score(conversation, caller.prefix_scope())).await?;
     // Decided at the caller's safety level, as chat is.
     let level = caller.safety_level().unwrap_or_else(|| state.safety_levels.level_name_for(None));
     let verdict = verdict(&state.safety_levels, level, &scores)?;
