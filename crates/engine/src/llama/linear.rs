@@ -1,8 +1,9 @@
 //! [`Linear`]: a weight matrix applied to a batch of rows in the candle forward pass, with the CPU kernel
 //! chosen by format and row count.
 //!
-//! Q4_1 and Q8_0 weights on CPU (the default model's formats) always go through our own kernels
-//! ([`crate::kernels`]: SIMD, llama.cpp's arithmetic); GGUF models made only of those formats skip this
+//! Q4_1, Q8_0, Q5_0, Q4_K and Q6_K weights on CPU (the default model's formats and a Q4_K_M file's) always
+//! go through our own kernels ([`crate::kernels`]: SIMD, llama.cpp's arithmetic); GGUF models made only of
+//! those formats skip this
 //! module altogether and run the CPU pass (`cpu_forward`). Other quantized formats on CPU use candle's
 //! quantized matmul (`QMatMul`) for few rows — it reads the packed weights once and never widens them — and, from
 //! [`DENSE_MIN_ROWS`] rows on, dequantize the weight for that one call and run candle's dense matmul (the
@@ -14,7 +15,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, ggml_file};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
-use crate::kernels::{self, WeightFormat, quantized_matmul};
+use crate::kernels::{WeightFormat, quantized_matmul};
 
 /// Rows (tokens across the batch) from which a quantized weight in a format without our own kernel is
 /// dequantized for a dense matmul. Widening a weight costs about a few rows of a quantized kernel, so
@@ -60,11 +61,15 @@ impl Linear {
     }
 }
 
-/// The formats our own CPU kernels multiply (the default model's); others go through candle.
-fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
+/// The formats our own CPU kernels multiply (the default model's, and those of a Q4_K_M file); others go
+/// through candle.
+pub(crate) fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
     match dtype {
         GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
         GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
+        GgmlDType::Q5_0 => Some(WeightFormat::Q5_0),
+        GgmlDType::Q4K => Some(WeightFormat::Q4K),
+        GgmlDType::Q6K => Some(WeightFormat::Q6K),
         _ => None,
     }
 }
@@ -73,7 +78,7 @@ fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
 fn llama_cpp_forward(w: &QTensor, format: WeightFormat, x: &Tensor) -> Result<Tensor> {
     let (out, inp) = w.shape().dims2()?;
     let (t, x_cols) = x.dims2()?;
-    if x_cols != inp || !inp.is_multiple_of(kernels::BLOCK) {
+    if x_cols != inp || !inp.is_multiple_of(format.block_values()) {
         return Err(candle_core::Error::ShapeMismatchBinaryOp {
             lhs: x.shape().clone(),
             rhs: w.shape().clone(),
