@@ -280,7 +280,9 @@ mod x86 {
             // the activations are re-read from the level-1 cache instead of spilling unpacked weights.
             for r in 0..R {
                 let block = &w[r][ib * Q4_K_BYTES..(ib + 1) * Q4_K_BYTES];
-                let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+                // SAFETY: the block starts with the f16 pair `d`, `dmin`.
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { block.as_ptr().cast::<i32>().read_unaligned() }));
+                let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
                 let (sc, mins) = q4_k_scales(&block[4..16]);
                 let mut x = [_mm256_setzero_si256(); 8];
                 let mut scales = [_mm256_setzero_si256(); 8];
@@ -337,7 +339,9 @@ mod x86 {
             for r in 0..R {
                 let block = &w[r][ib * Q6_K_BYTES..(ib + 1) * Q6_K_BYTES];
                 let p = block.as_ptr();
-                let d = f16_at(block, 208);
+                // SAFETY: the f16 `d` ends the 210-byte block.
+                let bits = unsafe { p.add(208).cast::<u16>().read_unaligned() };
+                let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))));
                 let mut x = [_mm256_setzero_si256(); 8];
                 for half in 0..2 {
                     // SAFETY: ql (128 bytes) and qh (64) lie inside the 210-byte block.

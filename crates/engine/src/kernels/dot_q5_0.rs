@@ -31,6 +31,8 @@ pub fn q5_0<const R: usize, const N: usize>(
     match isa {
         // SAFETY: `isa` only names instruction sets `detect` found on this CPU; lengths checked above.
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if R.is_multiple_of(2) => unsafe { x86::q5_0_zmm(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::q5_0_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::q5_0_avx2(w_rows, acts, out) },
@@ -147,10 +149,13 @@ mod x86 {
                     let mut x = [_mm256_setzero_si256(); R];
                     let mut d = [0.0f32; R];
                     for r in 0..R {
-                        let block = &w[r][ib * Q5_0_BYTES..(ib + 1) * Q5_0_BYTES];
-                        d[r] = f16_at(block, 0);
+                        // SAFETY: block `ib` lies inside every row (checked by the caller).
+                        let block = unsafe { w[r].as_ptr().add(ib * Q5_0_BYTES) };
+                        // SAFETY: the block starts with its f16 scale.
+                        let bits = unsafe { block.cast::<u16>().read_unaligned() };
+                        d[r] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))));
                         // SAFETY: `block` is a whole Q5_0 block.
-                        x[r] = unsafe { block_values(block.as_ptr()) };
+                        x[r] = unsafe { block_values(block) };
                         ax[r] = _mm256_sign_epi8(x[r], x[r]);
                     }
                     for i in 0..N {
@@ -176,6 +181,86 @@ mod x86 {
 
     q5_0_kernel!(q5_0_avx2, "avx2,fma,f16c", idot_avx2);
     q5_0_kernel!(q5_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", idot_vnni);
+
+    /// Lanes 0–7 from `v[0]`, lanes 8–15 from `v[1]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn spread(v: __m128) -> __m512 {
+        let index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_permutexvar_ps(index, _mm512_castps128_ps512(v))
+    }
+
+    /// The 8-lane sums of each half of `v`, in ggml's order: rows `2k` and `2k + 1`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn hsum_halves(v: __m512) -> (f32, f32) {
+        let mut l = [0.0f32; 16];
+        // SAFETY: `l` holds sixteen f32.
+        unsafe { _mm512_storeu_ps(l.as_mut_ptr(), v) };
+        let lane = |h: &[f32]| -> [f32; 8] { std::array::from_fn(|i| h[i]) };
+        (hsum_lanes(lane(&l[..8])), hsum_lanes(lane(&l[8..])))
+    }
+
+    /// Q5_0 with weight rows `2k` and `2k + 1` sharing one 512-bit register (eight lanes each): the fifth
+    /// bits of both blocks form one 64-bit mask, so decoding is a shift, a mask and a masked subtract;
+    /// each row's lanes see exactly the operations of [`q5_0_vnni`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `R` is even; each `w[r]` holds
+    /// `acts[i].len()` Q5_0 blocks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q5_0_zmm<const R: usize, const N: usize>(
+        w: [&[u8]; R],
+        acts: [&[ActivationBlock]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        let low = _mm512_set1_epi8(0x0F);
+        let sixteen = _mm512_set1_epi8(16);
+        let four = 0x0004_0004_0004_0004_i64;
+        let shifts = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+        let halves = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
+        let blocks = acts.first().map_or(0, |a| a.len());
+        for ib in 0..blocks {
+            for k in 0..R / 2 {
+                // SAFETY: block `ib` lies inside every row (checked by the caller); a block is the f16 `d`
+                // (bytes 0–1), the fifth bits (2–5) and the nibbles (6–21).
+                let (d, set, p0, p1) = unsafe {
+                    let b0 = w[2 * k].as_ptr().add(ib * Q5_0_BYTES);
+                    let b1 = w[2 * k + 1].as_ptr().add(ib * Q5_0_BYTES);
+                    let (d0, d1) = (b0.cast::<u16>().read_unaligned(), b1.cast::<u16>().read_unaligned());
+                    let d = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d0) | (i32::from(d1) << 16)));
+                    let (q0, q1) = (b0.add(2).cast::<u32>().read_unaligned(), b1.add(2).cast::<u32>().read_unaligned());
+                    let set: __mmask64 = u64::from(q0) | (u64::from(q1) << 32);
+                    (d, set, _mm_loadu_si128(b0.add(6).cast()), _mm_loadu_si128(b1.add(6).cast()))
+                };
+                // [a, a, b, b] → [a & 15, a >> 4, b & 15, b >> 4]: each row's 32 nibbles, in order.
+                let ab = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(p0), p1);
+                let x = _mm512_permutexvar_epi64(halves, _mm512_castsi256_si512(ab));
+                let x = _mm512_and_si512(_mm512_srlv_epi16(x, shifts), low);
+                // q - 16 where the fifth bit is clear.
+                let x = _mm512_mask_sub_epi8(x, !set, x, sixteen);
+                let ax = _mm512_abs_epi8(x);
+                let negative = _mm512_movepi8_mask(x);
+                for i in 0..N {
+                    let act = &acts[i][ib];
+                    // SAFETY: `qs` is 32 aligned bytes.
+                    let y = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(act.qs.as_ptr().cast()) });
+                    let sy = _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y);
+                    let scale = spread(_mm_mul_ps(d, _mm_set1_ps(act.d)));
+                    let xy = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy));
+                    acc[k][i] = _mm512_fmadd_ps(scale, xy, acc[k][i]);
+                }
+            }
+        }
+        for k in 0..R / 2 {
+            for i in 0..N {
+                let (s0, s1) = hsum_halves(acc[k][i]);
+                out[2 * k][i] = s0;
+                out[2 * k + 1][i] = s1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
