@@ -201,9 +201,11 @@ mod x86 {
         (hsum_lanes(lane(&l[..8])), hsum_lanes(lane(&l[8..])))
     }
 
-    /// Q5_0 with weight rows `2k` and `2k + 1` sharing one 512-bit register (eight lanes each): the fifth
-    /// bits of both blocks form one 64-bit mask, so decoding is a shift, a mask and a masked subtract;
-    /// each row's lanes see exactly the operations of [`q5_0_vnni`].
+    /// Q5_0 with weight rows `2k` and `2k + 1` sharing one 512-bit register (eight lanes each). The
+    /// 5-bit values stay unsigned (`q`, 0–31) and each 4-byte sum `Σ q·a` is corrected by `16 · Σ a`,
+    /// formed once per activation block for every weight row: the same exact integers as ggml's signed
+    /// `Σ (q - 16)·a`, with fewer instructions per product. Each row's lanes then see exactly the float
+    /// operations of [`q5_0_vnni`].
     ///
     /// # Safety
     /// The CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `R` is even; each `w[r]` holds
@@ -222,6 +224,14 @@ mod x86 {
         let halves = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
         let blocks = acts.first().map_or(0, |a| a.len());
         for ib in 0..blocks {
+            // Each activation block for both halves, and its `16 · Σ a` per 4-byte group.
+            let mut y = [_mm512_setzero_si512(); N];
+            let mut bias = [_mm512_setzero_si512(); N];
+            for i in 0..N {
+                // SAFETY: `qs` is 32 aligned bytes.
+                y[i] = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(acts[i][ib].qs.as_ptr().cast()) });
+                bias[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, y[i]);
+            }
             for k in 0..R / 2 {
                 // SAFETY: block `ib` lies inside every row (checked by the caller); a block is the f16 `d`
                 // (bytes 0–1), the fifth bits (2–5) and the nibbles (6–21).
@@ -234,22 +244,17 @@ mod x86 {
                     let set: __mmask64 = u64::from(q0) | (u64::from(q1) << 32);
                     (d, set, _mm_loadu_si128(b0.add(6).cast()), _mm_loadu_si128(b1.add(6).cast()))
                 };
-                // [a, a, b, b] → [a & 15, a >> 4, b & 15, b >> 4]: each row's 32 nibbles, in order.
+                // [a, a, b, b] → [a & 15, a >> 4, b & 15, b >> 4]: each row's 32 nibbles, in order, plus 16
+                // where the fifth bit is set.
                 let ab = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(p0), p1);
                 let x = _mm512_permutexvar_epi64(halves, _mm512_castsi256_si512(ab));
                 let x = _mm512_and_si512(_mm512_srlv_epi16(x, shifts), low);
-                // q - 16 where the fifth bit is clear.
-                let x = _mm512_mask_sub_epi8(x, !set, x, sixteen);
-                let ax = _mm512_abs_epi8(x);
-                let negative = _mm512_movepi8_mask(x);
+                let x = _mm512_mask_add_epi8(x, set, x, sixteen);
+                let d = spread(d);
                 for i in 0..N {
-                    let act = &acts[i][ib];
-                    // SAFETY: `qs` is 32 aligned bytes.
-                    let y = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(act.qs.as_ptr().cast()) });
-                    let sy = _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y);
-                    let scale = spread(_mm_mul_ps(d, _mm_set1_ps(act.d)));
-                    let xy = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy));
-                    acc[k][i] = _mm512_fmadd_ps(scale, xy, acc[k][i]);
+                    let sums = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y[i]), bias[i]);
+                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(acts[i][ib].d));
+                    acc[k][i] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums), acc[k][i]);
                 }
             }
         }
