@@ -19,10 +19,13 @@
 //!   running sum.
 //!
 //! Integer sums are exact however they are formed, so the AVX2 path and the portable one agree bit for bit
-//! (the tests check it). The AVX-512 machines run the AVX2 path: these formats' sub-block scales make the
-//! 16-bit products of `vpmaddubsw` the natural step, which VNNI would not shorten.
+//! (the tests check it). AVX-512 machines run the same steps two 32-value runs per register
+//! ([`super::dot_k_zmm`]); these formats' sub-block scales make the 16-bit products of `vpmaddubsw` the
+//! natural step, which VNNI would not shorten.
 
 use super::dot::{f16_at, hsum_lanes};
+#[cfg(target_arch = "x86_64")]
+use super::dot_k_zmm;
 use super::isa::Isa;
 use super::quantize_k::{SUPER_BLOCK, SuperBlock};
 
@@ -55,9 +58,13 @@ pub fn q4_k<const R: usize, const N: usize>(
         // SAFETY: `isa` only names instruction sets `detect` found on this CPU (both include AVX2, FMA and
         // F16C); lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni | Isa::Avx2 if pairs => unsafe { x86::q4_k::<R, N, 2>(w_rows, acts, out) },
+        Isa::Avx512Vnni if pairs => unsafe { dot_k_zmm::q4_k::<R, N, 2>(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni | Isa::Avx2 => unsafe { x86::q4_k::<R, N, 8>(w_rows, acts, out) },
+        Isa::Avx512Vnni => unsafe { dot_k_zmm::q4_k::<R, N, 8>(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if pairs => unsafe { x86::q4_k::<R, N, 2>(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::q4_k::<R, N, 8>(w_rows, acts, out) },
         _ if pairs => portable::q4_k::<R, N, 2>(w_rows, acts, out),
         _ => portable::q4_k::<R, N, 8>(w_rows, acts, out),
     }
@@ -90,9 +97,13 @@ pub fn q6_k<const R: usize, const N: usize>(
     match isa {
         // SAFETY: as in `q4_k`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni | Isa::Avx2 if tiled => unsafe { x86::q6_k::<R, N, true>(w_rows, acts, out) },
+        Isa::Avx512Vnni if tiled => unsafe { dot_k_zmm::q6_k::<R, N, true>(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni | Isa::Avx2 => unsafe { x86::q6_k::<R, N, false>(w_rows, acts, out) },
+        Isa::Avx512Vnni => unsafe { dot_k_zmm::q6_k::<R, N, false>(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if tiled => unsafe { x86::q6_k::<R, N, true>(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::q6_k::<R, N, false>(w_rows, acts, out) },
         _ if tiled => portable::q6_k::<R, N, true>(w_rows, acts, out),
         _ => portable::q6_k::<R, N, false>(w_rows, acts, out),
     }
@@ -109,7 +120,7 @@ fn check_lengths<const R: usize, const N: usize>(w_rows: &[&[u8]; R], block_byte
 /// The eight 6-bit scales and eight 6-bit minimums packed in a Q4_K block's 12 bytes (ggml's
 /// `get_scale_min_k4`).
 #[inline(always)]
-fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut scales = [0u8; 8];
     let mut mins = [0u8; 8];
     for j in 0..8 {
@@ -127,7 +138,7 @@ fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 /// `Σ_s mins[s] · (bsums[2s] + bsums[2s+1])` over sub-blocks `s` in `subs`: the minimums' share of a
 /// Q4_K block, exact.
 #[inline(always)]
-fn q4_k_min_sum(mins: &[u8; 8], a: &SuperBlock, subs: std::ops::Range<usize>) -> i32 {
+pub(super) fn q4_k_min_sum(mins: &[u8; 8], a: &SuperBlock, subs: std::ops::Range<usize>) -> i32 {
     subs.map(|s| i32::from(mins[s]) * (i32::from(a.bsums[2 * s]) + i32::from(a.bsums[2 * s + 1]))).sum()
 }
 
@@ -507,11 +518,18 @@ mod tests {
                 let got = f64::from(expected[0][i]);
                 assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "q4={q4}: {got} vs {exact}");
             }
+            let mut isas = Vec::new();
             if detect() != Isa::Portable {
-                let simd = run(Isa::Avx2);
+                isas.push(Isa::Avx2);
+            }
+            if detect() == Isa::Avx512Vnni {
+                isas.push(Isa::Avx512Vnni);
+            }
+            for isa in isas {
+                let simd = run(isa);
                 for r in 0..2 {
                     for i in 0..3 {
-                        assert_eq!(simd[r][i].to_bits(), expected[r][i].to_bits(), "q4={q4} {r},{i}");
+                        assert_eq!(simd[r][i].to_bits(), expected[r][i].to_bits(), "{isa:?} q4={q4} {r},{i}");
                     }
                 }
             }

@@ -11,7 +11,7 @@
 //! Layout: [`isa`] picks the instruction set every kernel uses, [`quantize`] turns f32 activations into
 //! 8-bit blocks of 32 values and [`quantize_k`] into ggml's 256-value Q8_K blocks (which K-quant weights
 //! multiply), [`dot`] multiplies Q4_1 and Q8_0 weight rows by activation rows, [`dot_q5_0`] Q5_0 ones and
-//! [`dot_k`] Q4_K and Q6_K ones, [`matmul`] runs a whole
+//! [`dot_k`] Q4_K and Q6_K ones (`dot_k_zmm`: their AVX-512 twins), [`matmul`] runs a whole
 //! projection over a batch of rows on the engine's threads ([`team`]), [`ops`] holds the norm, rotary,
 //! softmax and SiLU steps with ggml's rounding, and [`attention`] / [`attention_q8`] read the f16 and
 //! 8-bit KV caches.
@@ -20,6 +20,8 @@ pub mod attention;
 pub mod attention_q8;
 pub mod dot;
 pub mod dot_k;
+#[cfg(target_arch = "x86_64")]
+mod dot_k_zmm;
 pub mod dot_q5_0;
 pub mod isa;
 pub mod matmul;
