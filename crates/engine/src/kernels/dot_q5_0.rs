@@ -224,13 +224,15 @@ mod x86 {
         let halves = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
         let blocks = acts.first().map_or(0, |a| a.len());
         for ib in 0..blocks {
-            // Each activation block for both halves, and its `16 · Σ a` per 4-byte group.
+            // Each activation block for both halves, and `-16 · Σ a` per 4-byte group: the starting value of
+            // every product's sums.
             let mut y = [_mm512_setzero_si512(); N];
             let mut bias = [_mm512_setzero_si512(); N];
             for i in 0..N {
                 // SAFETY: `qs` is 32 aligned bytes.
                 y[i] = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(acts[i][ib].qs.as_ptr().cast()) });
-                bias[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, y[i]);
+                let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, y[i]);
+                bias[i] = _mm512_sub_epi32(_mm512_setzero_si512(), sums);
             }
             for k in 0..R / 2 {
                 // SAFETY: block `ib` lies inside every row (checked by the caller); a block is the f16 `d`
@@ -252,7 +254,7 @@ mod x86 {
                 let x = _mm512_mask_add_epi8(x, set, x, sixteen);
                 let d = spread(d);
                 for i in 0..N {
-                    let sums = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y[i]), bias[i]);
+                    let sums = _mm512_dpbusd_epi32(bias[i], x, y[i]);
                     let scale = _mm512_mul_ps(d, _mm512_set1_ps(acts[i][ib].d));
                     acc[k][i] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums), acc[k][i]);
                 }
