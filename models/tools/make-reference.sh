@@ -18,7 +18,7 @@ for case in json.load(open(sys.argv[1]))["cases"]:
     print(" ".join(str(t) for t in case["prompt_ids"]))
 PY
 
-for variant in Q4_K_M Q6_K Q8_0; do
+for variant in Q4_K_M Q5_K_M Q6_K Q8_0; do
   file="SmolLM2-135M-Instruct.$variant.gguf"
   echo "llama.cpp on $file ..." >&2
   "$tool" "models/cache/$file" </tmp/llamagate-reference-prompts.txt >/tmp/llamagate-reference.jsonl

@@ -27,13 +27,9 @@ use super::dot::{f16_at, hsum_lanes};
 #[cfg(target_arch = "x86_64")]
 use super::dot_k_zmm;
 use super::isa::Isa;
+pub use super::k_blocks::{Q4_K_BYTES, Q6_K_BYTES};
+use super::k_blocks::{q4_k_min_sum, q4_k_scales};
 use super::quantize_k::{SUPER_BLOCK, SuperBlock};
-
-/// Bytes of one Q4_K block: f16 `d`, f16 `dmin`, 12 bytes of 6-bit scales and minimums, 128 bytes of 4-bit
-/// values.
-pub const Q4_K_BYTES: usize = 144;
-/// Bytes of one Q6_K block: 128 bytes of low 4 bits, 64 of high 2 bits, 16 signed 8-bit scales, f16 `d`.
-pub const Q6_K_BYTES: usize = 210;
 
 /// Which of llama.cpp's two repacked Q4_K kernels a product reproduces (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,31 +111,6 @@ fn check_lengths<const R: usize, const N: usize>(w_rows: &[&[u8]; R], block_byte
         w_rows.iter().all(|w| w.len() == blocks * block_bytes) && acts.iter().all(|a| a.len() == blocks),
         "row lengths differ"
     );
-}
-
-/// The eight 6-bit scales and eight 6-bit minimums packed in a Q4_K block's 12 bytes (ggml's
-/// `get_scale_min_k4`).
-#[inline(always)]
-pub(super) fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut scales = [0u8; 8];
-    let mut mins = [0u8; 8];
-    for j in 0..8 {
-        if j < 4 {
-            scales[j] = s[j] & 63;
-            mins[j] = s[j + 4] & 63;
-        } else {
-            scales[j] = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-            mins[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        }
-    }
-    (scales, mins)
-}
-
-/// `Σ_s mins[s] · (bsums[2s] + bsums[2s+1])` over sub-blocks `s` in `subs`: the minimums' share of a
-/// Q4_K block, exact.
-#[inline(always)]
-pub(super) fn q4_k_min_sum(mins: &[u8; 8], a: &SuperBlock, subs: std::ops::Range<usize>) -> i32 {
-    subs.map(|s| i32::from(mins[s]) * (i32::from(a.bsums[2 * s]) + i32::from(a.bsums[2 * s + 1]))).sum()
 }
 
 #[allow(clippy::needless_range_loop)]

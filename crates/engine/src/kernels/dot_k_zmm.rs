@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::dot::hsum_lanes;
-use super::dot_k::{Q4_K_BYTES, Q6_K_BYTES, q4_k_min_sum, q4_k_scales};
+use super::k_blocks::{Q4_K_BYTES, Q6_K_BYTES, q4_k_min_sum, q4_k_scales};
 use super::quantize_k::SuperBlock;
 
 /// Word indices picking, for pair `j` of 32-value runs, scale `2j` for the first 16 words and `2j + 1` for

@@ -9,6 +9,8 @@ use super::BLOCK;
 use super::dot::{self, Q4_1_BYTES, Q8_0_BYTES};
 use super::dot_k::{self, Q4_K_BYTES, Q4KOrder, Q6_K_BYTES, Q6K_TILED_MIN_ROWS, Q6KOrder};
 use super::dot_q5_0::{self, Q5_0_BYTES};
+use super::dot_q5_1::{self, Q5_1_BYTES};
+use super::dot_q5_k::{self, Q5_K_BYTES};
 use super::isa::{Isa, isa};
 use super::quantize::{ActivationBlock, quantize_row};
 use super::quantize_k::{SUPER_BLOCK, SuperBlock, quantize_row_k};
@@ -24,6 +26,12 @@ pub enum WeightFormat {
     /// ggml's Q5_0: 5-bit values with a per-block scale (K-quant files' fallback for rows of a length
     /// that is not a multiple of 256).
     Q5_0,
+    /// ggml's Q5_1: 5-bit values with a per-block scale and minimum (K-quant files' fallback for Q5_K in
+    /// rows of a length that is not a multiple of 256).
+    Q5_1,
+    /// ggml's Q5_K: 256-value super-blocks of 5-bit values with 6-bit sub-block scales and minimums (most
+    /// matrices of a Q5_K_M file).
+    Q5K,
     /// ggml's Q4_K: 256-value super-blocks of 4-bit values with 6-bit sub-block scales and minimums
     /// (most matrices of a Q4_K_M file).
     Q4K,
@@ -38,6 +46,8 @@ impl WeightFormat {
             Self::Q4_1 => Q4_1_BYTES,
             Self::Q8_0 => Q8_0_BYTES,
             Self::Q5_0 => Q5_0_BYTES,
+            Self::Q5_1 => Q5_1_BYTES,
+            Self::Q5K => Q5_K_BYTES,
             Self::Q4K => Q4_K_BYTES,
             Self::Q6K => Q6_K_BYTES,
         }
@@ -50,7 +60,7 @@ impl WeightFormat {
 
     /// Whether the format multiplies Q8_K activations (256-value blocks) rather than 32-value ones.
     fn is_k_quant(self) -> bool {
-        matches!(self, Self::Q4K | Self::Q6K)
+        matches!(self, Self::Q4K | Self::Q5K | Self::Q6K)
     }
 }
 
@@ -253,7 +263,10 @@ impl ActivationKind for ActivationBlock {
             WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, acts, out),
             WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, acts, out),
             WeightFormat::Q5_0 => dot_q5_0::q5_0(isa, w_rows, acts, out),
-            WeightFormat::Q4K | WeightFormat::Q6K => unreachable!("K-quant weights read Q8_K activations"),
+            WeightFormat::Q5_1 => dot_q5_1::q5_1(isa, w_rows, acts, out),
+            WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+                unreachable!("K-quant weights read Q8_K activations")
+            }
         }
     }
 }
@@ -273,9 +286,13 @@ impl ActivationKind for SuperBlock {
                 let order = if place.in_group_of_four { Q4KOrder::Pairs } else { Q4KOrder::Blocks };
                 dot_k::q4_k(isa, order, w_rows, acts, out);
             }
-            WeightFormat::Q6K => {
+            WeightFormat::Q5K | WeightFormat::Q6K => {
                 let order = if place.rows >= Q6K_TILED_MIN_ROWS { Q6KOrder::Tiled } else { Q6KOrder::Lanes };
-                dot_k::q6_k(isa, order, w_rows, acts, out);
+                if format == WeightFormat::Q5K {
+                    dot_q5_k::q5_k(isa, order, w_rows, acts, out);
+                } else {
+                    dot_k::q6_k(isa, order, w_rows, acts, out);
+                }
             }
             _ => unreachable!("only K-quant weights read Q8_K activations"),
         }
@@ -331,6 +348,8 @@ mod tests {
             (WeightFormat::Q4_1, GgmlDType::Q4_1),
             (WeightFormat::Q8_0, GgmlDType::Q8_0),
             (WeightFormat::Q5_0, GgmlDType::Q5_0),
+            (WeightFormat::Q5_1, GgmlDType::Q5_1),
+            (WeightFormat::Q5K, GgmlDType::Q5K),
             (WeightFormat::Q4K, GgmlDType::Q4K),
             (WeightFormat::Q6K, GgmlDType::Q6K),
         ] {

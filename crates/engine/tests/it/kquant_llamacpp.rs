@@ -1,7 +1,7 @@
-//! The default model requantized to Q4_K_M and Q6_K by llama.cpp's quantizer (`models/make-variants.sh`)
-//! against llama.cpp's own outputs on the same files (`tests/fixtures/smollm2-*-llamacpp.json`):
-//! teacher-forced logits, greedy generation, and that the CPU pass (our Q5_0, Q4_K, Q6_K and Q8_0
-//! kernels) is what runs them.
+//! The default model requantized to Q4_K_M, Q5_K_M, Q6_K and Q8_0 by llama.cpp's quantizer
+//! (`models/make-variants.sh`) against llama.cpp's own outputs on the same files (`tests/fixtures/smollm2-*-llamacpp.json`):
+//! teacher-forced logits, greedy generation, and that the CPU pass (our Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and
+//! Q8_0 kernels) is what runs them.
 
 use std::path::PathBuf;
 
@@ -67,6 +67,12 @@ fn compare(name: &str, fixture: &str) -> f32 {
 #[test]
 fn q4_k_m_matches_llamacpp() {
     let worst = compare("Q4_K_M", "smollm2-q4_k_m-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
+
+#[test]
+fn q5_k_m_matches_llamacpp() {
+    let worst = compare("Q5_K_M", "smollm2-q5_k_m-llamacpp.json");
     assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
 }
 
