@@ -32,6 +32,8 @@ pub fn q5_1<const R: usize, const N: usize>(
     match isa {
         // SAFETY: `isa` only names instruction sets `detect` found on this CPU; lengths checked above.
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if R.is_multiple_of(2) => unsafe { x86::q5_1_zmm(w_rows, acts, out) },
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::q5_1_vnni(w_rows, acts, out) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::q5_1_avx2(w_rows, acts, out) },
@@ -182,6 +184,78 @@ mod x86 {
 
     q5_1_kernel!(q5_1_avx2, "avx2,fma,f16c", idot_avx2);
     q5_1_kernel!(q5_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", idot_vnni);
+
+    /// Q5_1 with weight rows `2k` and `2k + 1` sharing one 512-bit register (eight lanes each), as
+    /// [`super::super::dot_q5_0`]'s Q5_0 kernel: the fifth bits of both blocks form one 64-bit mask, and
+    /// the unsigned values meet the activations in one `vpdpbusd`. Each row's lanes, and its `m · s`
+    /// chain (lanes 1 and 3 of a four-lane register), see exactly the operations of [`q5_1_vnni`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `R` is even; each `w[r]` holds
+    /// `acts[i].len()` Q5_1 blocks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q5_1_zmm<const R: usize, const N: usize>(
+        w: [&[u8]; R],
+        acts: [&[ActivationBlock]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); N]; R];
+        let mut summs = [[_mm_setzero_ps(); N]; R];
+        let low = _mm512_set1_epi8(0x0F);
+        let sixteen = _mm512_set1_epi8(16);
+        let four = 0x0004_0004_0004_0004_i64;
+        let shifts = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+        let halves = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
+        // Lanes 0–7 take lane 0 (row 2k's d), lanes 8–15 lane 2 (row 2k + 1's d).
+        let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        let blocks = acts.first().map_or(0, |a| a.len());
+        for ib in 0..blocks {
+            let mut y = [_mm512_setzero_si512(); N];
+            for i in 0..N {
+                // SAFETY: `qs` is 32 aligned bytes.
+                y[i] = _mm512_broadcast_i64x4(unsafe { _mm256_load_si256(acts[i][ib].qs.as_ptr().cast()) });
+            }
+            for k in 0..R / 2 {
+                // SAFETY: block `ib` lies inside every row (checked by the caller); a block is the f16 `d`
+                // and `m` (bytes 0–3), the fifth bits (4–7) and the nibbles (8–23).
+                let (dm, set, p0, p1) = unsafe {
+                    let b0 = w[2 * k].as_ptr().add(ib * Q5_1_BYTES);
+                    let b1 = w[2 * k + 1].as_ptr().add(ib * Q5_1_BYTES);
+                    let (h0, h1) = (b0.cast::<i32>().read_unaligned(), b1.cast::<i32>().read_unaligned());
+                    let dm = _mm_cvtph_ps(_mm_unpacklo_epi32(_mm_cvtsi32_si128(h0), _mm_cvtsi32_si128(h1)));
+                    let (q0, q1) = (b0.add(4).cast::<u32>().read_unaligned(), b1.add(4).cast::<u32>().read_unaligned());
+                    let set: __mmask64 = u64::from(q0) | (u64::from(q1) << 32);
+                    (dm, set, _mm_loadu_si128(b0.add(8).cast()), _mm_loadu_si128(b1.add(8).cast()))
+                };
+                let ab = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(p0), p1);
+                let x = _mm512_permutexvar_epi64(halves, _mm512_castsi256_si512(ab));
+                let x = _mm512_and_si512(_mm512_srlv_epi16(x, shifts), low);
+                let x = _mm512_mask_add_epi8(x, set, x, sixteen);
+                let d = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dm));
+                for i in 0..N {
+                    let act = &acts[i][ib];
+                    summs[k][i] = _mm_fmadd_ps(dm, _mm_set1_ps(act.s), summs[k][i]);
+                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(act.d));
+                    let xy = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y[i]));
+                    acc[k][i] = _mm512_fmadd_ps(scale, xy, acc[k][i]);
+                }
+            }
+        }
+        for k in 0..R / 2 {
+            for i in 0..N {
+                let mut l = [0.0f32; 16];
+                let mut m = [0.0f32; 4];
+                // SAFETY: `l` holds sixteen f32, `m` four.
+                unsafe {
+                    _mm512_storeu_ps(l.as_mut_ptr(), acc[k][i]);
+                    _mm_storeu_ps(m.as_mut_ptr(), summs[k][i]);
+                }
+                let lanes = |h: &[f32]| -> [f32; 8] { std::array::from_fn(|j| h[j]) };
+                out[2 * k][i] = hsum_lanes(lanes(&l[..8])) + m[1];
+                out[2 * k + 1][i] = hsum_lanes(lanes(&l[8..])) + m[3];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
