@@ -20,9 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Pinned: the newest llama-cpp-python on the package index when this was written (`pip index versions
-# llama-cpp-python`, 2026-12-04); the figures in benches/RESULTS.md were measured with it.
-LLAMA_CPP_PYTHON_VERSION=0.3.36
+# Pinned in benches/llamacpp.version (shared with models/tools/build.sh): the newest llama-cpp-python on the
+# package index when this was written (`pip index versions llama-cpp-python`, 2026-12-04); the figures in
+# benches/RESULTS.md were measured with it.
+LLAMA_CPP_PYTHON_VERSION="$(cat benches/llamacpp.version)"
 
 root="$PWD/.bench"
 src="$root/src"

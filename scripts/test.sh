@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./models/fetch.sh
+# The K-quant variants the engine's llama.cpp agreement tests load: made from the default model by llama.cpp's
+# quantizer (built once into .bench/, a few minutes; nothing to do when the checksummed files exist).
+./models/make-variants.sh
 ./scripts/setup-sdk.sh
 # The rate-limit tests start their own redis-server (never a system one) and fail, not skip, without it.
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -76,12 +76,13 @@ fn check_lengths<const R: usize, const N: usize>(
 
 /// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`: ggml's `hsum_float_8`.
 #[inline(always)]
-fn hsum_lanes(l: [f32; 8]) -> f32 {
+pub(super) fn hsum_lanes(l: [f32; 8]) -> f32 {
     let r = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
     (r[0] + r[2]) + (r[1] + r[3])
 }
 
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
+/// The little-endian f16 at byte `at` of `bytes`, widened.
+pub(super) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 

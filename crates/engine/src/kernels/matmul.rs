@@ -7,8 +7,13 @@
 
 use super::BLOCK;
 use super::dot::{self, Q4_1_BYTES, Q8_0_BYTES};
+use super::dot_k::{self, Q4_K_BYTES, Q4KOrder, Q6_K_BYTES, Q6K_TILED_MIN_ROWS, Q6KOrder};
+use super::dot_q5_0::{self, Q5_0_BYTES};
+use super::dot_q5_1::{self, Q5_1_BYTES};
+use super::dot_q5_k::{self, Q5_K_BYTES};
 use super::isa::{Isa, isa};
 use super::quantize::{ActivationBlock, quantize_row};
+use super::quantize_k::{SUPER_BLOCK, SuperBlock, quantize_row_k};
 use super::team;
 
 /// The weight formats these kernels multiply.
@@ -18,6 +23,21 @@ pub enum WeightFormat {
     Q4_1,
     /// ggml's Q8_0: 8-bit values with a per-block scale.
     Q8_0,
+    /// ggml's Q5_0: 5-bit values with a per-block scale (K-quant files' fallback for rows of a length
+    /// that is not a multiple of 256).
+    Q5_0,
+    /// ggml's Q5_1: 5-bit values with a per-block scale and minimum (K-quant files' fallback for Q5_K in
+    /// rows of a length that is not a multiple of 256).
+    Q5_1,
+    /// ggml's Q5_K: 256-value super-blocks of 5-bit values with 6-bit sub-block scales and minimums (most
+    /// matrices of a Q5_K_M file).
+    Q5K,
+    /// ggml's Q4_K: 256-value super-blocks of 4-bit values with 6-bit sub-block scales and minimums
+    /// (most matrices of a Q4_K_M file).
+    Q4K,
+    /// ggml's Q6_K: 256-value super-blocks of 6-bit values with 8-bit sub-block scales (the rest of a
+    /// Q4_K_M file, and all of a Q6_K one).
+    Q6K,
 }
 
 impl WeightFormat {
@@ -25,7 +45,22 @@ impl WeightFormat {
         match self {
             Self::Q4_1 => Q4_1_BYTES,
             Self::Q8_0 => Q8_0_BYTES,
+            Self::Q5_0 => Q5_0_BYTES,
+            Self::Q5_1 => Q5_1_BYTES,
+            Self::Q5K => Q5_K_BYTES,
+            Self::Q4K => Q4_K_BYTES,
+            Self::Q6K => Q6_K_BYTES,
         }
+    }
+
+    /// Values per block: a row's length must be a multiple of it.
+    pub fn block_values(self) -> usize {
+        if self.is_k_quant() { SUPER_BLOCK } else { BLOCK }
+    }
+
+    /// Whether the format multiplies Q8_K activations (256-value blocks) rather than 32-value ones.
+    fn is_k_quant(self) -> bool {
+        matches!(self, Self::Q4K | Self::Q5K | Self::Q6K)
     }
 }
 
@@ -44,24 +79,39 @@ pub struct Matrix<'a> {
 }
 
 /// `t` rows of activations quantized once (8-bit blocks, ggml's rounding) for every projection that
-/// reads them: Q, K and V read the same normed input, as do the gate and up projections.
+/// reads them: Q, K and V read the same normed input, as do the gate and up projections. Each of ggml's
+/// two activation formats is made only if one of the matrices needs it: 32-value blocks for Q4_1, Q5_0
+/// and Q8_0 weights, 256-value Q8_K blocks for K-quant weights.
 #[derive(Debug)]
 pub struct Activations {
     blocks: Vec<ActivationBlock>,
+    super_blocks: Vec<SuperBlock>,
     t: usize,
     cols: usize,
 }
 
 impl Activations {
-    /// Quantizes `x`, `t` rows of `cols` values (`cols` a multiple of 32; the caller checks).
-    pub fn quantize(x: &[f32], t: usize, cols: usize) -> Self {
+    /// Quantizes `x`, `t` rows of `cols` values, for matrices in `formats` (`cols` a multiple of each
+    /// format's [`WeightFormat::block_values`]; the caller checks).
+    pub fn quantize(x: &[f32], t: usize, cols: usize, formats: &[WeightFormat]) -> Self {
         assert!(cols.is_multiple_of(BLOCK) && x.len() == t * cols, "activation shape");
-        let blocks_per_row = cols / BLOCK;
-        let mut blocks = vec![ActivationBlock::default(); t * blocks_per_row];
-        for (row, out) in x.chunks_exact(cols).zip(blocks.chunks_exact_mut(blocks_per_row)) {
-            quantize_row(row, out);
+        let (mut blocks, mut super_blocks) = (Vec::new(), Vec::new());
+        if formats.iter().any(|f| !f.is_k_quant()) {
+            let per_row = cols / BLOCK;
+            blocks = vec![ActivationBlock::default(); t * per_row];
+            for (row, out) in x.chunks_exact(cols).zip(blocks.chunks_exact_mut(per_row)) {
+                quantize_row(row, out);
+            }
         }
-        Self { blocks, t, cols }
+        if formats.iter().any(|f| f.is_k_quant()) {
+            assert!(cols.is_multiple_of(SUPER_BLOCK), "activation shape");
+            let per_row = cols / SUPER_BLOCK;
+            super_blocks = vec![SuperBlock::default(); t * per_row];
+            for (row, out) in x.chunks_exact(cols).zip(super_blocks.chunks_exact_mut(per_row)) {
+                quantize_row_k(row, out);
+            }
+        }
+        Self { blocks, super_blocks, t, cols }
     }
 }
 
@@ -76,7 +126,7 @@ pub fn quantized_matmul(
     x: &[f32],
     t: usize,
 ) -> Vec<f32> {
-    let acts = Activations::quantize(x, t, cols);
+    let acts = Activations::quantize(x, t, cols, &[format]);
     let [y] = project(&acts, [Matrix { format, bytes: weight, rows }]);
     y
 }
@@ -85,9 +135,12 @@ pub fn quantized_matmul(
 /// matrix's `rows` values. One pass instead of one per matrix halves the number of times the engine's
 /// threads meet per layer, which is most of the cost of a second thread on a model this small.
 pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) -> [Vec<f32>; M] {
-    let (t, blocks) = (acts.t, acts.cols / BLOCK);
+    let t = acts.t;
     for m in &matrices {
+        let blocks = acts.cols / m.format.block_values();
         assert_eq!(m.bytes.len(), m.rows * blocks * m.format.block_bytes(), "weight shape");
+        let quantized = if m.format.is_k_quant() { acts.super_blocks.len() } else { acts.blocks.len() };
+        assert_eq!(quantized, t * blocks, "activations quantized for another format");
     }
     if t == 0 {
         return std::array::from_fn(|_| Vec::new());
@@ -102,7 +155,12 @@ pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) ->
         }
     }
     team::for_each_item(tasks, |_, (j, first, out)| {
-        rows_times_activations(&matrices[j], isa, first, &acts.blocks, t, out);
+        let m = &matrices[j];
+        if m.format.is_k_quant() {
+            rows_times_activations(m, isa, first, &acts.super_blocks, t, out);
+        } else {
+            rows_times_activations(m, isa, first, &acts.blocks, t, out);
+        }
     });
     if t == 1 {
         return transposed;
@@ -126,7 +184,14 @@ const TILES_AHEAD: usize = 2;
 
 /// Rows `first ..` of `m` (as many as `out` holds, `out` being `[rows, t]`) times every activation row
 /// (`acts`: `t` rows of blocks).
-fn rows_times_activations(m: &Matrix<'_>, isa: Isa, first: usize, acts: &[ActivationBlock], t: usize, out: &mut [f32]) {
+fn rows_times_activations<A: ActivationKind>(
+    m: &Matrix<'_>,
+    isa: Isa,
+    first: usize,
+    acts: &[A],
+    t: usize,
+    out: &mut [f32],
+) {
     let blocks = acts.len() / t;
     let row_bytes = blocks * m.format.block_bytes();
     let w_row = |r: usize| &m.bytes[(first + r) * row_bytes..(first + r + 1) * row_bytes];
@@ -137,11 +202,11 @@ fn rows_times_activations(m: &Matrix<'_>, isa: Isa, first: usize, acts: &[Activa
     while r + TILE_ROWS <= n_rows {
         prefetch(m.bytes, (first + r) * row_bytes + TILES_AHEAD * tile_bytes, tile_bytes);
         let ws = std::array::from_fn(|k| w_row(r + k));
-        tile::<TILE_ROWS>(m.format, isa, ws, acts, blocks, &mut out[r * t..(r + TILE_ROWS) * t]);
+        tile::<TILE_ROWS, A>(m.format, isa, ws, acts, blocks, &mut out[r * t..(r + TILE_ROWS) * t]);
         r += TILE_ROWS;
     }
     while r < n_rows {
-        tile::<1>(m.format, isa, [w_row(r)], acts, blocks, &mut out[r * t..(r + 1) * t]);
+        tile::<1, A>(m.format, isa, [w_row(r)], acts, blocks, &mut out[r * t..(r + 1) * t]);
         r += 1;
     }
 }
@@ -154,15 +219,92 @@ fn prefetch(bytes: &[u8], start: usize, len: usize) {
 
 /// Weight rows per kernel call (independent accumulations hide each other's latency).
 const TILE_ROWS: usize = 4;
-/// Activation rows per kernel call: each unpacked weight block is reused this many times.
+/// Activation rows per kernel call: each unpacked weight block is reused this many times. Also the size
+/// of the row groups llama.cpp's repacked Q4_K kernel multiplies as a matrix product ([`BatchPlace`]), so
+/// the groups here are the rows it sums in that order.
 const TILE_ACTS: usize = 4;
 
+/// Where a kernel call's activation rows sit in their batch: what llama.cpp chooses some kernels by.
+#[derive(Debug, Clone, Copy)]
+struct BatchPlace {
+    /// Activation rows in the whole batch.
+    rows: usize,
+    /// Whether the rows are one of the whole groups of four counted from the batch's start (llama.cpp's
+    /// repacked kernels run those as a matrix product and the rest row by row).
+    in_group_of_four: bool,
+}
+
+/// An activation block type and the dot products that read it: one weight format's kernel chosen per
+/// tile call, so the tiling above is written once for both activation formats.
+trait ActivationKind: Sized {
+    /// `out[r][i] = w_rows[r] · acts[i]` with `format`'s kernel, for activation rows at `place` in their
+    /// batch (llama.cpp picks some kernels by batch size and row, and with them the summation order).
+    fn dot<const R: usize, const N: usize>(
+        format: WeightFormat,
+        isa: Isa,
+        place: BatchPlace,
+        w_rows: [&[u8]; R],
+        acts: [&[Self]; N],
+        out: &mut [[f32; N]; R],
+    );
+}
+
+impl ActivationKind for ActivationBlock {
+    #[inline(always)]
+    fn dot<const R: usize, const N: usize>(
+        format: WeightFormat,
+        isa: Isa,
+        _place: BatchPlace,
+        w_rows: [&[u8]; R],
+        acts: [&[Self]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        match format {
+            WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, acts, out),
+            WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, acts, out),
+            WeightFormat::Q5_0 => dot_q5_0::q5_0(isa, w_rows, acts, out),
+            WeightFormat::Q5_1 => dot_q5_1::q5_1(isa, w_rows, acts, out),
+            WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+                unreachable!("K-quant weights read Q8_K activations")
+            }
+        }
+    }
+}
+
+impl ActivationKind for SuperBlock {
+    #[inline(always)]
+    fn dot<const R: usize, const N: usize>(
+        format: WeightFormat,
+        isa: Isa,
+        place: BatchPlace,
+        w_rows: [&[u8]; R],
+        acts: [&[Self]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        match format {
+            WeightFormat::Q4K => {
+                let order = if place.in_group_of_four { Q4KOrder::Pairs } else { Q4KOrder::Blocks };
+                dot_k::q4_k(isa, order, w_rows, acts, out);
+            }
+            WeightFormat::Q5K | WeightFormat::Q6K => {
+                let order = if place.rows >= Q6K_TILED_MIN_ROWS { Q6KOrder::Tiled } else { Q6KOrder::Lanes };
+                if format == WeightFormat::Q5K {
+                    dot_q5_k::q5_k(isa, order, w_rows, acts, out);
+                } else {
+                    dot_k::q6_k(isa, order, w_rows, acts, out);
+                }
+            }
+            _ => unreachable!("only K-quant weights read Q8_K activations"),
+        }
+    }
+}
+
 /// `R` weight rows against every activation row, [`TILE_ACTS`] at a time; `out` is `[R, t]`.
-fn tile<const R: usize>(
+fn tile<const R: usize, A: ActivationKind>(
     format: WeightFormat,
     isa: Isa,
     w_rows: [&[u8]; R],
-    acts: &[ActivationBlock],
+    acts: &[A],
     blocks: usize,
     out: &mut [f32],
 ) {
@@ -171,11 +313,8 @@ fn tile<const R: usize>(
     let mut i = 0;
     while i + TILE_ACTS <= t {
         let mut o = [[0.0f32; TILE_ACTS]; R];
-        let rows: [&[ActivationBlock]; TILE_ACTS] = std::array::from_fn(|k| row(i + k));
-        match format {
-            WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, rows, &mut o),
-            WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, rows, &mut o),
-        }
+        let rows: [&[A]; TILE_ACTS] = std::array::from_fn(|k| row(i + k));
+        A::dot(format, isa, BatchPlace { rows: t, in_group_of_four: true }, w_rows, rows, &mut o);
         for (r, values) in o.iter().enumerate() {
             out[r * t + i..r * t + i + TILE_ACTS].copy_from_slice(values);
         }
@@ -183,10 +322,7 @@ fn tile<const R: usize>(
     }
     while i < t {
         let mut o = [[0.0f32; 1]; R];
-        match format {
-            WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, [row(i)], &mut o),
-            WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, [row(i)], &mut o),
-        }
+        A::dot(format, isa, BatchPlace { rows: t, in_group_of_four: false }, w_rows, [row(i)], &mut o);
         for (r, value) in o.iter().enumerate() {
             out[r * t + i] = value[0];
         }
@@ -207,16 +343,30 @@ mod tests {
 
     #[test]
     fn matches_row_by_row_products_and_approximates_candle() {
-        let (rows, cols, t) = (ROWS_PER_TASK * 2 + 7, 96, 6);
-        for (format, dtype) in [(WeightFormat::Q4_1, GgmlDType::Q4_1), (WeightFormat::Q8_0, GgmlDType::Q8_0)] {
+        let (rows, t) = (ROWS_PER_TASK * 2 + 7, 6);
+        for (format, dtype) in [
+            (WeightFormat::Q4_1, GgmlDType::Q4_1),
+            (WeightFormat::Q8_0, GgmlDType::Q8_0),
+            (WeightFormat::Q5_0, GgmlDType::Q5_0),
+            (WeightFormat::Q5_1, GgmlDType::Q5_1),
+            (WeightFormat::Q5K, GgmlDType::Q5K),
+            (WeightFormat::Q4K, GgmlDType::Q4K),
+            (WeightFormat::Q6K, GgmlDType::Q6K),
+        ] {
+            let cols = 3 * format.block_values();
             let w = Tensor::from_vec(values(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let bytes = q.data().unwrap().into_owned();
             let x = values(t * cols, 9);
             let y = quantized_matmul(format, &bytes, rows, cols, &x, t);
             assert_eq!(y.len(), t * rows);
-            // Each row alone (one activation row per call) gives the same bits as the batched call.
+            // Each row alone (one activation row per call) gives the same bits as the batched call, except
+            // Q4_K rows in whole groups of four, which llama.cpp sums in another order (6 rows stay below
+            // the batch size from which it sums Q6_K differently).
             for i in 0..t {
+                if format == WeightFormat::Q4K && i < t - t % TILE_ACTS {
+                    continue;
+                }
                 let single = quantized_matmul(format, &bytes, rows, cols, &x[i * cols..(i + 1) * cols], 1);
                 assert!(single.iter().zip(&y[i * rows..(i + 1) * rows]).all(|(a, b)| a.to_bits() == b.to_bits()));
             }

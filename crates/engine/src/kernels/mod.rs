@@ -1,4 +1,5 @@
-//! CPU kernels for the quantized formats GGUF Llama models ship in (Q4_1 and Q8_0 weights), with
+//! CPU kernels for the quantized formats GGUF Llama models ship in (Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K
+//! and Q6_K weights: the default model's formats and those of Q4_K_M, Q5_K_M and Q6_K files), with
 //! llama.cpp's arithmetic.
 //!
 //! Why our own: candle's Q4_1 dot product is scalar (every matrix of the default model is Q4_1), and its
@@ -9,7 +10,9 @@
 //! AVX2 paths are chosen at run time and the portable path computes the same values in plain Rust.
 //!
 //! Layout: [`isa`] picks the instruction set every kernel uses, [`quantize`] turns f32 activations into
-//! 8-bit blocks, [`dot`] multiplies one weight row by one activation row, [`matmul`] runs a whole
+//! 8-bit blocks of 32 values and [`quantize_k`] into ggml's 256-value Q8_K blocks (which K-quant weights
+//! multiply), [`dot`] multiplies Q4_1 and Q8_0 weight rows by activation rows, [`dot_q5_0`], [`dot_q5_1`] and [`dot_q5_k`] Q5_0, Q5_1 and Q5_K ones,
+//! [`dot_k`] Q4_K and Q6_K ones (`dot_k_zmm`: their AVX-512 twins), [`matmul`] runs a whole
 //! projection over a batch of rows on the engine's threads ([`team`]), [`ops`] holds the norm, rotary,
 //! softmax and SiLU steps with ggml's rounding, and [`attention`] / [`attention_q8`] read the f16 and
 //! 8-bit KV caches.
@@ -17,15 +20,24 @@
 pub mod attention;
 pub mod attention_q8;
 pub mod dot;
+pub mod dot_k;
+#[cfg(target_arch = "x86_64")]
+mod dot_k_zmm;
+pub mod dot_q5_0;
+pub mod dot_q5_1;
+pub mod dot_q5_k;
 pub mod isa;
+mod k_blocks;
 pub mod matmul;
 pub mod ops;
 pub mod quantize;
+pub mod quantize_k;
 pub mod team;
 
 pub use matmul::{Activations, Matrix, WeightFormat, project, quantized_matmul};
 
-/// Values per quantization block in every format here (ggml's `QK4_1`, `QK8_0`, `QK8_1`).
+/// Values per quantization block in the 32-value formats (ggml's `QK4_1`, `QK5_0`, `QK8_0`, `QK8_1`); the
+/// K-quants' super-blocks hold [`quantize_k::SUPER_BLOCK`].
 pub const BLOCK: usize = 32;
 
 /// Asks for `data` to be brought into the cache ahead of use, one instruction per 64-byte line: into

@@ -5,14 +5,16 @@
 //! conversion, a different `expf` — flips rounding steps and grows into logit differences of up to 0.9
 //! against llama.cpp on the same file (benches/RESULTS.md). Here every step computes what ggml's x86
 //! build computes (see [`crate::kernels`]), and the projections run on our SIMD kernels instead of
-//! candle's scalar Q4_1 one. Attention follows llama.cpp's default (non-flash) path: keys and values
+//! candle's generic quantized ones (scalar for Q4_1; for Q4_K_M files 9 tok/s against 43). Attention follows llama.cpp's default (non-flash) path: keys and values
 //! cached in f16, queries and probabilities rounded to f16 for the two f16 matrix products, each product
-//! summed in 16 lanes. Full-precision checkpoints and accelerators keep the candle pass.
+//! summed in 16 lanes. The last layer's feed-forward block runs only on the rows whose logits are wanted,
+//! as llama.cpp's graph does (which matters beyond speed: llama.cpp picks its Q6_K kernel, and so the
+//! summation order, by the row count). Full-precision checkpoints and accelerators keep the candle pass.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
@@ -26,7 +28,7 @@ use crate::llama::hparams::{LlamaHparams, RopeLayout};
 use crate::llama::huge_pages;
 use crate::llama::kv_cache::SequenceBatch;
 use crate::llama::layer::LayerWeights;
-use crate::llama::linear::Linear;
+use crate::llama::linear::{Linear, kernel_format};
 
 /// A quantized weight matrix our kernels multiply.
 #[derive(Debug, Clone)]
@@ -41,14 +43,15 @@ impl CpuMatrix {
     /// The matrix behind `linear` if it is a CPU tensor in a format the kernels handle.
     fn new(linear: &Linear) -> Option<Self> {
         let QMatMul::QTensor(weight) = linear.weight() else { return None };
-        let format = match weight.dtype() {
-            GgmlDType::Q4_1 => WeightFormat::Q4_1,
-            GgmlDType::Q8_0 => WeightFormat::Q8_0,
-            _ => return None,
-        };
+        let format = kernel_format(weight.dtype())?;
         let (rows, cols) = weight.shape().dims2().ok()?;
         let in_place = weight.device().is_cpu() && matches!(weight.data(), Ok(Cow::Borrowed(_)));
-        (in_place && cols.is_multiple_of(BLOCK)).then(|| Self { weight: weight.clone(), format, rows, cols })
+        (in_place && cols.is_multiple_of(format.block_values())).then(|| Self {
+            weight: weight.clone(),
+            format,
+            rows,
+            cols,
+        })
     }
 
     /// The weights as the kernels read them: candle's host buffer, borrowed (checked in [`Self::new`]).
@@ -61,7 +64,7 @@ impl CpuMatrix {
 
     /// `x`: `t` rows of `cols` → `t` rows of `rows`.
     fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
-        let [y] = project(&Activations::quantize(x, t, self.cols), [self.matrix()?]);
+        let [y] = project(&Activations::quantize(x, t, self.cols, &[self.format]), [self.matrix()?]);
         Ok(y)
     }
 }
@@ -160,41 +163,55 @@ pub(crate) fn forward(
     let mut x = embeddings.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?; // [T, hidden]
     let tables: Vec<Vec<(f32, f32)>> =
         positions.iter().map(|&p| ops::rope_table(p, hp.head_dim, w.theta_scale, w.freq_factors.as_deref())).collect();
-    let mut h = vec![0.0f32; t * hidden];
-    for (layer_index, layer) in w.layers.iter().enumerate() {
-        norm_rows(&x, &layer.attn_norm, w.eps, &mut h);
-        let normed = Activations::quantize(&h, t, hidden);
-        let [mut q, mut k, v] = project(&normed, [layer.wq.matrix()?, layer.wk.matrix()?, layer.wv.matrix()?]);
-        rotate_rows(&mut q, hp.num_heads, hp.head_dim, &tables);
-        rotate_rows(&mut k, hp.num_kv_heads, hp.head_dim, &tables);
-        let attn = attention(hp, layer_index, &q, &k, &v, batch)?;
-        add_in_place(&mut x, &layer.wo.forward(&attn, t)?);
-
-        norm_rows(&x, &layer.ffn_norm, w.eps, &mut h);
-        let normed = Activations::quantize(&h, t, hidden);
-        let [gate, up] = project(&normed, [layer.gate.matrix()?, layer.up.matrix()?]);
-        let mut act = vec![0.0f32; gate.len()];
-        ops::swiglu(&gate, &up, &mut act);
-        add_in_place(&mut x, &layer.down.forward(&act, t)?);
-    }
-    for seq in batch.iter_mut() {
-        seq.cache.advance(seq.tokens.len());
-    }
-
-    // Only the rows whose logits are wanted go through the norm and the vocabulary-sized head.
-    let mut rows = Vec::new();
+    // The rows whose logits are wanted: per sequence its last new position, or all of them with
+    // `all_logits`. Only these go through the last layer's feed-forward block, the final norm and the
+    // vocabulary-sized head, as in llama.cpp (which also makes its Q6_K product pick the kernel, and so
+    // the summation order, by this row count there).
+    let mut kept = Vec::with_capacity(t);
     let mut counts = Vec::with_capacity(batch.len());
     let mut offset = 0;
     for seq in batch.iter() {
         let n = seq.tokens.len();
         let first = if seq.all_logits { offset } else { offset + n - 1 };
-        rows.extend_from_slice(&x[first * hidden..(offset + n) * hidden]);
+        kept.extend(first..offset + n);
         counts.push(offset + n - first);
         offset += n;
     }
-    let wanted = rows.len() / hidden;
-    let mut normed = vec![0.0f32; rows.len()];
-    norm_rows(&rows, &w.final_norm, w.eps, &mut normed);
+    let last_layer = w.layers.len().saturating_sub(1);
+    let mut h = vec![0.0f32; t * hidden];
+    for (layer_index, layer) in w.layers.iter().enumerate() {
+        norm_rows(&x, &layer.attn_norm, w.eps, &mut h);
+        let formats = [layer.wq.format, layer.wk.format, layer.wv.format];
+        let normed = Activations::quantize(&h, t, hidden, &formats);
+        let [mut q, mut k, v] = project(&normed, [layer.wq.matrix()?, layer.wk.matrix()?, layer.wv.matrix()?]);
+        rotate_rows(&mut q, hp.num_heads, hp.head_dim, &tables);
+        rotate_rows(&mut k, hp.num_kv_heads, hp.head_dim, &tables);
+        let attn = attention(hp, layer_index, &q, &k, &v, batch)?;
+        add_in_place(&mut x, &layer.wo.forward(&attn, t)?);
+        if layer_index == last_layer && kept.len() < t {
+            x = kept.iter().flat_map(|&row| x[row * hidden..(row + 1) * hidden].iter().copied()).collect();
+        }
+
+        let rows = x.len() / hidden;
+        let h = &mut h[..rows * hidden];
+        norm_rows(&x, &layer.ffn_norm, w.eps, h);
+        let normed = Activations::quantize(h, rows, hidden, &[layer.gate.format, layer.up.format]);
+        let [gate, up] = project(&normed, [layer.gate.matrix()?, layer.up.matrix()?]);
+        let mut act = vec![0.0f32; gate.len()];
+        ops::swiglu(&gate, &up, &mut act);
+        add_in_place(&mut x, &layer.down.forward(&act, rows)?);
+    }
+    for seq in batch.iter_mut() {
+        seq.cache.advance(seq.tokens.len());
+    }
+
+    let wanted = kept.len();
+    if x.len() != wanted * hidden {
+        // No layers: nothing narrowed the rows.
+        x = kept.iter().flat_map(|&row| x[row * hidden..(row + 1) * hidden].iter().copied()).collect();
+    }
+    let mut normed = vec![0.0f32; x.len()];
+    norm_rows(&x, &w.final_norm, w.eps, &mut normed);
     let logits = w.lm_head.forward(&normed, wanted)?;
     let vocab = w.lm_head.rows;
     let mut out = Vec::with_capacity(counts.len());

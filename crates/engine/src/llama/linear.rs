@@ -1,8 +1,9 @@
 //! [`Linear`]: a weight matrix applied to a batch of rows in the candle forward pass, with the CPU kernel
 //! chosen by format and row count.
 //!
-//! Q4_1 and Q8_0 weights on CPU (the default model's formats) always go through our own kernels
-//! ([`crate::kernels`]: SIMD, llama.cpp's arithmetic); GGUF models made only of those formats skip this
+//! Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights on CPU (the default model's formats and those of
+//! Q4_K_M, Q5_K_M and Q6_K files) always go through our own kernels ([`crate::kernels`]: SIMD, llama.cpp's arithmetic); GGUF models made only of
+//! those formats skip this
 //! module altogether and run the CPU pass (`cpu_forward`). Other quantized formats on CPU use candle's
 //! quantized matmul (`QMatMul`) for few rows — it reads the packed weights once and never widens them — and, from
 //! [`DENSE_MIN_ROWS`] rows on, dequantize the weight for that one call and run candle's dense matmul (the
@@ -14,7 +15,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, ggml_file};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
-use crate::kernels::{self, WeightFormat, quantized_matmul};
+use crate::kernels::{WeightFormat, quantized_matmul};
 
 /// Rows (tokens across the batch) from which a quantized weight in a format without our own kernel is
 /// dequantized for a dense matmul. Widening a weight costs about a few rows of a quantized kernel, so
@@ -60,11 +61,17 @@ impl Linear {
     }
 }
 
-/// The formats our own CPU kernels multiply (the default model's); others go through candle.
-fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
+/// The formats our own CPU kernels multiply (the default model's, and those of a Q4_K_M file); others go
+/// through candle.
+pub(crate) fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
     match dtype {
         GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
         GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
+        GgmlDType::Q5_0 => Some(WeightFormat::Q5_0),
+        GgmlDType::Q5_1 => Some(WeightFormat::Q5_1),
+        GgmlDType::Q5K => Some(WeightFormat::Q5K),
+        GgmlDType::Q4K => Some(WeightFormat::Q4K),
+        GgmlDType::Q6K => Some(WeightFormat::Q6K),
         _ => None,
     }
 }
@@ -73,7 +80,7 @@ fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
 fn llama_cpp_forward(w: &QTensor, format: WeightFormat, x: &Tensor) -> Result<Tensor> {
     let (out, inp) = w.shape().dims2()?;
     let (t, x_cols) = x.dims2()?;
-    if x_cols != inp || !inp.is_multiple_of(kernels::BLOCK) {
+    if x_cols != inp || !inp.is_multiple_of(format.block_values()) {
         return Err(candle_core::Error::ShapeMismatchBinaryOp {
             lhs: x.shape().clone(),
             rhs: w.shape().clone(),
@@ -163,17 +170,15 @@ mod tests {
 
     #[test]
     fn dense_path_matches_the_quantized_kernel() {
-        // Outputs are about 0.5; the paths differ in summation order and, for Q4_1, in the f16 rounding
-        // of the activation block sums the quantized kernel multiplies the block minimums with.
-        for (dtype, tolerance) in [(GgmlDType::Q5_1, 1e-3), (GgmlDType::Q4_0, 1e-5)] {
-            let (q, _) = weight(96, 64, dtype);
-            let x = input(DENSE_MIN_ROWS + 3, 64);
-            let quantized = QMatMul::from_qtensor(q).expect("qmatmul");
-            let expected = quantized.forward(&x).expect("quantized kernel");
-            let y = Linear::from(quantized).forward(&x).expect("forward");
-            assert_eq!(y.dims(), &[DENSE_MIN_ROWS + 3, 96]);
-            assert!(max_abs_diff(&y, &expected) < tolerance, "{dtype:?}");
-        }
+        // Outputs are about 0.5; the paths differ in summation order (Q4_0 is one of the formats without
+        // our own kernel, so it takes the dense path here).
+        let (q, _) = weight(96, 64, GgmlDType::Q4_0);
+        let x = input(DENSE_MIN_ROWS + 3, 64);
+        let quantized = QMatMul::from_qtensor(q).expect("qmatmul");
+        let expected = quantized.forward(&x).expect("quantized kernel");
+        let y = Linear::from(quantized).forward(&x).expect("forward");
+        assert_eq!(y.dims(), &[DENSE_MIN_ROWS + 3, 96]);
+        assert!(max_abs_diff(&y, &expected) < 1e-5);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl LlamaModel {
             && kind != KvCacheType::F16
         {
             return Err(EngineError::InvalidRequest(format!(
-                "kv_cache_type {kind} needs the CPU pass (a Q4_1 or Q8_0 GGUF model on the CPU); this model runs on candle \
+                "kv_cache_type {kind} needs the CPU pass (a GGUF model in Q4_1, Q8_0, Q5_0, Q4_K or Q6_K on the CPU); this model runs on candle \
                  with a {:?} cache: leave kv_cache_type unset or f16",
                 candle.kv_dtype
             )));

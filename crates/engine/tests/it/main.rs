@@ -6,6 +6,7 @@ mod caller_text;
 mod generation;
 mod guard;
 mod hub_cache;
+mod kquant_llamacpp;
 mod llama_spm;
 mod scheduling;
 mod smollm2_llamacpp;
