@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./models/fetch.sh
+# llama.cpp's quantizer (below) is C++: a C++ compiler from the distribution when the machine has none.
+if ! command -v g++ >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends g++
+fi
 # The K-quant variants the engine's llama.cpp agreement tests load: made from the default model by llama.cpp's
 # quantizer (built once into .bench/, a few minutes; nothing to do when the checksummed files exist).
 ./models/make-variants.sh
