@@ -63,6 +63,10 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
         Err(refusal) => {
             if let Some(counted) = refusal.prompt_tokens() {
                 admission.charge_refused(&caller, counted).await;
+                // The closing record says what the refusal was counted at, as it does for an answer.
+                if let Some(notes) = caller.notes() {
+                    notes.set_refused_usage(counted);
+                }
             }
             return Err(refusal);
         }

@@ -100,6 +100,15 @@ impl AuditNotes {
         });
     }
 
+    /// The tokens a refused request was counted (and charged) at: a prompt too long for the model. No
+    /// finish reason: nothing was generated.
+    pub fn set_refused_usage(&self, prompt_tokens: u64) {
+        self.with(|d| {
+            d.prompt_tokens = Some(prompt_tokens);
+            d.completion_tokens = Some(0);
+        });
+    }
+
     /// A failure after the response started (e.g. the engine failed mid-stream).
     pub fn set_error(&self, error: &str) {
         self.with(|d| d.error = Some(error.to_string()));

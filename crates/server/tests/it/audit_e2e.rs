@@ -399,4 +399,8 @@ async fn prompts_are_recorded_only_when_asked_and_cut_to_four_kilobytes() {
     assert_eq!(prompts[0], "user: Say hi to the auditors");
     assert!(prompts[1].len() <= 4_096 && prompts[1].ends_with('…'), "{} bytes", prompts[1].len());
     assert!(prompts[1].starts_with("user: Repeat after me: éé"));
+    // The refused prompt's record carries the tokens it was counted (and charged) at.
+    let refused = log.iter().find(|r| r["event"] == "inference_response" && r["status"] == 400).unwrap();
+    assert!(refused["prompt_tokens"].as_u64().unwrap() > 5_000, "{refused}");
+    assert_eq!(refused["completion_tokens"], 0, "{refused}");
 }
