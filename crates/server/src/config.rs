@@ -220,6 +220,7 @@ impl ModelConfig {
             prefix_cache_bytes: self
                 .prefix_cache_mb
                 .map_or(defaults.prefix_cache_bytes, |mb| mb.saturating_mul(1024 * 1024)),
+            priority_ageing: defaults.priority_ageing,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
 use crate::llama::model::{LlamaModel, SequenceBatch, last_logits};
@@ -51,6 +51,10 @@ pub struct SchedulerConfig {
     /// Memory for the keys and values of recently prefilled prompts, in bytes: a request that starts
     /// with the same tokens copies them instead of computing them (see `prefix_cache.rs`). 0 turns it off.
     pub prefix_cache_bytes: usize,
+    /// Waiting this long raises a request's priority by one level, so a low tier is served later under
+    /// sustained load but never starved (a soak saw free-tier streams wait 115 s with strict priorities).
+    /// Zero turns ageing off.
+    pub priority_ageing: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -61,9 +65,14 @@ impl Default for SchedulerConfig {
             kv_budget_bytes: None,
             prefill_chunk: 64,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+            priority_ageing: DEFAULT_PRIORITY_AGEING,
         }
     }
 }
+
+/// One priority level per 10 s waited: the tiers' levels (0–3 by default) keep their order over short
+/// bursts, and a free-tier request waits at most about half a minute longer than an enterprise one.
+const DEFAULT_PRIORITY_AGEING: Duration = Duration::from_secs(10);
 
 /// 32 MiB: about 1,400 positions of the default model, its system prompt thousands of times over.
 pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 32 << 20;
@@ -128,6 +137,7 @@ impl SchedulerHandle {
             tokenizer,
             max_batch,
             prefill_chunk: config.prefill_chunk.max(1),
+            priority_ageing: config.priority_ageing,
             rx,
             queued: queued.clone(),
             waiting: Vec::new(),
@@ -223,6 +233,8 @@ struct Scheduler {
     tokenizer: Arc<Tokenizer>,
     max_batch: usize,
     prefill_chunk: usize,
+    /// [`SchedulerConfig::priority_ageing`].
+    priority_ageing: Duration,
     rx: Receiver<Job>,
     queued: Arc<AtomicUsize>,
     waiting: Vec<Job>,
@@ -277,10 +289,16 @@ impl Scheduler {
         self.prefilling.iter().map(|p| p.reserved).chain(self.active.iter().map(|r| r.reserved)).sum()
     }
 
-    /// Moves waiting requests into the batch, highest priority first, while slots and KV budget last.
+    /// Moves waiting requests into the batch, highest priority first (raised by the time waited), while
+    /// slots and KV budget last; the oldest first among equals.
     fn admit(&mut self) {
-        // Stable sort: among equal priorities the oldest stays first.
-        self.waiting.sort_by_key(|job| std::cmp::Reverse(job.request.priority));
+        let now = Instant::now();
+        let ageing = self.priority_ageing;
+        self.waiting.sort_by_key(|job| {
+            let waited = now.duration_since(job.submitted);
+            let raised = if ageing.is_zero() { 0 } else { (waited.as_nanos() / ageing.as_nanos()) as u64 };
+            (std::cmp::Reverse(u64::from(job.request.priority) + raised), job.submitted)
+        });
         while self.active.len() + self.prefilling.len() < self.max_batch && !self.waiting.is_empty() {
             // `submit` refused anything larger than the whole budget, so this only waits for releases.
             let need = self.kv.need(&self.waiting[0].request);

@@ -103,6 +103,25 @@ fn higher_priority_requests_are_admitted_first() {
 }
 
 #[test]
+fn a_long_wait_raises_a_request_above_fresher_higher_priority_ones() {
+    // Ageing of one level per 20 ms: the priority-0 request has waited for several levels by the time
+    // the slot frees, more than the priority-1 request submitted just before that.
+    let ageing = std::time::Duration::from_millis(20);
+    let m = model(SchedulerConfig { max_batch: 1, priority_ageing: ageing, ..Default::default() });
+    let first = m.submit(m.prepare(chat(&m, "Count from one to twenty."), params(24, 0)).unwrap()).unwrap();
+    let mut streams = vec![first];
+    event_log(&mut streams, |log| log.iter().any(|(_, e)| is_text(e)));
+    streams.push(m.submit(m.prepare(chat(&m, "Say hello."), params(3, 0)).unwrap()).unwrap());
+    std::thread::sleep(ageing * 5);
+    streams.push(m.submit(m.prepare(chat(&m, "Say goodbye."), params(3, 1)).unwrap()).unwrap());
+    let log = event_log(&mut streams, |log| done_count(log) == 3);
+    let first_event = |stream: usize| log.iter().position(|(i, _)| *i == stream).unwrap();
+    let done =
+        |stream: usize| log.iter().position(|(i, e)| *i == stream && matches!(e, GenerationEvent::Done(_))).unwrap();
+    assert!(done(1) < first_event(2), "the long-waiting priority-0 request ran first: {log:?}");
+}
+
+#[test]
 fn the_kv_budget_holds_back_requests_that_do_not_fit() {
     let probe = model(SchedulerConfig::default());
     let prompt = chat(&probe, "Name a colour.");
