@@ -18,6 +18,18 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$py_stamp" 2>/dev/null)" != "$py_want"
 fi
 [ "${1:-}" = "--python" ] && exit 0
 
+# Llama Stack's own server package, only to run its Llama Guard provider's prompt code
+# (tests/guard-prompt/llama_stack_prompts.py): it needs Python >= 3.12 to install, so the wheel is kept
+# as a file and read from there. Pinned by checksum; downloaded once.
+stack_wheel=.whl/llama_stack-0.7.3-py3-none-any.whl
+stack_sha=c7b3e07a6f45a5db0a7d8779c5008b347db5b1b33fce71078e8904590bf71263
+if ! echo "$stack_sha  $stack_wheel" | sha256sum --check --status 2>/dev/null; then
+  mkdir -p .whl
+  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 llama-stack==0.7.3 -d .whl
+  echo "$stack_sha  $stack_wheel" | sha256sum --check --status || { echo "llama-stack wheel checksum mismatch" >&2; exit 1; }
+fi
+
 stamp=.venv/.llamagate-sdk-stamp
 want="$(cat tests/sdk/package.json tests/oauth-as/package.json | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d tests/sdk/node_modules/llama-stack-client ] \

@@ -14,6 +14,9 @@ fi
 # quantizer (built once into .bench/, a few minutes; nothing to do when the checksummed files exist).
 ./models/make-variants.sh
 ./scripts/setup-sdk.sh
+# The Llama Guard prompt fixture is what Llama Stack's own provider builds: its code, run again here.
+python3 tests/guard-prompt/llama_stack_prompts.py .whl/llama_stack-0.7.3-py3-none-any.whl \
+  --check crates/engine/tests/fixtures/guard-prompts/llama-stack-0.7.3.json
 # The rate-limit tests start their own redis-server (never a system one) and fail, not skip, without it.
 if ! command -v redis-server >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

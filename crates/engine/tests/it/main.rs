@@ -5,6 +5,7 @@ mod bad_input;
 mod caller_text;
 mod generation;
 mod guard;
+mod guard_prompt;
 mod hub_cache;
 mod kquant_llamacpp;
 mod llama_spm;
