@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # What the gate costs on its own: authenticated `GET /v1/models` (token validation, model permissions,
 # the audit records) measured with wrk against the release binary under `serve --dev` with audit on —
-# one connection (latency: p50/p99) and 32 connections (throughput), each for $DURATION.
+# one connection (latency: p50/p99) and 32 connections (throughput), each for $DURATION — and, in the
+# same run, the same two measurements of the bare HTTP stack (crates/server/examples/http_floor.rs: axum,
+# hyper, Tokio, the binary's allocator and a constant body; no token, permission or audit): the machine's floor, so the
+# gate's own cost is the difference.
 #
 # usage: benches/run-gate-wrk.sh        env: DURATION (default 20s), THREADS (wrk threads, default 2)
 # Needs wrk (installed from Debian's packages if missing). Prints wrk's own reports.
@@ -15,11 +18,12 @@ command -v wrk >/dev/null 2>&1 || {
   $SUDO apt-get install -y --no-install-recommends wrk >/dev/null
 }
 ./models/fetch.sh >/dev/null
-cargo build --quiet --release --locked -p llamagate-server
+cargo build --quiet --release --locked -p llamagate-server --bin llamagate --example http_floor
 bin="$root/target/release/llamagate"
 work="$(mktemp -d)"
 server=""
-trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+floor=""
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; [ -z "$floor" ] || kill "$floor" 2>/dev/null || true; rm -rf "$work"' EXIT
 cat >"$work/stack.yaml" <<YAML
 server:
   host: 127.0.0.1
@@ -45,3 +49,12 @@ wrk -t1 -c1 -d"$duration" --latency -H "Authorization: Bearer $token" "$base/v1/
 echo "== 32 connections, $threads wrk threads, $duration"
 wrk -t"$threads" -c32 -d"$duration" --latency -H "Authorization: Bearer $token" "$base/v1/models"
 echo "== audit records written (all files, rotation included): $(cat "$work"/.llamagate/audit.log* | wc -l)"
+
+"$root/target/release/examples/http_floor" >"$work/floor.out" &
+floor=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/floor.out" 2>/dev/null && break; sleep 0.1; done
+floor_base="$(sed -n 's/^listening on //p' "$work/floor.out" | head -1)"
+echo "== floor (bare HTTP stack, examples/http_floor.rs): 1 connection, $duration"
+wrk -t1 -c1 -d"$duration" --latency "$floor_base/v1/models"
+echo "== floor: 32 connections, $threads wrk threads, $duration"
+wrk -t"$threads" -c32 -d"$duration" --latency "$floor_base/v1/models"

@@ -1,5 +1,5 @@
 //! The floor under the gate benchmark: the same HTTP stack (axum on hyper, Tokio's multi-thread
-//! runtime, mimalloc) answering `GET /v1/models` with a constant body and nothing else — no token,
+//! runtime, the binary's allocator) answering `GET /v1/models` with a constant body and nothing else — no token,
 //! no permission check, no audit. `benches/run-gate-wrk.sh` measures it beside the gate, so the
 //! gate's own cost is the difference, and a latency bound below this floor is a bound on the
 //! machine's loopback, not on the gate.
@@ -10,7 +10,7 @@ use axum::Router;
 use axum::routing::get;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: llamagate_server::allocator::SplitAllocator = llamagate_server::allocator::SplitAllocator;
 
 /// A body of the same size as the gate's `/v1/models` answer for the bundled model.
 const BODY: &str = r#"{"data":[{"identifier":"smollm2-135m-instruct","provider_resource_id":"smollm2-135m-instruct","provider_id":"llamagate","type":"model","metadata":{"context_length":1024},"model_type":"llm"}]}"#;

@@ -23,6 +23,7 @@
 //!
 //! `docs/architecture.md` walks the request path with links into these modules.
 
+pub mod allocator;
 pub mod backends;
 pub mod cli;
 pub mod config;

@@ -3,10 +3,10 @@
 
 use clap::Parser;
 
-/// mimalloc rather than glibc's malloc: the gate's per-request allocations (headers, audit records, JSON)
-/// spent about 15 % of a saturated core in glibc's allocator (`benches/RESULTS.md`, the gate under wrk).
+/// mimalloc for the gate's small per-request allocations, the system allocator for the engine's large
+/// buffers: see [`llamagate_server::allocator`].
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: llamagate_server::allocator::SplitAllocator = llamagate_server::allocator::SplitAllocator;
 
 fn main() -> anyhow::Result<()> {
     llamagate_server::cli::run(llamagate_server::cli::Cli::parse())
