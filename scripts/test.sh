@@ -52,3 +52,6 @@ test -x "$LLAMAGATE_BIN" || cargo build --locked --workspace --bins "${FEATURES[
 (cd tests/sdk && node --test ts/)
 # The first five minutes: scripts/run.sh's printed examples and the README's quickstart, as a user pastes them.
 .venv/bin/python -m pytest -q tests/quickstart
+# The CUDA path compiles (no GPU needed): nvcc from NVIDIA's wheels, kernels for one architecture, its own
+# target directory (the first run compiles candle's CUDA kernels, several minutes on two cores).
+./scripts/check-cuda.sh
