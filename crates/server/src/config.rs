@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 
-use llamagate_engine::{KvCacheType, SchedulerConfig};
+use llamagate_engine::{DeviceChoice, EngineError, KvCacheType, SchedulerConfig};
 use serde::Deserialize;
 
 use crate::http::listener::ConnectionLimits;
@@ -205,6 +205,15 @@ pub struct ModelConfig {
     /// from f16 as llama.cpp's own q8_0 cache puts them).
     #[serde(default)]
     pub kv_cache_type: Option<KvCacheType>,
+    /// Where this model runs: `cpu`, `cuda` (`cuda:N` for the N-th GPU), `metal`, or `auto` (the
+    /// default: the first accelerator this build and machine have, else the CPU). A device the build or
+    /// the machine lacks stops the start with the model named, rather than quietly running on the CPU.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Threads of this model's CPU pass; unset: the engine's shared threads (`--threads`). Separate
+    /// counts keep two models (a chat model and its guard, say) from waiting for each other's turns.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 impl ModelConfig {
@@ -221,7 +230,15 @@ impl ModelConfig {
                 .prefix_cache_mb
                 .map_or(defaults.prefix_cache_bytes, |mb| mb.saturating_mul(1024 * 1024)),
             priority_ageing: defaults.priority_ageing,
+            threads: self.threads,
         }
+    }
+
+    /// The configured device (`auto` when unset); [`StackConfig::validate`] has checked the spelling.
+    pub fn device(&self) -> Result<DeviceChoice, String> {
+        self.device
+            .as_deref()
+            .map_or(Ok(DeviceChoice::Auto), |text| text.parse().map_err(|e: EngineError| e.to_string()))
     }
 }
 
@@ -305,12 +322,14 @@ impl StackConfig {
             if model.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
                 return Err(invalid(key("required_scope"), "must be one non-empty scope token"));
             }
+            model.device().map_err(|reason| invalid(key("device"), &reason))?;
             let defaults = SchedulerConfig::default();
             let engine_keys = [
                 ("max_batch", model.max_batch, defaults.max_batch.to_string()),
                 ("queue_capacity", model.queue_capacity, defaults.queue_capacity.to_string()),
                 ("kv_budget_mb", model.kv_budget_mb, "room for max_batch full contexts".to_string()),
                 ("prefill_chunk", model.prefill_chunk, defaults.prefill_chunk.to_string()),
+                ("threads", model.threads, "the engine's shared threads, --threads".to_string()),
             ];
             for (field, value, default) in engine_keys {
                 if value == Some(0) {
@@ -412,11 +431,32 @@ mod tests {
             (scheduler.max_batch, scheduler.queue_capacity, scheduler.kv_budget_bytes, scheduler.prefill_chunk),
             (4, 16, Some(512 * 1024 * 1024), 128)
         );
-        for field in ["max_batch", "queue_capacity", "kv_budget_mb", "prefill_chunk"] {
+        for field in ["max_batch", "queue_capacity", "kv_budget_mb", "prefill_chunk", "threads"] {
             let err =
                 StackConfig::parse(&format!("{base}    {field}: 0\n")).unwrap().validate().unwrap_err().to_string();
             assert!(err.starts_with(&format!("models[0].{field}: must be at least 1 (remove the key")), "{err}");
         }
+    }
+
+    #[test]
+    fn device_and_threads_are_per_model_and_a_misspelt_device_names_the_choices() {
+        let base = "models:\n  - id: a\n    source: o/n\n";
+        let config = StackConfig::parse(base).unwrap();
+        assert_eq!((config.models[0].device(), config.models[0].scheduler().threads), (Ok(DeviceChoice::Auto), None));
+        let config = StackConfig::parse(&format!("{base}    device: cuda:1\n    threads: 3\n")).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            (config.models[0].device(), config.models[0].scheduler().threads),
+            (Ok(DeviceChoice::Cuda(1)), Some(3))
+        );
+        for (text, want) in
+            [("cpu", DeviceChoice::Cpu), ("cuda", DeviceChoice::Cuda(0)), ("metal", DeviceChoice::Metal)]
+        {
+            let config = StackConfig::parse(&format!("{base}    device: {text}\n")).unwrap();
+            assert_eq!(config.models[0].device(), Ok(want));
+        }
+        let err = StackConfig::parse(&format!("{base}    device: gpu\n")).unwrap().validate().unwrap_err().to_string();
+        assert!(err.starts_with("models[0].device:") && err.contains("'gpu'") && err.contains("cuda:N"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 /// How long a team thread keeps spinning for the next job before it sleeps.
 const SPIN: Duration = Duration::from_micros(300);
 
+thread_local! {
+    /// This thread's own team, when [`Team::use_on_this_thread`] gave it one.
+    static THREAD_TEAM: std::cell::Cell<Option<&'static Team>> = const { std::cell::Cell::new(None) };
+}
+
 /// The job the team works on: `&&dyn Fn` behind a thin pointer, published by [`Team::run`].
 type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -57,6 +62,20 @@ impl Team {
     pub fn global() -> &'static Team {
         static TEAM: OnceLock<Team> = OnceLock::new();
         TEAM.get_or_init(|| Team::new(rayon::current_num_threads()))
+    }
+
+    /// The team the CPU pass on this thread uses: the one [`Team::use_on_this_thread`] gave it (a model
+    /// configured with its own thread count), else [`Team::global`].
+    pub fn current() -> &'static Team {
+        THREAD_TEAM.get().unwrap_or_else(Team::global)
+    }
+
+    /// Makes a new team of `threads` this thread's [`Team::current`]: a model's scheduler thread calls it
+    /// when the model has its own thread count, so two models on one machine can be given separate
+    /// cores. The team lives as long as the process (its threads sleep when idle), as models do.
+    pub fn use_on_this_thread(threads: usize) {
+        let team: &'static Team = Box::leak(Box::new(Team::new(threads)));
+        THREAD_TEAM.set(Some(team));
     }
 
     /// A team of `threads` (the caller counts as one). If a thread cannot be started the team is
@@ -134,7 +153,7 @@ impl Team {
 /// task (items are usually disjoint `&mut` pieces of one output buffer).
 pub fn for_each_item<T: Send>(items: Vec<T>, task: impl Fn(usize, T) + Sync) {
     let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|item| Mutex::new(Some(item))).collect();
-    let team = Team::global();
+    let team = Team::current();
     let run_one = |index: usize| {
         if let Some(item) = lock(&slots[index]).take() {
             task(index, item);

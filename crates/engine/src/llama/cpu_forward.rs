@@ -292,7 +292,7 @@ fn attention(
     if q8 {
         return Ok(attention_q8(&seen_by, q, heads, kv_heads, d, scale));
     }
-    let threads = Team::global().threads();
+    let threads = Team::current().threads();
     let heads_per_item = if threads > 1 && tokens * kv_heads < 2 * threads { 1 } else { group };
     let items_per_token = heads / heads_per_item;
     let mut out = vec![0.0f32; q.len()];

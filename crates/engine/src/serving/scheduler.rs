@@ -20,6 +20,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
+use crate::kernels::team::Team;
 use crate::llama::model::{LlamaModel, SequenceBatch, last_logits};
 use crate::serving::generation::{GenerationEvent, GenerationRequest, GenerationStream};
 use crate::serving::prefix_cache::PrefixCache;
@@ -55,6 +56,9 @@ pub struct SchedulerConfig {
     /// sustained load but never starved (a soak saw free-tier streams wait 115 s with strict priorities).
     /// Zero turns ageing off.
     pub priority_ageing: Duration,
+    /// Threads of this model's CPU pass (the scheduler's thread counts as one); `None`: the engine's
+    /// shared team (`--threads`). Giving two models their own counts keeps them off each other's cores.
+    pub threads: Option<usize>,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +70,7 @@ impl Default for SchedulerConfig {
             prefill_chunk: 64,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
             priority_ageing: DEFAULT_PRIORITY_AGEING,
+            threads: None,
         }
     }
 }
@@ -128,6 +133,7 @@ impl SchedulerHandle {
         let stats = Arc::new(SchedulerStats::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let max_batch = config.max_batch.max(1);
+        let threads = config.threads;
         let bytes_per_position = model.kv_bytes_per_position();
         let budget = config.kv_budget_bytes.unwrap_or_else(|| {
             max_batch.saturating_mul(model.hparams().context_length).saturating_mul(bytes_per_position)
@@ -149,7 +155,12 @@ impl SchedulerHandle {
         };
         std::thread::Builder::new()
             .name("llamagate-scheduler".into())
-            .spawn(move || scheduler.run())
+            .spawn(move || {
+                if let Some(threads) = threads {
+                    Team::use_on_this_thread(threads);
+                }
+                scheduler.run()
+            })
             .map_err(|e| EngineError::Unavailable(format!("cannot start the scheduler thread: {e}")))?;
         Ok(Self {
             jobs,

@@ -216,3 +216,28 @@ fn prefix_reuse_gives_what_a_fresh_prefill_gives(kv_cache_type: KvCacheType) {
     assert_eq!(answer.token_ids, expected.token_ids);
     assert_eq!(fresh.stats().reused_prompt_tokens(), 0);
 }
+
+/// Names of this process's threads (Linux: `/proc/self/task/*/comm`).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
+#[test]
+fn a_model_with_its_own_thread_count_runs_on_its_own_team_and_answers_the_same() {
+    let shared = model(SchedulerConfig::default());
+    let own = model(SchedulerConfig { threads: Some(3), ..Default::default() });
+    let prompt = chat(&shared, "Name three colours of the rainbow.");
+    let generate = |m: &Model| m.submit(m.prepare(prompt.clone(), params(16, 0)).unwrap()).unwrap().collect_blocking();
+    let expected = generate(&shared).unwrap();
+    let answer = generate(&own).unwrap();
+    // The work is split differently, the arithmetic per row and head is not: the same tokens.
+    assert_eq!(answer.token_ids, expected.token_ids);
+    // The tests run the shared team on one thread (no helpers); the model's own team of three is the
+    // scheduler's thread and two helpers, started when its scheduler started.
+    let helpers = thread_names().iter().filter(|name| name.starts_with("llamagate-cpu-")).count();
+    assert!(helpers >= 2, "{:?}", thread_names());
+}

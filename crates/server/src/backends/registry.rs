@@ -147,17 +147,20 @@ impl ModelRegistry {
             let started = std::time::Instant::now();
             let source = ModelSource::parse(&config.source)
                 .with_context(|| format!("models[{i}].source: cannot use {}", config.source))?;
+            let device = config.device().map_err(anyhow::Error::msg).with_context(|| format!("models[{i}].device"))?;
             let options = ModelOptions {
+                device,
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
                 kv_cache_type: config.kv_cache_type.unwrap_or_default(),
-                ..Default::default()
             };
             let engine = Model::load(&source, &options)
                 .with_context(|| format!("models[{i}] ({}): cannot load {}", config.id, config.source))?;
             tracing::info!(
                 model = %config.id,
                 context_length = engine.info().context_length,
+                device = ?options.device,
+                threads = options.scheduler.threads,
                 max_batch = options.scheduler.max_batch,
                 queue_capacity = options.scheduler.queue_capacity,
                 elapsed_ms = started.elapsed().as_millis() as u64,

@@ -21,6 +21,7 @@ mod content_safety;
 mod dev_issuer;
 mod edge;
 mod identity_providers;
+mod model_placement;
 mod oauth_dpop;
 mod oauth_dpop_replicas;
 mod oauth_e2e;

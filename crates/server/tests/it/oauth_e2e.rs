@@ -5,11 +5,8 @@
 //! DPoP in `oauth_dpop.rs`, introspection outages and revocation in `oauth_introspection.rs`, key
 //! rotation in `oauth_rotation.rs`.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use crate::support::oauth::{SMOLLM_SCOPE, call, chat_body, model_ids, start_pair};
-use crate::support::{MODEL_ID, Server, assert_error};
+use crate::support::{MODEL_ID, Server, assert_error, serve_once};
 use serde_json::json;
 
 #[tokio::test]
@@ -127,35 +124,6 @@ async fn opaque_tokens_via_introspection() {
         call(c.get(server.url("/v1/models")).bearer_auth("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
     assert_error(status, &body, 401);
     assert!(challenges[0].contains("error=\"invalid_token\""), "{challenges:?}");
-}
-
-/// Runs `llamagate serve` with a config and returns (success, stderr) once it exits.
-fn serve_once(yaml_tail: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("stack.yaml");
-    let yaml = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n{yaml_tail}",
-        crate::support::default_model().display()
-    );
-    std::fs::write(&config, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
-        .args(["--threads", "1", "serve", "--config"])
-        .arg(&config)
-        .env_remove("LLAMA_STACK_OAUTH_ENABLE_AUTH")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the server started although it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]

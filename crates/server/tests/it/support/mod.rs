@@ -10,6 +10,7 @@ pub mod oauth;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -150,4 +151,33 @@ pub fn keys(value: &Value) -> Vec<&str> {
 pub fn assert_error(status: u16, body: &Value, expected: u16) {
     assert_eq!(status, expected, "{body}");
     assert!(body["error"]["message"].is_string(), "not the error envelope: {body}");
+}
+
+/// Runs `llamagate serve` with a config and returns (success, stderr) once it exits.
+pub fn serve_once(yaml_tail: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stack.yaml");
+    let yaml = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nmodels:\n  - id: {MODEL_ID}\n    source: {}\n{yaml_tail}",
+        default_model().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
+        .args(["--threads", "1", "serve", "--config"])
+        .arg(&config)
+        .env_remove("LLAMA_STACK_OAUTH_ENABLE_AUTH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the server started although it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
