@@ -8,6 +8,7 @@
 use super::BLOCK;
 use super::dot::{self, Q4_1_BYTES, Q8_0_BYTES};
 use super::dot_k::{self, Q4_K_BYTES, Q4KOrder, Q6_K_BYTES, Q6K_TILED_MIN_ROWS, Q6KOrder};
+use super::dot_q4_0::{self, Q4_0_BYTES};
 use super::dot_q5_0::{self, Q5_0_BYTES};
 use super::dot_q5_1::{self, Q5_1_BYTES};
 use super::dot_q5_k::{self, Q5_K_BYTES};
@@ -19,6 +20,8 @@ use super::team;
 /// The weight formats these kernels multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
+    /// ggml's Q4_0: 4-bit values with a per-block scale (the most downloaded legacy format).
+    Q4_0,
     /// ggml's Q4_1: 4-bit values with a per-block scale and minimum (the default model's format).
     Q4_1,
     /// ggml's Q8_0: 8-bit values with a per-block scale.
@@ -43,6 +46,7 @@ pub enum WeightFormat {
 impl WeightFormat {
     fn block_bytes(self) -> usize {
         match self {
+            Self::Q4_0 => Q4_0_BYTES,
             Self::Q4_1 => Q4_1_BYTES,
             Self::Q8_0 => Q8_0_BYTES,
             Self::Q5_0 => Q5_0_BYTES,
@@ -80,8 +84,8 @@ pub struct Matrix<'a> {
 
 /// `t` rows of activations quantized once (8-bit blocks, ggml's rounding) for every projection that
 /// reads them: Q, K and V read the same normed input, as do the gate and up projections. Each of ggml's
-/// two activation formats is made only if one of the matrices needs it: 32-value blocks for Q4_1, Q5_0
-/// and Q8_0 weights, 256-value Q8_K blocks for K-quant weights.
+/// two activation formats is made only if one of the matrices needs it: 32-value blocks for Q4_0, Q4_1,
+/// Q5_0, Q5_1 and Q8_0 weights, 256-value Q8_K blocks for K-quant weights.
 #[derive(Debug)]
 pub struct Activations {
     blocks: Vec<ActivationBlock>,
@@ -260,6 +264,7 @@ impl ActivationKind for ActivationBlock {
         out: &mut [[f32; N]; R],
     ) {
         match format {
+            WeightFormat::Q4_0 => dot_q4_0::q4_0(isa, w_rows, acts, out),
             WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, acts, out),
             WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, acts, out),
             WeightFormat::Q5_0 => dot_q5_0::q5_0(isa, w_rows, acts, out),
@@ -345,6 +350,7 @@ mod tests {
     fn matches_row_by_row_products_and_approximates_candle() {
         let (rows, t) = (ROWS_PER_TASK * 2 + 7, 6);
         for (format, dtype) in [
+            (WeightFormat::Q4_0, GgmlDType::Q4_0),
             (WeightFormat::Q4_1, GgmlDType::Q4_1),
             (WeightFormat::Q8_0, GgmlDType::Q8_0),
             (WeightFormat::Q5_0, GgmlDType::Q5_0),

@@ -1,7 +1,7 @@
-//! The default model requantized to Q4_K_M, Q5_K_M, Q6_K and Q8_0 by llama.cpp's quantizer
+//! The default model requantized to Q4_0, Q4_K_M, Q5_K_M, Q6_K and Q8_0 by llama.cpp's quantizer
 //! (`models/make-variants.sh`) against llama.cpp's own outputs on the same files (`tests/fixtures/smollm2-*-llamacpp.json`):
-//! teacher-forced logits, greedy generation, and that the CPU pass (our Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and
-//! Q8_0 kernels) is what runs them.
+//! teacher-forced logits, greedy generation, and that the CPU pass (our Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K
+//! and Q8_0 kernels) is what runs them.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSo
 /// How far our logits may be from llama.cpp's, on every logit compared (the top-5 of each teacher-forced
 /// step and the first 256 of the last prompt position): not at all. The kernels follow the arithmetic of
 /// the kernels llama.cpp's x86 build (AVX-512 VNNI, where the fixtures were made) picks for each format and
-/// batch shape — Q5_0 and Q8_0 through its vector dot products and tinyBLAS, Q4_K through its repacked
+/// batch shape — Q5_0 and Q8_0 through its vector dot products and tinyBLAS, Q4_0 and Q4_K through its repacked
 /// gemv/gemm, Q6_K through its vector dot product or its tiled matmul — and every path of ours gives the
 /// same bits on any CPU.
 const LOGIT_TOLERANCE: f32 = 0.0;
@@ -62,6 +62,12 @@ fn compare(name: &str, fixture: &str) -> f32 {
         assert_eq!(out.token_ids, greedy, "{name} case {i}: greedy tokens differ from llama.cpp's");
     }
     worst
+}
+
+#[test]
+fn q4_0_matches_llamacpp() {
+    let worst = compare("Q4_0", "smollm2-q4_0-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
 }
 
 #[test]
