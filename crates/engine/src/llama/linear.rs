@@ -73,8 +73,20 @@ pub(crate) fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
         GgmlDType::Q5K => Some(WeightFormat::Q5K),
         GgmlDType::Q4K => Some(WeightFormat::Q4K),
         GgmlDType::Q6K => Some(WeightFormat::Q6K),
+        GgmlDType::F16 => Some(WeightFormat::F16),
+        GgmlDType::BF16 => Some(WeightFormat::Bf16),
         _ => None,
     }
+}
+
+/// A GGUF tensor as a projection weight. candle's `QMatMul::from_arc` widens F16 and BF16 tensors to f32
+/// (twice the memory, and not llama.cpp's arithmetic); on CPU they stay 16-bit for our kernels. Other
+/// devices keep candle's choice.
+pub(crate) fn projection_weight(q: std::sync::Arc<QTensor>) -> Result<QMatMul> {
+    if q.device().is_cpu() && matches!(q.dtype(), GgmlDType::F16 | GgmlDType::BF16) {
+        return Ok(QMatMul::QTensor(q));
+    }
+    Ok(QMatMul::from_arc(q)?)
 }
 
 /// `x` `[T, in]` → `[T, out]` with [`crate::kernels`]: llama.cpp's arithmetic, SIMD, any row count.

@@ -7,15 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
+use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{QMatMul, QTensor};
 
 use crate::error::{EngineError, Result};
 use crate::llama::candle_forward::CandleWeights;
 use crate::llama::cpu_forward::CpuWeights;
 use crate::llama::hparams::{LlamaHparams, RopeLayout};
 use crate::llama::layer::{Embedding, LayerWeights};
-use crate::llama::linear::Linear;
+use crate::llama::linear::{Linear, projection_weight};
 use crate::llama::model::{LlamaModel, Pass};
 use crate::llama::rope::RopeFrequencies;
 use crate::text::tokenizer::Tokenizer;
@@ -74,9 +74,9 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         ));
     }
     let lm_head = if content.tensor_infos.contains_key("output.weight") {
-        QMatMul::from_qtensor(tensor("output.weight")?)?.into()
+        projection_weight(Arc::new(tensor("output.weight")?))?.into()
     } else {
-        QMatMul::from_arc(token_embd.clone())?.into()
+        projection_weight(token_embd.clone())?.into()
     };
     let freq_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
         Some(dense(tensor("rope_freqs.weight")?)?.to_vec1::<f32>()?)
@@ -86,7 +86,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     let mut layers = Vec::with_capacity(hp.num_layers);
     for i in 0..hp.num_layers {
         let mut q = |suffix: &str| -> Result<Linear> {
-            Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{suffix}"))?)?.into())
+            Ok(projection_weight(Arc::new(tensor(&format!("blk.{i}.{suffix}"))?))?.into())
         };
         let wq = q("attn_q.weight")?;
         let wk = q("attn_k.weight")?;

@@ -93,3 +93,15 @@ fn q8_0_matches_llamacpp() {
     let worst = compare("Q8_0", "smollm2-q8_0-llamacpp.json");
     assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
 }
+
+#[test]
+fn f16_matches_llamacpp() {
+    let worst = compare("F16", "smollm2-f16-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
+
+#[test]
+fn bf16_matches_llamacpp() {
+    let worst = compare("BF16", "smollm2-bf16-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
