@@ -27,7 +27,7 @@ use crate::llama::host_cache::{HeadView, HostLayerCache};
 use crate::llama::hparams::{LlamaHparams, RopeLayout};
 use crate::llama::huge_pages;
 use crate::llama::kv_cache::SequenceBatch;
-use crate::llama::layer::LayerWeights;
+use crate::llama::layer::{LayerWeights, WeightTally};
 use crate::llama::linear::{Linear, kernel_format};
 
 /// A quantized weight matrix our kernels multiply.
@@ -138,6 +138,15 @@ impl CpuWeights {
         };
         huge_pages::collapse(weights.matrices().filter_map(|m| m.matrix().ok()).map(|m| m.bytes));
         Some(weights)
+    }
+
+    /// Adds the pass's weights to `tally`.
+    pub(crate) fn tally(&self, tally: &mut WeightTally) {
+        for m in self.matrices() {
+            tally.quantized(&m.weight);
+        }
+        let norms = self.layers.iter().map(|l| l.attn_norm.len() + l.ffn_norm.len()).sum::<usize>();
+        tally.bytes += (norms + self.final_norm.len()) * std::mem::size_of::<f32>();
     }
 
     /// Every weight matrix the pass reads.

@@ -13,6 +13,7 @@ use crate::llama::host_cache::HostLayerCache;
 use crate::llama::hparams::LlamaHparams;
 pub use crate::llama::kv_cache::{KvCache, SequenceBatch};
 use crate::llama::kv_cache_type::KvCacheType;
+use crate::llama::layer::WeightTally;
 pub use crate::llama::layer::{Embedding, LayerWeights};
 
 /// A loaded Llama model: weights and the numbers that shape them. Immutable and shareable across threads;
@@ -79,6 +80,24 @@ impl LlamaModel {
             Pass::Candle(candle) => 2 * kv * d * candle.kv_dtype.size_in_bytes(),
         };
         per_layer * layers
+    }
+
+    /// Bytes of weights the model holds in memory, each shared weight (a tied LM head) counted once: what
+    /// a format costs (16-bit checkpoints kept 16-bit hold half the bytes of f32).
+    pub fn weight_bytes(&self) -> usize {
+        let mut tally = WeightTally::default();
+        tally.embedding(&self.embedding);
+        match &self.pass {
+            Pass::Cpu(cpu) => cpu.tally(&mut tally),
+            Pass::Candle(candle) => {
+                for layer in &candle.layers {
+                    tally.layer(layer);
+                }
+                tally.dense(&candle.final_norm);
+                tally.linear(&candle.lm_head);
+            }
+        }
+        tally.bytes
     }
 
     /// Allocates a cache for a sequence that will hold at most `capacity` positions.

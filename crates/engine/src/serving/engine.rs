@@ -62,6 +62,9 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Weights in the model, counted from its shape (for listings).
     pub parameters: usize,
+    /// Bytes the weights take in memory as loaded (each shared tensor once): what the file's format, a
+    /// 16-bit checkpoint kept 16-bit, or `quantize` on load costs.
+    pub weight_bytes: usize,
 }
 
 /// A model ready to serve requests. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -127,7 +130,16 @@ impl Model {
         let hp = model.hparams();
         let context_length = options.max_context.map_or(hp.context_length, |m| m.min(hp.context_length));
         let parameters = parameter_count(hp);
-        let info = ModelInfo { source: source_text, name, context_length, vocab_size: hp.vocab_size, parameters };
+        let weight_bytes = model.weight_bytes();
+        tracing::info!(source = %source_text, parameters, weight_bytes, "model weights loaded");
+        let info = ModelInfo {
+            source: source_text,
+            name,
+            context_length,
+            vocab_size: hp.vocab_size,
+            parameters,
+            weight_bytes,
+        };
         let weights = Arc::new(model);
         let tokenizer = Arc::new(tokenizer);
         let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;

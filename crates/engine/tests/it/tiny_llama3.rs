@@ -133,3 +133,18 @@ fn an_8bit_kv_cache_is_refused_where_the_model_cannot_have_one() {
     let err = Model::load(&ModelSource::HfDir(tiny_llama3()), &options).unwrap_err().to_string();
     assert!(err.contains("kv_cache_type q8_0 needs the CPU pass"), "{err}");
 }
+
+/// A 16-bit checkpoint stays 16-bit in memory: its matrices take half the bytes of the f32 checkpoint's
+/// (the norms, a few hundred values, stay f32), and it still computes the same model.
+#[test]
+fn bf16_checkpoint_loads_with_16_bit_weights() {
+    let f32_bytes = load(&tiny_llama3()).info().weight_bytes;
+    for dtype in [DType::BF16, DType::F16] {
+        let dir = converted_copy(dtype, false);
+        let model = load(dir.path());
+        let bytes = model.info().weight_bytes;
+        eprintln!("{dtype:?}: {bytes} weight bytes, f32: {f32_bytes}");
+        let ratio = bytes as f64 / f32_bytes as f64;
+        assert!((0.5..0.51).contains(&ratio), "{dtype:?}: {bytes} bytes against {f32_bytes} in f32");
+    }
+}

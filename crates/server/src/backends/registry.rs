@@ -158,6 +158,7 @@ impl ModelRegistry {
             tracing::info!(
                 model = %config.id,
                 context_length = engine.info().context_length,
+                weight_bytes = engine.info().weight_bytes,
                 max_batch = options.scheduler.max_batch,
                 queue_capacity = options.scheduler.queue_capacity,
                 elapsed_ms = started.elapsed().as_millis() as u64,
