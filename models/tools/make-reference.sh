@@ -19,7 +19,7 @@ for case in json.load(open(sys.argv[1]))["cases"]:
 PY
 
 # Variants to run: the arguments, or all of them.
-if [ $# -gt 0 ]; then variants=("$@"); else variants=(Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0 F16 BF16); fi
+if [ $# -gt 0 ]; then variants=("$@"); else variants=(Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0 F16 BF16 F16-Q8_0); fi
 for variant in "${variants[@]}"; do
   file="SmolLM2-135M-Instruct.$variant.gguf"
   echo "llama.cpp on $file ..." >&2

@@ -57,6 +57,7 @@ pub use guard::{
 pub use llama::hparams::{Llama3RopeScaling, LlamaHparams, RopeLayout};
 pub use llama::kv_cache_type::KvCacheType;
 pub use load::device::DeviceChoice;
+pub use load::quantize::QuantizeOnLoad;
 pub use load::source::ModelSource;
 pub use serving::engine::{GenerateParams, Model, ModelInfo, ModelOptions, OwnPrefix};
 pub use serving::generation::{

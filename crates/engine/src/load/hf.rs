@@ -23,6 +23,7 @@ use crate::llama::layer::{Embedding, LayerWeights};
 use crate::llama::linear::Linear;
 use crate::llama::model::{LlamaModel, Pass};
 use crate::llama::rope::RopeFrequencies;
+use crate::load::quantize::QuantizeOnLoad;
 use crate::text::tokenizer::Tokenizer;
 
 /// Everything a checkpoint directory provides.
@@ -32,8 +33,8 @@ pub struct HfModel {
     pub chat_template: Option<String>,
 }
 
-/// Loads the checkpoint in `dir`.
-pub fn load(dir: &Path, device: &Device) -> Result<HfModel> {
+/// Loads the checkpoint in `dir`, its matrices converted to `quantize`'s format (on the CPU) when given.
+pub fn load(dir: &Path, device: &Device, quantize: Option<QuantizeOnLoad>) -> Result<HfModel> {
     let hp = LlamaHparams::from_hf_config(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = chat_template(dir)?;
@@ -43,7 +44,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<HfModel> {
     // through a live tensor.
     let st = unsafe { MmapedSafetensors::multi(&files) }
         .map_err(|e| EngineError::invalid_model(dir, format!("safetensors: {e}")))?;
-    let weights = Weights { st: &st, dir, device };
+    let weights = Weights { st: &st, dir, device, quantize };
     let model = build(&hp, &weights)?;
     Ok(HfModel { model, tokenizer, chat_template })
 }
@@ -52,6 +53,7 @@ struct Weights<'a> {
     st: &'a MmapedSafetensors,
     dir: &'a Path,
     device: &'a Device,
+    quantize: Option<QuantizeOnLoad>,
 }
 
 impl Weights<'_> {
@@ -72,8 +74,8 @@ impl Weights<'_> {
         }
     }
 
-    /// A weight matrix: kept 16-bit (a [`QTensor`] our kernels read) when the checkpoint stores it so and
-    /// it lives on the CPU, widened to f32 otherwise.
+    /// A weight matrix: quantized if the options ask, else kept 16-bit (a [`QTensor`] our kernels read)
+    /// when the checkpoint stores it so — both on the CPU only — and widened to f32 otherwise.
     fn matrix(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
         let t = self
             .st
@@ -91,9 +93,14 @@ impl Weights<'_> {
             DType::F32 => None,
             other => return Err(EngineError::unsupported(self.dir, format!("tensor '{name}' has dtype {other:?}"))),
         };
+        if let Some(format) = self.quantize.filter(|_| self.device.is_cpu())
+            && let Some(q) = format.apply_dense(&t)?
+        {
+            return Ok(WeightMatrix::Packed(q));
+        }
         match half {
             // Exact: the values pass through f32 and back to the type they came in.
-            Some(dtype) if self.device.is_cpu() => Ok(WeightMatrix::Half(Arc::new(QTensor::quantize(&t, dtype)?))),
+            Some(dtype) if self.device.is_cpu() => Ok(WeightMatrix::Packed(Arc::new(QTensor::quantize(&t, dtype)?))),
             _ => Ok(WeightMatrix::F32(t.to_dtype(DType::F32)?)),
         }
     }
@@ -103,16 +110,16 @@ impl Weights<'_> {
     }
 }
 
-/// A weight matrix as loaded: 16-bit on the CPU, f32 otherwise.
+/// A weight matrix as loaded: 16-bit or quantized on the CPU, f32 otherwise.
 enum WeightMatrix {
-    Half(Arc<QTensor>),
+    Packed(Arc<QTensor>),
     F32(Tensor),
 }
 
 impl WeightMatrix {
     fn linear(&self) -> Linear {
         match self {
-            Self::Half(q) => QMatMul::QTensor(q.clone()).into(),
+            Self::Packed(q) => QMatMul::QTensor(q.clone()).into(),
             Self::F32(t) => QMatMul::Tensor(t.clone()).into(),
         }
     }
@@ -120,7 +127,7 @@ impl WeightMatrix {
     /// As the embedding table (a 16-bit table is looked up row by row and widened, not widened whole).
     fn embedding(&self) -> Embedding {
         match self {
-            Self::Half(q) => Embedding::Quantized(q.clone()),
+            Self::Packed(q) => Embedding::Quantized(q.clone()),
             Self::F32(t) => Embedding::Dense(t.clone()),
         }
     }

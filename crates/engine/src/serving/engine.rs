@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::llama::kv_cache_type::KvCacheType;
 use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::load::device::DeviceChoice;
+use crate::load::quantize::QuantizeOnLoad;
 use crate::load::source::ModelSource;
 use crate::serving::generation::{GenerationRequest, GenerationStream};
 use crate::serving::logprobs::MAX_TOP_LOGPROBS;
@@ -30,6 +31,9 @@ pub struct ModelOptions {
     /// The KV cache's element type in the CPU pass: f16 (default, llama.cpp's numbers) or q8_0 (0.56×
     /// the memory and faster long contexts, logits a few hundredths off).
     pub kv_cache_type: KvCacheType,
+    /// Quantize full-precision (F16, BF16, F32) weight matrices to this format once at load: less memory
+    /// and the 8-bit kernels' speed, at llama.cpp's Q8_0 rounding. `None` (default): as stored.
+    pub quantize: Option<QuantizeOnLoad>,
 }
 
 /// What a caller wants generated, before the engine has checked it against the model.
@@ -110,16 +114,16 @@ impl Model {
         let device = options.device.open()?;
         let (model, tokenizer, template, name, source_text) = match source {
             ModelSource::Gguf(path) => {
-                let g = crate::load::gguf::load(path, &device)?;
+                let g = crate::load::gguf::load(path, &device, options.quantize)?;
                 (g.model, g.tokenizer, g.chat_template, g.name, path.display().to_string())
             }
             ModelSource::HfDir(dir) => {
-                let h = crate::load::hf::load(dir, &device)?;
+                let h = crate::load::hf::load(dir, &device, options.quantize)?;
                 (h.model, h.tokenizer, h.chat_template, None, dir.display().to_string())
             }
             ModelSource::Hub { repo, revision } => {
                 let dir = crate::load::source::resolve_hub(repo, revision.as_deref())?;
-                let h = crate::load::hf::load(&dir, &device)?;
+                let h = crate::load::hf::load(&dir, &device, options.quantize)?;
                 (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
             }
         };

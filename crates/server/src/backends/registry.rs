@@ -151,6 +151,7 @@ impl ModelRegistry {
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
                 kv_cache_type: config.kv_cache_type.unwrap_or_default(),
+                quantize: config.quantize,
                 ..Default::default()
             };
             let engine = Model::load(&source, &options)
