@@ -57,7 +57,7 @@ impl LlamaModel {
             && kind != KvCacheType::F16
         {
             return Err(EngineError::InvalidRequest(format!(
-                "kv_cache_type {kind} needs the CPU pass (a GGUF model in Q4_1, Q8_0, Q5_0, Q4_K or Q6_K on the CPU); this model runs on candle \
+                "kv_cache_type {kind} needs the CPU pass (a GGUF model in Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16 or BF16 on the CPU); this model runs on candle \
                  with a {:?} cache: leave kv_cache_type unset or f16",
                 candle.kv_dtype
             )));
