@@ -1,6 +1,6 @@
 //! [`LlamaModel`]: a loaded Llama model and the forward pass it runs. There are two passes, chosen once at
 //! load as a `Pass`: the CPU pass (`cpu_forward`: llama.cpp's arithmetic on our SIMD kernels, for
-//! quantized GGUF models on the CPU) and the candle pass (`candle_forward`: candle ops, for everything
+//! GGUF models on the CPU) and the candle pass (`candle_forward`: candle ops, for everything
 //! else). Both take the same batch of sequences ([`SequenceBatch`]), each with its own tokens,
 //! position and preallocated [`KvCache`].
 
@@ -31,7 +31,7 @@ pub struct LlamaModel {
 /// Which forward pass a model runs, with the weights that pass reads.
 #[derive(Debug)]
 pub(crate) enum Pass {
-    /// Quantized GGUF models on CPU: llama.cpp's arithmetic on our SIMD kernels.
+    /// GGUF models on CPU (quantized, F16 or BF16): llama.cpp's arithmetic on our SIMD kernels.
     Cpu(CpuWeights),
     /// Everything else (full-precision checkpoints, accelerators, formats the kernels lack): candle ops.
     Candle(CandleWeights),
