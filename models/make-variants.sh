@@ -14,14 +14,15 @@ manifest="$here/manifest.json"
 "$here/fetch.sh" >/dev/null
 
 source_file="$cache/$(python3 -c "import json; print(json.load(open('$manifest'))['models'][0]['file'])")"
-# One line per variant: file, llama.cpp ftype number, sha256.
+# One line per variant: file, llama.cpp ftype number, sha256, and the file it is made from (the bundled
+# model unless the variant names an earlier variant as its `source`).
 variants="$(python3 -c "
 import json
 for v in json.load(open('$manifest'))['variants']:
-    print(v['file'], v['ftype'], v['sha256'])
+    print(v['file'], v['ftype'], v['sha256'], v.get('source', ''))
 ")"
 
-while read -r file ftype sha; do
+while read -r file ftype sha source; do
   target="$cache/$file"
   if [ -f "$target" ] && echo "$sha  $target" | sha256sum --check --status; then
     echo "model ready: $target"
@@ -29,7 +30,9 @@ while read -r file ftype sha; do
   fi
   "$here/tools/build.sh"
   tmp="$target.partial"
-  "$here/../.bench/llamacpp-min/bin/quantize" "$source_file" "$tmp" "$ftype" >"$tmp.log" 2>&1 || {
+  from="$source_file"
+  [ -z "$source" ] || from="$cache/$source"
+  "$here/../.bench/llamacpp-min/bin/quantize" "$from" "$tmp" "$ftype" >"$tmp.log" 2>&1 || {
     cat "$tmp.log" >&2
     exit 1
   }

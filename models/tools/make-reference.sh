@@ -4,7 +4,7 @@
 # (smollm2-llamacpp.json: same tokenizer, same token ids). Run by hand when the pinned llama.cpp or the
 # variants change; the tests read the committed files.
 #
-# usage: models/tools/make-reference.sh
+# usage: models/tools/make-reference.sh [VARIANT ...]   (default: every variant, e.g. Q4_0 F16)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./models/make-variants.sh >/dev/null
@@ -18,7 +18,9 @@ for case in json.load(open(sys.argv[1]))["cases"]:
     print(" ".join(str(t) for t in case["prompt_ids"]))
 PY
 
-for variant in Q4_K_M Q5_K_M Q6_K Q8_0; do
+# Variants to run: the arguments, or all of them.
+if [ $# -gt 0 ]; then variants=("$@"); else variants=(Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0 F16 BF16 F16-Q8_0); fi
+for variant in "${variants[@]}"; do
   file="SmolLM2-135M-Instruct.$variant.gguf"
   echo "llama.cpp on $file ..." >&2
   "$tool" "models/cache/$file" </tmp/llamagate-reference-prompts.txt >/tmp/llamagate-reference.jsonl

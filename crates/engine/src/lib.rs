@@ -4,10 +4,12 @@
 //! engine reports the real numbers the server bills with. What it owns, one folder each:
 //!
 //! - `load/` — model files and formats: GGUF (header checked before parsing), Hugging Face safetensors
-//!   checkpoints, hub ids through the standard cache, and the device to run on.
+//!   checkpoints (16-bit ones kept 16-bit on the CPU), hub ids through the standard cache, the device to
+//!   run on, and quantizing full-precision weights to Q8_0 at load ([`QuantizeOnLoad`]).
 //! - `llama/` — the model: hyper-parameters, RoPE, projections, the KV cache, and our batching-ready
 //!   forward pass in two forms (llama.cpp's arithmetic on the CPU, candle ops elsewhere).
-//! - [`kernels`] — the CPU pass's SIMD kernels (quantized matmul, attention over f16 and 8-bit caches).
+//! - [`kernels`] — the CPU pass's SIMD kernels (quantized and 16-bit float matmul, attention over f16 and
+//!   8-bit caches).
 //! - `text/` — the tokenizer (byte-level BPE or SentencePiece, built from GGUF metadata or a
 //!   `tokenizer.json`), chat templates, caller text kept as text, streaming with correct UTF-8, and stop
 //!   strings.
@@ -57,6 +59,7 @@ pub use guard::{
 pub use llama::hparams::{Llama3RopeScaling, LlamaHparams, RopeLayout};
 pub use llama::kv_cache_type::KvCacheType;
 pub use load::device::DeviceChoice;
+pub use load::quantize::QuantizeOnLoad;
 pub use load::source::ModelSource;
 pub use serving::engine::{GenerateParams, Model, ModelInfo, ModelOptions, OwnPrefix};
 pub use serving::generation::{

@@ -7,7 +7,9 @@
 
 use super::BLOCK;
 use super::dot::{self, Q4_1_BYTES, Q8_0_BYTES};
+use super::dot_half::{self, Bf16Bits, F16Bits, HALF_BYTES, HalfOrder, TILED_MIN_ROWS, round_row_bf16, round_row_f16};
 use super::dot_k::{self, Q4_K_BYTES, Q4KOrder, Q6_K_BYTES, Q6K_TILED_MIN_ROWS, Q6KOrder};
+use super::dot_q4_0::{self, Q4_0_BYTES};
 use super::dot_q5_0::{self, Q5_0_BYTES};
 use super::dot_q5_1::{self, Q5_1_BYTES};
 use super::dot_q5_k::{self, Q5_K_BYTES};
@@ -19,6 +21,8 @@ use super::team;
 /// The weight formats these kernels multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
+    /// ggml's Q4_0: 4-bit values with a per-block scale (the most downloaded legacy format).
+    Q4_0,
     /// ggml's Q4_1: 4-bit values with a per-block scale and minimum (the default model's format).
     Q4_1,
     /// ggml's Q8_0: 8-bit values with a per-block scale.
@@ -38,11 +42,30 @@ pub enum WeightFormat {
     /// ggml's Q6_K: 256-value super-blocks of 6-bit values with 8-bit sub-block scales (the rest of a
     /// Q4_K_M file, and all of a Q6_K one).
     Q6K,
+    /// IEEE half precision, one value per 2 bytes (F16 GGUF files): activations rounded to f16.
+    F16,
+    /// bfloat16, one value per 2 bytes (BF16 GGUF files, most safetensors checkpoints): activations
+    /// rounded to bf16.
+    Bf16,
+}
+
+/// What a weight format's kernel multiplies: the activations rounded the way llama.cpp rounds them for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActivationType {
+    /// ggml's Q8_0/Q8_1 blocks of 32 values.
+    Q8,
+    /// ggml's Q8_K super-blocks of 256 values.
+    Q8K,
+    /// f16 values.
+    F16,
+    /// bf16 values.
+    Bf16,
 }
 
 impl WeightFormat {
     fn block_bytes(self) -> usize {
         match self {
+            Self::Q4_0 => Q4_0_BYTES,
             Self::Q4_1 => Q4_1_BYTES,
             Self::Q8_0 => Q8_0_BYTES,
             Self::Q5_0 => Q5_0_BYTES,
@@ -50,17 +73,27 @@ impl WeightFormat {
             Self::Q5K => Q5_K_BYTES,
             Self::Q4K => Q4_K_BYTES,
             Self::Q6K => Q6_K_BYTES,
+            Self::F16 | Self::Bf16 => HALF_BYTES,
         }
     }
 
     /// Values per block: a row's length must be a multiple of it.
     pub fn block_values(self) -> usize {
-        if self.is_k_quant() { SUPER_BLOCK } else { BLOCK }
+        match self.activation() {
+            ActivationType::Q8 => BLOCK,
+            ActivationType::Q8K => SUPER_BLOCK,
+            ActivationType::F16 | ActivationType::Bf16 => 1,
+        }
     }
 
-    /// Whether the format multiplies Q8_K activations (256-value blocks) rather than 32-value ones.
-    fn is_k_quant(self) -> bool {
-        matches!(self, Self::Q4K | Self::Q5K | Self::Q6K)
+    /// The activations the format's kernel multiplies.
+    fn activation(self) -> ActivationType {
+        match self {
+            Self::Q4K | Self::Q5K | Self::Q6K => ActivationType::Q8K,
+            Self::F16 => ActivationType::F16,
+            Self::Bf16 => ActivationType::Bf16,
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 | Self::Q5_0 | Self::Q5_1 => ActivationType::Q8,
+        }
     }
 }
 
@@ -78,14 +111,17 @@ pub struct Matrix<'a> {
     pub rows: usize,
 }
 
-/// `t` rows of activations quantized once (8-bit blocks, ggml's rounding) for every projection that
-/// reads them: Q, K and V read the same normed input, as do the gate and up projections. Each of ggml's
-/// two activation formats is made only if one of the matrices needs it: 32-value blocks for Q4_1, Q5_0
-/// and Q8_0 weights, 256-value Q8_K blocks for K-quant weights.
+/// `t` rows of activations quantized once (ggml's rounding) for every projection that reads them: Q, K
+/// and V read the same normed input, as do the gate and up projections. Each of ggml's activation
+/// formats is made only if one of the matrices needs it: 32-value 8-bit blocks for Q4_0, Q4_1, Q5_0, Q5_1
+/// and Q8_0 weights, 256-value Q8_K blocks for K-quant weights, values rounded to f16 or bf16 for F16 and
+/// BF16 weights.
 #[derive(Debug)]
 pub struct Activations {
     blocks: Vec<ActivationBlock>,
     super_blocks: Vec<SuperBlock>,
+    f16: Vec<F16Bits>,
+    bf16: Vec<Bf16Bits>,
     t: usize,
     cols: usize,
 }
@@ -94,16 +130,18 @@ impl Activations {
     /// Quantizes `x`, `t` rows of `cols` values, for matrices in `formats` (`cols` a multiple of each
     /// format's [`WeightFormat::block_values`]; the caller checks).
     pub fn quantize(x: &[f32], t: usize, cols: usize, formats: &[WeightFormat]) -> Self {
-        assert!(cols.is_multiple_of(BLOCK) && x.len() == t * cols, "activation shape");
-        let (mut blocks, mut super_blocks) = (Vec::new(), Vec::new());
-        if formats.iter().any(|f| !f.is_k_quant()) {
+        assert_eq!(x.len(), t * cols, "activation shape");
+        let needs = |kind: ActivationType| formats.iter().any(|f| f.activation() == kind);
+        let (mut blocks, mut super_blocks, mut f16, mut bf16) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if needs(ActivationType::Q8) {
+            assert!(cols.is_multiple_of(BLOCK), "activation shape");
             let per_row = cols / BLOCK;
             blocks = vec![ActivationBlock::default(); t * per_row];
             for (row, out) in x.chunks_exact(cols).zip(blocks.chunks_exact_mut(per_row)) {
                 quantize_row(row, out);
             }
         }
-        if formats.iter().any(|f| f.is_k_quant()) {
+        if needs(ActivationType::Q8K) {
             assert!(cols.is_multiple_of(SUPER_BLOCK), "activation shape");
             let per_row = cols / SUPER_BLOCK;
             super_blocks = vec![SuperBlock::default(); t * per_row];
@@ -111,7 +149,15 @@ impl Activations {
                 quantize_row_k(row, out);
             }
         }
-        Self { blocks, super_blocks, t, cols }
+        if needs(ActivationType::F16) {
+            f16 = vec![F16Bits::default(); t * cols];
+            round_row_f16(x, &mut f16);
+        }
+        if needs(ActivationType::Bf16) {
+            bf16 = vec![Bf16Bits::default(); t * cols];
+            round_row_bf16(x, &mut bf16);
+        }
+        Self { blocks, super_blocks, f16, bf16, t, cols }
     }
 }
 
@@ -139,7 +185,12 @@ pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) ->
     for m in &matrices {
         let blocks = acts.cols / m.format.block_values();
         assert_eq!(m.bytes.len(), m.rows * blocks * m.format.block_bytes(), "weight shape");
-        let quantized = if m.format.is_k_quant() { acts.super_blocks.len() } else { acts.blocks.len() };
+        let quantized = match m.format.activation() {
+            ActivationType::Q8 => acts.blocks.len(),
+            ActivationType::Q8K => acts.super_blocks.len(),
+            ActivationType::F16 => acts.f16.len(),
+            ActivationType::Bf16 => acts.bf16.len(),
+        };
         assert_eq!(quantized, t * blocks, "activations quantized for another format");
     }
     if t == 0 {
@@ -156,10 +207,11 @@ pub fn project<const M: usize>(acts: &Activations, matrices: [Matrix<'_>; M]) ->
     }
     team::for_each_item(tasks, |_, (j, first, out)| {
         let m = &matrices[j];
-        if m.format.is_k_quant() {
-            rows_times_activations(m, isa, first, &acts.super_blocks, t, out);
-        } else {
-            rows_times_activations(m, isa, first, &acts.blocks, t, out);
+        match m.format.activation() {
+            ActivationType::Q8 => rows_times_activations(m, isa, first, &acts.blocks, t, out),
+            ActivationType::Q8K => rows_times_activations(m, isa, first, &acts.super_blocks, t, out),
+            ActivationType::F16 => rows_times_activations(m, isa, first, &acts.f16, t, out),
+            ActivationType::Bf16 => rows_times_activations(m, isa, first, &acts.bf16, t, out),
         }
     });
     if t == 1 {
@@ -260,13 +312,12 @@ impl ActivationKind for ActivationBlock {
         out: &mut [[f32; N]; R],
     ) {
         match format {
+            WeightFormat::Q4_0 => dot_q4_0::q4_0(isa, w_rows, acts, out),
             WeightFormat::Q4_1 => dot::q4_1(isa, w_rows, acts, out),
             WeightFormat::Q8_0 => dot::q8_0(isa, w_rows, acts, out),
             WeightFormat::Q5_0 => dot_q5_0::q5_0(isa, w_rows, acts, out),
             WeightFormat::Q5_1 => dot_q5_1::q5_1(isa, w_rows, acts, out),
-            WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
-                unreachable!("K-quant weights read Q8_K activations")
-            }
+            _ => unreachable!("only 32-value block formats read Q8_0 activations"),
         }
     }
 }
@@ -296,6 +347,42 @@ impl ActivationKind for SuperBlock {
             }
             _ => unreachable!("only K-quant weights read Q8_K activations"),
         }
+    }
+}
+
+/// llama.cpp's kernel for a batch of 16-bit float weights: its vector dot product for one row, tinyBLAS
+/// for more.
+fn half_order(place: BatchPlace) -> HalfOrder {
+    if place.rows >= TILED_MIN_ROWS { HalfOrder::Tiled } else { HalfOrder::Dot }
+}
+
+impl ActivationKind for F16Bits {
+    #[inline(always)]
+    fn dot<const R: usize, const N: usize>(
+        format: WeightFormat,
+        isa: Isa,
+        place: BatchPlace,
+        w_rows: [&[u8]; R],
+        acts: [&[Self]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        debug_assert_eq!(format, WeightFormat::F16);
+        dot_half::f16(isa, half_order(place), w_rows, acts, out);
+    }
+}
+
+impl ActivationKind for Bf16Bits {
+    #[inline(always)]
+    fn dot<const R: usize, const N: usize>(
+        format: WeightFormat,
+        isa: Isa,
+        place: BatchPlace,
+        w_rows: [&[u8]; R],
+        acts: [&[Self]; N],
+        out: &mut [[f32; N]; R],
+    ) {
+        debug_assert_eq!(format, WeightFormat::Bf16);
+        dot_half::bf16(isa, half_order(place), w_rows, acts, out);
     }
 }
 
@@ -345,6 +432,7 @@ mod tests {
     fn matches_row_by_row_products_and_approximates_candle() {
         let (rows, t) = (ROWS_PER_TASK * 2 + 7, 6);
         for (format, dtype) in [
+            (WeightFormat::Q4_0, GgmlDType::Q4_0),
             (WeightFormat::Q4_1, GgmlDType::Q4_1),
             (WeightFormat::Q8_0, GgmlDType::Q8_0),
             (WeightFormat::Q5_0, GgmlDType::Q5_0),
@@ -352,8 +440,10 @@ mod tests {
             (WeightFormat::Q5K, GgmlDType::Q5K),
             (WeightFormat::Q4K, GgmlDType::Q4K),
             (WeightFormat::Q6K, GgmlDType::Q6K),
+            (WeightFormat::F16, GgmlDType::F16),
+            (WeightFormat::Bf16, GgmlDType::BF16),
         ] {
-            let cols = 3 * format.block_values();
+            let cols = 3 * format.block_values().max(BLOCK);
             let w = Tensor::from_vec(values(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let bytes = q.data().unwrap().into_owned();
@@ -362,9 +452,12 @@ mod tests {
             assert_eq!(y.len(), t * rows);
             // Each row alone (one activation row per call) gives the same bits as the batched call, except
             // Q4_K rows in whole groups of four, which llama.cpp sums in another order (6 rows stay below
-            // the batch size from which it sums Q6_K differently).
+            // the batch size from which it sums Q6_K differently), and 16-bit floats, which it sums one way
+            // for one row and another for more.
             for i in 0..t {
-                if format == WeightFormat::Q4K && i < t - t % TILE_ACTS {
+                if (format == WeightFormat::Q4K && i < t - t % TILE_ACTS)
+                    || matches!(format, WeightFormat::F16 | WeightFormat::Bf16)
+                {
                     continue;
                 }
                 let single = quantized_matmul(format, &bytes, rows, cols, &x[i * cols..(i + 1) * cols], 1);

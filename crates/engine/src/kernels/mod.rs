@@ -1,4 +1,4 @@
-//! CPU kernels for the quantized formats GGUF Llama models ship in (Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K
+//! CPU kernels for the weight formats GGUF Llama models ship in (F16, BF16, Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K
 //! and Q6_K weights: the default model's formats and those of Q4_K_M, Q5_K_M and Q6_K files), with
 //! llama.cpp's arithmetic.
 //!
@@ -11,8 +11,8 @@
 //!
 //! Layout: [`isa`] picks the instruction set every kernel uses, [`quantize`] turns f32 activations into
 //! 8-bit blocks of 32 values and [`quantize_k`] into ggml's 256-value Q8_K blocks (which K-quant weights
-//! multiply), [`dot`] multiplies Q4_1 and Q8_0 weight rows by activation rows, [`dot_q5_0`], [`dot_q5_1`] and [`dot_q5_k`] Q5_0, Q5_1 and Q5_K ones,
-//! [`dot_k`] Q4_K and Q6_K ones (`dot_k_zmm`: their AVX-512 twins), [`matmul`] runs a whole
+//! multiply), [`dot`] multiplies Q4_1 and Q8_0 weight rows by activation rows, [`dot_q4_0`] Q4_0 ones, [`dot_q5_0`], [`dot_q5_1`] and [`dot_q5_k`] Q5_0, Q5_1 and Q5_K ones,
+//! [`dot_k`] Q4_K and Q6_K ones (`dot_k_zmm`: their AVX-512 twins), [`dot_half`] F16 and BF16 ones, [`matmul`] runs a whole
 //! projection over a batch of rows on the engine's threads ([`team`]), [`ops`] holds the norm, rotary,
 //! softmax and SiLU steps with ggml's rounding, and [`attention`] / [`attention_q8`] read the f16 and
 //! 8-bit KV caches.
@@ -20,9 +20,11 @@
 pub mod attention;
 pub mod attention_q8;
 pub mod dot;
+pub mod dot_half;
 pub mod dot_k;
 #[cfg(target_arch = "x86_64")]
 mod dot_k_zmm;
+pub mod dot_q4_0;
 pub mod dot_q5_0;
 pub mod dot_q5_1;
 pub mod dot_q5_k;

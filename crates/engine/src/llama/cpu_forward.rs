@@ -1,4 +1,4 @@
-//! The forward pass for quantized GGUF models on CPU: llama.cpp's arithmetic, step for step.
+//! The forward pass for GGUF models on CPU (quantized, F16 or BF16 weights): llama.cpp's arithmetic, step for step.
 //!
 //! Why a second forward pass next to the candle one (`candle_forward`): a 30-layer model re-quantizes its
 //! activations to 8 bits before every projection, so any rounding difference — summation order, an f16
@@ -9,7 +9,8 @@
 //! cached in f16, queries and probabilities rounded to f16 for the two f16 matrix products, each product
 //! summed in 16 lanes. The last layer's feed-forward block runs only on the rows whose logits are wanted,
 //! as llama.cpp's graph does (which matters beyond speed: llama.cpp picks its Q6_K kernel, and so the
-//! summation order, by the row count). Full-precision checkpoints and accelerators keep the candle pass.
+//! summation order, by the row count). Hugging Face checkpoints and accelerators keep the candle pass (a
+//! checkpoint's 16-bit or quantized-on-load projections still run on these kernels there).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::llama::host_cache::{HeadView, HostLayerCache};
 use crate::llama::hparams::{LlamaHparams, RopeLayout};
 use crate::llama::huge_pages;
 use crate::llama::kv_cache::SequenceBatch;
-use crate::llama::layer::LayerWeights;
+use crate::llama::layer::{LayerWeights, WeightTally};
 use crate::llama::linear::{Linear, kernel_format};
 
 /// A quantized weight matrix our kernels multiply.
@@ -138,6 +139,15 @@ impl CpuWeights {
         };
         huge_pages::collapse(weights.matrices().filter_map(|m| m.matrix().ok()).map(|m| m.bytes));
         Some(weights)
+    }
+
+    /// Adds the pass's weights to `tally`.
+    pub(crate) fn tally(&self, tally: &mut WeightTally) {
+        for m in self.matrices() {
+            tally.quantized(&m.weight);
+        }
+        let norms = self.layers.iter().map(|l| l.attn_norm.len() + l.ffn_norm.len()).sum::<usize>();
+        tally.bytes += (norms + self.final_norm.len()) * std::mem::size_of::<f32>();
     }
 
     /// Every weight matrix the pass reads.

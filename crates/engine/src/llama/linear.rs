@@ -65,6 +65,7 @@ impl Linear {
 /// through candle.
 pub(crate) fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
     match dtype {
+        GgmlDType::Q4_0 => Some(WeightFormat::Q4_0),
         GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
         GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
         GgmlDType::Q5_0 => Some(WeightFormat::Q5_0),
@@ -72,8 +73,20 @@ pub(crate) fn kernel_format(dtype: GgmlDType) -> Option<WeightFormat> {
         GgmlDType::Q5K => Some(WeightFormat::Q5K),
         GgmlDType::Q4K => Some(WeightFormat::Q4K),
         GgmlDType::Q6K => Some(WeightFormat::Q6K),
+        GgmlDType::F16 => Some(WeightFormat::F16),
+        GgmlDType::BF16 => Some(WeightFormat::Bf16),
         _ => None,
     }
+}
+
+/// A GGUF tensor as a projection weight. candle's `QMatMul::from_arc` widens F16 and BF16 tensors to f32
+/// (twice the memory, and not llama.cpp's arithmetic); on CPU they stay 16-bit for our kernels. Other
+/// devices keep candle's choice.
+pub(crate) fn projection_weight(q: std::sync::Arc<QTensor>) -> Result<QMatMul> {
+    if q.device().is_cpu() && matches!(q.dtype(), GgmlDType::F16 | GgmlDType::BF16) {
+        return Ok(QMatMul::QTensor(q));
+    }
+    Ok(QMatMul::from_arc(q)?)
 }
 
 /// `x` `[T, in]` → `[T, out]` with [`crate::kernels`]: llama.cpp's arithmetic, SIMD, any row count.
@@ -170,10 +183,10 @@ mod tests {
 
     #[test]
     fn dense_path_matches_the_quantized_kernel() {
-        // Outputs are about 0.5; the paths differ in summation order (Q4_0 is one of the formats without
+        // Outputs are about 0.5; the paths differ in summation order (Q3_K is one of the formats without
         // our own kernel, so it takes the dense path here).
-        let (q, _) = weight(96, 64, GgmlDType::Q4_0);
-        let x = input(DENSE_MIN_ROWS + 3, 64);
+        let (q, _) = weight(96, 256, GgmlDType::Q3K);
+        let x = input(DENSE_MIN_ROWS + 3, 256);
         let quantized = QMatMul::from_qtensor(q).expect("qmatmul");
         let expected = quantized.forward(&x).expect("quantized kernel");
         let y = Linear::from(quantized).forward(&x).expect("forward");
@@ -213,8 +226,8 @@ mod tests {
 
     #[test]
     fn few_rows_keep_the_quantized_kernel() {
-        let (q, _) = weight(32, 64, GgmlDType::Q4_0);
-        let x = input(DENSE_MIN_ROWS - 1, 64);
+        let (q, _) = weight(32, 256, GgmlDType::Q3K);
+        let x = input(DENSE_MIN_ROWS - 1, 256);
         let quantized = QMatMul::from_qtensor(q).expect("qmatmul");
         let expected = quantized.forward(&x).expect("qmatmul forward");
         let y = Linear::from(quantized).forward(&x).expect("forward");

@@ -1,6 +1,6 @@
 //! [`LlamaModel`]: a loaded Llama model and the forward pass it runs. There are two passes, chosen once at
 //! load as a `Pass`: the CPU pass (`cpu_forward`: llama.cpp's arithmetic on our SIMD kernels, for
-//! quantized GGUF models on the CPU) and the candle pass (`candle_forward`: candle ops, for everything
+//! GGUF models on the CPU) and the candle pass (`candle_forward`: candle ops, for everything
 //! else). Both take the same batch of sequences ([`SequenceBatch`]), each with its own tokens,
 //! position and preallocated [`KvCache`].
 
@@ -13,6 +13,7 @@ use crate::llama::host_cache::HostLayerCache;
 use crate::llama::hparams::LlamaHparams;
 pub use crate::llama::kv_cache::{KvCache, SequenceBatch};
 use crate::llama::kv_cache_type::KvCacheType;
+use crate::llama::layer::WeightTally;
 pub use crate::llama::layer::{Embedding, LayerWeights};
 
 /// A loaded Llama model: weights and the numbers that shape them. Immutable and shareable across threads;
@@ -30,7 +31,7 @@ pub struct LlamaModel {
 /// Which forward pass a model runs, with the weights that pass reads.
 #[derive(Debug)]
 pub(crate) enum Pass {
-    /// Quantized GGUF models on CPU: llama.cpp's arithmetic on our SIMD kernels.
+    /// GGUF models on CPU (quantized, F16 or BF16): llama.cpp's arithmetic on our SIMD kernels.
     Cpu(CpuWeights),
     /// Everything else (full-precision checkpoints, accelerators, formats the kernels lack): candle ops.
     Candle(CandleWeights),
@@ -56,7 +57,7 @@ impl LlamaModel {
             && kind != KvCacheType::F16
         {
             return Err(EngineError::InvalidRequest(format!(
-                "kv_cache_type {kind} needs the CPU pass (a GGUF model in Q4_1, Q8_0, Q5_0, Q4_K or Q6_K on the CPU); this model runs on candle \
+                "kv_cache_type {kind} needs the CPU pass (a GGUF model in Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16 or BF16 on the CPU); this model runs on candle \
                  with a {:?} cache: leave kv_cache_type unset or f16",
                 candle.kv_dtype
             )));
@@ -79,6 +80,24 @@ impl LlamaModel {
             Pass::Candle(candle) => 2 * kv * d * candle.kv_dtype.size_in_bytes(),
         };
         per_layer * layers
+    }
+
+    /// Bytes of weights the model holds in memory, each shared weight (a tied LM head) counted once: what
+    /// a format costs (16-bit checkpoints kept 16-bit hold half the bytes of f32).
+    pub fn weight_bytes(&self) -> usize {
+        let mut tally = WeightTally::default();
+        tally.embedding(&self.embedding);
+        match &self.pass {
+            Pass::Cpu(cpu) => cpu.tally(&mut tally),
+            Pass::Candle(candle) => {
+                for layer in &candle.layers {
+                    tally.layer(layer);
+                }
+                tally.dense(&candle.final_norm);
+                tally.linear(&candle.lm_head);
+            }
+        }
+        tally.bytes
     }
 
     /// Allocates a cache for a sequence that will hold at most `capacity` positions.

@@ -7,17 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
+use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{QMatMul, QTensor};
 
 use crate::error::{EngineError, Result};
 use crate::llama::candle_forward::CandleWeights;
 use crate::llama::cpu_forward::CpuWeights;
 use crate::llama::hparams::{LlamaHparams, RopeLayout};
 use crate::llama::layer::{Embedding, LayerWeights};
-use crate::llama::linear::Linear;
+use crate::llama::linear::{Linear, projection_weight};
 use crate::llama::model::{LlamaModel, Pass};
 use crate::llama::rope::RopeFrequencies;
+use crate::load::quantize::QuantizeOnLoad;
 use crate::text::tokenizer::Tokenizer;
 
 /// Everything a GGUF file provides.
@@ -29,9 +30,10 @@ pub struct GgufModel {
     pub name: Option<String>,
 }
 
-/// Reads a GGUF file. Truncated or corrupt files are reported as [`EngineError::InvalidModel`]; files of
-/// another architecture as [`EngineError::Unsupported`].
-pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
+/// Reads a GGUF file, its full-precision matrices converted to `quantize`'s format when given. Truncated or
+/// corrupt files are reported as [`EngineError::InvalidModel`]; files of another architecture as
+/// [`EngineError::Unsupported`].
+pub fn load(path: &Path, device: &Device, quantize: Option<QuantizeOnLoad>) -> Result<GgufModel> {
     let (mut file, file_len, content) = read_header(path)?;
     for (name, info) in &content.tensor_infos {
         let elems = info.shape.elem_count();
@@ -64,8 +66,16 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
             .map_err(|e| EngineError::invalid_model(path, format!("tensor '{name}': {e}")))
     };
     let dense = |q: QTensor| -> Result<candle_core::Tensor> { Ok(q.dequantize(device)?) };
+    // A matrix as the projections read it: quantized now if the options ask (a tied LM head shares the
+    // embedding table's quantized copy, as it does in a file llama.cpp's quantizer makes).
+    let matrix = |q: QTensor| -> Result<Arc<QTensor>> {
+        match quantize {
+            Some(format) => format.apply(Arc::new(q)),
+            None => Ok(Arc::new(q)),
+        }
+    };
 
-    let token_embd = Arc::new(tensor("token_embd.weight")?);
+    let token_embd = matrix(tensor("token_embd.weight")?)?;
     let expect_shape = [hp.hidden_size, hp.vocab_size];
     if token_embd.shape().dims() != [hp.vocab_size, hp.hidden_size] {
         return Err(EngineError::invalid_model(
@@ -74,9 +84,9 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
         ));
     }
     let lm_head = if content.tensor_infos.contains_key("output.weight") {
-        QMatMul::from_qtensor(tensor("output.weight")?)?.into()
+        projection_weight(matrix(tensor("output.weight")?)?)?.into()
     } else {
-        QMatMul::from_arc(token_embd.clone())?.into()
+        projection_weight(token_embd.clone())?.into()
     };
     let freq_factors = if content.tensor_infos.contains_key("rope_freqs.weight") {
         Some(dense(tensor("rope_freqs.weight")?)?.to_vec1::<f32>()?)
@@ -86,7 +96,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     let mut layers = Vec::with_capacity(hp.num_layers);
     for i in 0..hp.num_layers {
         let mut q = |suffix: &str| -> Result<Linear> {
-            Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{suffix}"))?)?.into())
+            Ok(projection_weight(matrix(tensor(&format!("blk.{i}.{suffix}"))?)?)?.into())
         };
         let wq = q("attn_q.weight")?;
         let wk = q("attn_k.weight")?;

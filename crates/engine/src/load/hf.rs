@@ -1,12 +1,18 @@
 //! Loading a Hugging Face Llama checkpoint directory: `config.json`, `*.safetensors` (single file or
 //! sharded with `model.safetensors.index.json`), `tokenizer.json`, and the chat template from
-//! `chat_template.jinja` or `tokenizer_config.json`. Weights in f32, f16 or bf16 are converted to the
-//! compute dtype (f32) at load.
+//! `chat_template.jinja` or `tokenizer_config.json`.
+//!
+//! Weight matrices (the projections and the embedding table) of an f16 or bf16 checkpoint stay in their
+//! dtype on the CPU — half the memory of f32 — and multiply on our 16-bit kernels (`kernels::dot_half`,
+//! activations rounded to the weight's type as llama.cpp and a bf16 transformers run do); norms are
+//! widened to f32. f32 checkpoints, and every checkpoint on an accelerator, are computed in f32.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::QMatMul;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -17,6 +23,7 @@ use crate::llama::layer::{Embedding, LayerWeights};
 use crate::llama::linear::Linear;
 use crate::llama::model::{LlamaModel, Pass};
 use crate::llama::rope::RopeFrequencies;
+use crate::load::quantize::QuantizeOnLoad;
 use crate::text::tokenizer::Tokenizer;
 
 /// Everything a checkpoint directory provides.
@@ -26,8 +33,8 @@ pub struct HfModel {
     pub chat_template: Option<String>,
 }
 
-/// Loads the checkpoint in `dir`.
-pub fn load(dir: &Path, device: &Device) -> Result<HfModel> {
+/// Loads the checkpoint in `dir`, its matrices converted to `quantize`'s format (on the CPU) when given.
+pub fn load(dir: &Path, device: &Device, quantize: Option<QuantizeOnLoad>) -> Result<HfModel> {
     let hp = LlamaHparams::from_hf_config(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
     let chat_template = chat_template(dir)?;
@@ -37,7 +44,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<HfModel> {
     // through a live tensor.
     let st = unsafe { MmapedSafetensors::multi(&files) }
         .map_err(|e| EngineError::invalid_model(dir, format!("safetensors: {e}")))?;
-    let weights = Weights { st: &st, dir, device };
+    let weights = Weights { st: &st, dir, device, quantize };
     let model = build(&hp, &weights)?;
     Ok(HfModel { model, tokenizer, chat_template })
 }
@@ -46,6 +53,7 @@ struct Weights<'a> {
     st: &'a MmapedSafetensors,
     dir: &'a Path,
     device: &'a Device,
+    quantize: Option<QuantizeOnLoad>,
 }
 
 impl Weights<'_> {
@@ -66,22 +74,75 @@ impl Weights<'_> {
         }
     }
 
+    /// A weight matrix: quantized if the options ask, else kept 16-bit (a [`QTensor`] our kernels read)
+    /// when the checkpoint stores it so — both on the CPU only — and widened to f32 otherwise.
+    fn matrix(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
+        let t = self
+            .st
+            .load(name, self.device)
+            .map_err(|e| EngineError::invalid_model(self.dir, format!("tensor '{name}': {e}")))?;
+        if t.dims() != shape {
+            return Err(EngineError::invalid_model(
+                self.dir,
+                format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.dims()),
+            ));
+        }
+        let half = match t.dtype() {
+            DType::F16 => Some(GgmlDType::F16),
+            DType::BF16 => Some(GgmlDType::BF16),
+            DType::F32 => None,
+            other => return Err(EngineError::unsupported(self.dir, format!("tensor '{name}' has dtype {other:?}"))),
+        };
+        if let Some(format) = self.quantize.filter(|_| self.device.is_cpu())
+            && let Some(q) = format.apply_dense(&t)?
+        {
+            return Ok(WeightMatrix::Packed(q));
+        }
+        match half {
+            // Exact: the values pass through f32 and back to the type they came in.
+            Some(dtype) if self.device.is_cpu() => Ok(WeightMatrix::Packed(Arc::new(QTensor::quantize(&t, dtype)?))),
+            _ => Ok(WeightMatrix::F32(t.to_dtype(DType::F32)?)),
+        }
+    }
+
     fn has(&self, name: &str) -> bool {
         self.st.get(name).is_ok()
+    }
+}
+
+/// A weight matrix as loaded: 16-bit or quantized on the CPU, f32 otherwise.
+enum WeightMatrix {
+    Packed(Arc<QTensor>),
+    F32(Tensor),
+}
+
+impl WeightMatrix {
+    fn linear(&self) -> Linear {
+        match self {
+            Self::Packed(q) => QMatMul::QTensor(q.clone()).into(),
+            Self::F32(t) => QMatMul::Tensor(t.clone()).into(),
+        }
+    }
+
+    /// As the embedding table (a 16-bit table is looked up row by row and widened, not widened whole).
+    fn embedding(&self) -> Embedding {
+        match self {
+            Self::Packed(q) => Embedding::Quantized(q.clone()),
+            Self::F32(t) => Embedding::Dense(t.clone()),
+        }
     }
 }
 
 fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
     let (d, kv_dim, ff) = (hp.hidden_size, hp.num_kv_heads * hp.head_dim, hp.intermediate_size);
     let q_dim = hp.num_heads * hp.head_dim;
-    let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
-        Ok(QMatMul::Tensor(w.get(name, &[out, inp])?).into())
-    };
-    let embed = w.get("model.embed_tokens.weight", &[hp.vocab_size, d])?;
+    let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> { Ok(w.matrix(name, &[out, inp])?.linear()) };
+    let embed = w.matrix("model.embed_tokens.weight", &[hp.vocab_size, d])?;
+    // A tied head shares the table's storage (counted once, loaded once).
     let lm_head = if !hp.tie_word_embeddings && w.has("lm_head.weight") {
         linear("lm_head.weight", hp.vocab_size, d)?
     } else {
-        QMatMul::Tensor(embed.clone()).into()
+        embed.linear()
     };
     let mut layers = Vec::with_capacity(hp.num_layers);
     for i in 0..hp.num_layers {
@@ -105,7 +166,7 @@ fn build(hp: &LlamaHparams, w: &Weights<'_>) -> Result<LlamaModel> {
         rope: RopeFrequencies::new(hp, None),
         kv_dtype: DType::F32,
     };
-    Ok(LlamaModel::new(hp.clone(), Embedding::Dense(embed), w.device.clone(), Pass::Candle(candle)))
+    Ok(LlamaModel::new(hp.clone(), embed.embedding(), w.device.clone(), Pass::Candle(candle)))
 }
 
 /// `model.safetensors`, or the shards listed in `model.safetensors.index.json`.

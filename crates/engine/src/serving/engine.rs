@@ -7,6 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::llama::kv_cache_type::KvCacheType;
 use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::load::device::DeviceChoice;
+use crate::load::quantize::QuantizeOnLoad;
 use crate::load::source::ModelSource;
 use crate::serving::generation::{GenerationRequest, GenerationStream};
 use crate::serving::logprobs::MAX_TOP_LOGPROBS;
@@ -30,6 +31,9 @@ pub struct ModelOptions {
     /// The KV cache's element type in the CPU pass: f16 (default, llama.cpp's numbers) or q8_0 (0.56×
     /// the memory and faster long contexts, logits a few hundredths off).
     pub kv_cache_type: KvCacheType,
+    /// Quantize full-precision (F16, BF16, F32) weight matrices to this format once at load: less memory
+    /// and the 8-bit kernels' speed, at llama.cpp's Q8_0 rounding. `None` (default): as stored.
+    pub quantize: Option<QuantizeOnLoad>,
 }
 
 /// What a caller wants generated, before the engine has checked it against the model.
@@ -62,6 +66,9 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Weights in the model, counted from its shape (for listings).
     pub parameters: usize,
+    /// Bytes the weights take in memory as loaded (each shared tensor once): what the file's format, a
+    /// 16-bit checkpoint kept 16-bit, or `quantize` on load costs.
+    pub weight_bytes: usize,
 }
 
 /// A model ready to serve requests. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -107,16 +114,16 @@ impl Model {
         let device = options.device.open()?;
         let (model, tokenizer, template, name, source_text) = match source {
             ModelSource::Gguf(path) => {
-                let g = crate::load::gguf::load(path, &device)?;
+                let g = crate::load::gguf::load(path, &device, options.quantize)?;
                 (g.model, g.tokenizer, g.chat_template, g.name, path.display().to_string())
             }
             ModelSource::HfDir(dir) => {
-                let h = crate::load::hf::load(dir, &device)?;
+                let h = crate::load::hf::load(dir, &device, options.quantize)?;
                 (h.model, h.tokenizer, h.chat_template, None, dir.display().to_string())
             }
             ModelSource::Hub { repo, revision } => {
                 let dir = crate::load::source::resolve_hub(repo, revision.as_deref())?;
-                let h = crate::load::hf::load(&dir, &device)?;
+                let h = crate::load::hf::load(&dir, &device, options.quantize)?;
                 (h.model, h.tokenizer, h.chat_template, Some(repo.clone()), repo.clone())
             }
         };
@@ -127,7 +134,16 @@ impl Model {
         let hp = model.hparams();
         let context_length = options.max_context.map_or(hp.context_length, |m| m.min(hp.context_length));
         let parameters = parameter_count(hp);
-        let info = ModelInfo { source: source_text, name, context_length, vocab_size: hp.vocab_size, parameters };
+        let weight_bytes = model.weight_bytes();
+        tracing::info!(source = %source_text, parameters, weight_bytes, "model weights loaded");
+        let info = ModelInfo {
+            source: source_text,
+            name,
+            context_length,
+            vocab_size: hp.vocab_size,
+            parameters,
+            weight_bytes,
+        };
         let weights = Arc::new(model);
         let tokenizer = Arc::new(tokenizer);
         let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;

@@ -1,19 +1,19 @@
-//! The default model requantized to Q4_K_M, Q5_K_M, Q6_K and Q8_0 by llama.cpp's quantizer
+//! The default model requantized to Q4_0, Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16 and BF16 by llama.cpp's quantizer
 //! (`models/make-variants.sh`) against llama.cpp's own outputs on the same files (`tests/fixtures/smollm2-*-llamacpp.json`):
-//! teacher-forced logits, greedy generation, and that the CPU pass (our Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and
-//! Q8_0 kernels) is what runs them.
+//! teacher-forced logits, greedy generation, and that the CPU pass (our Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K,
+//! Q8_0, F16 and BF16 kernels) is what runs them; and the F16 file quantized to Q8_0 at load.
 
 use std::path::PathBuf;
 
 use crate::support::*;
-use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSource};
+use llamagate_engine::{GenerateParams, KvCacheType, Model, ModelOptions, ModelSource, QuantizeOnLoad};
 
 /// How far our logits may be from llama.cpp's, on every logit compared (the top-5 of each teacher-forced
 /// step and the first 256 of the last prompt position): not at all. The kernels follow the arithmetic of
 /// the kernels llama.cpp's x86 build (AVX-512 VNNI, where the fixtures were made) picks for each format and
-/// batch shape — Q5_0 and Q8_0 through its vector dot products and tinyBLAS, Q4_K through its repacked
-/// gemv/gemm, Q6_K through its vector dot product or its tiled matmul — and every path of ours gives the
-/// same bits on any CPU.
+/// batch shape — Q5_0, Q8_0, F16 and BF16 through its vector dot products and tinyBLAS, Q4_0 and Q4_K
+/// through its repacked gemv/gemm, Q6_K through its vector dot product or its tiled matmul — and every path
+/// of ours gives the same bits on any CPU.
 const LOGIT_TOLERANCE: f32 = 0.0;
 
 /// A variant made by `models/make-variants.sh`.
@@ -25,13 +25,18 @@ fn variant(name: &str) -> PathBuf {
 
 /// Runs every case of `fixture` on `name`, returning the largest logit deviation from llama.cpp.
 fn compare(name: &str, fixture: &str) -> f32 {
+    compare_loaded(name, fixture, &ModelOptions::default())
+}
+
+/// [`compare`] with the variant loaded with `options`.
+fn compare_loaded(name: &str, fixture: &str, options: &ModelOptions) -> f32 {
     let reference = read_json(fixtures().join(fixture));
     let path = variant(name);
     // An 8-bit KV cache is refused unless the CPU pass runs the model (every matrix on our kernels).
-    let q8 = ModelOptions { kv_cache_type: KvCacheType::Q8_0, ..Default::default() };
+    let q8 = ModelOptions { kv_cache_type: KvCacheType::Q8_0, ..options.clone() };
     Model::load(&ModelSource::Gguf(path.clone()), &q8).expect("the CPU pass runs every matrix of the variant");
 
-    let model = Model::load(&ModelSource::Gguf(path), &ModelOptions::default()).unwrap();
+    let model = Model::load(&ModelSource::Gguf(path), options).unwrap();
     let mut worst = 0.0f32;
     for (i, case) in reference["cases"].as_array().unwrap().iter().enumerate() {
         let prompt_ids = ids(&case["prompt_ids"]);
@@ -65,6 +70,12 @@ fn compare(name: &str, fixture: &str) -> f32 {
 }
 
 #[test]
+fn q4_0_matches_llamacpp() {
+    let worst = compare("Q4_0", "smollm2-q4_0-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
+
+#[test]
 fn q4_k_m_matches_llamacpp() {
     let worst = compare("Q4_K_M", "smollm2-q4_k_m-llamacpp.json");
     assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
@@ -86,4 +97,32 @@ fn q6_k_matches_llamacpp() {
 fn q8_0_matches_llamacpp() {
     let worst = compare("Q8_0", "smollm2-q8_0-llamacpp.json");
     assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
+
+#[test]
+fn f16_matches_llamacpp() {
+    let worst = compare("F16", "smollm2-f16-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
+
+#[test]
+fn bf16_matches_llamacpp() {
+    let worst = compare("BF16", "smollm2-bf16-llamacpp.json");
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+}
+
+/// `quantize: q8_0` on the F16 file gives llama.cpp's logits on the Q8_0 file its quantizer makes from that
+/// F16 file (`SmolLM2-135M-Instruct.F16-Q8_0.gguf`): the same rounding, so the same bytes and the same
+/// numbers, at about half the F16 weights' memory.
+#[test]
+fn f16_quantized_on_load_matches_llamacpp_q8_0() {
+    let quantized = ModelOptions { quantize: Some(QuantizeOnLoad::Q8_0), ..Default::default() };
+    let worst = compare_loaded("F16", "smollm2-f16-q8_0-llamacpp.json", &quantized);
+    assert!(worst <= LOGIT_TOLERANCE, "logits off by up to {worst}");
+
+    let source = ModelSource::Gguf(variant("F16"));
+    let f16 = Model::load(&source, &ModelOptions::default()).unwrap().info().weight_bytes;
+    let q8 = Model::load(&source, &quantized).unwrap().info().weight_bytes;
+    eprintln!("F16 weights {f16} bytes, quantized on load {q8} bytes");
+    assert!((q8 as f64) < 0.55 * f16 as f64, "{q8} bytes quantized against {f16} in F16");
 }

@@ -133,3 +133,37 @@ fn an_8bit_kv_cache_is_refused_where_the_model_cannot_have_one() {
     let err = Model::load(&ModelSource::HfDir(tiny_llama3()), &options).unwrap_err().to_string();
     assert!(err.contains("kv_cache_type q8_0 needs the CPU pass"), "{err}");
 }
+
+/// A 16-bit checkpoint stays 16-bit in memory: its matrices take half the bytes of the f32 checkpoint's
+/// (the norms, a few hundred values, stay f32), and it still computes the same model.
+#[test]
+fn bf16_checkpoint_loads_with_16_bit_weights() {
+    let f32_bytes = load(&tiny_llama3()).info().weight_bytes;
+    for dtype in [DType::BF16, DType::F16] {
+        let dir = converted_copy(dtype, false);
+        let model = load(dir.path());
+        let bytes = model.info().weight_bytes;
+        eprintln!("{dtype:?}: {bytes} weight bytes, f32: {f32_bytes}");
+        let ratio = bytes as f64 / f32_bytes as f64;
+        assert!((0.5..0.51).contains(&ratio), "{dtype:?}: {bytes} bytes against {f32_bytes} in f32");
+    }
+}
+
+/// `quantize: q8_0` on a checkpoint: the matrices whose rows are whole 32-value blocks become 8-bit (here
+/// all but the down projections, whose 176-value rows stay f32: 0.42× the f32 bytes in all), and the model
+/// stays within Q8_0's rounding of the weights and activations (0.45 on these random weights' logits,
+/// against 0.17 for bf16).
+#[test]
+fn a_checkpoint_quantized_on_load_is_smaller_and_close() {
+    let reference = read_json(tiny_llama3().join("reference.json"));
+    let case = &reference["cases"][2];
+    let f32_bytes = load(&tiny_llama3()).info().weight_bytes;
+    let options = ModelOptions { quantize: Some(llamagate_engine::QuantizeOnLoad::Q8_0), ..Default::default() };
+    let model = Model::load(&ModelSource::HfDir(tiny_llama3()), &options).unwrap();
+    let bytes = model.info().weight_bytes;
+    let logits = model.logits(&ids(&case["prompt_ids"])).unwrap();
+    let diff = max_abs_diff(logits.last().unwrap(), &floats(&case["last_logits"]));
+    eprintln!("q8_0 on load: {bytes} weight bytes (f32: {f32_bytes}), max |delta| of last logits = {diff:.2e}");
+    assert!((bytes as f64) < 0.45 * f32_bytes as f64, "{bytes} bytes against {f32_bytes} in f32");
+    assert!(diff < 0.6, "last logits differ by {diff}");
+}

@@ -153,6 +153,7 @@ impl ModelRegistry {
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
                 kv_cache_type: config.kv_cache_type.unwrap_or_default(),
+                quantize: config.quantize,
             };
             let engine = Model::load(&source, &options)
                 .with_context(|| format!("models[{i}] ({}): cannot load {}", config.id, config.source))?;
@@ -161,6 +162,7 @@ impl ModelRegistry {
                 context_length = engine.info().context_length,
                 device = ?options.device,
                 threads = options.scheduler.threads,
+                weight_bytes = engine.info().weight_bytes,
                 max_batch = options.scheduler.max_batch,
                 queue_capacity = options.scheduler.queue_capacity,
                 elapsed_ms = started.elapsed().as_millis() as u64,

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use llamagate_engine::{
-    ChatMessage, DeviceChoice, GenerateParams, GenerationEvent, Model, ModelOptions, ModelSource, SamplingParams,
+    ChatMessage, DeviceChoice, GenerateParams, GenerationEvent, Model, ModelOptions, ModelSource, QuantizeOnLoad,
+    SamplingParams,
 };
 
 /// The bundled default model, as `models/fetch.sh` lays it out.
@@ -43,6 +44,9 @@ pub struct GenerateArgs {
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Quantize full-precision (F16, BF16, F32) weights at load: q8_0.
+    #[arg(long)]
+    quantize: Option<QuantizeOnLoad>,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -50,7 +54,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--model {}: not a file, a directory or a hub id", args.model))?;
     let device: DeviceChoice = args.device.parse()?;
     let load_start = Instant::now();
-    let model = Model::load(&source, &ModelOptions { device, ..Default::default() })?;
+    let model = Model::load(&source, &ModelOptions { device, quantize: args.quantize, ..Default::default() })?;
     eprintln!("loaded {} in {:.2} s", args.model, load_start.elapsed().as_secs_f64());
 
     // `--raw` is the whole prompt format as written; otherwise the template writes the control tokens
