@@ -5,8 +5,16 @@
 //! and [`StackConfig::validate`] checks every value before any model is loaded, so a typo fails fast
 //! with a message that names the key (`models[0].source: file not found …`) instead of surfacing later
 //! as a confusing request error.
+//!
+//! Llama Stack's run-config sections are read too ([`providers`]): `providers.inference[]` and
+//! `registered_resources.models[]` add models served here or by remote OpenAI-compatible servers, and
+//! values may use Llama Stack's `${env.NAME}` substitutions ([`env_subst`]). Keys are [`secret::Secret`]s.
 
-use std::collections::HashSet;
+pub mod env_subst;
+pub mod providers;
+pub mod secret;
+
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -29,7 +37,9 @@ pub struct StackConfig {
     /// Where and how the HTTP server listens.
     #[serde(default)]
     pub server: ServerConfig,
-    /// The models served, in listing order.
+    /// The models served by the engine in this process, in listing order (more may come from
+    /// `registered_resources.models`).
+    #[serde(default)]
     pub models: Vec<ModelConfig>,
     /// The OAuth 2.1 resource server. Required by `serve`: when absent the server refuses to start
     /// (deny by default); `{enable_auth: false}` runs an open development server.
@@ -43,6 +53,22 @@ pub struct StackConfig {
     /// (see `gate::safety`); the first shield when unset. Without shields nothing is checked.
     #[serde(default)]
     pub safety_shield: Option<String>,
+    /// Llama Stack's run-config version: accepted so a `run.yaml` reads, not interpreted.
+    #[serde(default)]
+    pub version: Option<yaml_serde::Value>,
+    /// Llama Stack's distribution name: accepted, not interpreted.
+    #[serde(default)]
+    pub image_name: Option<String>,
+    /// Llama Stack's list of APIs: accepted; what llamagate serves is fixed (its routes).
+    #[serde(default)]
+    pub apis: Vec<String>,
+    /// Llama Stack's providers by API; `inference` is read (see [`providers`]), the others are listed
+    /// at start-up and skipped.
+    #[serde(default)]
+    pub providers: BTreeMap<String, Vec<providers::ProviderEntry>>,
+    /// Llama Stack's registered resources; `models` is read (see [`providers`]).
+    #[serde(default)]
+    pub registered_resources: providers::RegisteredResources,
 }
 
 /// One shield: a served model used as a Llama Guard classifier.
@@ -248,19 +274,36 @@ pub enum ConfigError {
 }
 
 impl StackConfig {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, with `${env.NAME}` substitutions from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
-        let config = Self::parse(&text).map_err(|source| ConfigError::Parse { path: display, source })?;
+        let config = Self::parse_with_env(&text, &display, &|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Parses YAML text without validating it.
+    /// Parses YAML text without substitutions or validation.
     pub fn parse(text: &str) -> Result<Self, yaml_serde::Error> {
         yaml_serde::from_str(text)
+    }
+
+    /// Parses YAML text, refusing keys written into it and making Llama Stack's `${env.…}` substitutions
+    /// with `env`; `path` names the file in messages.
+    pub fn parse_with_env(text: &str, path: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let parse_error = |source| ConfigError::Parse { path: path.to_string(), source };
+        let mut raw: yaml_serde::Value = yaml_serde::from_str(text).map_err(parse_error)?;
+        providers::check_keys_are_not_literal(&raw)?;
+        env_subst::substitute(&mut raw, env)
+            .map_err(|e| ConfigError::Invalid { key: path.to_string(), reason: e.to_string() })?;
+        yaml_serde::from_value(raw).map_err(parse_error)
+    }
+
+    /// The models to serve, here and remote, and the providers behind them (see [`providers`]). Reads
+    /// `api_key_file`s.
+    pub fn inference_plan(&self) -> Result<providers::InferencePlan, ConfigError> {
+        providers::plan(&self.models, &self.providers, &self.registered_resources)
     }
 
     /// Checks every value; the first problem is returned with the key that holds it.
@@ -286,24 +329,30 @@ impl StackConfig {
         if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
             return Err(invalid("server.operator_scope".into(), "must be one scope token (RFC 6749 §3.3)"));
         }
-        if self.models.is_empty() {
-            return Err(invalid("models".into(), "list at least one model to serve"));
+        let plan = self.inference_plan()?;
+        if plan.is_empty() {
+            return Err(invalid(
+                "models".into(),
+                "list at least one model to serve (under `models` or `registered_resources.models`)",
+            ));
         }
         let mut seen = HashSet::new();
-        for (i, model) in self.models.iter().enumerate() {
-            let key = |field: &str| format!("models[{i}].{field}");
+        for entry in plan.scopes() {
+            if !seen.insert(entry.id.clone()) {
+                return Err(invalid(format!("{}.id", entry.key), &format!("duplicate id `{}`", entry.id)));
+            }
+            if entry.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
+                return Err(invalid(format!("{}.required_scope", entry.key), "must be one non-empty scope token"));
+            }
+        }
+        for (prefix, model) in &plan.local {
+            let key = |field: &str| format!("{prefix}.{field}");
             if model.id.trim().is_empty() || model.id.starts_with('/') || model.id.ends_with('/') {
                 return Err(invalid(key("id"), "must be non-empty and must not start or end with `/`"));
-            }
-            if !seen.insert(model.id.as_str()) {
-                return Err(invalid(key("id"), &format!("duplicate id `{}`", model.id)));
             }
             check_source(&model.source).map_err(|reason| invalid(key("source"), &reason))?;
             if model.context_length == Some(0) {
                 return Err(invalid(key("context_length"), "must be at least 1"));
-            }
-            if model.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
-                return Err(invalid(key("required_scope"), "must be one non-empty scope token"));
             }
             let defaults = SchedulerConfig::default();
             let engine_keys = [
@@ -319,10 +368,18 @@ impl StackConfig {
                 }
             }
         }
-        self.validate_shields()
+        for model in &plan.remote {
+            if model.id.trim().is_empty() || model.id.starts_with('/') || model.id.ends_with('/') {
+                return Err(invalid(
+                    format!("registered_resources.models[model_id={}].model_id", model.id),
+                    "must be non-empty and must not start or end with `/`",
+                ));
+            }
+        }
+        self.validate_shields(&plan)
     }
 
-    fn validate_shields(&self) -> Result<(), ConfigError> {
+    fn validate_shields(&self, plan: &providers::InferencePlan) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
         let mut seen = HashSet::new();
         for (i, shield) in self.shields.iter().enumerate() {
@@ -333,11 +390,13 @@ impl StackConfig {
             if !seen.insert(shield.id.as_str()) {
                 return Err(invalid(key("id"), format!("duplicate id `{}`", shield.id)));
             }
-            if !self.models.iter().any(|m| m.id == shield.model) {
-                return Err(invalid(
-                    key("model"),
-                    format!("`{}` is not the id of a model under `models`", shield.model),
-                ));
+            if !plan.local.iter().any(|(_, m)| m.id == shield.model) {
+                let reason = if plan.remote.iter().any(|m| m.id == shield.model) {
+                    format!("`{}` is served by a remote provider; a guard model must run in this process", shield.model)
+                } else {
+                    format!("`{}` is not the id of a model under `models`", shield.model)
+                };
+                return Err(invalid(key("model"), reason));
             }
             for (j, code) in shield.excluded_categories.iter().enumerate() {
                 if llamagate_engine::category_by_code(code).is_none() {

@@ -14,7 +14,7 @@ use llamagate_engine::{
     ChatMessage, GenerateParams, GenerationRequest, GenerationStream, Model, ModelOptions, ModelSource,
 };
 
-use crate::config::ModelConfig;
+use crate::config::providers::InferencePlan;
 use crate::http::error::ApiError;
 
 /// The provider name clients see in `custom_metadata.provider_id`: the models run in this process.
@@ -141,12 +141,12 @@ pub struct ModelRegistry {
 
 impl ModelRegistry {
     /// Loads every configured model; a model that fails to load stops the start with its id named.
-    pub fn load(configs: &[ModelConfig]) -> anyhow::Result<Self> {
-        let mut models = Vec::with_capacity(configs.len());
-        for (i, config) in configs.iter().enumerate() {
+    pub fn load(plan: &InferencePlan) -> anyhow::Result<Self> {
+        let mut models = Vec::with_capacity(plan.local.len() + plan.remote.len());
+        for (key, config) in &plan.local {
             let started = std::time::Instant::now();
             let source = ModelSource::parse(&config.source)
-                .with_context(|| format!("models[{i}].source: cannot use {}", config.source))?;
+                .with_context(|| format!("{key}.source: cannot use {}", config.source))?;
             let options = ModelOptions {
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
@@ -154,7 +154,7 @@ impl ModelRegistry {
                 ..Default::default()
             };
             let engine = Model::load(&source, &options)
-                .with_context(|| format!("models[{i}] ({}): cannot load {}", config.id, config.source))?;
+                .with_context(|| format!("{key} ({}): cannot load {}", config.id, config.source))?;
             tracing::info!(
                 model = %config.id,
                 context_length = engine.info().context_length,

@@ -59,6 +59,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.server.port = port;
     }
     config.validate()?;
+    let plan = config.inference_plan()?;
+    for note in &plan.skipped {
+        tracing::warn!("{note}");
+    }
+    anyhow::ensure!(plan.remote.is_empty(), "registered_resources.models: remote providers are not served yet");
     // Under --dev the issuer is this server's own URL, so a free port (0) is bound now to learn it.
     let mut early_listener = None;
     let dev = if args.dev {
@@ -103,7 +108,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let routes = router::catalog();
         // Inside the runtime: the DPoP replay store prepares its (lazy) Redis connection here.
         let _runtime = runtime.enter();
-        Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, &config.server, safety_policy.clone())?))
+        Some(Arc::new(AuthState::new(&oauth, &plan.scopes(), &routes, &config.server, safety_policy.clone())?))
     } else {
         tracing::warn!(
             "AUTHENTICATION IS DISABLED (oauth_config.enable_auth: false): every route and every model is open \
@@ -115,7 +120,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     // Loading is blocking, CPU- and IO-heavy work; it happens before the runtime starts serving.
-    let registry = Arc::new(ModelRegistry::load(&config.models)?);
+    let registry = Arc::new(ModelRegistry::load(&plan)?);
     let shields = Arc::new(ShieldRegistry::new(&config.shields, &registry)?);
     let safety = SafetyGate::new(safety_policy, config.safety_shield.as_deref(), &shields);
     runtime.block_on(async move {
