@@ -71,14 +71,15 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
             return Err(refusal);
         }
     };
-    let prompt_tokens = request.prompt_ids.len();
+    let prompt_tokens = request.prompt_tokens();
     // Reserve the counted `prompt + max_tokens` tokens from the caller's tier (429 when spent).
     admission.reserve_generation(&caller, &request).await?;
     // Input safety at the caller's level (400 `content_policy_violation`).
     let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
     safety.check_input(&conversation, &mut admission).await?;
     // Submit to the backend, its output held back until the output check passes it.
-    let generation = safety.guard_output(served.backend.submit(request)?, &conversation, prompt_tokens);
+    let stream = served.backend.submit(request, caller.notes().cloned()).await?;
+    let generation = safety.guard_output(stream, &conversation, prompt_tokens);
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
     let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);
     sse::respond(generation, settlement, ask.stream, format, plain).await

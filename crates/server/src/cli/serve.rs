@@ -63,7 +63,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     for note in &plan.skipped {
         tracing::warn!("{note}");
     }
-    anyhow::ensure!(plan.remote.is_empty(), "registered_resources.models: remote providers are not served yet");
     // Under --dev the issuer is this server's own URL, so a free port (0) is bound now to learn it.
     let mut early_listener = None;
     let dev = if args.dev {
