@@ -368,6 +368,10 @@ pub fn plan(
             ));
             continue;
         };
+        // The engine's and the shields' provider ids, as `/v1/providers` and `/v1/models` report them.
+        if matches!(id.as_str(), "llamagate" | "llama-guard") {
+            return Err(invalid(format!("{key}.provider_id"), format!("`{id}` is llamagate's own provider id")));
+        }
         let provider = Arc::new(remote_provider(&key, id.clone(), kind, &entry.config, &mut plan.skipped)?);
         plan.providers.push(provider.clone());
         by_id.insert(id, Some(provider));

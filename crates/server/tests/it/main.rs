@@ -31,4 +31,5 @@ mod oauth_rotation;
 mod openapi;
 mod rate_limits;
 mod rate_limits_redis;
+mod remote_providers;
 mod robustness;

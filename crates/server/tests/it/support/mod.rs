@@ -6,6 +6,7 @@ pub mod dev;
 pub mod forge;
 pub mod limits;
 pub mod oauth;
+pub mod remote;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
