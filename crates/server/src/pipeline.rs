@@ -10,7 +10,8 @@ use axum::response::Response;
 use llamagate_engine::{GenerateParams, GenerationOutput};
 use serde::Serialize;
 
-use crate::backends::registry::{Prepared, Prompt};
+use crate::backends::prompt::Prompt;
+use crate::backends::registry::Prepared;
 use crate::gate::caller::Caller;
 use crate::gate::limits::Admission;
 use crate::gate::safety::SafetyChecks;

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "test-guard")]
 pub mod guard_double;
+pub mod prompt;
 pub mod registry;
 pub mod remote;
 pub mod shields;

@@ -15,10 +15,12 @@ use llamagate_engine::{
     ChatMessage, GenerateParams, GenerationRequest, GenerationStream, Model, ModelOptions, ModelSource,
 };
 
+use crate::backends::prompt::Prompt;
 use crate::backends::remote::wire::RemoteRequest;
 use crate::backends::remote::{ProviderRuntime, RemoteModel};
 use crate::config::providers::InferencePlan;
 use crate::gate::audit_notes::AuditNotes;
+use crate::gate::metrics::Metrics;
 use crate::http::error::ApiError;
 
 /// The provider name clients see in `custom_metadata.provider_id`: the models run in this process.
@@ -60,31 +62,6 @@ impl Submission {
         match self {
             Self::Local(request) => request.max_tokens,
             Self::Remote(request) => request.max_tokens,
-        }
-    }
-}
-
-/// A generation's input as the route received it.
-#[derive(Debug)]
-pub enum Prompt {
-    /// A conversation, rendered with the model's chat template.
-    Chat(Vec<ChatMessage>),
-    /// A raw prompt (legacy completions): no template.
-    Text(String),
-    /// A raw prompt already tokenized by the caller.
-    Tokens(Vec<u32>),
-}
-
-impl Prompt {
-    /// The prompt as text for the audit trail (`audit.record_prompts`): a conversation as one
-    /// `role: content` line per turn, token ids by their count only.
-    pub fn audit_text(&self) -> String {
-        match self {
-            Self::Chat(messages) => {
-                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n")
-            }
-            Self::Text(text) => text.clone(),
-            Self::Tokens(ids) => format!("[{} token ids]", ids.len()),
         }
     }
 }
@@ -197,13 +174,13 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    /// Loads every configured model and connects the remote ones to their providers' pools; a model
-    /// that fails to load stops the start with its key named.
-    pub fn load(plan: &InferencePlan) -> anyhow::Result<Self> {
+    /// Loads every configured model and connects the remote ones to their providers' pools (their calls
+    /// counted in `metrics`); a model that fails to load stops the start with its key named.
+    pub fn load(plan: &InferencePlan, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
         let mut models = Vec::with_capacity(plan.local.len() + plan.remote.len());
         let mut providers = BTreeMap::new();
         for provider in &plan.providers {
-            providers.insert(provider.provider_id.clone(), ProviderRuntime::new(provider.clone())?);
+            providers.insert(provider.provider_id.clone(), ProviderRuntime::new(provider.clone(), metrics.clone())?);
         }
         for (key, config) in &plan.local {
             let started = std::time::Instant::now();

@@ -119,7 +119,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     // Loading is blocking, CPU- and IO-heavy work; it happens before the runtime starts serving.
-    let registry = Arc::new(ModelRegistry::load(&plan)?);
+    let audit_log = auth_state.as_ref().and_then(|a| a.audit_log().cloned());
+    let metrics = Arc::new(Metrics::new(audit_log.clone()));
+    let registry = Arc::new(ModelRegistry::load(&plan, &metrics)?);
     let shields = Arc::new(ShieldRegistry::new(&config.shields, &registry)?);
     let safety = SafetyGate::new(safety_policy, config.safety_shield.as_deref(), &shields);
     runtime.block_on(async move {
@@ -142,8 +144,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(dev_issuer::Published { metadata: dev_issuer::metadata(issuer), jwks: key.jwks() })
         });
         let limits = RateLimits::from_config(&oauth)?;
-        let audit_log = auth_state.as_ref().and_then(|a| a.audit_log().cloned());
-        let metrics = Arc::new(Metrics::new(audit_log.clone()));
         let state = AppState {
             registry,
             auth: auth_state,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
 
-use crate::backends::registry::Prompt;
+use crate::backends::prompt::Prompt;
 use crate::gate::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::json_body::JsonBody;

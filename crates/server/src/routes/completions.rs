@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
 
-use crate::backends::registry::Prompt;
+use crate::backends::prompt::Prompt;
 use crate::gate::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::json_body::JsonBody;

@@ -98,6 +98,19 @@ async fn answers_and_streams_come_through_the_gate_charged_the_upstreams_usage()
     }
     assert_eq!(answered[0]["prompt_tokens"].as_u64(), Some(prompt));
 
+    // Per-provider metrics, for the operator: three calls, their tokens as the upstream counted them.
+    let operator = gate.token("ops", &["llamagate_operator"]);
+    let metrics = client.get(gate.url("/metrics")).bearer_auth(&operator).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"llamagate_provider_requests_total{provider="llamacpp",outcome="ok"} 3"#), "{metrics}");
+    let prompt_line = r#"llamagate_provider_tokens_total{provider="llamacpp",kind="prompt"} "#;
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prompt_line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(counted >= 2 * prompt, "{counted}");
+    assert!(metrics.contains(r#"llamagate_provider_request_seconds_count{provider="llamacpp"} 3"#), "{metrics}");
+
     // The key reached the upstream (it refuses requests without it) and nothing else.
     assert!(!gate.log().contains(UPSTREAM_KEY), "the key is in the log");
     assert!(!gate.audit_text().contains(UPSTREAM_KEY), "the key is in the audit log");

@@ -20,7 +20,7 @@ pub mod pool;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use eventsource_stream::Eventsource;
@@ -28,9 +28,10 @@ use futures::StreamExt;
 use llamagate_engine::{ChatMessage, GenerateParams, GenerationEvent, GenerationStream};
 use reqwest::StatusCode;
 
-use crate::backends::registry::Prompt;
+use crate::backends::prompt::Prompt;
 use crate::config::providers::{RemoteModelConfig, RemoteProvider};
 use crate::gate::audit_notes::AuditNotes;
+use crate::gate::metrics::Metrics;
 use crate::http::error::ApiError;
 
 use pool::{Lease, Pool};
@@ -44,11 +45,12 @@ pub struct ProviderRuntime {
     /// Its upstreams.
     pub pool: Arc<Pool>,
     client: reqwest::Client,
+    metrics: Arc<Metrics>,
 }
 
 impl ProviderRuntime {
-    /// The client and pool of `config`.
-    pub fn new(config: Arc<RemoteProvider>) -> anyhow::Result<Arc<Self>> {
+    /// The client and pool of `config`; its calls are counted in `metrics`.
+    pub fn new(config: Arc<RemoteProvider>, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
         llamagate_authz::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -57,7 +59,7 @@ impl ProviderRuntime {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let pool = Pool::new(&config.base_urls, config.breaker_failures, config.breaker_cooldown);
-        Ok(Arc::new(Self { config, pool, client }))
+        Ok(Arc::new(Self { config, pool, client, metrics }))
     }
 }
 
@@ -132,6 +134,7 @@ impl RemoteModel {
         notes: Option<AuditNotes>,
     ) -> Result<GenerationStream, ApiError> {
         let provider = &self.provider;
+        let started = Instant::now();
         if let Some(notes) = &notes {
             notes.set_provider(&provider.config.provider_id);
         }
@@ -148,23 +151,32 @@ impl RemoteModel {
             .sleep(tokio::time::sleep)
             .when(AttemptError::retryable)
             .notify(|error, delay| {
+                provider.metrics.count_provider_retry(&provider.config.provider_id);
                 tracing::info!(provider = %provider.config.provider_id, ?error, delay_ms = delay.as_millis() as u64, "retrying upstream")
             })
             .await
-            .map_err(|error| self.upstream_error(error))?;
+            .map_err(|error| {
+                provider.metrics.observe_provider_call(&provider.config.provider_id, "error", started.elapsed().as_secs_f64());
+                self.upstream_error(error)
+            })?;
         let (tx, stream) = GenerationStream::channel();
-        let reader = ChunkReader::new(request.is_chat(), request.prompt_estimate);
-        let provider_id = provider.config.provider_id.clone();
+        let reader = ChunkReader::new(request.is_chat(), request.prompt_estimate, started);
+        let provider = provider.clone();
         tokio::spawn(async move {
+            let provider_id = &provider.config.provider_id;
+            let metrics = &provider.metrics;
             let relay = relay(response, reader, &tx);
             tokio::select! {
                 // The client went away: dropping `relay` drops the response and its connection.
                 () = tx.closed() => {
+                    metrics.observe_provider_call(provider_id, "cancelled", started.elapsed().as_secs_f64());
                     tracing::info!(provider = %provider_id, "client gone; upstream stream closed");
                 }
                 outcome = relay => match outcome {
                     Ok((summary, source)) => {
                         lease.succeeded();
+                        metrics.observe_provider_call(provider_id, "ok", started.elapsed().as_secs_f64());
+                        metrics.count_provider_tokens(provider_id, summary.usage.prompt_tokens, summary.usage.completion_tokens);
                         if let Some(notes) = &notes {
                             notes.set_usage_source(source.as_str());
                         }
@@ -172,6 +184,7 @@ impl RemoteModel {
                     }
                     Err(reason) => {
                         lease.failed();
+                        metrics.observe_provider_call(provider_id, "error", started.elapsed().as_secs_f64());
                         tracing::warn!(provider = %provider_id, upstream = lease.index(), reason, "upstream stream failed");
                         if let Some(notes) = &notes {
                             notes.set_usage_source(wire::UsageSource::Estimate.as_str());

@@ -7,6 +7,8 @@
 //! both answer shapes, a read timeout that applies between chunks, and a client disconnect that closes
 //! the upstream connection at once. A non-streamed answer to our client is the stream collected.
 
+use std::time::{Duration, Instant};
+
 use llamagate_engine::{ChatMessage, FinishReason, GenerateParams, GenerationEvent, GenerationSummary, Timings, Usage};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -175,12 +177,15 @@ pub struct ChunkReader {
     pieces: usize,
     finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
+    /// When the call was made, and when its first text arrived: the summary's timings.
+    started: Instant,
+    first_text: Option<Instant>,
 }
 
 impl ChunkReader {
-    /// A reader for chat (`true`) or completion chunks.
-    pub fn new(chat: bool, prompt_estimate: usize) -> Self {
-        Self { chat, prompt_estimate, pieces: 0, finish_reason: None, usage: None }
+    /// A reader for chat (`true`) or completion chunks of a call made at `started`.
+    pub fn new(chat: bool, prompt_estimate: usize, started: Instant) -> Self {
+        Self { chat, prompt_estimate, pieces: 0, finish_reason: None, usage: None, started, first_text: None }
     }
 
     /// The event for one `data:` payload (none for a chunk without text); `Err` when the payload is not
@@ -201,6 +206,7 @@ impl ChunkReader {
         match text.filter(|t| !t.is_empty()) {
             Some(text) => {
                 self.pieces += 1;
+                self.first_text.get_or_insert_with(Instant::now);
                 // One piece is one token for llama.cpp, vLLM and TGI; what a disconnect is charged.
                 Ok(Some(GenerationEvent::Text { text, token: Some(0), logprobs: Vec::new() }))
             }
@@ -217,7 +223,15 @@ impl ChunkReader {
             }
         };
         let finish_reason = self.finish_reason.unwrap_or_default();
-        (GenerationSummary { finish_reason, usage, timings: Timings::default() }, source)
+        // The upstream's queue and prefill are one wait from here: "prefill" is the time to the first text.
+        let now = Instant::now();
+        let first = self.first_text.unwrap_or(now);
+        let timings = Timings {
+            queued: Duration::ZERO,
+            prefill: first.saturating_duration_since(self.started),
+            decode: now.saturating_duration_since(first),
+        };
+        (GenerationSummary { finish_reason, usage, timings }, source)
     }
 }
 
@@ -256,7 +270,7 @@ mod tests {
 
     #[test]
     fn chat_chunks_become_text_events_and_usage_settles_the_summary() {
-        let mut reader = ChunkReader::new(true, 100);
+        let mut reader = ChunkReader::new(true, 100, Instant::now());
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}]}"#;
         assert_eq!(reader.read(role).unwrap(), None);
         let text = r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#;
@@ -276,7 +290,7 @@ mod tests {
 
     #[test]
     fn without_usage_the_counts_are_the_estimate_and_garbage_is_an_error() {
-        let mut reader = ChunkReader::new(false, 40);
+        let mut reader = ChunkReader::new(false, 40, Instant::now());
         for piece in ["a", "b", "c"] {
             let chunk = format!(r#"{{"choices":[{{"index":0,"text":"{piece}","finish_reason":null}}]}}"#);
             assert!(reader.read(&chunk).unwrap().is_some());
@@ -284,7 +298,7 @@ mod tests {
         let (summary, source) = reader.finish();
         assert_eq!(source, UsageSource::Estimate);
         assert_eq!(summary.usage, Usage { prompt_tokens: 40, completion_tokens: 3 });
-        let mut reader = ChunkReader::new(true, 1);
+        let mut reader = ChunkReader::new(true, 1, Instant::now());
         assert!(reader.read("\u{0}garbage").is_err());
         assert!(reader.read(r#"{"error":{"message":"upstream at http://10.0.0.5 failed"}}"#).is_err());
     }
