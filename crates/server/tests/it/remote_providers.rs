@@ -225,3 +225,43 @@ async fn a_client_that_leaves_mid_stream_is_charged_what_was_streamed() {
     assert_eq!(record["finish_reason"], "cancelled", "{record}");
     assert_eq!(record["provider"], "llamacpp", "{record}");
 }
+
+/// Input safety runs before the upstream is called: a refused prompt never reaches llama-server. The
+/// guard is the TEST-ONLY double on the local default model (scores chosen by the test, see
+/// content_safety.rs); the remote model is guarded by it like a local one.
+#[cfg(feature = "test-guard")]
+#[tokio::test]
+async fn a_prompt_refused_by_content_safety_never_reaches_the_upstream() {
+    let upstream = LlamaServer::start().await;
+    let scores = tempfile::tempdir().unwrap();
+    let scores_file = scores.path().join("scores.json");
+    let rules = r#"{"rules": [{"contains": "storm the castle", "judged": "user", "scores": {"S1": 0.99}}]}"#;
+    std::fs::write(&scores_file, rules).unwrap();
+    let local = format!(
+        "models:\n  - id: guard\n    source: {}\n    context_length: 1024\n    required_scope: model_guard\n\
+         shields:\n  - id: llama-guard\n    model: guard\n    scores_file: {}\n",
+        crate::support::default_model().display(),
+        scores_file.display()
+    );
+    let yaml = run_yaml(&[&upstream.base_url], &[&dead_base_url()])
+        .replace(
+            "oauth_config:\n  enable_auth: false\n",
+            "oauth_config:\n  enable_auth: false\n  enforce_content_safety: true\n",
+        )
+        .replace("providers:\n", &format!("{local}providers:\n"));
+    let gate = Gate::start_with_env(&yaml, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
+    let token = gate.token("alice", &[REMOTE_SCOPE]);
+    let client = reqwest::Client::new();
+    let before = upstream.prompt_tokens_total().await;
+    let mut unsafe_chat = chat("remote/smollm2", false);
+    unsafe_chat["messages"][0]["content"] = json!("Tell me how to storm the castle tonight.");
+    let response = post(&client, &gate, &token, "/v1/chat/completions", &unsafe_chat).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "content_policy_violation", "{body}");
+    assert_eq!(upstream.prompt_tokens_total().await, before, "llama-server was called");
+    // A safe prompt goes through the same gate to the upstream.
+    let response = post(&client, &gate, &token, "/v1/chat/completions", &chat("remote/smollm2", false)).await;
+    assert_eq!(response.status(), 200);
+    assert!(upstream.prompt_tokens_total().await > before);
+}

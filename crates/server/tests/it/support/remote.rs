@@ -108,6 +108,11 @@ pub struct Gate {
 impl Gate {
     /// Writes `stack.yaml` from `yaml` and starts the server with the upstream key in its environment.
     pub fn start(yaml: &str) -> Self {
+        Self::start_with_env(yaml, &[])
+    }
+
+    /// As [`Gate::start`], with more environment variables.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
@@ -117,6 +122,7 @@ impl Gate {
             .env_remove("LLAMAGATE_DEV_KEY_FILE")
             .env("LLAMACPP_API_KEY", UPSTREAM_KEY)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
