@@ -15,7 +15,6 @@ use utoipa::ToSchema;
 
 use crate::backends::registry::{ModelRegistry, PROVIDER_ID, PROVIDER_TYPE};
 use crate::backends::remote::ProviderRuntime;
-use crate::backends::remote::pool::BreakerState;
 use crate::backends::shields::{SAFETY_PROVIDER_ID, SAFETY_PROVIDER_TYPE, ShieldRegistry};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::routes::redact::redact_secrets;
@@ -85,12 +84,7 @@ fn remote_provider(registry: &ModelRegistry, provider: &ProviderRuntime) -> Prov
             })
         })
         .collect();
-    let open = upstreams.iter().filter(|u| u["breaker"] == BreakerState::Open.as_str()).count();
-    let status = match open {
-        0 => "OK",
-        n if n == upstreams.len() => "Error",
-        _ => "Degraded",
-    };
+    let status = provider.pool.health();
     ProviderInfo {
         api: "inference",
         provider_id: config.provider_id.clone(),
@@ -110,7 +104,7 @@ fn remote_provider(registry: &ModelRegistry, provider: &ProviderRuntime) -> Prov
     }
 }
 
-/// Every provider: the engine here, the remote ones in config order, then safety.
+/// Every provider: the engine here, the remote ones by id, then safety.
 fn all_providers(state: &AppState) -> Vec<ProviderInfo> {
     let mut data = vec![inference_provider(&state.registry)];
     data.extend(state.registry.providers().iter().map(|p| remote_provider(&state.registry, p)));

@@ -186,6 +186,14 @@ async fn a_dead_upstream_trips_its_breaker_and_the_pool_serves_from_the_healthy_
     let body: Value = response.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("no healthy upstream"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(1), "an open breaker answers without trying");
+    // The public health says which providers are degraded or down, and no more.
+    let health: Value = client.get(gate.url("/v1/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "OK", "{health}");
+    assert_eq!(
+        health["providers"],
+        json!([{"provider_id": "down", "status": "Error"}, {"provider_id": "llamacpp", "status": "Degraded"}]),
+        "{health}"
+    );
     assert!(!gate.log().contains(UPSTREAM_KEY) && !gate.audit_text().contains(UPSTREAM_KEY));
 }
 

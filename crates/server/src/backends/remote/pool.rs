@@ -155,6 +155,18 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// The pool's state in one word: `OK` while every breaker is closed (or half-open: about to be
+    /// tried), `Error` while all are open, `Degraded` between.
+    pub fn health(&self) -> &'static str {
+        let states = self.status();
+        let open = states.iter().filter(|u| u.breaker == BreakerState::Open).count();
+        match open {
+            0 => "OK",
+            n if n == states.len() => "Error",
+            _ => "Degraded",
+        }
+    }
+
     /// Every upstream's state, in `base_url` order.
     pub fn status(&self) -> Vec<UpstreamStatus> {
         let now = Instant::now();
