@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 pub mod dev;
+pub mod fault;
 pub mod forge;
 pub mod limits;
 pub mod oauth;

@@ -113,6 +113,7 @@ impl Gate {
 
     /// As [`Gate::start`], with more environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        install_crypto();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
