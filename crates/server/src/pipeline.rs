@@ -83,5 +83,11 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     let generation = safety.guard_output(stream, &conversation, prompt_tokens);
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
     let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);
-    sse::respond(generation, settlement, ask.stream, format, plain).await
+    let remote = served.backend.local().is_none();
+    sse::respond(generation, settlement, ask.stream, format, plain).await.map_err(|e| match e {
+        // A remote answer that broke off after its first byte: the provider failed, not this server (the
+        // detail names the provider and what happened, never its address).
+        ApiError::Internal(detail) if remote => ApiError::BadGateway(detail),
+        e => e,
+    })
 }

@@ -88,7 +88,7 @@ async fn past_its_retries_an_upstream_error_is_answered_without_its_address_or_k
 
 #[tokio::test]
 async fn a_stream_that_breaks_after_its_first_byte_is_not_retried_and_ends_with_an_error_event() {
-    let upstream = FaultyUpstream::start(&[Fault::CutMidStream, Fault::Garbage]).await;
+    let upstream = FaultyUpstream::start(&[Fault::CutMidStream, Fault::Garbage, Fault::CutMidStream]).await;
     let gate = Gate::start(&run_yaml(&upstream.base_url));
     let token = gate.token("alice", &[REMOTE_SCOPE]);
     let response = post(&gate, &token, &chat(true)).await;
@@ -108,12 +108,19 @@ async fn a_stream_that_breaks_after_its_first_byte_is_not_retried_and_ends_with_
     let events = sse_events(&response.text().await.unwrap());
     assert!(events.last().unwrap()["error"]["message"].is_string(), "{events:?}");
     assert_eq!(upstream.requests(), 2);
+    // Not streamed: the answer had not started for the client, so it is a 502 naming the provider.
+    let response = post(&gate, &token, &chat(false)).await;
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("provider `faulty`: the provider's connection broke off"), "{body}");
+    assert_eq!(upstream.requests(), 3);
     let records = gate.audit().await;
     let failed: Vec<&Value> =
         records.iter().filter(|r| r["event"] == "inference_response" && r["provider"] == "faulty").collect();
-    assert_eq!(failed.len(), 2, "{records:#?}");
-    assert!(
-        failed.iter().all(|r| r["reason"].as_str().is_some_and(|reason| reason.contains("provider `faulty`"))),
-        "{failed:#?}"
-    );
+    assert_eq!(failed.len(), 3, "{records:#?}");
+    for streamed in &failed[..2] {
+        let reason = streamed["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("provider `faulty`: the provider"), "{streamed:#}");
+    }
+    assert_eq!(failed[2]["status"], 502, "{:#}", failed[2]);
 }
