@@ -229,8 +229,10 @@ impl RemoteModel {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
+        // Blanked at once: the message also goes into the retry log line.
         let message = response.json::<serde_json::Value>().await.ok().and_then(|body| {
-            body.pointer("/error/message").or_else(|| body.get("message")).and_then(|m| m.as_str()).map(String::from)
+            let message = body.pointer("/error/message").or_else(|| body.get("message"))?.as_str()?;
+            Some(sanitize(message, &provider.config))
         });
         tracing::info!(provider = %provider.config.provider_id, upstream = lease.index(), status = status.as_u16(), "upstream refused");
         Err(AttemptError::Status { status, retry_after, message })
@@ -259,7 +261,7 @@ impl RemoteModel {
                 401 | 403 => ApiError::BadGateway(format!("provider `{id}` refused llamagate's credentials")),
                 404 => ApiError::BadGateway(format!("provider `{id}` does not serve `{}`", self.upstream_model)),
                 400..=499 => {
-                    let detail = message.map(|m| sanitize(&m, config)).unwrap_or_default();
+                    let detail = message.unwrap_or_default();
                     ApiError::BadRequest(format!("provider `{id}` refused the request: {detail}"))
                 }
                 code => ApiError::BadGateway(format!("provider `{id}` failed (upstream status {code})")),
