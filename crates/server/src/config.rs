@@ -69,6 +69,69 @@ pub struct StackConfig {
     /// Llama Stack's registered resources; `models` is read (see [`providers`]).
     #[serde(default)]
     pub registered_resources: providers::RegisteredResources,
+    /// The rest of Llama Stack 0.7's run-config, accepted so a `run.yaml` starts, listed at start-up and
+    /// not used (see [`StackConfig::inference_plan`]).
+    #[serde(flatten)]
+    pub llama_stack: LlamaStackSections,
+}
+
+/// Llama Stack run-config sections llamagate reads and does not use: each is named at start-up when
+/// present. Unknown keys stay errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LlamaStackSections {
+    /// The distribution's name.
+    #[serde(default)]
+    pub distro_name: Option<String>,
+    /// Its container image.
+    #[serde(default)]
+    pub container_image: Option<String>,
+    /// Storage backends (SQLite, Postgres, …) of Llama Stack's stores.
+    #[serde(default)]
+    pub storage: Option<yaml_serde::Value>,
+    /// Logging categories.
+    #[serde(default)]
+    pub logging: Option<yaml_serde::Value>,
+    /// External provider specs.
+    #[serde(default)]
+    pub external_providers_dir: Option<yaml_serde::Value>,
+    /// External API specs.
+    #[serde(default)]
+    pub external_apis_dir: Option<yaml_serde::Value>,
+    /// Vector store defaults.
+    #[serde(default)]
+    pub vector_stores: Option<yaml_serde::Value>,
+    /// Safety defaults (`default_shield_id`): llamagate's is `safety_shield`.
+    #[serde(default)]
+    pub safety: Option<yaml_serde::Value>,
+    /// MCP connectors.
+    #[serde(default)]
+    pub connectors: Option<yaml_serde::Value>,
+}
+
+impl LlamaStackSections {
+    /// One line per section present, for the start-up log.
+    fn notes(&self) -> Vec<String> {
+        let values = [
+            ("storage", &self.storage),
+            ("logging", &self.logging),
+            ("external_providers_dir", &self.external_providers_dir),
+            ("external_apis_dir", &self.external_apis_dir),
+            ("vector_stores", &self.vector_stores),
+            ("safety", &self.safety),
+            ("connectors", &self.connectors),
+        ];
+        values
+            .into_iter()
+            .filter(|(_, value)| value.as_ref().is_some_and(|v| !v.is_null()))
+            .map(|(name, _)| {
+                let why = match name {
+                    "safety" => "llamagate's guarding shield is `safety_shield`",
+                    _ => "llamagate does not use it",
+                };
+                format!("{name}: Llama Stack section; {why}; skipped")
+            })
+            .collect()
+    }
 }
 
 /// One shield: a served model used as a Llama Guard classifier.
@@ -121,9 +184,50 @@ pub struct ServerConfig {
     /// past it the address is answered 429 for a while without its credentials being read.
     #[serde(default = "default_max_auth_failures_per_minute_per_ip")]
     pub max_auth_failures_per_minute_per_ip: u32,
+    /// Llama Stack's server keys llamagate does not read (`tls_*`, `auth`, `quota`, `cors`, `workers`):
+    /// accepted so a `run.yaml` starts, named at start-up. Authentication is `oauth_config`, always.
+    #[serde(flatten, skip_serializing)]
+    pub llama_stack: LlamaStackServerKeys,
+}
+
+/// See [`ServerConfig::llama_stack`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LlamaStackServerKeys {
+    #[serde(default)]
+    tls_certfile: Option<yaml_serde::Value>,
+    #[serde(default)]
+    tls_keyfile: Option<yaml_serde::Value>,
+    #[serde(default)]
+    tls_cafile: Option<yaml_serde::Value>,
+    #[serde(default)]
+    auth: Option<yaml_serde::Value>,
+    #[serde(default)]
+    quota: Option<yaml_serde::Value>,
+    #[serde(default)]
+    cors: Option<yaml_serde::Value>,
+    #[serde(default)]
+    workers: Option<yaml_serde::Value>,
 }
 
 impl ServerConfig {
+    /// One line per Llama Stack server key present, for the start-up log.
+    fn llama_stack_notes(&self) -> Vec<String> {
+        let keys = &self.llama_stack;
+        [
+            ("tls_certfile", &keys.tls_certfile, "terminate TLS in front of llamagate"),
+            ("tls_keyfile", &keys.tls_keyfile, "terminate TLS in front of llamagate"),
+            ("tls_cafile", &keys.tls_cafile, "terminate TLS in front of llamagate"),
+            ("auth", &keys.auth, "authentication is `oauth_config` (docs/migrating-from-llama-stack-auth.md)"),
+            ("quota", &keys.quota, "limits are `oauth_config.rate_limits`"),
+            ("cors", &keys.cors, "not supported"),
+            ("workers", &keys.workers, "one process serves all requests"),
+        ]
+        .into_iter()
+        .filter(|(_, value, _)| value.as_ref().is_some_and(|v| !v.is_null()))
+        .map(|(name, _, why)| format!("server.{name}: Llama Stack key not read ({why}); skipped"))
+        .collect()
+    }
+
     /// The listener's bounds.
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
@@ -145,6 +249,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: default_max_connections_per_ip(),
             header_read_timeout_seconds: default_header_read_timeout_seconds(),
             max_auth_failures_per_minute_per_ip: default_max_auth_failures_per_minute_per_ip(),
+            llama_stack: LlamaStackServerKeys::default(),
         }
     }
 }
@@ -303,7 +408,10 @@ impl StackConfig {
     /// The models to serve, here and remote, and the providers behind them (see [`providers`]). Reads
     /// `api_key_file`s.
     pub fn inference_plan(&self) -> Result<providers::InferencePlan, ConfigError> {
-        providers::plan(&self.models, &self.providers, &self.registered_resources)
+        let mut plan = providers::plan(&self.models, &self.providers, &self.registered_resources)?;
+        plan.skipped.extend(self.llama_stack.notes());
+        plan.skipped.extend(self.server.llama_stack_notes());
+        Ok(plan)
     }
 
     /// Checks every value; the first problem is returned with the key that holds it.

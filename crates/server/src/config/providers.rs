@@ -659,6 +659,57 @@ registered_resources:
         assert!(!format!("{config:?}{plan:?}").contains("sk-vllm-secret"), "a key never prints");
     }
 
+    /// Llama Stack 0.7.3's own `starter` distribution config (from the pinned wheel), as a user would bring
+    /// it: it parses, its providers resolve as far as llamagate implements them, and everything else is
+    /// named as skipped.
+    #[test]
+    fn the_starter_distributions_config_reads_and_names_what_it_skips() {
+        let text = include_str!("../../tests/fixtures/llama-stack-0.7.3-starter-config.yaml");
+        let env = |name: &str| match name {
+            "OLLAMA_URL" => Some("http://127.0.0.1:11434/v1".to_string()),
+            "TOGETHER_API_KEY" => Some("tg-secret".to_string()),
+            _ => None,
+        };
+        let config = StackConfig::parse_with_env(text, "config.yaml", &env).unwrap();
+        assert_eq!(config.server.port, 8321);
+        let plan = config.inference_plan().unwrap();
+        let providers: Vec<(&str, RemoteType, bool)> =
+            plan.providers.iter().map(|p| (p.provider_id.as_str(), p.provider_type, p.api_key.is_some())).collect();
+        assert_eq!(
+            providers,
+            [
+                ("ollama", RemoteType::Ollama, false),
+                ("fireworks", RemoteType::Fireworks, false),
+                ("together", RemoteType::Together, true),
+                ("openai", RemoteType::OpenAi, false),
+            ]
+        );
+        assert!(plan.is_empty(), "the starter registers no models");
+        let skipped = plan.skipped.join("\n");
+        for expected in [
+            "provider_id is empty, provider turned off",
+            "provider type `remote::bedrock` is not implemented",
+            "providers.vector_io (",
+            "providers.files (",
+            "registered_resources.shields (2)",
+            "registered_resources.vector_dbs (0)",
+            "storage: Llama Stack section",
+            "vector_stores: Llama Stack section",
+            "safety: Llama Stack section; llamagate's guarding shield is `safety_shield`",
+        ] {
+            assert!(skipped.contains(expected), "{expected} not in:\n{skipped}");
+        }
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("models: list at least one model"), "{err}");
+        // Llama Stack's server keys are accepted and named; a typo is still an error.
+        let server =
+            "server:\n  port: 8321\n  auth:\n    provider_config: {type: oauth2_token}\n  workers: 2\nmodels: []\n";
+        let plan = load(server).unwrap().inference_plan().unwrap();
+        assert!(plan.skipped.iter().any(|n| n.starts_with("server.auth: Llama Stack key not read")), "{plan:?}");
+        assert!(load("server:\n  prot: 1\nmodels: []\n").is_err());
+        assert!(load("models: []\nstorage_typo: {}\n").is_err());
+    }
+
     #[test]
     fn keys_come_only_from_the_environment_or_a_file() {
         let literal = "providers:\n  inference:\n    - provider_id: o\n      provider_type: remote::openai\n      config:\n        api_key: sk-literal\n";
