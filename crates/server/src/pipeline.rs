@@ -11,6 +11,7 @@ use llamagate_engine::{GenerateParams, GenerationOutput};
 use serde::Serialize;
 
 use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
 use crate::backends::registry::Prepared;
 use crate::gate::caller::Caller;
 use crate::gate::limits::Admission;
@@ -31,6 +32,8 @@ pub struct Ask {
     pub params: GenerateParams,
     /// Whether the answer is a stream of server-sent events.
     pub stream: bool,
+    /// `X-LlamaStack-Provider-Data`: a caller's own key for a remote provider that allows it.
+    pub provider_data: ProviderData,
 }
 
 /// Runs one generation for `caller`: authorize → resolve the model → prepare → reserve → input
@@ -79,7 +82,7 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
     safety.check_input(&conversation, &mut admission).await?;
     // Submit to the backend, its output held back until the output check passes it.
-    let stream = served.backend.submit(request, caller.notes().cloned()).await?;
+    let stream = served.backend.submit(request, caller.notes().cloned(), &ask.provider_data).await?;
     let generation = safety.guard_output(stream, &conversation, prompt_tokens);
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
     let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);

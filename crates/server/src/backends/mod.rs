@@ -6,6 +6,7 @@
 #[cfg(feature = "test-guard")]
 pub mod guard_double;
 pub mod prompt;
+pub mod provider_data;
 pub mod registry;
 pub mod remote;
 pub mod shields;

@@ -16,6 +16,7 @@ use llamagate_engine::{
 };
 
 use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
 use crate::backends::remote::wire::RemoteRequest;
 use crate::backends::remote::{ProviderRuntime, RemoteModel};
 use crate::config::providers::InferencePlan;
@@ -123,11 +124,17 @@ impl Backend {
     }
 
     /// Starts the generation; dropping the stream cancels it. A remote provider's call is made here, so
-    /// its failure before the first byte is still an ordinary error answer; `notes` learns the provider.
-    pub async fn submit(&self, request: Submission, notes: Option<AuditNotes>) -> Result<GenerationStream, ApiError> {
+    /// its failure before the first byte is still an ordinary error answer; `notes` learns the provider,
+    /// and `provider_data` may carry the caller's own key for it.
+    pub async fn submit(
+        &self,
+        request: Submission,
+        notes: Option<AuditNotes>,
+        provider_data: &ProviderData,
+    ) -> Result<GenerationStream, ApiError> {
         match (self, request) {
             (Self::Local(model), Submission::Local(request)) => Ok(model.submit(request)?),
-            (Self::Remote(remote), Submission::Remote(request)) => remote.submit(request, notes).await,
+            (Self::Remote(remote), Submission::Remote(request)) => remote.submit(request, notes, provider_data).await,
             _ => Err(ApiError::Internal("a request prepared for another backend kind".into())),
         }
     }

@@ -170,6 +170,20 @@ impl RemoteType {
         Self::ALL.into_iter().find(|t| t.as_str() == text)
     }
 
+    /// The field of `X-LlamaStack-Provider-Data` that carries a caller's key for this type, as Llama
+    /// Stack 0.7.3's provider-data validators name it; none for types without one.
+    pub fn provider_data_field(self) -> Option<&'static str> {
+        match self {
+            Self::Vllm => Some("vllm_api_token"),
+            Self::OpenAi => Some("openai_api_key"),
+            Self::Together => Some("together_api_key"),
+            Self::Fireworks => Some("fireworks_api_key"),
+            Self::LlamaOpenAiCompat => Some("llama_api_key"),
+            Self::Passthrough => Some("passthrough_api_key"),
+            Self::LlamaCppServer | Self::Ollama => None,
+        }
+    }
+
     /// The hosted services' and Ollama's own URL, used when `base_url` is not given; self-hosted servers
     /// have none.
     fn default_base_url(self) -> Option<&'static str> {
@@ -209,6 +223,9 @@ struct RemoteSettings {
     /// Llama Stack's vLLM `max_tokens`: the completion length asked for when a request names none.
     #[serde(default)]
     max_tokens: Option<usize>,
+    /// Whether a caller's own key in `X-LlamaStack-Provider-Data` is used instead of `api_key`.
+    #[serde(default)]
+    allow_provider_data: Option<bool>,
     /// Llama Stack keys llamagate does not use (`tls_verify`, `refresh_models`, `allowed_models`, …).
     #[serde(flatten)]
     other: BTreeMap<String, Value>,
@@ -244,6 +261,8 @@ pub struct RemoteProvider {
     pub breaker_cooldown: Duration,
     /// The completion length asked for (and reserved) when a request names no `max_tokens`.
     pub default_max_tokens: usize,
+    /// Whether a caller's key in `X-LlamaStack-Provider-Data` replaces `api_key` (off by default).
+    pub allow_provider_data: bool,
 }
 
 /// Defaults of the remote settings, in one place.
@@ -500,6 +519,10 @@ fn remote_provider(
     if breaker_failures == 0 {
         return Err(invalid("breaker_failures", "must be at least 1".into()));
     }
+    let allow_provider_data = settings.allow_provider_data.unwrap_or(false);
+    if allow_provider_data && kind.provider_data_field().is_none() {
+        return Err(invalid("allow_provider_data", format!("{} takes no per-request key", kind.as_str())));
+    }
     let default_max_tokens = settings.max_tokens.unwrap_or(defaults::MAX_TOKENS);
     if default_max_tokens == 0 {
         return Err(invalid("max_tokens", "must be at least 1".into()));
@@ -523,6 +546,7 @@ fn remote_provider(
             defaults::BREAKER_COOLDOWN_SECONDS,
         )?,
         default_max_tokens,
+        allow_provider_data,
     })
 }
 
@@ -753,6 +777,12 @@ registered_resources:
             let err = load(&provider(config)).unwrap().validate().unwrap_err().to_string();
             assert!(err.starts_with(expected), "{config}: {err}");
         }
+        let no_field = "providers:\n  inference:\n    - provider_id: p\n      provider_type: remote::llama-cpp-server\n      config: {base_url: 'http://x/v1', allow_provider_data: true}\n";
+        let err = load(no_field).unwrap().inference_plan().unwrap_err().to_string();
+        assert!(
+            err.starts_with("providers.inference[0].config.allow_provider_data: remote::llama-cpp-server takes no"),
+            "{err}"
+        );
         let unknown = "registered_resources:\n  models:\n    - model_id: m\n      provider_id: nowhere\n";
         let err = load(unknown).unwrap().validate().unwrap_err().to_string();
         assert!(err.starts_with("registered_resources.models[0].provider_id: `nowhere`"), "{err}");

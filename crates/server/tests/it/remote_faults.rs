@@ -124,3 +124,50 @@ async fn a_stream_that_breaks_after_its_first_byte_is_not_retried_and_ends_with_
     }
     assert_eq!(failed[2]["status"], 502, "{:#}", failed[2]);
 }
+
+/// `X-LlamaStack-Provider-Data`: a caller's own key replaces the configured one only where the provider
+/// allows it (`allow_provider_data: true`; off by default), and is never logged.
+#[tokio::test]
+async fn a_callers_own_provider_key_is_used_only_where_allowed() {
+    let upstream = FaultyUpstream::start(&[]).await;
+    // A second provider on the same upstream, allowing callers' own keys.
+    let own_keys = format!(
+        "    - provider_id: own-keys\n      provider_type: remote::passthrough\n      config:\n        \
+         base_url: {}\n        api_key: ${{env.LLAMACPP_API_KEY:=}}\n        allow_provider_data: true\n\
+         registered_resources:\n  models:\n    - model_id: remote/own-keys\n      provider_id: own-keys\n      \
+         required_scope: {REMOTE_SCOPE}\n",
+        upstream.base_url
+    );
+    let yaml = run_yaml(&upstream.base_url).replace("registered_resources:\n  models:\n", &own_keys);
+    let gate = Gate::start(&yaml);
+    let token = gate.token("alice", &[REMOTE_SCOPE]);
+    let own_key = "sk-callers-own-91b2";
+    let send = |model: &'static str, with_header: bool| {
+        let mut body = chat(false);
+        body["model"] = json!(model);
+        let mut request = reqwest::Client::new().post(gate.url("/v1/chat/completions")).bearer_auth(&token).json(&body);
+        if with_header {
+            request =
+                request.header("X-LlamaStack-Provider-Data", format!(r#"{{"passthrough_api_key": "{own_key}"}}"#));
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send("remote/own-keys", true).await, 200);
+    assert_eq!(send("remote/own-keys", false).await, 200);
+    assert_eq!(send("remote/faulty", true).await, 200);
+    let configured = format!("Bearer {UPSTREAM_KEY}");
+    assert_eq!(upstream.authorizations(), [format!("Bearer {own_key}"), configured.clone(), configured]);
+    // Not one JSON object: refused before anything is called.
+    let response = reqwest::Client::new()
+        .post(gate.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("X-LlamaStack-Provider-Data", "sk-not-json")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(!response.text().await.unwrap().contains("sk-not-json"));
+    assert_eq!(upstream.requests(), 3);
+    assert!(!gate.log().contains(own_key) && !gate.audit_text().contains(own_key));
+}

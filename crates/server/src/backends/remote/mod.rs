@@ -29,7 +29,9 @@ use llamagate_engine::{ChatMessage, GenerateParams, GenerationEvent, GenerationS
 use reqwest::StatusCode;
 
 use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
 use crate::config::providers::{RemoteModelConfig, RemoteProvider};
+use crate::config::secret::Secret;
 use crate::gate::audit_notes::AuditNotes;
 use crate::gate::metrics::Metrics;
 use crate::http::error::ApiError;
@@ -132,12 +134,15 @@ impl RemoteModel {
         &self,
         request: RemoteRequest,
         notes: Option<AuditNotes>,
+        provider_data: &ProviderData,
     ) -> Result<GenerationStream, ApiError> {
         let provider = &self.provider;
         let started = Instant::now();
         if let Some(notes) = &notes {
             notes.set_provider(&provider.config.provider_id);
         }
+        let key = self.key(provider_data);
+        let key = key.as_ref();
         let body = request.body(&self.upstream_model);
         let path = request.path();
         let backoff = ExponentialBuilder::default()
@@ -145,7 +150,7 @@ impl RemoteModel {
             .with_max_delay(Duration::from_secs(2))
             .with_max_times(provider.config.max_retries)
             .with_jitter();
-        let attempt = || self.attempt(path, &body);
+        let attempt = || self.attempt(path, &body, key);
         let (lease, response) = attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
@@ -197,12 +202,33 @@ impl RemoteModel {
         Ok(stream)
     }
 
-    /// One try: an upstream from the pool, the request, and its status.
-    async fn attempt(&self, path: &str, body: &serde_json::Value) -> Result<(Lease, reqwest::Response), AttemptError> {
+    /// The key to send: the caller's own from `X-LlamaStack-Provider-Data` where the provider allows it
+    /// (`allow_provider_data`), otherwise the configured one.
+    fn key(&self, provider_data: &ProviderData) -> Option<Secret> {
+        let config = &self.provider.config;
+        let field = config.provider_type.provider_data_field();
+        let own = field.and_then(|field| provider_data.key(field));
+        match own {
+            Some(key) if config.allow_provider_data => Some(key),
+            Some(_) => {
+                tracing::info!(provider = %config.provider_id, "a caller's provider key ignored (allow_provider_data is off)");
+                config.api_key.clone()
+            }
+            None => config.api_key.clone(),
+        }
+    }
+
+    /// One try: an upstream from the pool, the request with `key`, and its status.
+    async fn attempt(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: Option<&Secret>,
+    ) -> Result<(Lease, reqwest::Response), AttemptError> {
         let provider = &self.provider;
         let lease = provider.pool.acquire().ok_or(AttemptError::NoUpstream)?;
         let mut request = provider.client.post(format!("{}{path}", lease.base_url())).json(body);
-        if let Some(key) = &provider.config.api_key {
+        if let Some(key) = key {
             request = request.bearer_auth(key.expose());
         }
         let response = match request.send().await {
@@ -232,7 +258,7 @@ impl RemoteModel {
         // Blanked at once: the message also goes into the retry log line.
         let message = response.json::<serde_json::Value>().await.ok().and_then(|body| {
             let message = body.pointer("/error/message").or_else(|| body.get("message"))?.as_str()?;
-            Some(sanitize(message, &provider.config))
+            Some(sanitize(message, &provider.config, key))
         });
         tracing::info!(provider = %provider.config.provider_id, upstream = lease.index(), status = status.as_u16(), "upstream refused");
         Err(AttemptError::Status { status, retry_after, message })
@@ -294,14 +320,15 @@ async fn relay(
     Ok(reader.finish())
 }
 
-/// An upstream's error message as a client may see it: bounded, its URLs and our key blanked out.
-fn sanitize(message: &str, config: &RemoteProvider) -> String {
+/// An upstream's error message as a client may see it: bounded, its URLs and the keys (the configured
+/// one and `key`, the one sent) blanked out.
+fn sanitize(message: &str, config: &RemoteProvider, key: Option<&Secret>) -> String {
     let mut text: String = message
         .split_whitespace()
         .map(|word| if word.contains("://") { "[url]" } else { word })
         .collect::<Vec<_>>()
         .join(" ");
-    if let Some(key) = config.api_key.as_ref().map(|k| k.expose()).filter(|k| !k.is_empty()) {
+    for key in config.api_key.iter().chain(key).map(Secret::expose).filter(|k| !k.is_empty()) {
         text = text.replace(key, "[redacted]");
     }
     for url in &config.base_urls {
@@ -322,7 +349,6 @@ fn sanitize(message: &str, config: &RemoteProvider) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::secret::Secret;
 
     #[test]
     fn upstream_messages_lose_urls_and_keys() {
@@ -337,9 +363,12 @@ mod tests {
             breaker_failures: 1,
             breaker_cooldown: Duration::from_secs(1),
             default_max_tokens: 16,
+            allow_provider_data: false,
         };
-        let text = sanitize("bad key sk-abc for http://10.0.0.5:8000/v1/chat (see https://docs)", &config);
+        let text = sanitize("bad key sk-abc for http://10.0.0.5:8000/v1/chat (see https://docs)", &config, None);
         assert_eq!(text, "bad key [redacted] for [url] (see [url]");
-        assert!(sanitize(&"x".repeat(1000), &config).chars().count() <= 301);
+        assert!(sanitize(&"x".repeat(1000), &config, None).chars().count() <= 301);
+        let own = Secret::new("sk-own");
+        assert_eq!(sanitize("sk-own sk-abc", &config, Some(&own)), "[redacted] [redacted]");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -34,6 +34,8 @@ pub const PIECES: [&str; 3] = ["Par", "is", "."];
 struct Script {
     faults: Mutex<VecDeque<Fault>>,
     requests: AtomicUsize,
+    /// The `Authorization` header of each request, in order (empty when absent).
+    authorizations: Mutex<Vec<String>>,
 }
 
 /// The running upstream; stops when dropped.
@@ -64,6 +66,11 @@ impl FaultyUpstream {
     pub fn requests(&self) -> usize {
         self.script.requests.load(Ordering::SeqCst)
     }
+
+    /// The `Authorization` header of each request received, in order.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.script.authorizations.lock().unwrap().clone()
+    }
 }
 
 impl Drop for FaultyUpstream {
@@ -78,8 +85,10 @@ fn chunk(content: &str) -> String {
     )
 }
 
-async fn answer(State(script): State<Arc<Script>>) -> Response {
+async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap) -> Response {
     script.requests.fetch_add(1, Ordering::SeqCst);
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    script.authorizations.lock().unwrap().push(authorization.to_string());
     let fault = script.faults.lock().unwrap().pop_front();
     let sse = |events: Vec<Result<Bytes, std::io::Error>>, pause: bool| {
         let stream = async_stream::stream! {
