@@ -13,6 +13,9 @@ fi
 # The K-quant variants the engine's llama.cpp agreement tests load: made from the default model by llama.cpp's
 # quantizer (built once into .bench/, a few minutes; nothing to do when the checksummed files exist).
 ./models/make-variants.sh
+# llama.cpp's llama-server, the upstream of the remote-provider tests: the same build directory (nothing to do
+# once its stamp matches).
+./models/tools/build.sh
 ./scripts/setup-sdk.sh
 # The Llama Guard prompt fixture is what Llama Stack's own provider builds: its code, run again here.
 python3 tests/guard-prompt/llama_stack_prompts.py .whl/llama_stack-0.7.3-py3-none-any.whl \

@@ -8,6 +8,12 @@
 //! the pool and the latency covers the whole answer. The exception is a tenant that hangs up on
 //! purpose (`disconnect_after`): its request is dropped mid-way, which closes its connection, as a
 //! browser tab closed in the middle of an answer does.
+//!
+//! A request that fails before any byte of an answer — a refused connection, or a pooled keep-alive
+//! connection the server had already closed ("connection closed before message completed", seen on
+//! llama.cpp's server at 8 concurrent streams) — is sent again, up to [`MAX_RESENDS`] times, and counted
+//! (`resent` in the report): such a failure says nothing about the server under test, and a real client
+//! retries it too.
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +83,7 @@ impl LoadClient {
             inter_token: Vec::new(),
             output_tokens: 0,
             error: None,
+            resent: 0,
         };
         let first_token = disconnect == Some(Disconnect::FirstToken);
         let exchange = self.exchange(request, started, first_token, &mut outcome);
@@ -105,7 +112,15 @@ impl LoadClient {
         first_token: bool,
         outcome: &mut Outcome,
     ) {
-        match request.send().await {
+        let sent = loop {
+            // The body is bytes, so the request always clones.
+            let Some(attempt) = request.try_clone() else { break request.send().await };
+            match attempt.send().await {
+                Err(e) if outcome.resent < MAX_RESENDS && unanswered(&e) => outcome.resent += 1,
+                sent => break sent,
+            }
+        };
+        match sent {
             Err(e) => outcome.error = Some(describe(&e)),
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -123,6 +138,25 @@ impl LoadClient {
             }
         }
     }
+}
+
+/// Sends of one request after the first, at most, when it fails before any answer byte.
+pub const MAX_RESENDS: u32 = 2;
+
+/// Whether `e` failed the request before any byte of an answer arrived: the connection was refused, or
+/// a reused connection turned out closed before the response began.
+fn unanswered(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.to_string().contains("connection closed before message completed") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Reads a whole non-streamed answer; the token count is its `usage.completion_tokens`.

@@ -68,6 +68,9 @@ pub struct TierReport {
     pub ok: u64,
     /// Of which failed.
     pub failed: u64,
+    /// Sends repeated because a request failed before any byte of an answer (a refused or stale
+    /// keep-alive connection); these requests are counted once, by how they finally ended.
+    pub resent: u64,
     /// Requests by outcome class (`ok`, `unauthorized_401`, `forbidden_403`, `rate_limited_429`,
     /// `unavailable_503`, `server_error_5xx`, `other_status`, `transport`, `disconnected`); every key
     /// is always present.
@@ -171,6 +174,7 @@ fn tier_report(stats: &TierStats, wall_s: f64) -> TierReport {
         requests,
         ok,
         failed: requests - ok,
+        resent: stats.resent,
         status: Class::ALL.iter().map(|c| (c.key(), stats.count(*c))).collect(),
         http_status: stats.statuses.clone(),
         requests_per_s: per_s(requests),
@@ -298,6 +302,9 @@ impl Report {
 
 fn render_tier(out: &mut String, title: &str, r: &TierReport) {
     let _ = writeln!(out, "\n{title}: {} requests, {} ok, {} failed", r.requests, r.ok, r.failed);
+    if r.resent > 0 {
+        let _ = writeln!(out, "  resent before any answer byte: {}", r.resent);
+    }
     let failures: Vec<String> =
         r.status.iter().filter(|(k, v)| **k != "ok" && **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     if !failures.is_empty() {

@@ -111,6 +111,9 @@ pub struct Outcome {
     pub output_tokens: u64,
     /// What went wrong, for the report's error list.
     pub error: Option<Failure>,
+    /// Times the request was sent again because it failed before any byte of an answer (a refused
+    /// connection, or a pooled keep-alive connection the server had already closed).
+    pub resent: u32,
 }
 
 /// A failure: a kind that groups alike failures (`HTTP 429 rate_limit_exceeded`, `connect`,
@@ -206,6 +209,8 @@ pub struct TierStats {
     pub request_tokens_per_s: LatencyHistogram,
     /// Output tokens of successful requests.
     pub output_tokens: u64,
+    /// Requests sent again before any answer byte ([`Outcome::resent`], summed).
+    pub resent: u64,
 }
 
 impl Default for TierStats {
@@ -218,6 +223,7 @@ impl Default for TierStats {
             latency: LatencyHistogram::new(3),
             request_tokens_per_s: LatencyHistogram::new(3),
             output_tokens: 0,
+            resent: 0,
         }
     }
 }
@@ -226,6 +232,7 @@ impl TierStats {
     /// Adds one outcome.
     pub fn add(&mut self, o: &Outcome) {
         self.counts[o.class.index()] += 1;
+        self.resent += u64::from(o.resent);
         if let Some(status) = o.status {
             *self.statuses.entry(status).or_default() += 1;
         }
@@ -365,6 +372,7 @@ mod tests {
             inter_token: vec![Duration::from_millis(5)],
             output_tokens: 10,
             error: (class != Class::Ok).then(|| Failure::new(format!("{class:?}"), format!("{class:?} at {at_s}"))),
+            resent: 0,
         }
     }
 

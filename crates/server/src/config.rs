@@ -5,8 +5,16 @@
 //! and [`StackConfig::validate`] checks every value before any model is loaded, so a typo fails fast
 //! with a message that names the key (`models[0].source: file not found …`) instead of surfacing later
 //! as a confusing request error.
+//!
+//! Llama Stack's run-config sections are read too ([`providers`]): `providers.inference[]` and
+//! `registered_resources.models[]` add models served here or by remote OpenAI-compatible servers, and
+//! values may use Llama Stack's `${env.NAME}` substitutions ([`env_subst`]). Keys are [`secret::Secret`]s.
 
-use std::collections::HashSet;
+pub mod env_subst;
+pub mod providers;
+pub mod secret;
+
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -29,7 +37,9 @@ pub struct StackConfig {
     /// Where and how the HTTP server listens.
     #[serde(default)]
     pub server: ServerConfig,
-    /// The models served, in listing order.
+    /// The models served by the engine in this process, in listing order (more may come from
+    /// `registered_resources.models`).
+    #[serde(default)]
     pub models: Vec<ModelConfig>,
     /// The OAuth 2.1 resource server. Required by `serve`: when absent the server refuses to start
     /// (deny by default); `{enable_auth: false}` runs an open development server.
@@ -43,6 +53,85 @@ pub struct StackConfig {
     /// (see `gate::safety`); the first shield when unset. Without shields nothing is checked.
     #[serde(default)]
     pub safety_shield: Option<String>,
+    /// Llama Stack's run-config version: accepted so a `run.yaml` reads, not interpreted.
+    #[serde(default)]
+    pub version: Option<yaml_serde::Value>,
+    /// Llama Stack's distribution name: accepted, not interpreted.
+    #[serde(default)]
+    pub image_name: Option<String>,
+    /// Llama Stack's list of APIs: accepted; what llamagate serves is fixed (its routes).
+    #[serde(default)]
+    pub apis: Vec<String>,
+    /// Llama Stack's providers by API; `inference` is read (see [`providers`]), the others are listed
+    /// at start-up and skipped.
+    #[serde(default)]
+    pub providers: BTreeMap<String, Vec<providers::ProviderEntry>>,
+    /// Llama Stack's registered resources; `models` is read (see [`providers`]).
+    #[serde(default)]
+    pub registered_resources: providers::RegisteredResources,
+    /// The rest of Llama Stack 0.7's run-config, accepted so a `run.yaml` starts, listed at start-up and
+    /// not used (see [`StackConfig::inference_plan`]).
+    #[serde(flatten)]
+    pub llama_stack: LlamaStackSections,
+}
+
+/// Llama Stack run-config sections llamagate reads and does not use: each is named at start-up when
+/// present. Unknown keys stay errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LlamaStackSections {
+    /// The distribution's name.
+    #[serde(default)]
+    pub distro_name: Option<String>,
+    /// Its container image.
+    #[serde(default)]
+    pub container_image: Option<String>,
+    /// Storage backends (SQLite, Postgres, …) of Llama Stack's stores.
+    #[serde(default)]
+    pub storage: Option<yaml_serde::Value>,
+    /// Logging categories.
+    #[serde(default)]
+    pub logging: Option<yaml_serde::Value>,
+    /// External provider specs.
+    #[serde(default)]
+    pub external_providers_dir: Option<yaml_serde::Value>,
+    /// External API specs.
+    #[serde(default)]
+    pub external_apis_dir: Option<yaml_serde::Value>,
+    /// Vector store defaults.
+    #[serde(default)]
+    pub vector_stores: Option<yaml_serde::Value>,
+    /// Safety defaults (`default_shield_id`): llamagate's is `safety_shield`.
+    #[serde(default)]
+    pub safety: Option<yaml_serde::Value>,
+    /// MCP connectors.
+    #[serde(default)]
+    pub connectors: Option<yaml_serde::Value>,
+}
+
+impl LlamaStackSections {
+    /// One line per section present, for the start-up log.
+    fn notes(&self) -> Vec<String> {
+        let values = [
+            ("storage", &self.storage),
+            ("logging", &self.logging),
+            ("external_providers_dir", &self.external_providers_dir),
+            ("external_apis_dir", &self.external_apis_dir),
+            ("vector_stores", &self.vector_stores),
+            ("safety", &self.safety),
+            ("connectors", &self.connectors),
+        ];
+        values
+            .into_iter()
+            .filter(|(_, value)| value.as_ref().is_some_and(|v| !v.is_null()))
+            .map(|(name, _)| {
+                let why = match name {
+                    "safety" => "llamagate's guarding shield is `safety_shield`",
+                    _ => "llamagate does not use it",
+                };
+                format!("{name}: Llama Stack section; {why}; skipped")
+            })
+            .collect()
+    }
 }
 
 /// One shield: a served model used as a Llama Guard classifier.
@@ -95,9 +184,50 @@ pub struct ServerConfig {
     /// past it the address is answered 429 for a while without its credentials being read.
     #[serde(default = "default_max_auth_failures_per_minute_per_ip")]
     pub max_auth_failures_per_minute_per_ip: u32,
+    /// Llama Stack's server keys llamagate does not read (`tls_*`, `auth`, `quota`, `cors`, `workers`):
+    /// accepted so a `run.yaml` starts, named at start-up. Authentication is `oauth_config`, always.
+    #[serde(flatten, skip_serializing)]
+    pub llama_stack: LlamaStackServerKeys,
+}
+
+/// See [`ServerConfig::llama_stack`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LlamaStackServerKeys {
+    #[serde(default)]
+    tls_certfile: Option<yaml_serde::Value>,
+    #[serde(default)]
+    tls_keyfile: Option<yaml_serde::Value>,
+    #[serde(default)]
+    tls_cafile: Option<yaml_serde::Value>,
+    #[serde(default)]
+    auth: Option<yaml_serde::Value>,
+    #[serde(default)]
+    quota: Option<yaml_serde::Value>,
+    #[serde(default)]
+    cors: Option<yaml_serde::Value>,
+    #[serde(default)]
+    workers: Option<yaml_serde::Value>,
 }
 
 impl ServerConfig {
+    /// One line per Llama Stack server key present, for the start-up log.
+    fn llama_stack_notes(&self) -> Vec<String> {
+        let keys = &self.llama_stack;
+        [
+            ("tls_certfile", &keys.tls_certfile, "terminate TLS in front of llamagate"),
+            ("tls_keyfile", &keys.tls_keyfile, "terminate TLS in front of llamagate"),
+            ("tls_cafile", &keys.tls_cafile, "terminate TLS in front of llamagate"),
+            ("auth", &keys.auth, "authentication is `oauth_config` (docs/migrating-from-llama-stack-auth.md)"),
+            ("quota", &keys.quota, "limits are `oauth_config.rate_limits`"),
+            ("cors", &keys.cors, "not supported"),
+            ("workers", &keys.workers, "one process serves all requests"),
+        ]
+        .into_iter()
+        .filter(|(_, value, _)| value.as_ref().is_some_and(|v| !v.is_null()))
+        .map(|(name, _, why)| format!("server.{name}: Llama Stack key not read ({why}); skipped"))
+        .collect()
+    }
+
     /// The listener's bounds.
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
@@ -119,6 +249,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: default_max_connections_per_ip(),
             header_read_timeout_seconds: default_header_read_timeout_seconds(),
             max_auth_failures_per_minute_per_ip: default_max_auth_failures_per_minute_per_ip(),
+            llama_stack: LlamaStackServerKeys::default(),
         }
     }
 }
@@ -269,19 +400,39 @@ pub enum ConfigError {
 }
 
 impl StackConfig {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, with `${env.NAME}` substitutions from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
-        let config = Self::parse(&text).map_err(|source| ConfigError::Parse { path: display, source })?;
+        let config = Self::parse_with_env(&text, &display, &|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Parses YAML text without validating it.
+    /// Parses YAML text without substitutions or validation.
     pub fn parse(text: &str) -> Result<Self, yaml_serde::Error> {
         yaml_serde::from_str(text)
+    }
+
+    /// Parses YAML text, refusing keys written into it and making Llama Stack's `${env.…}` substitutions
+    /// with `env`; `path` names the file in messages.
+    pub fn parse_with_env(text: &str, path: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let parse_error = |source| ConfigError::Parse { path: path.to_string(), source };
+        let mut raw: yaml_serde::Value = yaml_serde::from_str(text).map_err(parse_error)?;
+        providers::check_keys_are_not_literal(&raw)?;
+        env_subst::substitute(&mut raw, env)
+            .map_err(|e| ConfigError::Invalid { key: path.to_string(), reason: e.to_string() })?;
+        yaml_serde::from_value(raw).map_err(parse_error)
+    }
+
+    /// The models to serve, here and remote, and the providers behind them (see [`providers`]). Reads
+    /// `api_key_file`s.
+    pub fn inference_plan(&self) -> Result<providers::InferencePlan, ConfigError> {
+        let mut plan = providers::plan(&self.models, &self.providers, &self.registered_resources)?;
+        plan.skipped.extend(self.llama_stack.notes());
+        plan.skipped.extend(self.server.llama_stack_notes());
+        Ok(plan)
     }
 
     /// Checks every value; the first problem is returned with the key that holds it.
@@ -307,24 +458,30 @@ impl StackConfig {
         if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
             return Err(invalid("server.operator_scope".into(), "must be one scope token (RFC 6749 §3.3)"));
         }
-        if self.models.is_empty() {
-            return Err(invalid("models".into(), "list at least one model to serve"));
+        let plan = self.inference_plan()?;
+        if plan.is_empty() {
+            return Err(invalid(
+                "models".into(),
+                "list at least one model to serve (under `models` or `registered_resources.models`)",
+            ));
         }
         let mut seen = HashSet::new();
-        for (i, model) in self.models.iter().enumerate() {
-            let key = |field: &str| format!("models[{i}].{field}");
+        for entry in plan.scopes() {
+            if !seen.insert(entry.id.clone()) {
+                return Err(invalid(format!("{}.id", entry.key), &format!("duplicate id `{}`", entry.id)));
+            }
+            if entry.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
+                return Err(invalid(format!("{}.required_scope", entry.key), "must be one non-empty scope token"));
+            }
+        }
+        for (prefix, model) in &plan.local {
+            let key = |field: &str| format!("{prefix}.{field}");
             if model.id.trim().is_empty() || model.id.starts_with('/') || model.id.ends_with('/') {
                 return Err(invalid(key("id"), "must be non-empty and must not start or end with `/`"));
-            }
-            if !seen.insert(model.id.as_str()) {
-                return Err(invalid(key("id"), &format!("duplicate id `{}`", model.id)));
             }
             check_source(&model.source).map_err(|reason| invalid(key("source"), &reason))?;
             if model.context_length == Some(0) {
                 return Err(invalid(key("context_length"), "must be at least 1"));
-            }
-            if model.required_scope.as_deref().is_some_and(|s| s.is_empty() || s.contains(' ')) {
-                return Err(invalid(key("required_scope"), "must be one non-empty scope token"));
             }
             model.device().map_err(|reason| invalid(key("device"), &reason))?;
             let defaults = SchedulerConfig::default();
@@ -342,10 +499,18 @@ impl StackConfig {
                 }
             }
         }
-        self.validate_shields()
+        for model in &plan.remote {
+            if model.id.trim().is_empty() || model.id.starts_with('/') || model.id.ends_with('/') {
+                return Err(invalid(
+                    format!("registered_resources.models[model_id={}].model_id", model.id),
+                    "must be non-empty and must not start or end with `/`",
+                ));
+            }
+        }
+        self.validate_shields(&plan)
     }
 
-    fn validate_shields(&self) -> Result<(), ConfigError> {
+    fn validate_shields(&self, plan: &providers::InferencePlan) -> Result<(), ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::Invalid { key, reason };
         let mut seen = HashSet::new();
         for (i, shield) in self.shields.iter().enumerate() {
@@ -356,11 +521,13 @@ impl StackConfig {
             if !seen.insert(shield.id.as_str()) {
                 return Err(invalid(key("id"), format!("duplicate id `{}`", shield.id)));
             }
-            if !self.models.iter().any(|m| m.id == shield.model) {
-                return Err(invalid(
-                    key("model"),
-                    format!("`{}` is not the id of a model under `models`", shield.model),
-                ));
+            if !plan.local.iter().any(|(_, m)| m.id == shield.model) {
+                let reason = if plan.remote.iter().any(|m| m.id == shield.model) {
+                    format!("`{}` is served by a remote provider; a guard model must run in this process", shield.model)
+                } else {
+                    format!("`{}` is not the id of a model under `models`", shield.model)
+                };
+                return Err(invalid(key("model"), reason));
             }
             for (j, code) in shield.excluded_categories.iter().enumerate() {
                 if llamagate_engine::category_by_code(code).is_none() {

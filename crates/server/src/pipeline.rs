@@ -10,7 +10,9 @@ use axum::response::Response;
 use llamagate_engine::{GenerateParams, GenerationOutput};
 use serde::Serialize;
 
-use crate::backends::registry::{Prepared, Prompt};
+use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
+use crate::backends::registry::Prepared;
 use crate::gate::caller::Caller;
 use crate::gate::limits::Admission;
 use crate::gate::safety::SafetyChecks;
@@ -30,6 +32,8 @@ pub struct Ask {
     pub params: GenerateParams,
     /// Whether the answer is a stream of server-sent events.
     pub stream: bool,
+    /// `X-LlamaStack-Provider-Data`: a caller's own key for a remote provider that allows it.
+    pub provider_data: ProviderData,
 }
 
 /// Runs one generation for `caller`: authorize → resolve the model → prepare → reserve → input
@@ -71,15 +75,22 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
             return Err(refusal);
         }
     };
-    let prompt_tokens = request.prompt_ids.len();
+    let prompt_tokens = request.prompt_tokens();
     // Reserve the counted `prompt + max_tokens` tokens from the caller's tier (429 when spent).
     admission.reserve_generation(&caller, &request).await?;
     // Input safety at the caller's level (400 `content_policy_violation`).
     let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
     safety.check_input(&conversation, &mut admission).await?;
     // Submit to the backend, its output held back until the output check passes it.
-    let generation = safety.guard_output(served.backend.submit(request)?, &conversation, prompt_tokens);
+    let stream = served.backend.submit(request, caller.notes().cloned(), &ask.provider_data).await?;
+    let generation = safety.guard_output(stream, &conversation, prompt_tokens);
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
     let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);
-    sse::respond(generation, settlement, ask.stream, format, plain).await
+    let remote = served.backend.local().is_none();
+    sse::respond(generation, settlement, ask.stream, format, plain).await.map_err(|e| match e {
+        // A remote answer that broke off after its first byte: the provider failed, not this server (the
+        // detail names the provider and what happened, never its address).
+        ApiError::Internal(detail) if remote => ApiError::BadGateway(detail),
+        e => e,
+    })
 }

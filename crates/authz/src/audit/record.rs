@@ -134,6 +134,14 @@ pub struct AuditRecord {
     /// Completion tokens counted by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
+    /// The inference provider that served the model (a remote provider's id; absent for the engine in
+    /// this process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Where the token counts come from: `upstream` (the provider's `usage`) or `estimate` (the
+    /// provider reported none; a conservative count from the prompt's bytes and the streamed pieces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_source: Option<String>,
     /// Time from the request's arrival to this record, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
@@ -163,6 +171,8 @@ impl AuditRecord {
             finish_reason: None,
             prompt_tokens: None,
             completion_tokens: None,
+            provider: None,
+            usage_source: None,
             latency_ms: None,
             prompt: None,
         }

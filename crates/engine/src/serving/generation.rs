@@ -123,6 +123,14 @@ pub struct GenerationStream {
 }
 
 impl GenerationStream {
+    /// A stream fed from outside the engine (a remote provider's answer, translated): events sent on the
+    /// returned sender arrive here in order; when this stream is dropped, the sender sees it closed
+    /// ([`tokio::sync::mpsc::UnboundedSender::closed`]) and should stop producing.
+    pub fn channel() -> (tokio::sync::mpsc::UnboundedSender<GenerationEvent>, Self) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (tx, Self { rx })
+    }
+
     /// The next event, or `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<GenerationEvent> {
         self.rx.recv().await

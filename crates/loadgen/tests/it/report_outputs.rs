@@ -99,6 +99,7 @@ async fn json_report_and_svg_chart() {
         "request_output_tokens_per_s",
         "requests",
         "requests_per_s",
+        "resent",
         "status",
         "ttft_ms",
     ];

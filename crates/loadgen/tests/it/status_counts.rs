@@ -77,4 +77,8 @@ async fn an_unreachable_server_is_a_transport_failure() {
     let report = run_scenario(&scenario, Arc::new(Live::default())).await.unwrap();
     assert_eq!((report.overall.requests, report.overall.status["transport"]), (5, 5));
     assert_eq!((report.errors[0].kind.as_str(), report.errors[0].count), ("connect", 5), "{:?}", report.errors);
+    // A refused connection is a failure before any answer byte: each request was sent again, twice,
+    // and is still counted once, by how it ended.
+    let resends = u64::from(llamagate_loadgen::client::MAX_RESENDS);
+    assert_eq!(report.overall.resent, 5 * resends);
 }

@@ -2,11 +2,12 @@
 //! [`Backend`].
 //!
 //! Built once at start from the config and never changed afterwards, so lookups need no lock; each
-//! [`ServedModel`] shares its backend — today the engine [`Model`] in this process, whose scheduler lets
-//! concurrent requests run together. The pipeline talks to a backend only through [`Backend::prepare`]
-//! and [`Backend::submit`], so another kind (a remote OpenAI-compatible server) is one more variant,
-//! not a change to the gate.
+//! [`ServedModel`] shares its backend — the engine [`Model`] in this process, whose scheduler lets
+//! concurrent requests run together, or a [`RemoteModel`] on a remote OpenAI-compatible provider. The
+//! pipeline talks to a backend only through [`Backend::prepare`] and [`Backend::submit`], and both kinds
+//! answer with the engine's [`GenerationStream`], so the gate is the same for both.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,7 +15,13 @@ use llamagate_engine::{
     ChatMessage, GenerateParams, GenerationRequest, GenerationStream, Model, ModelOptions, ModelSource,
 };
 
-use crate::config::ModelConfig;
+use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
+use crate::backends::remote::wire::RemoteRequest;
+use crate::backends::remote::{ProviderRuntime, RemoteModel};
+use crate::config::providers::InferencePlan;
+use crate::gate::audit_notes::AuditNotes;
+use crate::gate::metrics::Metrics;
 use crate::http::error::ApiError;
 
 /// The provider name clients see in `custom_metadata.provider_id`: the models run in this process.
@@ -25,32 +32,37 @@ pub const PROVIDER_TYPE: &str = "inline::llamagate";
 
 /// What runs a served model's generations.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one per served model, behind an Arc: the size is paid once")]
 pub enum Backend {
     /// The llamagate engine, in this process.
     Local(Model),
+    /// A remote OpenAI-compatible provider.
+    Remote(RemoteModel),
 }
 
-/// A generation's input as the route received it.
+/// A generation ready to submit, for its backend's kind.
 #[derive(Debug)]
-pub enum Prompt {
-    /// A conversation, rendered with the model's chat template.
-    Chat(Vec<ChatMessage>),
-    /// A raw prompt (legacy completions): no template.
-    Text(String),
-    /// A raw prompt already tokenized by the caller.
-    Tokens(Vec<u32>),
+pub enum Submission {
+    /// The engine's request: prompt tokens, capped `max_tokens`, sampling.
+    Local(GenerationRequest),
+    /// A remote provider's request: the input, sampling, `max_tokens` and the prompt's estimate.
+    Remote(RemoteRequest),
 }
 
-impl Prompt {
-    /// The prompt as text for the audit trail (`audit.record_prompts`): a conversation as one
-    /// `role: content` line per turn, token ids by their count only.
-    pub fn audit_text(&self) -> String {
+impl Submission {
+    /// The prompt's tokens: exact for the engine, a conservative estimate for a remote provider.
+    pub fn prompt_tokens(&self) -> usize {
         match self {
-            Self::Chat(messages) => {
-                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n")
-            }
-            Self::Text(text) => text.clone(),
-            Self::Tokens(ids) => format!("[{} token ids]", ids.len()),
+            Self::Local(request) => request.prompt_ids.len(),
+            Self::Remote(request) => request.prompt_estimate,
+        }
+    }
+
+    /// The most tokens the generation may produce.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Self::Local(request) => request.max_tokens,
+            Self::Remote(request) => request.max_tokens,
         }
     }
 }
@@ -59,30 +71,47 @@ impl Prompt {
 /// prompt as one user turn).
 #[derive(Debug)]
 pub struct Prepared {
-    /// The engine's request: prompt tokens, capped `max_tokens`, sampling.
-    pub request: GenerationRequest,
+    /// The backend's request.
+    pub request: Submission,
     /// What the input check judges and the output check judges the reply against.
     pub conversation: Vec<ChatMessage>,
 }
 
 impl Backend {
-    /// The longest context a request may use.
-    pub fn context_length(&self) -> usize {
+    /// The longest context a request may use, when known (a remote provider does not say).
+    pub fn context_length(&self) -> Option<usize> {
         match self {
-            Self::Local(model) => model.info().context_length,
+            Self::Local(model) => Some(model.info().context_length),
+            Self::Remote(_) => None,
         }
     }
 
     /// The engine model, for what only runs in this process (Llama Guard scoring).
-    pub fn local(&self) -> &Model {
+    pub fn local(&self) -> Option<&Model> {
         match self {
-            Self::Local(model) => model,
+            Self::Local(model) => Some(model),
+            Self::Remote(_) => None,
         }
     }
 
-    /// Renders and tokenizes `prompt` and checks `params` against the model (context, `max_tokens`).
+    /// The id of the provider that serves the model, as listings report it.
+    pub fn provider_id(&self) -> &str {
+        match self {
+            Self::Local(_) => PROVIDER_ID,
+            Self::Remote(remote) => &remote.provider.config.provider_id,
+        }
+    }
+
+    /// Renders and tokenizes `prompt` (a remote model: estimates its tokens) and checks `params` against
+    /// the model (context, `max_tokens`).
     pub fn prepare(&self, prompt: Prompt, params: GenerateParams) -> Result<Prepared, ApiError> {
-        let Self::Local(model) = self;
+        let model = match self {
+            Self::Local(model) => model,
+            Self::Remote(remote) => {
+                let (request, conversation) = remote.prepare(prompt, params)?;
+                return Ok(Prepared { request: Submission::Remote(request), conversation });
+            }
+        };
         let (prompt_ids, conversation) = match prompt {
             Prompt::Chat(messages) => (model.tokenize_chat(&messages)?, messages),
             Prompt::Text(text) => (model.tokenize(&text)?, vec![ChatMessage::new("user", text)]),
@@ -91,13 +120,23 @@ impl Backend {
                 (ids, vec![ChatMessage::new("user", text)])
             }
         };
-        Ok(Prepared { request: model.prepare(prompt_ids, params)?, conversation })
+        Ok(Prepared { request: Submission::Local(model.prepare(prompt_ids, params)?), conversation })
     }
 
-    /// Starts the generation; dropping the stream cancels it.
-    pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream, ApiError> {
-        let Self::Local(model) = self;
-        Ok(model.submit(request)?)
+    /// Starts the generation; dropping the stream cancels it. A remote provider's call is made here, so
+    /// its failure before the first byte is still an ordinary error answer; `notes` learns the provider,
+    /// and `provider_data` may carry the caller's own key for it.
+    pub async fn submit(
+        &self,
+        request: Submission,
+        notes: Option<AuditNotes>,
+        provider_data: &ProviderData,
+    ) -> Result<GenerationStream, ApiError> {
+        match (self, request) {
+            (Self::Local(model), Submission::Local(request)) => Ok(model.submit(request)?),
+            (Self::Remote(remote), Submission::Remote(request)) => remote.submit(request, notes, provider_data).await,
+            _ => Err(ApiError::Internal("a request prepared for another backend kind".into())),
+        }
     }
 }
 
@@ -137,17 +176,24 @@ impl ServedModel {
 #[derive(Debug, Default)]
 pub struct ModelRegistry {
     models: Vec<Arc<ServedModel>>,
+    /// The remote providers the models use.
+    providers: Vec<Arc<ProviderRuntime>>,
 }
 
 impl ModelRegistry {
-    /// Loads every configured model; a model that fails to load stops the start with its id named.
-    pub fn load(configs: &[ModelConfig]) -> anyhow::Result<Self> {
-        let mut models = Vec::with_capacity(configs.len());
-        for (i, config) in configs.iter().enumerate() {
+    /// Loads every configured model and connects the remote ones to their providers' pools (their calls
+    /// counted in `metrics`); a model that fails to load stops the start with its key named.
+    pub fn load(plan: &InferencePlan, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
+        let mut models = Vec::with_capacity(plan.local.len() + plan.remote.len());
+        let mut providers = BTreeMap::new();
+        for provider in &plan.providers {
+            providers.insert(provider.provider_id.clone(), ProviderRuntime::new(provider.clone(), metrics.clone())?);
+        }
+        for (key, config) in &plan.local {
             let started = std::time::Instant::now();
             let source = ModelSource::parse(&config.source)
-                .with_context(|| format!("models[{i}].source: cannot use {}", config.source))?;
-            let device = config.device().map_err(anyhow::Error::msg).with_context(|| format!("models[{i}].device"))?;
+                .with_context(|| format!("{key}.source: cannot use {}", config.source))?;
+            let device = config.device().map_err(anyhow::Error::msg).with_context(|| format!("{key}.device"))?;
             let options = ModelOptions {
                 device,
                 max_context: config.context_length,
@@ -156,7 +202,7 @@ impl ModelRegistry {
                 quantize: config.quantize,
             };
             let engine = Model::load(&source, &options)
-                .with_context(|| format!("models[{i}] ({}): cannot load {}", config.id, config.source))?;
+                .with_context(|| format!("{key} ({}): cannot load {}", config.id, config.source))?;
             tracing::info!(
                 model = %config.id,
                 context_length = engine.info().context_length,
@@ -176,7 +222,32 @@ impl ModelRegistry {
                 share_prefix_cache: config.share_prefix_cache,
             }));
         }
-        Ok(Self { models })
+        for config in &plan.remote {
+            let provider = providers
+                .get(&config.provider.provider_id)
+                .with_context(|| format!("model {}: provider `{}` missing", config.id, config.provider.provider_id))?;
+            tracing::info!(
+                model = %config.id,
+                provider = %config.provider.provider_id,
+                provider_type = config.provider.provider_type.as_str(),
+                upstreams = config.provider.base_urls.len(),
+                "remote model"
+            );
+            models.push(Arc::new(ServedModel {
+                id: config.id.clone(),
+                source: config.provider_model_id.clone(),
+                created: loaded_at(),
+                backend: Backend::Remote(RemoteModel::new(provider.clone(), config)),
+                share_prefix_cache: false,
+            }));
+        }
+        let providers = providers.into_values().collect();
+        Ok(Self { models, providers })
+    }
+
+    /// The remote providers, by id.
+    pub fn providers(&self) -> &[Arc<ProviderRuntime>] {
+        &self.providers
     }
 
     /// Every model, in config order.

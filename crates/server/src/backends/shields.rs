@@ -59,7 +59,12 @@ impl ServedShield {
     /// Tokens of the guard prompt for `conversation`: what scoring it reads, and what a caller's budget
     /// is charged for it.
     pub fn prompt_tokens(&self, conversation: &[ChatMessage]) -> Result<u64, ApiError> {
-        Ok(self.guard.prompt_ids(self.model.backend.local(), conversation)?.len() as u64)
+        Ok(self.guard.prompt_ids(self.engine()?, conversation)?.len() as u64)
+    }
+
+    /// The guard model's engine (a shield's model is always local: checked when the shield is made).
+    fn engine(&self) -> Result<&llamagate_engine::Model, ApiError> {
+        self.model.backend.local().ok_or_else(|| ApiError::Internal(format!("shield `{}` has no local model", self.id)))
     }
 
     /// Scores the last turn of `conversation` on the blocking pool, for the caller of `prefix_scope`
@@ -80,7 +85,7 @@ impl ServedShield {
         let started = std::time::Instant::now();
         let scores = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            shield.guard.score_for(shield.model.backend.local(), &conversation, Some(prefix_scope))
+            Ok::<_, ApiError>(shield.guard.score_for(shield.engine()?, &conversation, Some(prefix_scope))?)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("shield scoring task failed: {e}")))??;
@@ -109,6 +114,11 @@ impl ShieldRegistry {
             let model = models.get(&config.model).map_err(|_| {
                 anyhow::anyhow!("shields[{i}].model: `{}` is not the id of a served model", config.model)
             })?;
+            anyhow::ensure!(
+                model.backend.local().is_some(),
+                "shields[{i}].model: `{}` is served by a remote provider; a guard model must run in this process",
+                config.model
+            );
             let guard = LlamaGuard::new(&config.model, &config.excluded_categories)
                 .with_context(|| format!("shields[{i}].excluded_categories"))?;
             #[cfg(feature = "test-guard")]

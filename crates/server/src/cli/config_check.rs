@@ -63,6 +63,29 @@ fn check(
     }
     let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
     lines.push(format!("models = {}  # file", serde_json::to_string(&ids)?));
+    // Llama Stack's sections: what they resolve to (URLs as given, keys only said to be set).
+    let plan = config.inference_plan()?;
+    for provider in &plan.providers {
+        let key = if provider.api_key.is_some() { "set" } else { "none" };
+        lines.push(format!(
+            "providers.inference[{}] = {} {} api_key={key}  # file",
+            provider.provider_id,
+            provider.provider_type.as_str(),
+            serde_json::to_string(&provider.base_urls)?,
+        ));
+    }
+    for (key, model) in plan.local.iter().filter(|(key, _)| key.starts_with("registered_resources")) {
+        lines.push(format!("{key} = {} on {}  # file", model.id, crate::config::providers::INLINE_TYPE));
+    }
+    for model in &plan.remote {
+        lines.push(format!(
+            "registered_resources.models[model_id={}] = {} on {}  # file",
+            model.id, model.provider_model_id, model.provider.provider_id
+        ));
+    }
+    for note in &plan.skipped {
+        lines.push(format!("# skipped: {note}"));
+    }
     let effective = serde_json::to_value(&oauth)?;
     for key in OAuthConfig::env_keys() {
         let value = key.path.iter().fold(&effective, |value, name| &value[name.as_str()]);
@@ -92,6 +115,27 @@ mod tests {
         );
         std::fs::write(&path, yaml).unwrap();
         path
+    }
+
+    #[test]
+    fn llama_stack_sections_are_shown_resolved_and_skipped_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.yaml");
+        let yaml = "providers:\n  inference:\n    - provider_id: vllm\n      provider_type: remote::vllm\n      config:\n        \
+                    base_url: [http://10.0.0.5:8000/v1]\n        api_key: ${env.LLAMAGATE_TEST_NEVER_SET:=}\n  \
+                    files:\n    - provider_id: local\n      provider_type: inline::localfs\n\
+                    registered_resources:\n  models:\n    - model_id: big\n      provider_id: vllm\n      \
+                    provider_model_id: meta-llama/Llama-3.3-70B-Instruct\n      required_scope: model_big\n\
+                    oauth_config:\n  enable_auth: false\n";
+        std::fs::write(&path, yaml).unwrap();
+        let lines = check(&path, |_| None, std::iter::empty()).unwrap();
+        for expected in [
+            "providers.inference[vllm] = remote::vllm [\"http://10.0.0.5:8000/v1\"] api_key=none  # file",
+            "registered_resources.models[model_id=big] = meta-llama/Llama-3.3-70B-Instruct on vllm  # file",
+            "# skipped: providers.files (1 providers): llamagate does not serve this API; skipped",
+        ] {
+            assert!(lines.iter().any(|l| l == expected), "{expected} not in {lines:#?}");
+        }
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.server.port = port;
     }
     config.validate()?;
+    let plan = config.inference_plan()?;
+    for note in &plan.skipped {
+        tracing::warn!("{note}");
+    }
     // Under --dev the issuer is this server's own URL, so a free port (0) is bound now to learn it.
     let mut early_listener = None;
     let dev = if args.dev {
@@ -103,7 +107,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let routes = router::catalog();
         // Inside the runtime: the DPoP replay store prepares its (lazy) Redis connection here.
         let _runtime = runtime.enter();
-        Some(Arc::new(AuthState::new(&oauth, &config.models, &routes, &config.server, safety_policy.clone())?))
+        Some(Arc::new(AuthState::new(&oauth, &plan.scopes(), &routes, &config.server, safety_policy.clone())?))
     } else {
         tracing::warn!(
             "AUTHENTICATION IS DISABLED (oauth_config.enable_auth: false): every route and every model is open \
@@ -115,7 +119,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     // Loading is blocking, CPU- and IO-heavy work; it happens before the runtime starts serving.
-    let registry = Arc::new(ModelRegistry::load(&config.models)?);
+    let audit_log = auth_state.as_ref().and_then(|a| a.audit_log().cloned());
+    let metrics = Arc::new(Metrics::new(audit_log.clone()));
+    let registry = Arc::new(ModelRegistry::load(&plan, &metrics)?);
     let shields = Arc::new(ShieldRegistry::new(&config.shields, &registry)?);
     let safety = SafetyGate::new(safety_policy, config.safety_shield.as_deref(), &shields);
     runtime.block_on(async move {
@@ -138,8 +144,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(dev_issuer::Published { metadata: dev_issuer::metadata(issuer), jwks: key.jwks() })
         });
         let limits = RateLimits::from_config(&oauth)?;
-        let audit_log = auth_state.as_ref().and_then(|a| a.audit_log().cloned());
-        let metrics = Arc::new(Metrics::new(audit_log.clone()));
         let state = AppState {
             registry,
             auth: auth_state,

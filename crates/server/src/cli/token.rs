@@ -60,7 +60,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         args.scopes
     } else if let Some(config) = &config {
         let oauth = config.oauth_config.clone().unwrap_or_default();
-        let mut scopes = crate::gate::auth::model_scopes(&oauth, &config.models)?;
+        let mut scopes = crate::gate::auth::model_scopes(&oauth, &config.inference_plan()?.scopes())?;
         // Shields are unlocked by their own scope; a development token should reach them too.
         let safety = llamagate_authz::SAFETY_SCOPE;
         if !config.shields.is_empty() && !scopes.iter().any(|s| s == safety) {

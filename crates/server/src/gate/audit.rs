@@ -227,6 +227,8 @@ impl PendingResponse {
             record.prompt_tokens = d.prompt_tokens;
             record.completion_tokens = d.completion_tokens;
             record.finish_reason = d.finish_reason.clone();
+            record.provider = d.provider.clone();
+            record.usage_source = d.usage_source.map(String::from);
             record.reason = d.error.clone();
             d.safety_refusal.clone()
         });

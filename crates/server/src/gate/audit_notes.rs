@@ -32,6 +32,10 @@ pub(crate) struct Details {
     pub(crate) prompt_tokens: Option<u64>,
     pub(crate) completion_tokens: Option<u64>,
     pub(crate) finish_reason: Option<String>,
+    /// The remote provider that served the request, if one did.
+    pub(crate) provider: Option<String>,
+    /// `upstream` or `estimate`: where a remote generation's token counts came from.
+    pub(crate) usage_source: Option<&'static str>,
     pub(crate) safety_refusal: Option<String>,
     pub(crate) error: Option<String>,
     /// Whether the audit log keeps prompt text (`audit.record_prompts`); set when the notes are made.
@@ -98,6 +102,16 @@ impl AuditNotes {
             d.completion_tokens = Some(completion_tokens);
             d.finish_reason = Some(finish_reason.to_string());
         });
+    }
+
+    /// The remote provider serving the request.
+    pub fn set_provider(&self, provider_id: &str) {
+        self.with(|d| d.provider = Some(provider_id.to_string()));
+    }
+
+    /// Where a remote generation's token counts came from (`upstream` or `estimate`).
+    pub fn set_usage_source(&self, source: &'static str) {
+        self.with(|d| d.usage_source = Some(source));
     }
 
     /// The tokens a refused request was counted (and charged) at: a prompt too long for the model. No

@@ -20,7 +20,8 @@ use llamagate_authz::{
     PermissionMatrix, ProtectedResourceMetadata, RateKey, Refusal, SafetyPolicy, Tiers,
 };
 
-use crate::config::{ModelConfig, ServerConfig};
+use crate::config::ServerConfig;
+use crate::config::providers::ModelScope;
 use crate::gate::audit_notes::{AuditNotes, AuthRefusal};
 use crate::gate::caller::{Caller, Identity, ModelAccess};
 use crate::gate::refusal_limit::{PENALTY, RefusalLimit};
@@ -88,7 +89,7 @@ impl AuthState {
     /// levels when content safety is on.
     pub fn new(
         cfg: &OAuthConfig,
-        models: &[ModelConfig],
+        models: &[ModelScope],
         routes: &RouteCatalog,
         server: &ServerConfig,
         safety: Option<Arc<SafetyPolicy>>,
@@ -181,23 +182,24 @@ impl AuthState {
 }
 
 /// Registers every served model; a model without a scope stops start-up naming its key.
-fn permission_matrix(cfg: &OAuthConfig, models: &[ModelConfig]) -> anyhow::Result<PermissionMatrix> {
+fn permission_matrix(cfg: &OAuthConfig, models: &[ModelScope]) -> anyhow::Result<PermissionMatrix> {
     let mut matrix = PermissionMatrix::from_config(cfg);
-    for (i, model) in models.iter().enumerate() {
+    for model in models {
+        let key = &model.key;
         match matrix.register(&model.id, model.required_scope.as_deref()) {
             Ok(policy) => tracing::info!(model = %model.id, scope = %policy.required_scope, "model permission"),
             Err(e @ PermissionError::NoScope(_)) => bail!(
-                "models[{i}].required_scope: {e} (enforce_model_permissions is on and `{}` matches no model family)",
+                "{key}.required_scope: {e} (enforce_model_permissions is on and `{}` matches no model family)",
                 model.id
             ),
-            Err(e) => bail!("models[{i}].required_scope: {e}"),
+            Err(e) => bail!("{key}.required_scope: {e}"),
         }
     }
     Ok(matrix)
 }
 
 /// The required scope of every model, in order and without repeats (for development tokens).
-pub fn model_scopes(cfg: &OAuthConfig, models: &[ModelConfig]) -> anyhow::Result<Vec<String>> {
+pub fn model_scopes(cfg: &OAuthConfig, models: &[ModelScope]) -> anyhow::Result<Vec<String>> {
     Ok(permission_matrix(cfg, models)?.scopes().into_iter().collect())
 }
 
@@ -287,10 +289,9 @@ mod tests {
     #[test]
     fn models_without_a_scope_fail_naming_the_key() {
         let cfg = OAuthConfig::default();
-        let models = vec![
-            ModelConfig { id: "local/smollm2-135m-instruct".into(), source: "x".into(), ..Default::default() },
-            ModelConfig { id: "tiny".into(), source: "y".into(), ..Default::default() },
-        ];
+        let scope =
+            |i: usize, id: &str| ModelScope { key: format!("models[{i}]"), id: id.into(), required_scope: None };
+        let models = vec![scope(0, "local/smollm2-135m-instruct"), scope(1, "tiny")];
         let err = permission_matrix(&cfg, &models).unwrap_err().to_string();
         assert!(err.starts_with("models[1].required_scope"), "{err}");
         let matrix = permission_matrix(&cfg, &models[..1]).unwrap();

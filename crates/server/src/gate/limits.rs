@@ -4,7 +4,7 @@
 //! Before any work is done for a generation (rendering, tokenizing), [`Admission::open`] takes one
 //! request from the caller's tier, so a caller over its request limit costs a lookup and nothing more.
 //! Once the prompt is tokenized and the engine has capped `max_tokens` to the context
-//! ([`GenerationRequest`]), [`Admission::reserve_generation`] adds `prompt_tokens + max_tokens`; a
+//! ([`Submission`]; a remote model's prompt is estimated), [`Admission::reserve_generation`] adds `prompt_tokens + max_tokens`; a
 //! prompt refused as too long is charged the tokens it was counted at ([`Admission::charge_refused`]).
 //! Either step refuses with 429 (503 while a fail-closed Redis is unreachable).
 //! The pipeline's [`crate::gate::settlement::Settlement`] then owns the admission: the rate-limit headers
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use llamagate_authz::ratelimit::BackendHealth;
 use llamagate_authz::{OAuthConfig, RateLimitStatus, RateLimiter, Reservation};
-use llamagate_engine::GenerationRequest;
 
+use crate::backends::registry::Submission;
 use crate::gate::caller::{Caller, Identity};
 use crate::http::error::ApiError;
 
@@ -94,8 +94,8 @@ impl Admission {
 
     /// Adds the counted `prompt_tokens + max_tokens` of `request` to the admitted request, or refuses
     /// (the request slot stays spent: the counting was work done for the caller).
-    pub async fn reserve_generation(&mut self, caller: &Caller, request: &GenerationRequest) -> Result<(), ApiError> {
-        let (prompt, max) = (request.prompt_ids.len() as u64, request.max_tokens as u64);
+    pub async fn reserve_generation(&mut self, caller: &Caller, request: &Submission) -> Result<(), ApiError> {
+        let (prompt, max) = (request.prompt_tokens() as u64, request.max_tokens() as u64);
         self.extend(caller, prompt + max).await?;
         self.prompt_tokens = prompt;
         Ok(())

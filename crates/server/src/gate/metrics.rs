@@ -8,6 +8,10 @@
 //! - `llamagate_generation_{queue,ttft,duration,inter_token}_seconds{model}`: histograms of each
 //!   finished generation's wait in the engine's queue, time to its first token, whole time, and mean
 //!   time between tokens, from the engine's own timings;
+//! - `llamagate_provider_requests_total{provider, outcome}` (`ok`, `error`, `cancelled`),
+//!   `llamagate_provider_retries_total{provider}`, `llamagate_provider_request_seconds{provider}` (from the
+//!   call to the end of the upstream's stream) and `llamagate_provider_tokens_total{provider, kind}` (the
+//!   upstream's counts): each remote provider's traffic, by its configured id;
 //! - `llamagate_auth_refusals_total{reason}` and `llamagate_rate_limited_total{tier}`: refusals by the
 //!   authentication layer (by reason class) and by tier limits (by tier), read off the answers;
 //! - `llamagate_audit_records_{written,dropped}_total`, `llamagate_audit_write_errors_total` and the
@@ -51,6 +55,23 @@ struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderOutcomeLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderTokenLabels {
+    provider: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -85,6 +106,46 @@ pub struct Metrics {
     inter_token: ModelHistograms,
     auth_refusals: Family<ReasonLabels, Counter>,
     rate_limited: Family<TierLabels, Counter>,
+    provider: ProviderFamilies,
+}
+
+/// The remote providers' series.
+#[derive(Debug)]
+struct ProviderFamilies {
+    requests: Family<ProviderOutcomeLabels, Counter>,
+    retries: Family<ProviderLabels, Counter>,
+    seconds: Family<ProviderLabels, Histogram, fn() -> Histogram>,
+    tokens: Family<ProviderTokenLabels, Counter>,
+}
+
+impl ProviderFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<ProviderOutcomeLabels, Counter>::default();
+        registry.register(
+            "provider_requests",
+            "Calls to remote providers, by provider and outcome (ok, error, cancelled)",
+            requests.clone(),
+        );
+        let retries = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_retries",
+            "Retries of calls to remote providers before the first byte",
+            retries.clone(),
+        );
+        let seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "provider_request_seconds",
+            "Time from a call to a remote provider to the end of its answer",
+            seconds.clone(),
+        );
+        let tokens = Family::<ProviderTokenLabels, Counter>::default();
+        registry.register(
+            "provider_tokens",
+            "Tokens remote providers reported (or were estimated at), by provider and kind (prompt/completion)",
+            tokens.clone(),
+        );
+        Self { requests, retries, seconds, tokens }
+    }
 }
 
 impl Metrics {
@@ -125,10 +186,11 @@ impl Metrics {
         );
         let rate_limited = Family::<TierLabels, Counter>::default();
         registry.register("rate_limited", "Requests refused by tier limits, by tier", rate_limited.clone());
+        let provider = ProviderFamilies::register(&mut registry);
         if let Some(log) = audit {
             registry.register_collector(Box::new(AuditCounters(log)));
         }
-        Self { registry, requests, tokens, queue, ttft, duration, inter_token, auth_refusals, rate_limited }
+        Self { registry, requests, tokens, queue, ttft, duration, inter_token, auth_refusals, rate_limited, provider }
     }
 
     /// Counts one generation's real token usage.
@@ -152,6 +214,26 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every counter.
+    /// One call to remote provider `provider` ended (`ok`, `error` or `cancelled`) after `seconds`.
+    pub fn observe_provider_call(&self, provider: &str, outcome: &'static str, seconds: f64) {
+        let provider = provider.to_string();
+        self.provider.requests.get_or_create(&ProviderOutcomeLabels { provider: provider.clone(), outcome }).inc();
+        self.provider.seconds.get_or_create(&ProviderLabels { provider }).observe(seconds);
+    }
+
+    /// A call to remote provider `provider` is retried.
+    pub fn count_provider_retry(&self, provider: &str) {
+        self.provider.retries.get_or_create(&ProviderLabels { provider: provider.to_string() }).inc();
+    }
+
+    /// The token counts of one answer of remote provider `provider`.
+    pub fn count_provider_tokens(&self, provider: &str, prompt_tokens: usize, completion_tokens: usize) {
+        for (kind, n) in [("prompt", prompt_tokens), ("completion", completion_tokens)] {
+            let labels = ProviderTokenLabels { provider: provider.to_string(), kind };
+            self.provider.tokens.get_or_create(&labels).inc_by(n as u64);
+        }
+    }
+
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;

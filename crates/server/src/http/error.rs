@@ -79,6 +79,13 @@ pub enum ApiError {
          for {})", .categories.join(", ")
     )]
     ContentPolicy { level: String, categories: Vec<String> },
+    /// A remote provider failed or could not be reached (502); the message names the provider, never
+    /// its URL, headers or key.
+    #[error("{0}")]
+    BadGateway(String),
+    /// A remote provider did not answer within its timeouts (504).
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// A bug or resource problem on our side; the detail goes to the log only.
     #[error("Internal server error: An unexpected error occurred.")]
     Internal(String),
@@ -108,6 +115,8 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) | Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Auth(answer) => StatusCode::from_u16(answer.status).unwrap_or(StatusCode::UNAUTHORIZED),
             Self::RateLimited(RateLimitError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) | Self::TooManyRefusals { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -6,13 +6,15 @@
 //! response cancels the generation.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use llamagate_engine::{GenerationSummary, TokenLogprobs};
 use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
 
-use crate::backends::registry::Prompt;
+use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
 use crate::gate::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::json_body::JsonBody;
@@ -34,12 +36,14 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (messages, params) = request.validate()?;
     let stream = request.fields.streaming();
     let with_logprobs = params.logprobs.is_some();
-    let ask = Ask { model: request.model.clone(), prompt: Prompt::Chat(messages), params, stream };
+    let provider_data = ProviderData::from_headers(&headers)?;
+    let ask = Ask { model: request.model.clone(), prompt: Prompt::Chat(messages), params, stream, provider_data };
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
     let include_usage = request.fields.include_usage();

@@ -3,6 +3,7 @@
 //! as one user turn and the output as the reply.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::completions_types::{CompletionRequest, PromptInput, TextCompletion};
 
-use crate::backends::registry::Prompt;
+use crate::backends::prompt::Prompt;
+use crate::backends::provider_data::ProviderData;
 use crate::gate::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::json_body::JsonBody;
@@ -32,6 +34,7 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (prompt, params) = request.validate()?;
@@ -41,7 +44,8 @@ pub async fn create(
     };
     let stream = request.fields.streaming();
     let with_logprobs = params.logprobs.is_some();
-    let ask = Ask { model: request.model.clone(), prompt, params, stream };
+    let provider_data = ProviderData::from_headers(&headers)?;
+    let ask = Ask { model: request.model.clone(), prompt, params, stream, provider_data };
 
     let (id, created, model) = (response_id("cmpl"), unix_now(), request.model);
     let format = TextChunks {

@@ -182,11 +182,21 @@ pub enum GenerationFailures {
     /// A 503.
     #[response(
         status = 503,
-        description = "The model's engine queue is full (retry after `Retry-After` seconds), or the rate limiter's \
-            Redis is unreachable in fail-closed mode",
+        description = "The model's engine queue is full (retry after `Retry-After` seconds), the rate limiter's \
+            Redis is unreachable in fail-closed mode, or a remote model's provider is busy or has no healthy upstream",
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
     )]
     Unavailable(ErrorEnvelope),
+    /// A 502.
+    #[response(
+        status = 502,
+        description = "A remote model's provider could not be reached or failed; the message names the provider, \
+            never its address"
+    )]
+    BadGateway(ErrorEnvelope),
+    /// A 504.
+    #[response(status = 504, description = "A remote model's provider did not answer within its timeouts")]
+    GatewayTimeout(ErrorEnvelope),
 }
 
 /// Token usage as OpenAI reports it.

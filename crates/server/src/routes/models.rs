@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::backends::registry::{PROVIDER_ID, ServedModel};
+use crate::backends::registry::ServedModel;
 use crate::gate::caller::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
@@ -51,7 +51,7 @@ pub struct NativeModel {
     /// Where the weights came from.
     pub provider_resource_id: String,
     /// This process.
-    pub provider_id: &'static str,
+    pub provider_id: String,
     /// Always `model`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -65,7 +65,10 @@ pub struct NativeModel {
 }
 
 fn metadata(model: &ServedModel) -> Value {
-    json!({ "context_length": model.backend.context_length() })
+    match model.backend.context_length() {
+        Some(context_length) => json!({ "context_length": context_length }),
+        None => json!({}),
+    }
 }
 
 /// Lists the served models the caller may use.
@@ -80,7 +83,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Json<ModelLi
         .map(|model| {
             let mut custom_metadata = metadata(model);
             custom_metadata["model_type"] = json!(MODEL_TYPE);
-            custom_metadata["provider_id"] = json!(PROVIDER_ID);
+            custom_metadata["provider_id"] = json!(model.backend.provider_id());
             custom_metadata["provider_resource_id"] = json!(model.source);
             OpenAiModel {
                 id: model.id.clone(),
@@ -114,7 +117,7 @@ pub async fn retrieve(
     Ok(Json(NativeModel {
         identifier: model.id.clone(),
         provider_resource_id: model.source.clone(),
-        provider_id: PROVIDER_ID,
+        provider_id: model.backend.provider_id().to_string(),
         kind: "model",
         metadata: metadata(&model),
         model_type: MODEL_TYPE,

@@ -28,6 +28,19 @@ pub struct HealthInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub rate_limiter: Option<BackendHealth>,
+    /// Each remote inference provider's state: `OK`, `Degraded` (some upstreams' circuit breakers are
+    /// open) or `Error` (all are). Details, per upstream, are in `GET /v1/providers` (operator scope).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderHealth>,
+}
+
+/// One remote provider in `GET /v1/health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderHealth {
+    /// Its id.
+    pub provider_id: String,
+    /// `OK`, `Degraded` or `Error`.
+    pub status: &'static str,
 }
 
 /// The body of `GET /v1/version`.
@@ -62,7 +75,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthIn
     });
     let refusing = rate_limiter.as_ref().is_some_and(|h| !h.reachable && h.failure_mode == FailureMode::Closed);
     let (code, status) = if refusing { (StatusCode::SERVICE_UNAVAILABLE, "Error") } else { (StatusCode::OK, "OK") };
-    (code, Json(HealthInfo { status, rate_limiter }))
+    // Liveness stays the process's: a provider that is down makes its own models fail, not this server.
+    let providers = state
+        .registry
+        .providers()
+        .iter()
+        .map(|p| ProviderHealth { provider_id: p.config.provider_id.clone(), status: p.pool.health() })
+        .collect();
+    (code, Json(HealthInfo { status, rate_limiter, providers }))
 }
 
 /// The API version this server speaks.

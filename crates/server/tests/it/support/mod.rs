@@ -3,9 +3,11 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 pub mod dev;
+pub mod fault;
 pub mod forge;
 pub mod limits;
 pub mod oauth;
+pub mod remote;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
