@@ -57,7 +57,8 @@ struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    /// The tensor as stored, after checking its shape against the one the config implies.
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self
             .st
             .load(name, self.device)
@@ -68,6 +69,11 @@ impl Weights<'_> {
                 format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.dims()),
             ));
         }
+        Ok(t)
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.load(name, shape)?;
         match t.dtype() {
             DType::F32 | DType::F16 | DType::BF16 => Ok(t.to_dtype(DType::F32)?),
             other => Err(EngineError::unsupported(self.dir, format!("tensor '{name}' has dtype {other:?}"))),
@@ -77,16 +83,7 @@ impl Weights<'_> {
     /// A weight matrix: quantized if the options ask, else kept 16-bit (a [`QTensor`] our kernels read)
     /// when the checkpoint stores it so — both on the CPU only — and widened to f32 otherwise.
     fn matrix(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
-        let t = self
-            .st
-            .load(name, self.device)
-            .map_err(|e| EngineError::invalid_model(self.dir, format!("tensor '{name}': {e}")))?;
-        if t.dims() != shape {
-            return Err(EngineError::invalid_model(
-                self.dir,
-                format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.dims()),
-            ));
-        }
+        let t = self.load(name, shape)?;
         let half = match t.dtype() {
             DType::F16 => Some(GgmlDType::F16),
             DType::BF16 => Some(GgmlDType::BF16),
