@@ -9,5 +9,6 @@ use clap::Parser;
 static ALLOCATOR: llamagate_server::allocator::SplitAllocator = llamagate_server::allocator::SplitAllocator;
 
 fn main() -> anyhow::Result<()> {
+    llamagate_server::allocator::fix_large_allocation_threshold();
     llamagate_server::cli::run(llamagate_server::cli::Cli::parse())
 }
