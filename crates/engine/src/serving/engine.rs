@@ -267,6 +267,12 @@ impl Model {
         self.scheduler.submit(request)
     }
 
+    /// Starts `n` choices of one generation that share one prefill of the prompt (OpenAI's `n`): one
+    /// stream per choice, in order, each sampled with its own seed ([`SamplingParams::for_choice`]).
+    pub fn submit_choices(&self, request: GenerationRequest, n: usize) -> Result<Vec<GenerationStream>> {
+        self.scheduler.submit_choices(request, n)
+    }
+
     /// Logits at every position of `ids` (teacher forcing), outside the scheduler. For scoring and
     /// reference tests; generation goes through [`Model::submit`].
     pub fn logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {

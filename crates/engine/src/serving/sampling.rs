@@ -49,6 +49,16 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// The parameters of choice `index` of a request for several choices (`n > 1`): the same, with the
+    /// seed of that choice. Choice 0 keeps the request's seed, so `n = 1` answers as before; each other
+    /// choice gets a seed mixed from the request's and its index, so with a seed the choices are
+    /// reproducible and, at a temperature above 0, differ from each other. Without a seed each choice
+    /// draws its own.
+    pub fn for_choice(&self, index: usize) -> Self {
+        let seed = self.seed.map(|seed| if index == 0 { seed } else { choice_seed(seed, index as u64) });
+        Self { seed, ..self.clone() }
+    }
+
     /// Rejects values outside the ranges OpenAI-compatible clients are promised.
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(EngineError::InvalidRequest(msg.into())) };
@@ -70,6 +80,15 @@ impl SamplingParams {
             "logit_bias values must be between -100 and 100",
         )
     }
+}
+
+/// SplitMix64's finalizer over `seed + index × golden ratio`: nearby seeds and indices give unrelated
+/// streams, where `seed + index` would make choice 1 of seed 7 the same as choice 0 of seed 8.
+fn choice_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Per-sequence sampling state: the RNG stream and the counts the penalties need.
@@ -176,6 +195,18 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn choices_have_their_own_reproducible_seeds() {
+        let params = SamplingParams { temperature: 1.0, seed: Some(7), ..Default::default() };
+        assert_eq!(params.for_choice(0).seed, Some(7), "choice 0 answers as n = 1 does");
+        let seeds: Vec<_> = (0..8).map(|i| params.for_choice(i).seed).collect();
+        assert_eq!(seeds, (0..8).map(|i| params.for_choice(i).seed).collect::<Vec<_>>());
+        let distinct: std::collections::HashSet<_> = seeds.iter().collect();
+        assert_eq!(distinct.len(), 8);
+        assert_ne!(params.for_choice(1).seed, Some(8));
+        assert_eq!(SamplingParams::default().for_choice(3).seed, None);
     }
 
     #[test]

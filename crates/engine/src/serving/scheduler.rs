@@ -12,6 +12,13 @@
 //! has a free slot and the KV-cache budget can hold the request's worst case (prompt + `max_tokens`
 //! positions). What does not fit waits; the queue in front is bounded, and when it is full `submit`
 //! fails at once with [`EngineError::Busy`] (the server's 503 with `Retry-After`).
+//!
+//! Several choices of one request (OpenAI's `n`, [`SchedulerHandle::submit_choices`]) share one prefill:
+//! the request is admitted with room for all its choices (slots and KV budget), its prompt is computed
+//! once, and when the prefill ends the sequence forks — each other choice gets a copy of the prompt's
+//! keys and values and samples its first token from the same logits with its own seed
+//! ([`crate::SamplingParams::for_choice`]). A device cache cannot be copied; there a choice computes the
+//! prompt itself ([`SchedulerStats::prefilled_prompt_tokens`] shows which happened).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -88,6 +95,7 @@ pub struct SchedulerStats {
     active: AtomicUsize,
     generated_tokens: AtomicU64,
     reused_prompt_tokens: AtomicU64,
+    prefilled_prompt_tokens: AtomicU64,
 }
 
 impl SchedulerStats {
@@ -105,12 +113,40 @@ impl SchedulerStats {
     pub fn reused_prompt_tokens(&self) -> u64 {
         self.reused_prompt_tokens.load(Ordering::Relaxed)
     }
+
+    /// Prompt tokens run through the model since it was loaded (what prefill computed, not what it copied):
+    /// a request for several choices adds its prompt once.
+    pub fn prefilled_prompt_tokens(&self) -> u64 {
+        self.prefilled_prompt_tokens.load(Ordering::Relaxed)
+    }
 }
+
+type EventSender = tokio::sync::mpsc::UnboundedSender<GenerationEvent>;
 
 struct Job {
     request: GenerationRequest,
-    tx: tokio::sync::mpsc::UnboundedSender<GenerationEvent>,
+    tx: EventSender,
+    /// The other choices of the request (`n - 1` of them), forked from it after its prefill.
+    forks: Vec<Fork>,
     submitted: Instant,
+}
+
+impl Job {
+    /// Batch slots the request takes once forked.
+    fn slots(&self) -> usize {
+        1 + self.forks.len()
+    }
+
+    /// Whether every consumer of the request has gone away.
+    fn is_cancelled(&self) -> bool {
+        self.tx.is_closed() && self.forks.iter().all(|f| f.tx.is_closed())
+    }
+}
+
+/// A choice waiting for its request's prefill: its own parameters (its seed) and its own stream.
+struct Fork {
+    request: GenerationRequest,
+    tx: EventSender,
 }
 
 /// Handle for submitting work; cloneable and cheap. The thread stops when every handle is dropped.
@@ -120,6 +156,8 @@ pub struct SchedulerHandle {
     /// Submitted but not yet admitted; bounded by the queue capacity.
     queued: Arc<AtomicUsize>,
     queue_capacity: usize,
+    /// Sequences one step runs: the most choices one request may ask for.
+    max_batch: usize,
     /// The KV budget and its unit, to refuse at once a request that could never be admitted.
     kv_budget: usize,
     kv_bytes_per_position: usize,
@@ -166,6 +204,7 @@ impl SchedulerHandle {
             jobs,
             queued,
             queue_capacity: config.queue_capacity.max(1),
+            max_batch,
             kv_budget: budget,
             kv_bytes_per_position: bytes_per_position,
             stats,
@@ -181,7 +220,22 @@ impl SchedulerHandle {
     /// [`EngineError::InvalidRequest`] when its worst case (prompt + `max_tokens`) exceeds the whole KV
     /// budget, so it could never be admitted.
     pub fn submit(&self, request: GenerationRequest) -> Result<GenerationStream> {
-        let need = kv_need(&request, self.kv_bytes_per_position);
+        let mut streams = self.submit_choices(request, 1)?;
+        streams.pop().ok_or_else(|| EngineError::Unavailable("no stream for the request".into()))
+    }
+
+    /// Queues a request for `n` choices that share one prefill (see the module docs): one stream per
+    /// choice, in order; choice `i` samples with [`crate::SamplingParams::for_choice`]`(i)`. Refused
+    /// like [`SchedulerHandle::submit`], and with [`EngineError::InvalidRequest`] when `n` is 0 or the
+    /// choices could never run together (more than the batch holds).
+    pub fn submit_choices(&self, request: GenerationRequest, n: usize) -> Result<Vec<GenerationStream>> {
+        if n == 0 || n > self.max_batch {
+            return Err(EngineError::InvalidRequest(format!(
+                "n must be between 1 and {} (the model's batch size); got {n}",
+                self.max_batch
+            )));
+        }
+        let need = kv_need(&request, self.kv_bytes_per_position).saturating_mul(n);
         if need > self.kv_budget {
             return Err(EngineError::InvalidRequest(format!(
                 "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB (lower max_tokens)",
@@ -197,8 +251,17 @@ impl SchedulerHandle {
             });
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        match self.jobs.send(Job { request, tx, submitted: Instant::now() }) {
-            Ok(()) => Ok(GenerationStream { rx }),
+        let mut streams = vec![GenerationStream { rx }];
+        let forks = (1..n)
+            .map(|i| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                streams.push(GenerationStream { rx });
+                let request = GenerationRequest { sampling: request.sampling.for_choice(i), ..request.clone() };
+                Fork { request, tx }
+            })
+            .collect();
+        match self.jobs.send(Job { request, tx, forks, submitted: Instant::now() }) {
+            Ok(()) => Ok(streams),
             Err(_) => {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
                 Err(EngineError::Unavailable("the scheduler has stopped".into()))
@@ -215,9 +278,9 @@ struct KvBudget {
 }
 
 impl KvBudget {
-    /// Bytes a request reserves.
-    fn need(&self, request: &GenerationRequest) -> usize {
-        kv_need(request, self.bytes_per_position)
+    /// Bytes a request reserves: each of its choices' worst case.
+    fn need(&self, job: &Job) -> usize {
+        kv_need(&job.request, self.bytes_per_position).saturating_mul(job.slots())
     }
 }
 
@@ -230,7 +293,22 @@ fn kv_need(request: &GenerationRequest, bytes_per_position: usize) -> usize {
 struct Prefill {
     seq: ActiveSequence,
     done: usize,
+    /// KV bytes reserved for the sequence and its forks.
     reserved: usize,
+    /// The request's other choices, started from this prefill when it ends.
+    forks: Vec<Fork>,
+}
+
+impl Prefill {
+    /// Batch slots it holds: its sequence and the forks to come.
+    fn slots(&self) -> usize {
+        1 + self.forks.len()
+    }
+
+    /// Whether every consumer of the request has gone away.
+    fn is_cancelled(&self) -> bool {
+        self.seq.is_cancelled() && self.forks.iter().all(|f| f.tx.is_closed())
+    }
 }
 
 /// A sequence generating tokens.
@@ -257,6 +335,33 @@ struct Scheduler {
 }
 
 impl Scheduler {
+    /// Starts one more choice of `parent`'s request: a copy of its prompt's keys and values, and its first
+    /// token sampled from the prompt's last `logits`. Where the cache cannot be copied (a device cache)
+    /// the choice is queued to prefill its prompt itself.
+    fn start_fork(&mut self, parent: &ActiveSequence, fork: Fork, reserved: usize, logits: &[f32]) {
+        let prompt_len = parent.prompt_ids.len();
+        let capacity = prompt_len + fork.request.max_tokens;
+        let tokenizer = self.tokenizer.clone();
+        match parent.cache.copy_prefix(prompt_len, capacity) {
+            Some(cache) => {
+                let mut seq = ActiveSequence::new(fork.request, cache, tokenizer, fork.tx, parent.submitted());
+                self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                if seq.step(&mut logits.to_vec()) == StepResult::Running {
+                    self.active.push(Running { seq, reserved });
+                }
+            }
+            None => match self.model.new_cache(capacity) {
+                Ok(cache) => {
+                    let seq = ActiveSequence::new(fork.request, cache, tokenizer, fork.tx, parent.submitted());
+                    self.prefilling.push_back(Prefill { seq, done: 0, reserved, forks: Vec::new() });
+                }
+                Err(e) => {
+                    let _ = fork.tx.send(GenerationEvent::Failed(e.to_string()));
+                }
+            },
+        }
+    }
+
     fn run(mut self) {
         loop {
             if self.waiting.is_empty() && self.prefilling.is_empty() && self.active.is_empty() {
@@ -289,15 +394,20 @@ impl Scheduler {
     /// Forgets work whose consumer has gone away, releasing its KV reservation.
     fn drop_cancelled(&mut self) {
         let before = self.waiting.len();
-        self.waiting.retain(|job| !job.tx.is_closed());
+        self.waiting.retain(|job| !job.is_cancelled());
         self.queued.fetch_sub(before - self.waiting.len(), Ordering::AcqRel);
-        self.prefilling.retain(|p| !p.seq.is_cancelled());
+        self.prefilling.retain(|p| !p.is_cancelled());
         self.active.retain(|r| !r.seq.is_cancelled());
     }
 
     /// KV-cache bytes reserved by the sequences in flight (at most `max_batch` of them).
     fn reserved(&self) -> usize {
         self.prefilling.iter().map(|p| p.reserved).chain(self.active.iter().map(|r| r.reserved)).sum()
+    }
+
+    /// Batch slots held by the sequences in flight, forks still to come included.
+    fn slots_taken(&self) -> usize {
+        self.active.len() + self.prefilling.iter().map(Prefill::slots).sum::<usize>()
     }
 
     /// Moves waiting requests into the batch, highest priority first (raised by the time waited), while
@@ -310,9 +420,9 @@ impl Scheduler {
             let raised = if ageing.is_zero() { 0 } else { (waited.as_nanos() / ageing.as_nanos()) as u64 };
             (std::cmp::Reverse(u64::from(job.request.priority) + raised), job.submitted)
         });
-        while self.active.len() + self.prefilling.len() < self.max_batch && !self.waiting.is_empty() {
-            // `submit` refused anything larger than the whole budget, so this only waits for releases.
-            let need = self.kv.need(&self.waiting[0].request);
+        while !self.waiting.is_empty() && self.slots_taken() + self.waiting[0].slots() <= self.max_batch {
+            // `submit` refused anything larger than the whole budget or batch, so this only waits for releases.
+            let need = self.kv.need(&self.waiting[0]);
             if self.reserved() + need > self.kv.budget {
                 break; // waits for running sequences to release memory
             }
@@ -331,7 +441,7 @@ impl Scheduler {
                 self.prefixes.lookup(job.request.prefix_scope, &job.request.prompt_ids, capacity).unwrap_or((0, cache));
             self.stats.reused_prompt_tokens.fetch_add(done as u64, Ordering::Relaxed);
             let seq = ActiveSequence::new(job.request, cache, self.tokenizer.clone(), job.tx, job.submitted);
-            self.prefilling.push_back(Prefill { seq, done, reserved: need });
+            self.prefilling.push_back(Prefill { seq, done, reserved: need, forks: job.forks });
         }
     }
 
@@ -339,7 +449,7 @@ impl Scheduler {
     fn step(&mut self) {
         let chunk_len = if self.active.is_empty() { PREFILL_CHUNK } else { self.prefill_chunk };
         let inputs: Vec<[u32; 1]> = self.active.iter().map(|r| [r.seq.last_token]).collect();
-        let Self { model, active, prefilling, .. } = self;
+        let Self { model, active, prefilling, stats, .. } = self;
         let result = {
             let mut batch: Vec<SequenceBatch<'_>> = active
                 .iter_mut()
@@ -349,6 +459,7 @@ impl Scheduler {
             if let Some(p) = prefilling.front_mut() {
                 let end = (p.done + chunk_len).min(p.seq.prompt_ids.len());
                 let tokens = &p.seq.prompt_ids[p.done..end];
+                stats.prefilled_prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
                 batch.push(SequenceBatch { tokens, cache: &mut p.seq.cache, all_logits: false });
             }
             let chunk = batch.last().map_or(0, |b| b.tokens.len());
@@ -366,6 +477,9 @@ impl Scheduler {
                 }
                 if let Some(p) = self.prefilling.pop_front() {
                     p.seq.fail(&e.to_string());
+                    for fork in p.forks {
+                        let _ = fork.tx.send(GenerationEvent::Failed(e.to_string()));
+                    }
                 }
                 return;
             }
@@ -384,9 +498,15 @@ impl Scheduler {
             if p.done >= p.seq.prompt_ids.len() {
                 let Some(mut p) = self.prefilling.pop_front() else { return };
                 self.prefixes.insert(p.seq.prefix_scope, &p.seq.prompt_ids, &p.seq.cache);
+                // Each choice's share of the reservation goes with it, so a choice that ends early frees its own.
+                let share = p.reserved / p.slots();
+                let forks = std::mem::take(&mut p.forks);
+                for fork in forks {
+                    self.start_fork(&p.seq, fork, share, &logits);
+                }
                 self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
                 if p.seq.step(&mut logits) == StepResult::Running {
-                    self.active.push(Running { seq: p.seq, reserved: p.reserved });
+                    self.active.push(Running { seq: p.seq, reserved: share });
                 }
             }
         }

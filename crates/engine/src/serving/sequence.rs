@@ -69,6 +69,11 @@ impl ActiveSequence {
         }
     }
 
+    /// When the request was submitted (its forks report the same queue time).
+    pub fn submitted(&self) -> Instant {
+        self.submitted
+    }
+
     /// Whether the consumer has gone away (client disconnected): the sequence should leave the batch.
     pub fn is_cancelled(&self) -> bool {
         self.tx.is_closed()

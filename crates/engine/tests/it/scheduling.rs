@@ -241,3 +241,39 @@ fn a_model_with_its_own_thread_count_runs_on_its_own_team_and_answers_the_same()
     let helpers = thread_names().iter().filter(|name| name.starts_with("llamagate-cpu-")).count();
     assert!(helpers >= 2, "{:?}", thread_names());
 }
+
+/// `n` choices share one prefill: the prompt is computed once (the scheduler's counter grows by the
+/// prompt, not by n prompts), each choice samples with its own seed — reproducible, different from the
+/// others at temperature 1. (Choice 0 keeps the request's seed, but is not compared with a single
+/// request's answer: a batch of three rounds its logits differently than a batch of one, and a draw near a
+/// boundary can then go the other way.)
+#[test]
+fn choices_fork_after_one_prefill_and_sample_with_their_own_seeds() {
+    let m = model(SchedulerConfig { prefix_cache_bytes: 0, ..SchedulerConfig::default() });
+    let prompt = chat(&m, "Write a short poem about the sea.");
+    let sampled = GenerateParams {
+        max_tokens: Some(16),
+        sampling: llamagate_engine::SamplingParams { temperature: 1.0, seed: Some(42), ..Default::default() },
+        ..Default::default()
+    };
+    let choices = |n: usize| -> Vec<Vec<u32>> {
+        let before = m.stats().prefilled_prompt_tokens();
+        let request = m.prepare(prompt.clone(), sampled.clone()).unwrap();
+        let streams = m.submit_choices(request, n).unwrap();
+        assert_eq!(streams.len(), n);
+        let outputs: Vec<_> = streams.into_iter().map(|s| s.collect_blocking().unwrap()).collect();
+        assert_eq!(m.stats().prefilled_prompt_tokens() - before, prompt.len() as u64, "the prompt ran once");
+        for output in &outputs {
+            assert_eq!(output.summary.usage.prompt_tokens, prompt.len());
+            assert!(output.summary.usage.completion_tokens > 0);
+        }
+        outputs.into_iter().map(|o| o.token_ids).collect()
+    };
+    let three = choices(3);
+    assert_ne!(three[0], three[1]);
+    assert_ne!(three[1], three[2]);
+    assert_eq!(choices(3), three, "same seed, same choices");
+    let request = m.prepare(prompt.clone(), sampled).unwrap();
+    assert!(matches!(m.submit_choices(request.clone(), 0), Err(EngineError::InvalidRequest(_))));
+    assert!(matches!(m.submit_choices(request, 9), Err(EngineError::InvalidRequest(_))), "more than the batch");
+}
