@@ -7,18 +7,18 @@
 //! input refused by content safety is charged its prompt but no generation.
 
 use axum::response::Response;
-use llamagate_engine::{GenerateParams, GenerationOutput};
+use llamagate_engine::{GenerateParams, GenerationOutput, Usage};
 use serde::Serialize;
 
 use crate::backends::prompt::Prompt;
 use crate::backends::provider_data::ProviderData;
-use crate::backends::registry::Prepared;
+use crate::backends::registry::{Prepared, Submission};
 use crate::gate::caller::Caller;
 use crate::gate::limits::Admission;
 use crate::gate::safety::SafetyChecks;
 use crate::gate::settlement::Settlement;
 use crate::http::error::ApiError;
-use crate::http::sse::{self, ChunkFormat};
+use crate::http::sse::{self, Choices, ChunkFormat};
 use crate::state::AppState;
 
 /// What a route asks the pipeline for.
@@ -26,8 +26,10 @@ use crate::state::AppState;
 pub struct Ask {
     /// The model id the client sent.
     pub model: String,
-    /// The input, as the route received it.
-    pub prompt: Prompt,
+    /// The inputs, as the route received them: one for chat, one or more for a completions batch.
+    pub prompts: Vec<Prompt>,
+    /// Choices per prompt (`n`, already bounded by the route): they share the prompt's prefill.
+    pub n: usize,
     /// Sampling, stop strings, `max_tokens`; `priority` is set here from the caller's tier.
     pub params: GenerateParams,
     /// Whether the answer is a stream of server-sent events.
@@ -38,21 +40,24 @@ pub struct Ask {
 
 /// Runs one generation for `caller`: authorize → resolve the model → prepare → reserve → input
 /// safety → submit → output safety → answer, then settle (budget, metrics, audit) when it ends.
-/// `format` shapes stream chunks and `plain` the whole answer.
+/// Each prompt is answered with `n` choices, numbered `prompt × n + choice` (OpenAI's order); each
+/// choice's output is checked on its own. `format` shapes stream chunks and `plain` the whole answer
+/// (the outputs in choice order, and the usage: each prompt once, every choice's tokens).
 pub async fn generate<F: ChunkFormat, T: Serialize>(
     state: &AppState,
     caller: Caller,
     ask: Ask,
     format: F,
-    plain: impl FnOnce(GenerationOutput) -> T,
+    plain: impl FnOnce(Vec<GenerationOutput>, Usage) -> T,
 ) -> Result<Response, ApiError> {
     // Authorize: the caller's scopes must unlock the model (403), and a model it may not see is
     // answered like an unknown one (404).
     caller.note_model(&ask.model);
-    caller.note_prompt(|| ask.prompt.audit_text());
+    caller.note_prompt(|| ask.prompts.iter().map(Prompt::audit_text).collect::<Vec<_>>().join("\n"));
     caller.authorize_model(&ask.model)?;
-    // Resolve the model.
+    // Resolve the model; `n > 1` needs one that forks after a shared prefill.
     let served = state.registry.get(&ask.model)?;
+    served.backend.check_choices(ask.n)?;
     // Admit: one request from the caller's tier before any work is done for it (429 when spent).
     let mut admission = Admission::open(state.limits.as_deref(), &caller).await?;
     // Prepare: render and tokenize (off the async workers: a prompt can be a megabyte), cap
@@ -62,32 +67,44 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     let prefix_scope = if served.share_prefix_cache { 0 } else { caller.prefix_scope() };
     let max_tokens = ask.params.max_tokens.or_else(|| caller.default_max_tokens());
     let params = GenerateParams { priority: caller.priority(), prefix_scope, max_tokens, ..ask.params };
-    let Prepared { request, conversation } = match served.prepare_blocking(ask.prompt, params).await {
-        Ok(prepared) => prepared,
-        Err(refusal) => {
-            if let Some(counted) = refusal.prompt_tokens() {
-                admission.charge_refused(&caller, counted).await;
-                // The closing record says what the refusal was counted at, as it does for an answer.
-                if let Some(notes) = caller.notes() {
-                    notes.set_refused_usage(counted);
+    let mut prepared = Vec::with_capacity(ask.prompts.len());
+    for prompt in ask.prompts {
+        match served.prepare_blocking(prompt, params.clone()).await {
+            Ok(one) => prepared.push(one),
+            Err(refusal) => {
+                if let Some(counted) = refusal.prompt_tokens() {
+                    admission.charge_refused(&caller, counted).await;
+                    // The closing record says what the refusal was counted at, as it does for an answer.
+                    if let Some(notes) = caller.notes() {
+                        notes.set_refused_usage(counted);
+                    }
                 }
+                return Err(refusal);
             }
-            return Err(refusal);
         }
-    };
-    let prompt_tokens = request.prompt_tokens();
-    // Reserve the counted `prompt + max_tokens` tokens from the caller's tier (429 when spent).
-    admission.reserve_generation(&caller, &request).await?;
-    // Input safety at the caller's level (400 `content_policy_violation`).
+    }
+    let (requests, conversations): (Vec<Submission>, Vec<_>) =
+        prepared.into_iter().map(|Prepared { request, conversation }| (request, conversation)).unzip();
+    let prompt_tokens: Vec<usize> = requests.iter().map(Submission::prompt_tokens).collect();
+    // Reserve the counted `prompt + n × max_tokens` tokens of every prompt from the caller's tier (429 when spent).
+    admission.reserve_generation(&caller, &requests, ask.n).await?;
+    // Input safety at the caller's level (400 `content_policy_violation`), each prompt.
     let safety = SafetyChecks::new(state.safety.as_ref(), &caller);
-    safety.check_input(&conversation, &mut admission).await?;
-    // Submit to the backend, its output held back until the output check passes it.
-    let stream = served.backend.submit(request, caller.notes().cloned(), &ask.provider_data).await?;
-    let generation = safety.guard_output(stream, &conversation, prompt_tokens);
+    for conversation in &conversations {
+        safety.check_input(conversation, &mut admission).await?;
+    }
+    // Submit to the backend, each choice's output held back until the output check passes it.
+    let mut generations = Vec::with_capacity(requests.len() * ask.n);
+    for ((request, conversation), prompt_tokens) in requests.into_iter().zip(&conversations).zip(&prompt_tokens) {
+        let streams = served.backend.submit(request, ask.n, caller.notes().cloned(), &ask.provider_data).await?;
+        generations.extend(streams.into_iter().map(|s| safety.guard_output(s, conversation, *prompt_tokens)));
+    }
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
-    let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);
+    let prompt_total = prompt_tokens.iter().sum::<usize>() as u64;
+    let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_total);
     let remote = served.backend.local().is_none();
-    sse::respond(generation, settlement, ask.stream, format, plain).await.map_err(|e| match e {
+    let choices = Choices { generations, per_prompt: ask.n };
+    sse::respond(choices, settlement, ask.stream, format, plain).await.map_err(|e| match e {
         // A remote answer that broke off after its first byte: the provider failed, not this server (the
         // detail names the provider and what happened, never its address).
         ApiError::Internal(detail) if remote => ApiError::BadGateway(detail),

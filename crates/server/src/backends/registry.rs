@@ -123,18 +123,36 @@ impl Backend {
         Ok(Prepared { request: Submission::Local(model.prepare(prompt_ids, params)?), conversation })
     }
 
-    /// Starts the generation; dropping the stream cancels it. A remote provider's call is made here, so
-    /// its failure before the first byte is still an ordinary error answer; `notes` learns the provider,
-    /// and `provider_data` may carry the caller's own key for it.
+    /// Whether `n` choices of one prompt can be served: the engine forks them after one prefill; a
+    /// remote provider would be asked `n` times for the same prompt (and bill it `n` times), so there
+    /// only one choice is served and more is a 400 naming `n`.
+    pub fn check_choices(&self, n: usize) -> Result<(), ApiError> {
+        match self {
+            Self::Remote(_) if n > 1 => Err(ApiError::BadRequest(
+                "n must be 1 for models of remote providers (n > 1 is served for models that run in this server)"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the generation's `n` choices (see [`Backend::check_choices`]), one stream each; dropping a
+    /// stream cancels its choice. A remote provider's call is made here, so its failure before the first
+    /// byte is still an ordinary error answer; `notes` learns the provider, and `provider_data` may carry
+    /// the caller's own key for it.
     pub async fn submit(
         &self,
         request: Submission,
+        n: usize,
         notes: Option<AuditNotes>,
         provider_data: &ProviderData,
-    ) -> Result<GenerationStream, ApiError> {
+    ) -> Result<Vec<GenerationStream>, ApiError> {
+        self.check_choices(n)?;
         match (self, request) {
-            (Self::Local(model), Submission::Local(request)) => Ok(model.submit(request)?),
-            (Self::Remote(remote), Submission::Remote(request)) => remote.submit(request, notes, provider_data).await,
+            (Self::Local(model), Submission::Local(request)) => Ok(model.submit_choices(request, n)?),
+            (Self::Remote(remote), Submission::Remote(request)) => {
+                Ok(vec![remote.submit(request, notes, provider_data).await?])
+            }
             _ => Err(ApiError::Internal("a request prepared for another backend kind".into())),
         }
     }

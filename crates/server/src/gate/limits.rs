@@ -4,7 +4,7 @@
 //! Before any work is done for a generation (rendering, tokenizing), [`Admission::open`] takes one
 //! request from the caller's tier, so a caller over its request limit costs a lookup and nothing more.
 //! Once the prompt is tokenized and the engine has capped `max_tokens` to the context
-//! ([`Submission`]; a remote model's prompt is estimated), [`Admission::reserve_generation`] adds `prompt_tokens + max_tokens`; a
+//! ([`Submission`]; a remote model's prompt is estimated), [`Admission::reserve_generation`] adds `prompt_tokens + n × max_tokens` (each prompt once, each of its `n` choices' `max_tokens`); a
 //! prompt refused as too long is charged the tokens it was counted at ([`Admission::charge_refused`]).
 //! Either step refuses with 429 (503 while a fail-closed Redis is unreachable).
 //! The pipeline's [`crate::gate::settlement::Settlement`] then owns the admission: the rate-limit headers
@@ -92,11 +92,18 @@ impl Admission {
         Self::reserve_tokens(limits, caller, 0, 0).await
     }
 
-    /// Adds the counted `prompt_tokens + max_tokens` of `request` to the admitted request, or refuses
+    /// Adds the counted `prompt_tokens + n × max_tokens` of each of `requests` (the prompts of one
+    /// request, each answered with `n` choices that share its prefill) to the admitted request, or refuses
     /// (the request slot stays spent: the counting was work done for the caller).
-    pub async fn reserve_generation(&mut self, caller: &Caller, request: &Submission) -> Result<(), ApiError> {
-        let (prompt, max) = (request.prompt_tokens() as u64, request.max_tokens() as u64);
-        self.extend(caller, prompt + max).await?;
+    pub async fn reserve_generation(
+        &mut self,
+        caller: &Caller,
+        requests: &[Submission],
+        n: usize,
+    ) -> Result<(), ApiError> {
+        let prompt: u64 = requests.iter().map(|r| r.prompt_tokens() as u64).sum();
+        let generation: u64 = requests.iter().map(|r| r.max_tokens() as u64 * n as u64).sum();
+        self.extend(caller, prompt + generation).await?;
         self.prompt_tokens = prompt;
         Ok(())
     }

@@ -86,7 +86,7 @@ pub struct SafetyChecks {
     active: Option<Active>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Active {
     gate: Arc<SafetyGate>,
     level: String,
@@ -120,14 +120,15 @@ impl SafetyChecks {
     }
 
     /// Wraps `generation` so that its output is checked as the assistant's reply to `conversation`;
-    /// `prompt_tokens` is what a mid-stream refusal reports as usage.
+    /// `prompt_tokens` is what a mid-stream refusal reports as usage. Called once per choice: each
+    /// choice of a request is checked on its own.
     pub fn guard_output(
-        self,
+        &self,
         generation: GenerationStream,
         conversation: &[ChatMessage],
         prompt_tokens: usize,
     ) -> GuardedGeneration {
-        let check = self.active.map(|active| OutputCheck {
+        let check = self.active.clone().map(|active| OutputCheck {
             judge: ReplyJudge { active, conversation: conversation.to_vec() },
             released: String::new(),
             held: String::new(),

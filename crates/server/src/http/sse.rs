@@ -1,9 +1,9 @@
 //! The answer of a generation: server-sent events for streamed completions
 //! (docs/reference/llama-stack-api.md §a.5), or the whole output as one JSON body.
 //!
-//! [`stream_generation`] turns an engine stream, behind its output safety check ([`GuardedGeneration`]),
-//! into `data: <json>` events, using a [`ChunkFormat`] for the route's chunk shape, and ends with
-//! `data: [DONE]`. An error after the first
+//! [`stream_generation`] turns a request's engine streams (one per choice, each behind its output safety
+//! check, [`GuardedGeneration`]) into `data: <json>` events, interleaved as tokens come, using a
+//! [`ChunkFormat`] for the route's chunk shape, and ends with `data: [DONE]`. An error after the first
 //! byte can no longer change the status, so it is sent as a final `{"error":{...}}` event instead.
 //! The SSE body owns the engine stream: when the client disconnects, hyper drops the body, the engine
 //! stream is dropped with it, and the engine cancels the generation at its next step. The body also
@@ -15,68 +15,111 @@ use std::time::Instant;
 use axum::Json;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
-use llamagate_engine::{GenerationEvent, GenerationOutput, GenerationSummary, TokenLogprobs};
+use futures::{Stream, StreamExt};
+use llamagate_engine::{FinishReason, GenerationEvent, GenerationOutput, GenerationSummary, TokenLogprobs, Usage};
 use serde_json::Value;
 
 use crate::gate::safety::GuardedGeneration;
 use crate::gate::settlement::Settlement;
 use crate::http::error::ApiError;
 
-/// How one route shapes its stream chunks.
+/// How one route shapes its stream chunks. `index` is the choice a chunk belongs to (OpenAI's
+/// `choices[].index`: `prompt × n + choice`).
 pub trait ChunkFormat: Send + 'static {
-    /// A chunk sent before any text (chat announces the assistant role here).
-    fn opening(&self) -> Option<Value>;
-    /// A chunk carrying newly generated text, with the log-probabilities of the tokens behind it
-    /// (empty unless the request asked for them).
-    fn text(&self, text: &str, logprobs: &[TokenLogprobs]) -> Value;
-    /// The chunks that end a successful stream (finish reason, then usage if asked for).
-    fn finished(&self, summary: &GenerationSummary) -> Vec<Value>;
+    /// A chunk sent for a choice before any of its text (chat announces the assistant role here, an
+    /// echoing completion sends the prompt).
+    fn opening(&mut self, index: usize) -> Option<Value>;
+    /// A chunk carrying a choice's newly generated text, with the log-probabilities of the tokens behind
+    /// it (empty unless the request asked for them).
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprobs]) -> Value;
+    /// The chunk that ends a choice.
+    fn finished(&mut self, index: usize, finish_reason: FinishReason) -> Value;
+    /// The chunk that ends a successful stream, after every choice ended, when usage was asked for.
+    fn usage(&mut self, usage: Usage) -> Option<Value>;
 }
 
-/// Streams a generation as SSE events in the given format. The stream owns the settlement: it counts
-/// the tokens as they come (what a disconnect is charged) and settles before `[DONE]`.
+/// The choices of one request, in OpenAI's order: `per_prompt` consecutive choices for each prompt.
+#[derive(Debug)]
+pub struct Choices {
+    /// One generation per choice, each behind its own output check.
+    pub generations: Vec<GuardedGeneration>,
+    /// Choices per prompt (`n`).
+    pub per_prompt: usize,
+}
+
+/// The summary of a whole request from its choices' (in choice order, `per_prompt` per prompt): each
+/// prompt's tokens once (its choices shared one prefill), every choice's completion tokens, the first
+/// choice's finish reason and timings. This is what the budget, the metrics and the audit record get.
+pub fn combined_summary(summaries: &[GenerationSummary], per_prompt: usize) -> GenerationSummary {
+    let prompt_tokens = summaries.iter().step_by(per_prompt.max(1)).map(|s| s.usage.prompt_tokens).sum();
+    let completion_tokens = summaries.iter().map(|s| s.usage.completion_tokens).sum();
+    let first = summaries.first().cloned().unwrap_or_default();
+    GenerationSummary { usage: Usage { prompt_tokens, completion_tokens }, ..first }
+}
+
+/// Streams a request's choices as SSE events in the given format, interleaved as their tokens come.
+/// The stream owns the settlement: it counts the tokens as they come (what a disconnect is charged)
+/// and settles before `[DONE]`, once every choice has ended.
 pub fn stream_generation<F: ChunkFormat>(
-    mut generation: GuardedGeneration,
+    choices: Choices,
     mut settlement: Settlement,
-    format: F,
+    mut format: F,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let started = Instant::now();
+    let Choices { generations, per_prompt } = choices;
+    let count = generations.len();
     let events = async_stream::stream! {
         let mut guard = DisconnectLog { finished: false };
-        if let Some(chunk) = format.opening() {
-            yield Ok(json_event(&chunk));
+        for index in 0..count {
+            if let Some(chunk) = format.opening(index) {
+                yield Ok(json_event(&chunk));
+            }
         }
+        let mut merged = futures::stream::select_all(generations.into_iter().enumerate().map(|(index, generation)| {
+            futures::stream::unfold(generation, |mut generation| async move {
+                generation.next().await.map(|event| (event, generation))
+            })
+            .map(move |event| (index, event))
+            .boxed()
+        }));
         // Log-probabilities of tokens whose text is still held back, sent with the text that releases it.
-        let mut pending: Vec<TokenLogprobs> = Vec::new();
+        let mut pending: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); count];
+        let mut summaries: Vec<Option<GenerationSummary>> = vec![None; count];
         loop {
-            match generation.next().await {
-                Some(GenerationEvent::Text { text, token, logprobs }) => {
+            match merged.next().await {
+                Some((index, GenerationEvent::Text { text, token, logprobs })) => {
                     if token.is_some() {
                         settlement.generated_token();
                     }
-                    pending.extend(logprobs);
+                    pending[index].extend(logprobs);
                     // Empty pieces mean the decoder is holding back a partial character or stop string.
                     if !text.is_empty() {
-                        yield Ok(json_event(&format.text(&text, &pending)));
-                        pending.clear();
+                        yield Ok(json_event(&format.text(index, &text, &pending[index])));
+                        pending[index].clear();
                     }
                 }
-                Some(GenerationEvent::Done(summary)) => {
-                    log_finished(&summary, started);
-                    settlement.settle(&summary).await;
+                Some((index, GenerationEvent::Done(summary))) => {
                     // Tokens whose text never showed (a stop string's first tokens, say) still count.
-                    if !pending.is_empty() {
-                        yield Ok(json_event(&format.text("", &pending)));
+                    if !pending[index].is_empty() {
+                        yield Ok(json_event(&format.text(index, "", &pending[index])));
+                        pending[index].clear();
                     }
-                    for chunk in format.finished(&summary) {
-                        yield Ok(json_event(&chunk));
+                    yield Ok(json_event(&format.finished(index, summary.finish_reason)));
+                    summaries[index] = Some(summary);
+                    if summaries.iter().all(Option::is_some) {
+                        let all: Vec<GenerationSummary> = summaries.iter().flatten().cloned().collect();
+                        let summary = combined_summary(&all, per_prompt);
+                        log_finished(&summary, started);
+                        settlement.settle(&summary).await;
+                        if let Some(chunk) = format.usage(summary.usage) {
+                            yield Ok(json_event(&chunk));
+                        }
+                        yield Ok(Event::default().data("[DONE]"));
+                        guard.finished = true;
+                        break;
                     }
-                    yield Ok(Event::default().data("[DONE]"));
-                    guard.finished = true;
-                    break;
                 }
-                Some(GenerationEvent::Failed(reason)) => {
+                Some((_, GenerationEvent::Failed(reason))) => {
                     // `settlement` is dropped with the stream and charges what was generated.
                     settlement.failed(&reason);
                     yield Ok(json_event(&ApiError::Internal(reason).body()));
@@ -97,26 +140,34 @@ pub fn stream_generation<F: ChunkFormat>(
 }
 
 /// The shared end of every generation route: an SSE stream in `format` when the client asked for one,
-/// otherwise the whole generation collected and shaped by `plain`. Either way the response carries
-/// the rate-limit headers of `settlement`, which is settled with the real token count at the end (or
-/// charged for what was used if the response is dropped first).
+/// otherwise every choice collected and shaped by `plain` (the outputs in choice order and the
+/// request's usage). Either way the response carries the rate-limit headers of `settlement`, which is
+/// settled with the real token count at the end (or charged for what was used if the response is
+/// dropped first).
 pub async fn respond<F: ChunkFormat, T: serde::Serialize>(
-    generation: GuardedGeneration,
+    choices: Choices,
     mut settlement: Settlement,
     streaming: bool,
     format: F,
-    plain: impl FnOnce(GenerationOutput) -> T,
+    plain: impl FnOnce(Vec<GenerationOutput>, Usage) -> T,
 ) -> Result<Response, ApiError> {
     settlement.started();
     let headers = settlement.headers();
     let mut response = if streaming {
-        stream_generation(generation, settlement, format).into_response()
+        stream_generation(choices, settlement, format).into_response()
     } else {
         let started = Instant::now();
-        let output = generation.collect(|| settlement.generated_token()).await?;
-        log_finished(&output.summary, started);
-        settlement.settle(&output.summary).await;
-        Json(plain(output)).into_response()
+        // The choices run side by side in the engine; collecting them one after another waits no longer
+        // than the slowest.
+        let mut outputs = Vec::with_capacity(choices.generations.len());
+        for generation in choices.generations {
+            outputs.push(generation.collect(|| settlement.generated_token()).await?);
+        }
+        let summaries: Vec<GenerationSummary> = outputs.iter().map(|o| o.summary.clone()).collect();
+        let summary = combined_summary(&summaries, choices.per_prompt);
+        log_finished(&summary, started);
+        settlement.settle(&summary).await;
+        Json(plain(outputs, summary.usage)).into_response()
     };
     response.headers_mut().extend(headers);
     Ok(response)
@@ -150,4 +201,29 @@ impl Drop for DisconnectLog {
 
 fn json_event(value: &Value) -> Event {
     Event::default().data(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(prompt_tokens: usize, completion_tokens: usize, finish_reason: FinishReason) -> GenerationSummary {
+        GenerationSummary { finish_reason, usage: Usage { prompt_tokens, completion_tokens }, ..Default::default() }
+    }
+
+    /// Two prompts (10 and 20 tokens) with two choices each: each prompt counts once, every choice's
+    /// completion counts.
+    #[test]
+    fn a_prompt_counts_once_and_every_choice_counts() {
+        let all = [
+            summary(10, 3, FinishReason::Length),
+            summary(10, 4, FinishReason::Stop),
+            summary(20, 5, FinishReason::Stop),
+            summary(20, 6, FinishReason::Stop),
+        ];
+        let combined = combined_summary(&all, 2);
+        assert_eq!(combined.usage, Usage { prompt_tokens: 30, completion_tokens: 18 });
+        assert_eq!(combined.finish_reason, FinishReason::Length);
+        assert_eq!(combined_summary(&all[..1], 1).usage, Usage { prompt_tokens: 10, completion_tokens: 3 });
+    }
 }

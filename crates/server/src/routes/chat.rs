@@ -8,7 +8,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use llamagate_engine::{GenerationSummary, TokenLogprobs};
+use llamagate_engine::{FinishReason, TokenLogprobs, Usage};
 use serde_json::{Value, json};
 
 use super::chat_types::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta};
@@ -40,16 +40,18 @@ pub async fn create(
     JsonBody(request): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let (messages, params) = request.validate()?;
+    let n = request.fields.choices()?;
     let stream = request.fields.streaming();
     let with_logprobs = params.logprobs.is_some();
     let provider_data = ProviderData::from_headers(&headers)?;
-    let ask = Ask { model: request.model.clone(), prompt: Prompt::Chat(messages), params, stream, provider_data };
+    let prompts = vec![Prompt::Chat(messages)];
+    let ask = Ask { model: request.model.clone(), prompts, n, params, stream, provider_data };
 
     let (id, created, model) = (response_id("chatcmpl"), unix_now(), request.model);
     let include_usage = request.fields.include_usage();
     let format = ChatChunks { id: id.clone(), created, model: model.clone(), include_usage, with_logprobs };
-    pipeline::generate(&state, caller, ask, format, |output| {
-        ChatCompletion::new(id, created, model, output, with_logprobs)
+    pipeline::generate(&state, caller, ask, format, |outputs, usage| {
+        ChatCompletion::new(id, created, model, outputs, usage, with_logprobs)
     })
     .await
 }
@@ -79,29 +81,33 @@ impl ChatChunks {
     }
 }
 
-/// The one choice of a chunk.
-fn choice(delta: ChunkDelta, finish_reason: Option<&'static str>, logprobs: Option<ChatLogprobs>) -> Vec<ChunkChoice> {
-    vec![ChunkChoice { delta, finish_reason, index: 0, logprobs }]
+/// The one choice of a chunk: each chunk carries one choice's piece, with that choice's `index`.
+fn choice(
+    index: usize,
+    delta: ChunkDelta,
+    finish_reason: Option<&'static str>,
+    logprobs: Option<ChatLogprobs>,
+) -> Vec<ChunkChoice> {
+    vec![ChunkChoice { delta, finish_reason, index: index as u32, logprobs }]
 }
 
 impl ChunkFormat for ChatChunks {
-    fn opening(&self) -> Option<Value> {
+    fn opening(&mut self, index: usize) -> Option<Value> {
         let delta = ChunkDelta { role: Some("assistant"), content: Some(String::new()), ..Default::default() };
-        Some(self.chunk(choice(delta, None, None), None))
+        Some(self.chunk(choice(index, delta, None, None), None))
     }
 
-    fn text(&self, text: &str, logprobs: &[TokenLogprobs]) -> Value {
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprobs]) -> Value {
         let delta = ChunkDelta { content: Some(text.to_string()), ..Default::default() };
-        self.chunk(choice(delta, None, self.with_logprobs.then(|| ChatLogprobs::new(logprobs))), None)
+        self.chunk(choice(index, delta, None, self.with_logprobs.then(|| ChatLogprobs::new(logprobs))), None)
     }
 
-    fn finished(&self, summary: &GenerationSummary) -> Vec<Value> {
-        let last = choice(ChunkDelta::default(), Some(summary.finish_reason.as_str()), None);
-        let mut chunks = vec![self.chunk(last, None)];
-        if self.include_usage {
-            // OpenAI's usage chunk: no choices, usage filled in.
-            chunks.push(self.chunk(Vec::new(), Some(UsageBody::from(summary.usage))));
-        }
-        chunks
+    fn finished(&mut self, index: usize, finish_reason: FinishReason) -> Value {
+        self.chunk(choice(index, ChunkDelta::default(), Some(finish_reason.as_str()), None), None)
+    }
+
+    fn usage(&mut self, usage: Usage) -> Option<Value> {
+        // OpenAI's usage chunk: no choices, usage filled in.
+        self.include_usage.then(|| self.chunk(Vec::new(), Some(UsageBody::from(usage))))
     }
 }

@@ -5,7 +5,7 @@
 //! Response fields of type `Option` are marked `required` in the OpenAPI schema: they are always sent,
 //! as `null` when empty, and the SDKs' models expect the key.
 
-use llamagate_engine::{ChatMessage, GenerateParams, GenerationOutput};
+use llamagate_engine::{ChatMessage, GenerateParams, GenerationOutput, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -230,7 +230,7 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     /// `stop`, `length`, or `content_filter` when content safety refused the output.
     pub finish_reason: &'static str,
-    /// Always 0.
+    /// The choice's number, 0 to `n - 1`.
     pub index: u32,
     /// The tokens' log-probabilities when `logprobs` asked for them; null otherwise.
     #[schema(required = true)]
@@ -293,7 +293,7 @@ pub struct ChunkChoice {
     /// `stop`, `length` or `content_filter` on the last content chunk; null before.
     #[schema(required = true)]
     pub finish_reason: Option<&'static str>,
-    /// Always 0.
+    /// The choice's number, 0 to `n - 1`.
     pub index: u32,
     /// The log-probabilities of this chunk's tokens when `logprobs` asked for them; null otherwise.
     #[schema(required = true)]
@@ -321,32 +321,47 @@ pub struct ChunkDelta {
 }
 
 impl ChatCompletion {
-    /// Wraps a finished generation; `with_logprobs` when the request asked for them.
-    pub fn new(id: String, created: u64, model: String, output: GenerationOutput, with_logprobs: bool) -> Self {
-        let logprobs = with_logprobs.then(|| ChatLogprobs::new(&output.logprobs));
-        let message = AssistantMessage {
-            role: "assistant",
-            content: output.text,
-            tool_calls: None,
-            refusal: None,
-            function_call: None,
-            annotations: None,
-            audio: None,
-        };
+    /// Wraps a request's finished choices (in choice order) and its `usage`; `with_logprobs` when the
+    /// request asked for them.
+    pub fn new(
+        id: String,
+        created: u64,
+        model: String,
+        outputs: Vec<GenerationOutput>,
+        usage: Usage,
+        with_logprobs: bool,
+    ) -> Self {
+        let choices = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, output)| {
+                let logprobs = with_logprobs.then(|| ChatLogprobs::new(&output.logprobs));
+                let message = AssistantMessage {
+                    role: "assistant",
+                    content: output.text,
+                    tool_calls: None,
+                    refusal: None,
+                    function_call: None,
+                    annotations: None,
+                    audio: None,
+                };
+                ChatChoice {
+                    message,
+                    finish_reason: output.summary.finish_reason.as_str(),
+                    index: index as u32,
+                    logprobs,
+                }
+            })
+            .collect();
         Self {
             id,
-            choices: vec![ChatChoice {
-                message,
-                finish_reason: output.summary.finish_reason.as_str(),
-                index: 0,
-                logprobs,
-            }],
+            choices,
             object: "chat.completion",
             created,
             model,
             service_tier: None,
             system_fingerprint: None,
-            usage: output.summary.usage.into(),
+            usage: usage.into(),
         }
     }
 }

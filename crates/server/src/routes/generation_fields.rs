@@ -21,6 +21,12 @@ const MAX_STOP_SEQUENCES: usize = 4;
 /// OpenAI allows at most 300 `logit_bias` entries.
 const MAX_LOGIT_BIAS: usize = 300;
 
+/// The most choices (`n`) one request may ask for: the choices decode side by side in the engine's
+/// batch (8 sequences by default), and each reserves `max_tokens` of the caller's budget and of KV
+/// memory. Eight covers what clients use `n` for (a few candidates to rank) without letting one
+/// request take a whole batch of a larger model's slots.
+pub const MAX_CHOICES: u32 = 8;
+
 /// A caller's string, cut for an error message.
 fn bounded(text: &str) -> String {
     text.chars().take(32).collect()
@@ -55,7 +61,8 @@ pub struct GenerationFields {
     pub presence_penalty: Option<f32>,
     /// One stop string or a list of them.
     pub stop: Option<Stop>,
-    /// Number of choices; only 1 is served.
+    /// Number of choices, 1 to 8; they share one prefill of the prompt and each is sampled with its own
+    /// seed (derived from `seed` and its index).
     pub n: Option<u32>,
     /// Answer as server-sent events.
     pub stream: Option<bool>,
@@ -97,15 +104,19 @@ impl GenerationFields {
         self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 
+    /// How many choices the client asked for (`n`, default 1): a 400 naming `n` outside 1..=[`MAX_CHOICES`].
+    pub fn choices(&self) -> Result<usize, ApiError> {
+        match self.n.unwrap_or(1) {
+            n @ 1..=MAX_CHOICES => Ok(n as usize),
+            n => Err(ApiError::BadRequest(format!("n must be between 1 and {MAX_CHOICES}; got {n}"))),
+        }
+    }
+
     /// Checks the fields and builds the engine's parameters; `max_tokens` may be overridden by a
     /// route-specific spelling (`max_completion_tokens`). `priority` is left at 0: it belongs to the
     /// caller's tier, not to the body, and the route sets it from [`crate::gate::caller::Caller::priority`].
     pub fn to_params(&self, max_tokens: Option<u32>) -> Result<GenerateParams, ApiError> {
-        if let Some(n) = self.n.filter(|&n| n != 1) {
-            return Err(ApiError::BadRequest(format!(
-                "n={n} is not supported: this server returns exactly one choice"
-            )));
-        }
+        self.choices()?;
         if self.stream_options.is_some() && !self.streaming() {
             return Err(ApiError::BadRequest("stream_options is only allowed when stream is true".into()));
         }
@@ -265,9 +276,15 @@ mod tests {
     }
 
     #[test]
-    fn more_than_one_choice_is_refused() {
-        assert!(matches!(fields(r#"{"n":2}"#).to_params(None), Err(ApiError::BadRequest(_))));
-        assert!(fields(r#"{"n":1}"#).to_params(None).is_ok());
+    fn n_is_bounded_and_named_when_refused() {
+        assert_eq!(fields(r#"{}"#).choices().unwrap(), 1);
+        assert_eq!(fields(r#"{"n":8}"#).choices().unwrap(), 8);
+        for body in [r#"{"n":0}"#, r#"{"n":9}"#] {
+            match fields(body).to_params(None) {
+                Err(ApiError::BadRequest(message)) => assert!(message.starts_with("n must be"), "{message}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]
