@@ -51,7 +51,7 @@ async fn failures_use_the_envelope_and_the_documented_status() {
     assert_error(status, &body, 404);
     let (status, body) = server.post_json("/v1/chat/completions", &chat(json!({"model": "nope"}))).await;
     assert_error(status, &body, 404);
-    let (status, body) = server.post_json("/v1/chat/completions", &chat(json!({"n": 2}))).await;
+    let (status, body) = server.post_json("/v1/chat/completions", &chat(json!({"n": 9}))).await;
     assert_error(status, &body, 400);
     let (status, body) =
         server.post_json("/v1/chat/completions", &chat(json!({"response_format": {"type": "json_object"}}))).await;

@@ -149,8 +149,8 @@ async fn every_json_body_has_the_reference_field_set() {
 async fn every_error_body_is_the_envelope() {
     let server = Server::start();
 
-    let (status, body) = server.post_json("/v1/chat/completions", &chat_body(json!({"n": 2}))).await;
-    assert_envelope("unsupported n", status, &body, 400);
+    let (status, body) = server.post_json("/v1/chat/completions", &chat_body(json!({"n": 9}))).await;
+    assert_envelope("n over its bound", status, &body, 400);
     let (status, body) = server.get_json("/v1/providers/nope").await;
     assert_envelope("unknown provider", status, &body, 400);
     let (status, body) = server.get_json("/v1/inspect/routes?api_filter=v9").await;

@@ -218,3 +218,46 @@ async fn shields_answer_at_the_callers_safety_level_and_say_why() {
     assert_eq!(result["category_scores"]["Violent Crimes"], 0.45);
     assert_eq!(result["metadata"], json!({}));
 }
+
+/// With `n > 1` every choice is checked on its own: a reply the guard flags is filtered in each choice,
+/// plain and streamed, not only in the first.
+#[tokio::test]
+async fn each_of_n_choices_passes_the_output_check() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path());
+    let server = dev::start_with_env(dir.path(), 0, &[("LLAMAGATE_ALLOW_TEST_GUARD", "1")]);
+    let research = token(dir.path(), &server.base, &["--scope", "model_smollm2_135m", "--scope", "research_access"]);
+    let client = reqwest::Client::new();
+    for stream in [false, true] {
+        let mut body = chat("Write a grim tale", stream);
+        body["n"] = json!(3);
+        body["temperature"] = json!(1);
+        let response = client.post(server.url("/v1/chat/completions")).bearer_auth(&research).json(&body);
+        let text = response.send().await.unwrap().text().await.unwrap();
+        let finishes: Vec<(u64, String)> = if stream {
+            let events = sse_events(&text);
+            let content: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+            assert_eq!(content, "", "no refused text was sent: {text}");
+            events
+                .iter()
+                .filter_map(|e| {
+                    let choice = &e["choices"][0];
+                    Some((choice["index"].as_u64()?, choice["finish_reason"].as_str()?.to_string()))
+                })
+                .collect()
+        } else {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            body["choices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["index"].as_u64().unwrap(), c["finish_reason"].as_str().unwrap().to_string()))
+                .collect()
+        };
+        let mut finishes = finishes;
+        finishes.sort();
+        let filtered: Vec<(u64, String)> = (0..3).map(|i| (i, "content_filter".to_string())).collect();
+        assert_eq!(finishes, filtered, "stream: {stream}: {text}");
+    }
+}

@@ -6,6 +6,7 @@
 mod support;
 
 mod abuse;
+mod api_choices;
 mod api_errors;
 mod api_generation;
 mod api_introspection;
