@@ -102,4 +102,4 @@ def test_bad_body_is_bad_request(client):
             model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=5
         )
     with pytest.raises(BadRequestError):
-        client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], n=2)
+        client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], n=9)

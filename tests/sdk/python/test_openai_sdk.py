@@ -59,3 +59,40 @@ def test_logprobs_parse_into_the_sdks_types(client):
     out = client.completions.create(model=MODEL_ID, prompt="One, two, three,", max_tokens=4, temperature=0, logprobs=1)
     assert "".join(out.choices[0].logprobs.tokens) == out.choices[0].text
     assert out.choices[0].logprobs.text_offset[0] == 0
+
+
+def test_n_choices_parse_into_the_sdks_types(client):
+    messages = [{"role": "user", "content": "Name three primary colors."}]
+    reply = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=8, n=2, seed=5)
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert all(c.message.content for c in reply.choices)
+    assert reply.usage.completion_tokens == reply.usage.total_tokens - reply.usage.prompt_tokens
+    out = client.completions.create(model=MODEL_ID, prompt="One, two, three,", max_tokens=4, n=2, seed=5)
+    assert [c.index for c in out.choices] == [0, 1]
+    assert out.usage.completion_tokens <= 8
+
+
+def test_streamed_n_choices_carry_their_index(client):
+    messages = [{"role": "user", "content": "Name three primary colors."}]
+    texts, finished, usage = {}, {}, None
+    for chunk in client.chat.completions.create(
+        model=MODEL_ID, messages=messages, max_tokens=8, n=2, seed=5, stream=True, stream_options={"include_usage": True}
+    ):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+        usage = chunk.usage or usage
+    plain = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=8, n=2, seed=5)
+    # The same seed: the stream's choices are the plain answer's.
+    assert texts == {c.index: c.message.content for c in plain.choices}
+    assert set(finished) == {0, 1}
+    assert usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_a_prompt_list_is_answered_in_openais_order(client):
+    prompts = ["The capital of France is", "One, two, three,"]
+    out = client.completions.create(model=MODEL_ID, prompt=prompts, max_tokens=3, n=2, temperature=0, echo=True)
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    for choice in out.choices:
+        assert choice.text.startswith(prompts[choice.index // 2])

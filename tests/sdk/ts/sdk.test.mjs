@@ -37,9 +37,18 @@ test('chat completion, plain and streamed', async () => {
 test('errors map to the SDK error classes', async () => {
   await assert.rejects(client.models.retrieve('no-such-model'), LlamaStackClient.NotFoundError);
   await assert.rejects(
-    client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: 'hi' }], n: 2 }),
+    client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: 'hi' }], n: 9 }),
     LlamaStackClient.BadRequestError,
   );
+});
+
+test('n = 2 answers two choices, indexed, with one usage', async () => {
+  const messages = [{ role: 'user', content: 'Name three primary colors.' }];
+  const reply = await client.chat.completions.create({ model: MODEL_ID, messages, max_tokens: 6, n: 2, seed: 3 });
+  assert.deepEqual(reply.choices.map((c) => c.index), [0, 1]);
+  assert.ok(reply.choices.every((c) => c.message.content.length > 0));
+  assert.equal(reply.usage.total_tokens, reply.usage.prompt_tokens + reply.usage.completion_tokens);
+  assert.ok(reply.usage.completion_tokens > 6, 'both choices count');
 });
 
 test('a missing or invalid key is AuthenticationError, a token without the model scope PermissionDeniedError', async () => {

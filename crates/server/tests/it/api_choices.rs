@@ -206,7 +206,7 @@ async fn every_choice_is_reserved_then_charged_and_audited_at_its_real_count() {
     let usage = &answer.body["usage"];
     let (prompt, completion) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
     assert_eq!(answer.body["choices"].as_array().unwrap().len(), 3);
-    assert!(completion >= 3 && completion < 750, "each choice stopped early: {usage}");
+    assert!((3..750).contains(&completion), "each choice stopped early: {usage}");
     assert!(
         answer.number("x-ratelimit-remaining-tokens") <= 1000 - (prompt + 3 * 250),
         "the reservation was prompt + 3 × max_tokens"
