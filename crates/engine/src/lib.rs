@@ -13,14 +13,16 @@
 //! - `text/` — the tokenizer (byte-level BPE or SentencePiece, built from GGUF metadata or a
 //!   `tokenizer.json`), chat templates, caller text kept as text, streaming with correct UTF-8, and stop
 //!   strings.
-//! - `serving/` — [`Model`], the scheduler that steps concurrent requests together, prefix reuse,
+//! - `serving/` — [`Model`], the scheduler that steps concurrent requests together (and forks a request's
+//!   choices after one prefill), prefix reuse,
 //!   sampling, cancellation, exact token counts, and scoring sessions for next-token probabilities.
 //! - `guard/` — Llama Guard shields: the categories, the prompt, and scores read from next-token
 //!   probabilities.
 //! - `error.rs` — [`EngineError`], the one error type every folder returns (at the root, beneath them
 //!   all, so no folder depends on another for it).
 //!
-//! Main types: [`Model`] (load, render a chat, tokenize, [`Model::prepare`] + [`Model::submit`]),
+//! Main types: [`Model`] (load, render a chat, tokenize, [`Model::prepare`] + [`Model::submit`], or
+//! [`Model::submit_choices`] for `n` choices forked after one prefill),
 //! [`GenerationStream`] and its [`GenerationEvent`]s, [`SamplingParams`], [`EngineError`], and for
 //! shields [`LlamaGuard`] (the Llama Guard 3 prompt) with its probability-based [`GuardScores`].
 //!
