@@ -273,3 +273,32 @@ async fn a_prompt_refused_by_content_safety_never_reaches_the_upstream() {
     assert_eq!(response.status(), 200);
     assert!(upstream.prompt_tokens_total().await > before);
 }
+
+/// `n > 1` on a remote model is a 400 naming `n`, before the upstream is called (it would compute and
+/// bill the prompt once per choice); a completions list of prompts is one upstream call per prompt,
+/// answered in OpenAI's order with each prompt counted.
+#[tokio::test]
+async fn n_is_refused_for_a_remote_model_and_a_prompt_list_is_one_call_per_prompt() {
+    let upstream = LlamaServer::start().await;
+    let gate = Gate::start(&run_yaml(&[&upstream.base_url], &[&dead_base_url()]));
+    let client = reqwest::Client::new();
+    let alice = gate.token("alice", &[REMOTE_SCOPE]);
+    let before = upstream.prompt_tokens_total().await;
+    let mut two = chat("remote/smollm2", false);
+    two["n"] = json!(2);
+    let response = post(&client, &gate, &alice, "/v1/chat/completions", &two).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("n must be 1"), "{body}");
+    assert_eq!(upstream.prompt_tokens_total().await, before, "llama-server was called");
+
+    let list = json!({"model": "remote/smollm2", "prompt": ["The capital of France is", "One, two, three,"],
+        "max_tokens": 3, "temperature": 0});
+    let response = post(&client, &gate, &alice, "/v1/completions", &list).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let indices: Vec<u64> = body["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, [0, 1], "{body}");
+    let upstream_prompts = upstream.prompt_tokens_total().await - before;
+    assert_eq!(body["usage"]["prompt_tokens"].as_f64().unwrap(), upstream_prompts, "{body}");
+}
