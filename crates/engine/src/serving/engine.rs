@@ -163,6 +163,11 @@ impl Model {
         self.scheduler.stats()
     }
 
+    /// The same counters, shared, for a reader that keeps them (the server's metrics).
+    pub fn shared_stats(&self) -> Arc<SchedulerStats> {
+        self.scheduler.shared_stats()
+    }
+
     /// Bytes of KV cache one position of one sequence takes: the unit of the scheduler's memory budget
     /// ([`SchedulerConfig::kv_budget_bytes`]).
     pub fn kv_bytes_per_position(&self) -> usize {

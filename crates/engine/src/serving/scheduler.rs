@@ -216,6 +216,11 @@ impl SchedulerHandle {
         &self.stats
     }
 
+    /// The live counters, shared: for a metrics collector that outlives any one borrow of the model.
+    pub fn shared_stats(&self) -> Arc<SchedulerStats> {
+        self.stats.clone()
+    }
+
     /// Queues a request; fails at once with [`EngineError::Busy`] when the queue is full, and with
     /// [`EngineError::InvalidRequest`] when its worst case (prompt + `max_tokens`) exceeds the whole KV
     /// budget, so it could never be admitted.

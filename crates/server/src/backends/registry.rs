@@ -232,6 +232,7 @@ impl ModelRegistry {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "model loaded"
             );
+            metrics.watch_engine(&config.id, engine.shared_stats());
             models.push(Arc::new(ServedModel {
                 id: config.id.clone(),
                 source: public_source(&source, &config.source),

@@ -23,13 +23,13 @@
 //!
 //! The route is protected like every other non-public route (a scraper sends a bearer token).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use llamagate_authz::AuditLog;
-use llamagate_engine::Timings;
+use llamagate_engine::{SchedulerStats, Timings};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -107,6 +107,8 @@ pub struct Metrics {
     auth_refusals: Family<ReasonLabels, Counter>,
     rate_limited: Family<TierLabels, Counter>,
     provider: ProviderFamilies,
+    /// The scheduler counters of each local model, read on each scrape.
+    engines: EngineCounters,
 }
 
 /// The remote providers' series.
@@ -190,7 +192,26 @@ impl Metrics {
         if let Some(log) = audit {
             registry.register_collector(Box::new(AuditCounters(log)));
         }
-        Self { registry, requests, tokens, queue, ttft, duration, inter_token, auth_refusals, rate_limited, provider }
+        let engines = EngineCounters::default();
+        registry.register_collector(Box::new(engines.clone()));
+        Self {
+            registry,
+            requests,
+            tokens,
+            queue,
+            ttft,
+            duration,
+            inter_token,
+            auth_refusals,
+            rate_limited,
+            provider,
+            engines,
+        }
+    }
+
+    /// Reports `model`'s scheduler counters (prompt tokens computed and reused) on every scrape.
+    pub fn watch_engine(&self, model: &str, stats: Arc<SchedulerStats>) {
+        self.engines.0.lock().unwrap_or_else(|e| e.into_inner()).push((model.to_string(), stats));
     }
 
     /// Counts one generation's real token usage.
@@ -262,6 +283,48 @@ impl Collector for AuditCounters {
         let state = ConstGauge::new(self.0.health().as_gauge() as i64);
         let help = "Audit writer state: 0 ok, 1 slow (queue over half full or records waiting), 2 failed";
         state.encode(encoder.encode_descriptor("audit_writer_state", help, None, state.metric_type())?)?;
+        Ok(())
+    }
+}
+
+/// The local models' scheduler counters, read on each scrape: what prefill computed and what the prefix
+/// cache or a fork saved, so an operator sees the work prompts cost (and a test sees `n` choices prefill
+/// their prompt once).
+#[derive(Debug, Default, Clone)]
+struct EngineCounters(Arc<Mutex<Vec<WatchedEngine>>>);
+
+/// A served model's id and its scheduler's counters.
+type WatchedEngine = (String, Arc<SchedulerStats>);
+
+/// One engine counter series: its name, help text, and how to read it from the counters.
+type EngineSeries = (&'static str, &'static str, fn(&SchedulerStats) -> u64);
+
+impl Collector for EngineCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let engines = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if engines.is_empty() {
+            return Ok(());
+        }
+        let series: [EngineSeries; 2] = [
+            (
+                "engine_prompt_tokens_prefilled",
+                "Prompt tokens the engine computed (a prompt answered with n choices counts once)",
+                SchedulerStats::prefilled_prompt_tokens,
+            ),
+            (
+                "engine_prompt_tokens_reused",
+                "Prompt tokens copied from the prefix cache instead of computed",
+                SchedulerStats::reused_prompt_tokens,
+            ),
+        ];
+        for (name, help, read) in series {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for (model, stats) in &engines {
+                let labels = [("model", model.as_str())];
+                ConstCounter::new(read(stats)).encode(family.encode_family(&labels.as_slice())?)?;
+            }
+        }
         Ok(())
     }
 }

@@ -87,6 +87,29 @@ async fn chat_answers_n_choices_plain_and_streamed() {
     assert_eq!(roles, 3);
 }
 
+/// The value of the engine's `llamagate_engine_prompt_tokens_prefilled_total` for the served model.
+async fn prefilled(server: &Server) -> u64 {
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let series = format!("llamagate_engine_prompt_tokens_prefilled_total{{model=\"{MODEL_ID}\"}} ");
+    let line = metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+    line[series.len()..].parse().unwrap()
+}
+
+/// Four choices through the server cost one prefill of the prompt: the engine's counter, read from
+/// `/metrics`, grows by the prompt's tokens once, not four times.
+#[tokio::test]
+async fn n_choices_prefill_their_prompt_once() {
+    let server = Server::start();
+    let before = prefilled(&server).await;
+    let mut body = chat(4, false);
+    body["messages"][0]["content"] = json!("Write a haiku about autumn leaves falling on a quiet pond.");
+    let (status, answer) = server.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"].as_array().unwrap().len(), 4);
+    let prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(prefilled(&server).await - before, prompt, "the prompt was computed once for four choices");
+}
+
 /// A list of prompts with `n = 2` and `echo`: choices indexed `prompt × n + choice`, each starting with
 /// its prompt; the usage counts each prompt once (what each alone is counted at) and every choice;
 /// streamed, each choice's first chunk is its prompt and its chunks join to the plain text.
