@@ -242,8 +242,10 @@ impl SchedulerHandle {
         }
         let need = kv_need(&request, self.kv_bytes_per_position).saturating_mul(n);
         if need > self.kv_budget {
+            let what =
+                if n == 1 { "prompt + max_tokens".to_string() } else { format!("{n} choices of prompt + max_tokens") };
             return Err(EngineError::InvalidRequest(format!(
-                "prompt + max_tokens need {} MiB of KV cache; the server's budget is {} MiB (lower max_tokens)",
+                "{what} need {} MiB of KV cache; the server's budget is {} MiB (lower max_tokens)",
                 need.div_ceil(1 << 20),
                 self.kv_budget >> 20
             )));

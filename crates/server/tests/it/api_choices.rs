@@ -307,3 +307,37 @@ async fn a_generation_cut_inside_a_character_ends_with_the_last_whole_one() {
     assert_eq!(status, 200, "{answer}");
     assert!(!answer["choices"][0]["text"].as_str().unwrap().contains(char::REPLACEMENT_CHARACTER), "{answer}");
 }
+
+/// With `logprobs`, each choice's entries travel with that choice's text: streamed chat entries spell
+/// each choice's content, and completions' `text_offset`s count from 0 in every choice.
+#[tokio::test]
+async fn logprobs_follow_each_choice_in_streams() {
+    let server = Server::start();
+    let mut body = chat(2, true);
+    body["logprobs"] = json!(true);
+    let response = server.client.post(server.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    let events = sse_events(&response.text().await.unwrap());
+    let mut spelled: BTreeMap<u64, String> = BTreeMap::new();
+    let mut texts: BTreeMap<u64, String> = BTreeMap::new();
+    for choice in events.iter().filter(|e| e.is_object()).flat_map(|e| e["choices"].as_array().unwrap().clone()) {
+        let index = choice["index"].as_u64().unwrap();
+        texts.entry(index).or_default().push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        for token in choice["logprobs"]["content"].as_array().into_iter().flatten() {
+            spelled.entry(index).or_default().push_str(token["token"].as_str().unwrap());
+        }
+    }
+    assert_eq!(texts.len(), 2);
+    assert_eq!(spelled, texts);
+
+    let completion = json!({"model": MODEL_ID, "prompt": "One, two, three,", "max_tokens": 4, "n": 2,
+        "temperature": 1, "seed": 9, "logprobs": 1, "stream": true});
+    let response = server.client.post(server.url("/v1/completions")).json(&completion).send().await.unwrap();
+    let events = sse_events(&response.text().await.unwrap());
+    let mut first_offsets: BTreeMap<u64, u64> = BTreeMap::new();
+    for choice in events.iter().filter(|e| e.is_object()).flat_map(|e| e["choices"].as_array().unwrap().clone()) {
+        if let Some(offset) = choice["logprobs"]["text_offset"].as_array().and_then(|o| o.first()) {
+            first_offsets.entry(choice["index"].as_u64().unwrap()).or_insert(offset.as_u64().unwrap());
+        }
+    }
+    assert_eq!(first_offsets, BTreeMap::from([(0, 0), (1, 0)]));
+}
