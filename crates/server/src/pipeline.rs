@@ -62,7 +62,7 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     let prefix_scope = if served.share_prefix_cache { 0 } else { caller.prefix_scope() };
     let max_tokens = ask.params.max_tokens.or_else(|| caller.default_max_tokens());
     let params = GenerateParams { priority: caller.priority(), prefix_scope, max_tokens, ..ask.params };
-    let Prepared { request, conversation } = match served.prepare_blocking(ask.prompt, params).await {
+    let Prepared { mut request, conversation } = match served.prepare_blocking(ask.prompt, params).await {
         Ok(prepared) => prepared,
         Err(refusal) => {
             if let Some(counted) = refusal.prompt_tokens() {
@@ -75,6 +75,7 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
             return Err(refusal);
         }
     };
+    request.answer_whole(!ask.stream);
     let prompt_tokens = request.prompt_tokens();
     // Reserve the counted `prompt + max_tokens` tokens from the caller's tier (429 when spent).
     admission.reserve_generation(&caller, &request).await?;

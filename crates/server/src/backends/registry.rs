@@ -58,6 +58,14 @@ impl Submission {
         }
     }
 
+    /// Asks a remote provider for a whole answer instead of a stream when `whole` (the client asked
+    /// for no stream); the engine streams either way.
+    pub fn answer_whole(&mut self, whole: bool) {
+        if let Self::Remote(request) = self {
+            request.stream = !whole;
+        }
+    }
+
     /// The most tokens the generation may produce.
     pub fn max_tokens(&self) -> usize {
         match self {

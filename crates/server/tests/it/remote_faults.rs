@@ -55,6 +55,7 @@ async fn a_429_and_a_503_before_the_first_byte_are_retried_and_the_answer_arrive
     let usage = &body["usage"];
     assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(11), Some(3)), "{body}");
     assert_eq!(upstream.requests(), 3, "two retries");
+    assert_eq!(upstream.streams(), [false; 3], "a non-streamed request is sent upstream non-streamed");
     let operator = gate.token("ops", &["llamagate_operator"]);
     let metrics = reqwest::Client::new().get(gate.url("/metrics")).bearer_auth(&operator).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
@@ -114,6 +115,7 @@ async fn a_stream_that_breaks_after_its_first_byte_is_not_retried_and_ends_with_
     let body = response.text().await.unwrap();
     assert!(body.contains("provider `faulty`: the provider's connection broke off"), "{body}");
     assert_eq!(upstream.requests(), 3);
+    assert_eq!(upstream.streams(), [true, true, false]);
     let records = gate.audit().await;
     let failed: Vec<&Value> =
         records.iter().filter(|r| r["event"] == "inference_response" && r["provider"] == "faulty").collect();

@@ -33,6 +33,52 @@ async fn tokens_remaining(client: &reqwest::Client, gate: &Gate, token: &str) ->
     usage["tokens"]["remaining"].as_u64().unwrap_or_else(|| panic!("{usage}"))
 }
 
+/// A non-streamed request goes upstream non-streamed: the answer and the `usage` are llama-server's own
+/// for the same request sent to it directly (greedy sampling, so the same text), and they are what is
+/// charged and audited.
+#[tokio::test]
+async fn a_non_streamed_answer_is_the_upstreams_whole_answer_and_usage() {
+    let upstream = LlamaServer::start().await;
+    let gate = Gate::start(&run_yaml(&[&upstream.base_url], &[&dead_base_url()]));
+    let token = gate.token("alice", &[REMOTE_SCOPE, "metered_access"]);
+    let client = reqwest::Client::new();
+    let mut direct_body = chat("smollm2", false);
+    direct_body["seed"] = json!(1);
+    let direct: Value = client
+        .post(format!("{}/chat/completions", upstream.base_url))
+        .bearer_auth(UPSTREAM_KEY)
+        .json(&direct_body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut gated_body = chat("remote/smollm2", false);
+    gated_body["seed"] = json!(1);
+    let response = post(&client, &gate, &token, "/v1/chat/completions", &gated_body).await;
+    assert_eq!(response.status(), 200);
+    let gated: Value = response.json().await.unwrap();
+    assert_eq!(
+        gated["choices"][0]["message"]["content"], direct["choices"][0]["message"]["content"],
+        "{gated}\n{direct}"
+    );
+    assert_eq!(gated["choices"][0]["finish_reason"], direct["choices"][0]["finish_reason"]);
+    for field in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(gated["usage"][field], direct["usage"][field], "{field}: {gated}\n{direct}");
+    }
+    let total = direct["usage"]["total_tokens"].as_u64().unwrap();
+    let spent = 1000 - tokens_remaining(&client, &gate, &token).await;
+    assert!((total.saturating_sub(REFILL_SLACK)..=total).contains(&spent), "charged {spent}, upstream said {total}");
+    let records = gate.audit().await;
+    let record = records
+        .iter()
+        .find(|r| r["event"] == "inference_response" && r["model"] == "remote/smollm2")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(record["usage_source"], "upstream", "{record}");
+    assert_eq!(record["completion_tokens"], direct["usage"]["completion_tokens"], "{record}");
+}
+
 /// The budget is 1,000 tokens per hour: while a test runs it refills at most a token or two.
 const REFILL_SLACK: u64 = 3;
 

@@ -12,9 +12,10 @@
 //!   (`backon`) — only before the first byte of an answer, and only on connect errors, timeouts, 429,
 //!   502 and 503, each retry on a freshly picked upstream. A failed answer is mapped to the Llama
 //!   Stack envelope here ([`upstream_error`]), naming the provider but never its URL, headers or key;
-//! - the answer is read by a task that translates the upstream's SSE chunks ([`wire::ChunkReader`])
-//!   into a [`GenerationStream`]; when the client goes away the stream is dropped, the task sees its
-//!   channel close, and dropping the upstream response closes that connection too.
+//! - the answer is read by a task that translates the upstream's SSE chunks — or, for a client that
+//!   asked for no stream, the upstream's whole non-streamed answer — ([`wire::ChunkReader`]) into a
+//!   [`GenerationStream`]; when the client goes away the stream is dropped, the task sees its channel
+//!   close, and dropping the upstream response closes that connection too.
 
 pub mod pool;
 pub mod wire;
@@ -124,7 +125,8 @@ impl RemoteModel {
             return Err(ApiError::BadRequest("max_tokens must be at least 1".into()));
         }
         let prompt_estimate = wire::estimate_prompt_tokens(&input);
-        Ok((RemoteRequest { input, params, max_tokens, prompt_estimate }, conversation))
+        // Streamed unless the pipeline learns otherwise ([`crate::backends::registry::Submission::answer_whole`]).
+        Ok((RemoteRequest { input, params, max_tokens, prompt_estimate, stream: true }, conversation))
     }
 
     /// Sends the request (retrying before the first byte) and streams the answer as generation events;
@@ -167,10 +169,13 @@ impl RemoteModel {
         let (tx, stream) = GenerationStream::channel();
         let reader = ChunkReader::new(request.is_chat(), request.prompt_estimate, started);
         let provider = provider.clone();
+        let streamed = request.stream;
         tokio::spawn(async move {
             let provider_id = &provider.config.provider_id;
             let metrics = &provider.metrics;
-            let relay = relay(response, reader, &tx);
+            let relay = async {
+                if streamed { relay(response, reader, &tx).await } else { read_whole(response, reader, &tx).await }
+            };
             tokio::select! {
                 // The client went away: dropping `relay` drops the response and its connection.
                 () = tx.closed() => {
@@ -316,6 +321,21 @@ async fn relay(
             // A closed channel means the client went away; the caller's select ends this future.
             let _ = tx.send(text);
         }
+    }
+    Ok(reader.finish())
+}
+
+/// Reads a whole (non-streamed) answer and sends its text as one piece.
+async fn read_whole(
+    response: reqwest::Response,
+    mut reader: ChunkReader,
+    tx: &tokio::sync::mpsc::UnboundedSender<GenerationEvent>,
+) -> Result<(llamagate_engine::GenerationSummary, wire::UsageSource), &'static str> {
+    let body = response.bytes().await.map_err(|e| {
+        if e.is_timeout() { "the provider stopped sending" } else { "the provider's connection broke off" }
+    })?;
+    if let Some(text) = reader.read_whole(&body)? {
+        let _ = tx.send(text);
     }
     Ok(reader.finish())
 }

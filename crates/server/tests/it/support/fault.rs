@@ -1,6 +1,6 @@
 //! A fault-injecting OpenAI-compatible upstream: an axum server on a free loopback port that answers each
-//! request with the next scripted [`Fault`], or, once the script is spent, with a well-formed stream of
-//! three pieces and `usage`. It counts the requests it received, so tests can tell how often llamagate
+//! request with the next scripted [`Fault`], or, once the script is spent, with a well-formed answer of
+//! three pieces and `usage` (a stream or one body, as the request's `stream` asks). It counts the requests it received, so tests can tell how often llamagate
 //! tried.
 
 use std::collections::VecDeque;
@@ -36,6 +36,8 @@ struct Script {
     requests: AtomicUsize,
     /// The `Authorization` header of each request, in order (empty when absent).
     authorizations: Mutex<Vec<String>>,
+    /// The `stream` flag of each request, in order.
+    streams: Mutex<Vec<bool>>,
 }
 
 /// The running upstream; stops when dropped.
@@ -67,6 +69,11 @@ impl FaultyUpstream {
         self.script.requests.load(Ordering::SeqCst)
     }
 
+    /// Whether each request received asked for a stream, in order.
+    pub fn streams(&self) -> Vec<bool> {
+        self.script.streams.lock().unwrap().clone()
+    }
+
     /// The `Authorization` header of each request received, in order.
     pub fn authorizations(&self) -> Vec<String> {
         self.script.authorizations.lock().unwrap().clone()
@@ -85,7 +92,13 @@ fn chunk(content: &str) -> String {
     )
 }
 
-async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap) -> Response {
+async fn answer(
+    State(script): State<Arc<Script>>,
+    headers: HeaderMap,
+    body: axum::Json<serde_json::Value>,
+) -> Response {
+    let streamed = body["stream"] == serde_json::json!(true);
+    script.streams.lock().unwrap().push(streamed);
     script.requests.fetch_add(1, Ordering::SeqCst);
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     script.authorizations.lock().unwrap().push(authorization.to_string());
@@ -107,6 +120,20 @@ async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap) -> Respon
                 r#"{"error":{"message":"overloaded at http://10.9.8.7:8000/v1 with key sk-upstream-test-7c1f9e2d4b"}}"#;
             let status = StatusCode::from_u16(code).unwrap();
             (status, [(header::RETRY_AFTER, "1"), (header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        // Not streamed: the body breaks off halfway, or is not JSON.
+        Some(Fault::CutMidStream) if !streamed => {
+            sse(vec![Ok(Bytes::from_static(b"{\"choices\":[{\"index\":0,")), Err(std::io::Error::other("reset"))], true)
+        }
+        Some(Fault::Garbage) if !streamed => sse(vec![Ok(Bytes::from_static(b"\x01\x02 not json"))], false),
+        None if !streamed => {
+            let content = PIECES.concat();
+            axum::Json(serde_json::json!({
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+            }))
+            .into_response()
         }
         Some(Fault::CutMidStream) => sse(
             vec![
