@@ -32,6 +32,7 @@ mod oauth_rotation;
 mod openapi;
 mod rate_limits;
 mod rate_limits_redis;
+mod remote_chain;
 mod remote_faults;
 mod remote_providers;
 mod robustness;
