@@ -87,11 +87,9 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     let generation = safety.guard_output(stream, &conversation, prompt_tokens);
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
     let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_tokens as u64);
-    let remote = served.backend.local().is_none();
-    sse::respond(generation, settlement, ask.stream, format, plain).await.map_err(|e| match e {
-        // A remote answer that broke off after its first byte: the provider failed, not this server (the
-        // detail names the provider and what happened, never its address).
-        ApiError::Internal(detail) if remote => ApiError::BadGateway(detail),
-        e => e,
-    })
+    // A failure after the answer started is this server's own (500, its detail not shown) for the
+    // engine, and the provider's (502, naming the provider and what happened, never its address) for a
+    // remote model.
+    let failure = if served.backend.local().is_some() { ApiError::Internal } else { ApiError::BadGateway };
+    sse::respond(generation, settlement, ask.stream, format, plain, failure).await
 }

@@ -35,11 +35,13 @@ pub trait ChunkFormat: Send + 'static {
 }
 
 /// Streams a generation as SSE events in the given format. The stream owns the settlement: it counts
-/// the tokens as they come (what a disconnect is charged) and settles before `[DONE]`.
+/// the tokens as they come (what a disconnect is charged) and settles before `[DONE]`; a failure
+/// ends it with `failure(reason)`'s error event.
 pub fn stream_generation<F: ChunkFormat>(
     mut generation: GuardedGeneration,
     mut settlement: Settlement,
     format: F,
+    failure: fn(String) -> ApiError,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let started = Instant::now();
     let events = async_stream::stream! {
@@ -79,7 +81,7 @@ pub fn stream_generation<F: ChunkFormat>(
                 Some(GenerationEvent::Failed(reason)) => {
                     // `settlement` is dropped with the stream and charges what was generated.
                     settlement.failed(&reason);
-                    yield Ok(json_event(&ApiError::Internal(reason).body()));
+                    yield Ok(json_event(&failure(reason).body()));
                     guard.finished = true;
                     break;
                 }
@@ -99,21 +101,32 @@ pub fn stream_generation<F: ChunkFormat>(
 /// The shared end of every generation route: an SSE stream in `format` when the client asked for one,
 /// otherwise the whole generation collected and shaped by `plain`. Either way the response carries
 /// the rate-limit headers of `settlement`, which is settled with the real token count at the end (or
-/// charged for what was used if the response is dropped first).
+/// charged for what was used if the response is dropped first). A generation that fails after it
+/// started is answered with `failure(reason)`: the status and the envelope (or the stream's error
+/// event) say whose failure it was.
 pub async fn respond<F: ChunkFormat, T: serde::Serialize>(
     generation: GuardedGeneration,
     mut settlement: Settlement,
     streaming: bool,
     format: F,
     plain: impl FnOnce(GenerationOutput) -> T,
+    failure: fn(String) -> ApiError,
 ) -> Result<Response, ApiError> {
     settlement.started();
     let headers = settlement.headers();
     let mut response = if streaming {
-        stream_generation(generation, settlement, format).into_response()
+        stream_generation(generation, settlement, format, failure).into_response()
     } else {
         let started = Instant::now();
-        let output = generation.collect(|| settlement.generated_token()).await?;
+        let output = match generation.collect(|| settlement.generated_token()).await {
+            Ok(output) => output,
+            // The closing audit record says what failed, as a stream's does.
+            Err(ApiError::Internal(reason)) => {
+                settlement.failed(&reason);
+                return Err(failure(reason));
+            }
+            Err(e) => return Err(e),
+        };
         log_finished(&output.summary, started);
         settlement.settle(&output.summary).await;
         Json(plain(output)).into_response()

@@ -35,4 +35,5 @@ mod rate_limits_redis;
 mod remote_chain;
 mod remote_faults;
 mod remote_providers;
+mod remote_proxy;
 mod robustness;
