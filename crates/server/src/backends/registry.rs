@@ -189,6 +189,13 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
+    /// Starts the health probes of every remote provider that has them; inside the server's runtime.
+    pub fn start_health_checks(&self) {
+        for provider in &self.providers {
+            crate::backends::remote::health::spawn(provider.clone());
+        }
+    }
+
     /// Loads every configured model and connects the remote ones to their providers' pools (their calls
     /// counted in `metrics`); a model that fails to load stops the start with its key named.
     pub fn load(plan: &InferencePlan, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {

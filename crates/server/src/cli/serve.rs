@@ -144,6 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(dev_issuer::Published { metadata: dev_issuer::metadata(issuer), jwks: key.jwks() })
         });
         let limits = RateLimits::from_config(&oauth)?;
+        registry.start_health_checks();
         let state = AppState {
             registry,
             auth: auth_state,

@@ -195,7 +195,8 @@ async fn a_pool_with_a_failing_proxy_routes_to_the_healthy_server_once_the_break
     let proxy = FaultProxy::start(&upstream.base_url).await;
     proxy.fail_all(Some(503));
     // The failing proxy first: round-robin starts there.
-    let extra = "        breaker_failures: 1\n        breaker_cooldown_seconds: 600\n";
+    // No probes: this is about the breaker that requests trip (probes: the next test).
+    let extra = "        breaker_failures: 1\n        breaker_cooldown_seconds: 600\n        health_check_interval_seconds: 0\n";
     let gate = Gate::start(&yaml(&[&proxy.base_url, &upstream.base_url], extra));
     let token = gate.token("erin", &[REMOTE_SCOPE]);
     for i in 0..4 {
@@ -216,4 +217,71 @@ async fn a_pool_with_a_failing_proxy_routes_to_the_healthy_server_once_the_break
         .unwrap();
     assert_eq!(info["health"]["upstreams"][0]["breaker"], "open", "{info}");
     assert_eq!(info["health"]["upstreams"][1]["breaker"], "closed", "{info}");
+}
+
+/// Active health checks: probes (`GET /models`, every 0.2 s here) open the breaker of an upstream that
+/// fails them before any caller's request meets it, show it in `/v1/health` and `/v1/providers`, and
+/// close it again once the upstream answers.
+#[tokio::test]
+async fn health_probes_take_a_failing_upstream_out_before_a_caller_meets_it_and_bring_it_back() {
+    let upstream = LlamaServer::start().await;
+    let proxy = FaultProxy::start(&upstream.base_url).await;
+    let extra = "        health_check_interval_seconds: 0.2\n        breaker_failures: 5\n";
+    let gate = Gate::start(&yaml(&[&proxy.base_url, &upstream.base_url], extra));
+    let token = gate.token("frank", &[REMOTE_SCOPE]);
+    let operator = gate.token("ops", &["llamagate_operator"]);
+    let client = reqwest::Client::new();
+    let upstream_state = || async {
+        let info: Value = client
+            .get(gate.url("/v1/providers/llamacpp"))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        info
+    };
+    // Waits (up to 30 s) until the proxy's upstream shows `breaker` and `probe`.
+    let wait_for = |breaker: &'static str, probe: &'static str| async move {
+        for _ in 0..300 {
+            let info = upstream_state().await;
+            let first = &info["health"]["upstreams"][0];
+            if first["breaker"] == breaker && first["health_check"] == probe {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("upstream 0 never became {breaker}/{probe}: {}", upstream_state().await);
+    };
+    let info = wait_for("closed", "passing").await;
+    assert_eq!(info["config"]["health_check_interval_seconds"], 0.2, "{info}");
+    assert!(proxy.probes() >= 1);
+
+    // The proxy fails everything: the probes open its breaker with no request sent.
+    proxy.fail_all(Some(503));
+    let info = wait_for("open", "failing").await;
+    assert_eq!(info["health"]["status"], "Degraded", "{info}");
+    assert_eq!(info["health"]["upstreams"][1]["health_check"], "passing", "{info}");
+    let health: Value = client.get(gate.url("/v1/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["providers"], json!([{"provider_id": "llamacpp", "status": "Degraded"}]), "{health}");
+    let before = proxy.requests();
+    for i in 0..4 {
+        let response = post(&gate, &token, &chat(i % 2 == 0, 4)).await;
+        assert_eq!(response.status(), 200, "request {i}");
+        let _ = response.bytes().await.unwrap();
+    }
+    assert_eq!(proxy.requests(), before, "no caller's request went to the failing upstream");
+    assert!(gate.log().contains("upstream health check failed; circuit opened"), "{}", gate.log());
+
+    // It recovers: the next passing probe closes the breaker and requests reach it again.
+    proxy.fail_all(None);
+    wait_for("closed", "passing").await;
+    assert!(gate.log().contains("upstream health check passed; circuit closed"));
+    for i in 0..4 {
+        let response = post(&gate, &token, &chat(false, 4)).await;
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    assert!(proxy.requests() > before, "the recovered upstream serves again");
 }

@@ -15,8 +15,11 @@
 //! - the answer is read by a task that translates the upstream's SSE chunks — or, for a client that
 //!   asked for no stream, the upstream's whole non-streamed answer — ([`wire::ChunkReader`]) into a
 //!   [`GenerationStream`]; when the client goes away the stream is dropped, the task sees its channel
-//!   close, and dropping the upstream response closes that connection too.
+//!   close, and dropping the upstream response closes that connection too;
+//! - [`health`] probes every upstream (`GET /models`) so that a dead one leaves the pool before a
+//!   request meets it, and comes back when it answers again.
 
+pub mod health;
 pub mod pool;
 pub mod wire;
 
@@ -382,6 +385,7 @@ mod tests {
             max_retries: 0,
             breaker_failures: 1,
             breaker_cooldown: Duration::from_secs(1),
+            health_check_interval: None,
             default_max_tokens: 16,
             allow_provider_data: false,
         };

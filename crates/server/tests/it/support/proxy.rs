@@ -39,8 +39,10 @@ struct ProxyState {
     upstream: String,
     faults: Mutex<VecDeque<ProxyFault>>,
     fail_all: Mutex<Option<u16>>,
-    /// Requests received, faulted or not.
+    /// Generation requests (`POST`) received, faulted or not.
     requests: AtomicUsize,
+    /// Other requests (`GET`: health probes) received.
+    probes: AtomicUsize,
     /// The JSON bodies forwarded to the upstream, in order.
     forwarded: Mutex<Vec<serde_json::Value>>,
     client: reqwest::Client,
@@ -78,9 +80,14 @@ impl FaultProxy {
         *self.state.fail_all.lock().unwrap() = status;
     }
 
-    /// Requests received so far, faulted or forwarded.
+    /// Generation requests (`POST`) received so far, faulted or forwarded.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Other requests (health probes) received so far.
+    pub fn probes(&self) -> usize {
+        self.state.probes.load(Ordering::SeqCst)
     }
 
     /// The JSON bodies forwarded to the upstream so far.
@@ -105,12 +112,14 @@ fn refusal(status: u16) -> Response {
 }
 
 async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    let generation = request.method() == axum::http::Method::POST;
+    let counter = if generation { &state.requests } else { &state.probes };
+    counter.fetch_add(1, Ordering::SeqCst);
     if let Some(status) = *state.fail_all.lock().unwrap() {
         return refusal(status);
     }
     let (parts, body) = request.into_parts();
-    let fault = if parts.method == axum::http::Method::POST { state.faults.lock().unwrap().pop_front() } else { None };
+    let fault = if generation { state.faults.lock().unwrap().pop_front() } else { None };
     let mut after = None;
     match fault {
         Some(ProxyFault::Status(status)) => return refusal(status),

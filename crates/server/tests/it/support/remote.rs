@@ -187,7 +187,7 @@ impl Drop for Gate {
 /// A run-config with one remote `llama-cpp-server` provider over `base_urls` serving `remote/smollm2`
 /// (scope [`REMOTE_SCOPE`]), a second provider `down` over `down_urls` serving `remote/down`, and a
 /// 1,000-token-per-hour `metered` tier for the `metered_access` scope. No local model: the gate loads
-/// nothing itself.
+/// nothing itself. Health probes are off: these tests watch the breakers that requests trip.
 pub fn run_yaml(base_urls: &[&str], down_urls: &[&str]) -> String {
     let list = |urls: &[&str]| urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
     format!(
@@ -207,6 +207,7 @@ providers:
         connect_timeout_seconds: 2
         breaker_failures: 1
         breaker_cooldown_seconds: 600
+        health_check_interval_seconds: 0
     - provider_id: down
       provider_type: remote::passthrough
       config:
@@ -215,6 +216,7 @@ providers:
         max_retries: 1
         breaker_failures: 1
         breaker_cooldown_seconds: 600
+        health_check_interval_seconds: 0
   vector_io:
     - provider_id: faiss
       provider_type: inline::faiss
