@@ -189,10 +189,15 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    /// Starts the health probes of every remote provider that has them; inside the server's runtime.
+    /// Starts the health probes of every remote provider that has them and serves a model (a provider
+    /// no model uses gets no request, so it is not probed either: a copied `run.yaml` with hosted
+    /// providers and no key does not call them); inside the server's runtime.
     pub fn start_health_checks(&self) {
         for provider in &self.providers {
-            crate::backends::remote::health::spawn(provider.clone());
+            let used = self.models.iter().any(|m| m.backend.provider_id() == provider.config.provider_id);
+            if used {
+                crate::backends::remote::health::spawn(provider.clone());
+            }
         }
     }
 

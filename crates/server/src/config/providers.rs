@@ -740,7 +740,7 @@ registered_resources:
         assert!(err.starts_with("models: list at least one model"), "{err}");
         // Llama Stack's server keys are accepted and named; a typo is still an error.
         let server =
-            "server:\n  port: 8321\n  auth:\n    provider_config: {type: oauth2_token}\n  workers: 2\nmodels: []\n";
+            "server:\n  port: 8321\n  auth:\n    provider_config: {type: github_token}\n  workers: 2\nmodels: []\n";
         let plan = load(server).unwrap().inference_plan().unwrap();
         assert!(plan.skipped.iter().any(|n| n.starts_with("server.auth: Llama Stack key not read")), "{plan:?}");
         assert!(load("server:\n  prot: 1\nmodels: []\n").is_err());

@@ -34,6 +34,7 @@ mod rate_limits;
 mod rate_limits_redis;
 mod remote_chain;
 mod remote_faults;
+mod remote_llama_stack;
 mod remote_providers;
 mod remote_proxy;
 mod robustness;

@@ -3,7 +3,7 @@
 //! run-config pointing at it, its log kept in a file so tests can read (and grep) it.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,8 @@ pub fn dead_base_url() -> String {
 pub struct Gate {
     child: Child,
     dir: tempfile::TempDir,
+    /// The environment it was started with: `llamagate token` reads the same config and needs it too.
+    env: Vec<(String, String)>,
     /// `http://127.0.0.1:<port>`, also the development issuer.
     pub base: String,
 }
@@ -138,7 +140,8 @@ impl Gate {
             panic!("llamagate did not start: {line:?}\n{log}");
         };
         std::thread::spawn(move || std::io::copy(&mut stdout.take(u64::MAX), &mut std::io::sink()));
-        Self { child, dir, base }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self { child, dir, env, base }
     }
 
     /// The full URL of `path`.
@@ -152,7 +155,16 @@ impl Gate {
         for scope in scopes {
             args.extend(["--scope", scope]);
         }
-        llamagate_testkit::dev_token(Path::new(env!("CARGO_BIN_EXE_llamagate")), self.dir.path(), &self.base, &args)
+        let output = Command::new(env!("CARGO_BIN_EXE_llamagate"))
+            .args(["token", "--config", "stack.yaml", "--issuer", &self.base])
+            .args(&args)
+            .current_dir(self.dir.path())
+            .env_remove("LLAMAGATE_DEV_KEY_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("cannot run llamagate token");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
     /// What the server logged so far.
