@@ -32,7 +32,6 @@ pub const PROVIDER_TYPE: &str = "inline::llamagate";
 
 /// What runs a served model's generations.
 #[derive(Debug)]
-#[expect(clippy::large_enum_variant, reason = "one per served model, behind an Arc: the size is paid once")]
 pub enum Backend {
     /// The llamagate engine, in this process.
     Local(Model),
@@ -50,7 +49,8 @@ pub enum Submission {
 }
 
 impl Submission {
-    /// The prompt's tokens: exact for the engine, a conservative estimate for a remote provider.
+    /// The prompt's tokens: exact for the engine and for a remote model with a tokenizer, a conservative
+    /// estimate for other remote models.
     pub fn prompt_tokens(&self) -> usize {
         match self {
             Self::Local(request) => request.prompt_ids.len(),
@@ -257,7 +257,10 @@ impl ModelRegistry {
                 id: config.id.clone(),
                 source: config.provider_model_id.clone(),
                 created: loaded_at(),
-                backend: Backend::Remote(RemoteModel::new(provider.clone(), config)),
+                backend: Backend::Remote(
+                    RemoteModel::new(provider.clone(), config)
+                        .with_context(|| format!("model {}: cannot load its tokenizer", config.id))?,
+                ),
                 share_prefix_cache: false,
             }));
         }

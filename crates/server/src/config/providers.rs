@@ -110,6 +110,11 @@ pub struct RegisteredModel {
     /// family's default scope.
     #[serde(default)]
     pub required_scope: Option<String>,
+    /// Ours, for a remote model: the model's tokenizer (a GGUF file, a `tokenizer.json` or checkpoint
+    /// directory, or a hub id), so its prompt is counted exactly before the call. `metadata.tokenizer`
+    /// is read too.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 fn default_model_type() -> String {
@@ -300,6 +305,8 @@ pub struct RemoteModelConfig {
     pub provider_model_id: String,
     /// The scope that unlocks it.
     pub required_scope: Option<String>,
+    /// Its tokenizer, when named: the reservation counts the prompt with it instead of estimating.
+    pub tokenizer: Option<String>,
 }
 
 /// One served model's permission entry: where it is configured (for messages), its id and scope.
@@ -442,6 +449,10 @@ pub fn plan(
                 provider: provider.clone(),
                 provider_model_id: upstream_id,
                 required_scope: model.required_scope.clone(),
+                tokenizer: model
+                    .tokenizer
+                    .clone()
+                    .or_else(|| model.metadata.get("tokenizer").and_then(Value::as_str).map(str::to_string)),
             }),
             None => {
                 let declared = providers

@@ -319,3 +319,51 @@ async fn a_prompt_refused_by_content_safety_never_reaches_the_upstream() {
     assert_eq!(response.status(), 200);
     assert!(upstream.prompt_tokens_total().await > before);
 }
+
+/// A remote model that names its tokenizer (here the default GGUF, the model llama-server runs) is
+/// reserved its real prompt count before the call — what llama-server then reports as `prompt_tokens` —
+/// and the audit says so; one without a tokenizer is reserved the larger byte estimate.
+#[tokio::test]
+async fn a_remote_model_with_a_tokenizer_is_reserved_its_exact_prompt_count() {
+    let upstream = LlamaServer::start().await;
+    let model = crate::support::default_model();
+    let yaml = run_yaml(&[&upstream.base_url], &[&dead_base_url()])
+        .replace(
+            "      provider_model_id: smollm2\n",
+            &format!("      provider_model_id: smollm2\n      tokenizer: {}\n", model.display()),
+        )
+        .replace(
+            "    - model_id: remote/down\n",
+            &format!(
+                "    - model_id: remote/estimated\n      provider_id: llamacpp\n      provider_model_id: smollm2\n      \
+                 required_scope: {REMOTE_SCOPE}\n    - model_id: remote/down\n"
+            ),
+        );
+    let gate = Gate::start(&yaml);
+    let client = reqwest::Client::new();
+    let mut reserved = Vec::new();
+    for (user, model) in [("alice", "remote/smollm2"), ("bob", "remote/estimated")] {
+        // A fresh caller each: a full budget, so what is left after the reservation says what it was.
+        let token = gate.token(user, &[REMOTE_SCOPE, "metered_access"]);
+        let response = post(&client, &gate, &token, "/v1/chat/completions", &chat(model, false)).await;
+        assert_eq!(response.status(), 200);
+        let remaining: u64 = response.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+        let body: Value = response.json().await.unwrap();
+        let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+        // max_tokens is 8.
+        reserved.push((1000 - remaining - 8, prompt));
+    }
+    let (counted, upstream_prompt) = reserved[0];
+    assert_eq!(counted, upstream_prompt, "the tokenizer's count is llama-server's");
+    let (estimated, upstream_prompt) = reserved[1];
+    assert!(estimated > upstream_prompt, "the estimate ({estimated}) errs high ({upstream_prompt})");
+    let records = gate.audit().await;
+    let count_of = |model: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == "inference_response" && r["model"] == model)
+            .map(|r| r["prompt_count"].clone())
+    };
+    assert_eq!(count_of("remote/smollm2"), Some(json!("tokenizer")), "{records:#?}");
+    assert_eq!(count_of("remote/estimated"), Some(json!("estimate")), "{records:#?}");
+}

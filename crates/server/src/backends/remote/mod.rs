@@ -4,9 +4,10 @@
 //! The gate in front is the same as for local models (authentication, scopes, tier reservation, input
 //! safety, output safety, settlement, audit: [`crate::pipeline::generate`]); what differs is here:
 //!
-//! - **prepare** counts the prompt without the upstream's tokenizer: a conservative estimate from its
-//!   bytes ([`wire::estimate_prompt_tokens`]), reserved with `max_tokens` and settled to the upstream's
-//!   `usage` when the answer ends;
+//! - **prepare** counts the prompt with the model's tokenizer when its config names one (`tokenizer`
+//!   or `metadata.tokenizer`: the same count a server running the model makes), otherwise with a
+//!   conservative estimate from its bytes ([`wire::estimate_prompt_tokens`]); it is reserved with
+//!   `max_tokens` and settled to the upstream's `usage` when the answer ends;
 //! - **submit** picks an upstream from the provider's [`pool::Pool`] (fewest outstanding requests,
 //!   breaker closed), sends the request with `reqwest`, and retries with jittered exponential backoff
 //!   (`backon`) — only before the first byte of an answer, and only on connect errors, timeouts, 429,
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use llamagate_engine::{ChatMessage, GenerateParams, GenerationEvent, GenerationStream};
+use llamagate_engine::{ChatMessage, GenerateParams, GenerationEvent, GenerationStream, PromptTokenizer};
 use reqwest::StatusCode;
 
 use crate::backends::prompt::Prompt;
@@ -41,7 +42,7 @@ use crate::gate::metrics::Metrics;
 use crate::http::error::ApiError;
 
 use pool::{Lease, Pool};
-use wire::{ChunkReader, RemoteInput, RemoteRequest};
+use wire::{ChunkReader, PromptCount, RemoteInput, RemoteRequest};
 
 /// One provider at run time: its settings, its HTTP client and its pool.
 #[derive(Debug)]
@@ -76,6 +77,8 @@ pub struct RemoteModel {
     pub provider: Arc<ProviderRuntime>,
     /// The id the upstream knows it by.
     pub upstream_model: String,
+    /// The model's tokenizer, when its config names one: the prompt is counted with it.
+    tokenizer: Option<PromptTokenizer>,
 }
 
 /// How one attempt failed, before any byte of an answer.
@@ -101,9 +104,28 @@ impl AttemptError {
 }
 
 impl RemoteModel {
-    /// A model of `provider` known upstream as `config.provider_model_id`.
-    pub fn new(provider: Arc<ProviderRuntime>, config: &RemoteModelConfig) -> Self {
-        Self { provider, upstream_model: config.provider_model_id.clone() }
+    /// A model of `provider` known upstream as `config.provider_model_id`, its tokenizer loaded when
+    /// named (blocking: at start).
+    pub fn new(provider: Arc<ProviderRuntime>, config: &RemoteModelConfig) -> anyhow::Result<Self> {
+        let tokenizer = config.tokenizer.as_deref().map(PromptTokenizer::load).transpose()?;
+        if let Some(spec) = &config.tokenizer {
+            tracing::info!(model = %config.id, tokenizer = %spec, "remote model's prompts counted with its tokenizer");
+        }
+        Ok(Self { provider, upstream_model: config.provider_model_id.clone(), tokenizer })
+    }
+
+    /// The prompt's tokens before the call: the model's own tokenizer's count when it has one (what a
+    /// server running the model will count), otherwise the conservative estimate.
+    fn count_prompt(&self, input: &RemoteInput) -> Result<(usize, PromptCount), ApiError> {
+        let Some(tokenizer) = &self.tokenizer else {
+            return Ok((wire::estimate_prompt_tokens(input), PromptCount::Estimate));
+        };
+        let ids = match input {
+            RemoteInput::Chat(messages) => tokenizer.tokenize_chat(messages)?,
+            RemoteInput::Text(text) => tokenizer.tokenize(text)?,
+            RemoteInput::Tokens(ids) => return Ok((ids.len(), PromptCount::Tokenizer)),
+        };
+        Ok((ids.len(), PromptCount::Tokenizer))
     }
 
     /// The request and the conversation content safety judges; `max_tokens` defaults to the provider's.
@@ -127,9 +149,10 @@ impl RemoteModel {
         if max_tokens == 0 {
             return Err(ApiError::BadRequest("max_tokens must be at least 1".into()));
         }
-        let prompt_estimate = wire::estimate_prompt_tokens(&input);
+        let (prompt_estimate, prompt_count) = self.count_prompt(&input)?;
         // Streamed unless the pipeline learns otherwise ([`crate::backends::registry::Submission::answer_whole`]).
-        Ok((RemoteRequest { input, params, max_tokens, prompt_estimate, stream: true }, conversation))
+        let request = RemoteRequest { input, params, max_tokens, prompt_estimate, prompt_count, stream: true };
+        Ok((request, conversation))
     }
 
     /// Sends the request (retrying before the first byte) and streams the answer as generation events;
@@ -145,6 +168,7 @@ impl RemoteModel {
         let started = Instant::now();
         if let Some(notes) = &notes {
             notes.set_provider(&provider.config.provider_id);
+            notes.set_prompt_count(request.prompt_count.as_str());
         }
         let key = self.key(provider_data);
         let key = key.as_ref();

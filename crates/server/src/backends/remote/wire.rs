@@ -36,11 +36,32 @@ pub struct RemoteRequest {
     pub params: GenerateParams,
     /// Completion tokens asked for — and reserved: the upstream is never allowed more.
     pub max_tokens: usize,
-    /// The prompt's token count as estimated before the call: what is reserved, and what is charged
-    /// if the upstream reports no usage.
+    /// The prompt's token count before the call: what is reserved, and what is charged if the upstream
+    /// reports no usage.
     pub prompt_estimate: usize,
+    /// How `prompt_estimate` was counted.
+    pub prompt_count: PromptCount,
     /// Whether the upstream is asked for a stream: whether our client asked for one.
     pub stream: bool,
+}
+
+/// How a remote prompt's tokens were counted before the call, for the audit record's `prompt_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptCount {
+    /// With the model's own tokenizer and chat template: exact for a server running that model.
+    Tokenizer,
+    /// From the bytes ([`estimate_prompt_tokens`]): never below the real count.
+    Estimate,
+}
+
+impl PromptCount {
+    /// The audit record's `prompt_count`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokenizer => "tokenizer",
+            Self::Estimate => "estimate",
+        }
+    }
 }
 
 /// Tokens per message for the chat template's markers (role headers, end-of-turn), counted generously.
@@ -278,6 +299,7 @@ mod tests {
         let input = RemoteInput::Chat(vec![ChatMessage::new("user", "Hi")]);
         let request = RemoteRequest {
             prompt_estimate: estimate_prompt_tokens(&input),
+            prompt_count: PromptCount::Estimate,
             input,
             params,
             max_tokens: 16,
