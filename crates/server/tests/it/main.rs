@@ -26,6 +26,7 @@ mod oauth_dpop;
 mod oauth_dpop_replicas;
 mod oauth_e2e;
 mod oauth_introspection;
+mod oauth_llama_stack_auth;
 mod oauth_negative_header;
 mod oauth_negative_token;
 mod oauth_rotation;

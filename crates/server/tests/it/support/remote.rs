@@ -115,12 +115,22 @@ impl Gate {
 
     /// As [`Gate::start`], with more environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(yaml, env, &["--dev"])
+    }
+
+    /// `llamagate serve` without `--dev`: authentication is what `yaml` configures.
+    pub fn start_without_dev(yaml: &str) -> Self {
+        Self::spawn(yaml, &[], &[])
+    }
+
+    fn spawn(yaml: &str, env: &[(&str, &str)], extra_args: &[&str]) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
-            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--port", "0"])
+            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--port", "0"])
+            .args(extra_args)
             .current_dir(dir.path())
             .env_remove("LLAMAGATE_DEV_KEY_FILE")
             .env("LLAMACPP_API_KEY", UPSTREAM_KEY)
