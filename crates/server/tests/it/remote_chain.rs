@@ -149,3 +149,37 @@ async fn a_gate_in_front_of_a_gate_answers_streams_and_charges_what_the_second_g
     }
     assert!(!a.log().contains(&b_token) && !a.audit_text().contains(&b_token), "B's token leaked on A");
 }
+
+/// A client that leaves A mid-stream closes A's stream from B, and B stops generating: both audit the
+/// request as cancelled, B well short of what was asked for.
+#[tokio::test]
+async fn a_client_leaving_the_first_gate_cancels_the_generation_on_the_second() {
+    let b = Gate::start(&b_yaml());
+    let b_token = b.token("gate-a", &[B_SCOPE]);
+    let a = Gate::start_with_env(&a_yaml(&b.base), &[("B_TOKEN", &b_token)]);
+    let token = a.token("alice", &[REMOTE_SCOPE]);
+    let long = json!({
+        "model": "remote/via-b",
+        "prompt": "Count from one to one thousand: one, two, three,",
+        "max_tokens": 900,
+        "temperature": 0,
+        "stream": true,
+    });
+    let mut response =
+        reqwest::Client::new().post(a.url("/v1/completions")).bearer_auth(&token).json(&long).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.chunk().await.unwrap().expect("a first event");
+    drop(response);
+    let mut record = None;
+    for _ in 0..100 {
+        record = b_answers(&b).await.into_iter().next();
+        if record.is_some() {
+            break;
+        }
+    }
+    let record = record.expect("B wrote a closing record");
+    assert_eq!(record["finish_reason"], "cancelled", "{record}");
+    assert!(record["completion_tokens"].as_u64().unwrap_or(900) < 900, "{record}");
+    let mine = a.audit().await.into_iter().find(|r| r["event"] == "inference_response" && r["model"] == "remote/via-b");
+    assert_eq!(mine.map(|r| r["finish_reason"].clone()), Some(json!("cancelled")));
+}
