@@ -12,7 +12,7 @@
 //!   breaker closed), sends the request with `reqwest`, and retries with jittered exponential backoff
 //!   (`backon`) — only before the first byte of an answer, and only on connect errors, timeouts, 429,
 //!   502 and 503, each retry on a freshly picked upstream. A failed answer is mapped to the Llama
-//!   Stack envelope here ([`upstream_error`]), naming the provider but never its URL, headers or key;
+//!   Stack envelope here (`RemoteModel::upstream_error`), naming the provider but never its URL, headers or key;
 //! - the answer is read by a task that translates the upstream's SSE chunks — or, for a client that
 //!   asked for no stream, the upstream's whole non-streamed answer — ([`wire::ChunkReader`]) into a
 //!   [`GenerationStream`]; when the client goes away the stream is dropped, the task sees its channel
