@@ -14,8 +14,9 @@
 //!   `tokenizer.json`), chat templates, caller text kept as text, streaming with correct UTF-8, and stop
 //!   strings.
 //! - `serving/` — [`Model`], the scheduler that steps concurrent requests together (and forks a request's
-//!   choices after one prefill), prefix reuse,
-//!   sampling, cancellation, exact token counts, and scoring sessions for next-token probabilities.
+//!   choices after one prefill), prefix reuse, sampling, cancellation, exact token counts, scoring
+//!   sessions for next-token probabilities, and [`PromptTokenizer`] (a model's tokenizer and template
+//!   without its weights, to count prompts).
 //! - `guard/` — Llama Guard shields: the categories, the prompt, and scores read from next-token
 //!   probabilities.
 //! - `error.rs` — [`EngineError`], the one error type every folder returns (at the root, beneath them
@@ -69,6 +70,7 @@ pub use serving::generation::{
     Usage,
 };
 pub use serving::logprobs::{LogprobToken, MAX_TOP_LOGPROBS, TokenLogprobs};
+pub use serving::prompt_tokenizer::PromptTokenizer;
 pub use serving::sampling::SamplingParams;
 pub use serving::scheduler::{SchedulerConfig, SchedulerStats};
 pub use serving::scoring::{NextTokenLogits, ScoringSession};

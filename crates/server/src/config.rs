@@ -11,6 +11,7 @@
 //! values may use Llama Stack's `${env.NAME}` substitutions ([`env_subst`]). Keys are [`secret::Secret`]s.
 
 pub mod env_subst;
+pub mod llama_stack_auth;
 pub mod providers;
 pub mod secret;
 
@@ -217,7 +218,12 @@ impl ServerConfig {
             ("tls_certfile", &keys.tls_certfile, "terminate TLS in front of llamagate"),
             ("tls_keyfile", &keys.tls_keyfile, "terminate TLS in front of llamagate"),
             ("tls_cafile", &keys.tls_cafile, "terminate TLS in front of llamagate"),
-            ("auth", &keys.auth, "authentication is `oauth_config` (docs/migrating-from-llama-stack-auth.md)"),
+            // An `oauth2_token` section is read as `oauth_config` or named by [`StackConfig::take_oauth_config`].
+            (
+                "auth",
+                &keys.auth.as_ref().filter(|auth| !is_oauth2_token(auth)).cloned(),
+                "authentication is `oauth_config` (docs/migrating-from-llama-stack-auth.md)",
+            ),
             ("quota", &keys.quota, "limits are `oauth_config.rate_limits`"),
             ("cors", &keys.cors, "not supported"),
             ("workers", &keys.workers, "one process serves all requests"),
@@ -399,7 +405,31 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// Whether Llama Stack's `server.auth` is of the type llamagate reads ([`llama_stack_auth`]).
+fn is_oauth2_token(auth: &yaml_serde::Value) -> bool {
+    auth.get("provider_config").and_then(|p| p.get("type")).and_then(yaml_serde::Value::as_str) == Some("oauth2_token")
+}
+
 impl StackConfig {
+    /// The `oauth_config` to serve with: the section itself, or else Llama Stack's `server.auth` of type
+    /// `oauth2_token` read as one ([`llama_stack_auth`]), what changes logged as a notice each.
+    pub fn take_oauth_config(&mut self) -> Result<Option<llamagate_authz::OAuthConfig>, ConfigError> {
+        let auth = self.server.llama_stack.auth.as_ref().filter(|auth| is_oauth2_token(auth));
+        if let Some(config) = self.oauth_config.take() {
+            if auth.is_some() {
+                tracing::warn!("server.auth: Llama Stack key not read (oauth_config is set); skipped");
+            }
+            return Ok(Some(config));
+        }
+        let Some(auth) = auth else { return Ok(None) };
+        let stack_uri = format!("http://{}:{}", self.server.host, self.server.port);
+        let Some(mapped) = llama_stack_auth::map_oauth2_token(auth, &stack_uri)? else { return Ok(None) };
+        for notice in &mapped.notices {
+            tracing::warn!("{notice}");
+        }
+        Ok(Some(mapped.config))
+    }
+
     /// Reads and validates a config file, with `${env.NAME}` substitutions from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();

@@ -83,8 +83,11 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
             }
         }
     }
-    let (requests, conversations): (Vec<Submission>, Vec<_>) =
+    let (mut requests, conversations): (Vec<Submission>, Vec<_>) =
         prepared.into_iter().map(|Prepared { request, conversation }| (request, conversation)).unzip();
+    for request in &mut requests {
+        request.answer_whole(!ask.stream);
+    }
     let prompt_tokens: Vec<usize> = requests.iter().map(Submission::prompt_tokens).collect();
     // Reserve the counted `prompt + n × max_tokens` tokens of every prompt from the caller's tier (429 when spent).
     admission.reserve_generation(&caller, &requests, ask.n).await?;
@@ -102,12 +105,10 @@ pub async fn generate<F: ChunkFormat, T: Serialize>(
     // Settle: the real counts go to the budget, the metrics and the audit record when the answer ends.
     let prompt_total = prompt_tokens.iter().sum::<usize>() as u64;
     let settlement = Settlement::new(admission, &caller, state.metrics.clone(), &ask.model, prompt_total);
-    let remote = served.backend.local().is_none();
+    // A failure after the answer started is this server's own (500, its detail not shown) for the
+    // engine, and the provider's (502, naming the provider and what happened, never its address) for a
+    // remote model.
+    let failure = if served.backend.local().is_some() { ApiError::Internal } else { ApiError::BadGateway };
     let choices = Choices { generations, per_prompt: ask.n };
-    sse::respond(choices, settlement, ask.stream, format, plain).await.map_err(|e| match e {
-        // A remote answer that broke off after its first byte: the provider failed, not this server (the
-        // detail names the provider and what happened, never its address).
-        ApiError::Internal(detail) if remote => ApiError::BadGateway(detail),
-        e => e,
-    })
+    sse::respond(choices, settlement, ask.stream, format, plain, failure).await
 }

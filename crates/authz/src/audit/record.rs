@@ -142,6 +142,10 @@ pub struct AuditRecord {
     /// provider reported none; a conservative count from the prompt's bytes and the streamed pieces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_source: Option<String>,
+    /// How a remote model's prompt was counted for the reservation before the call: `tokenizer` (the
+    /// model's own tokenizer, configured with it) or `estimate` (from the prompt's bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_count: Option<String>,
     /// Time from the request's arrival to this record, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
@@ -173,6 +177,7 @@ impl AuditRecord {
             completion_tokens: None,
             provider: None,
             usage_source: None,
+            prompt_count: None,
             latency_ms: None,
             prompt: None,
         }

@@ -141,6 +141,13 @@ fn read_header(path: &Path) -> Result<(File, u64, gguf_file::Content)> {
     Ok((file, file_len, content))
 }
 
+/// The tokenizer and chat template of a GGUF file, from its header alone (no tensor is read).
+pub(crate) fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<String>)> {
+    let (_, _, content) = read_header(path)?;
+    let tokenizer = Tokenizer::from_gguf(&content.metadata, path)?;
+    Ok((tokenizer, md_str(&content.metadata, "tokenizer.chat_template")))
+}
+
 // Defined here rather than in `text/` so the tokenizer never depends on the file loader.
 impl Tokenizer {
     /// Reads only the header of a GGUF file and builds its tokenizer: a vocabulary-only GGUF (no

@@ -203,7 +203,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// `chat_template.jinja` (newer transformers) wins over `tokenizer_config.json`'s `chat_template`.
-fn chat_template(dir: &Path) -> Result<Option<String>> {
+pub(crate) fn chat_template(dir: &Path) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     match std::fs::read_to_string(&jinja) {
         Ok(t) => return Ok(Some(t)),

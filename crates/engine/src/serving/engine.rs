@@ -198,12 +198,7 @@ impl Model {
     /// when it spells one (`<|im_end|>` in a message is seven ordinary tokens, not an end of turn).
     /// BOS leads when the model asks for it ([`Tokenizer::with_prompt_bos`]).
     pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let template = self
-            .template
-            .as_ref()
-            .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
-        let ids = caller_text::tokenize_conversation(template, &self.tokenizer, messages, true)?;
-        Ok(self.tokenizer.with_prompt_bos(ids))
+        super::prompt_tokenizer::chat_ids(self.template.as_ref(), &self.tokenizer, messages)
     }
 
     /// The ids of `before` + `text` + `after`, where only the server-written `before` and `after` may

@@ -7,6 +7,7 @@ pub(crate) mod engine;
 pub(crate) mod generation;
 pub(crate) mod logprobs;
 pub(crate) mod prefix_cache;
+pub(crate) mod prompt_tokenizer;
 pub(crate) mod sampling;
 pub(crate) mod scheduler;
 pub(crate) mod scoring;

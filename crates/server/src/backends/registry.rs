@@ -32,7 +32,6 @@ pub const PROVIDER_TYPE: &str = "inline::llamagate";
 
 /// What runs a served model's generations.
 #[derive(Debug)]
-#[expect(clippy::large_enum_variant, reason = "one per served model, behind an Arc: the size is paid once")]
 pub enum Backend {
     /// The llamagate engine, in this process.
     Local(Model),
@@ -50,11 +49,20 @@ pub enum Submission {
 }
 
 impl Submission {
-    /// The prompt's tokens: exact for the engine, a conservative estimate for a remote provider.
+    /// The prompt's tokens: exact for the engine and for a remote model with a tokenizer, a conservative
+    /// estimate for other remote models.
     pub fn prompt_tokens(&self) -> usize {
         match self {
             Self::Local(request) => request.prompt_ids.len(),
             Self::Remote(request) => request.prompt_estimate,
+        }
+    }
+
+    /// Asks a remote provider for a whole answer instead of a stream when `whole` (the client asked
+    /// for no stream); the engine streams either way.
+    pub fn answer_whole(&mut self, whole: bool) {
+        if let Self::Remote(request) = self {
+            request.stream = !whole;
         }
     }
 
@@ -199,6 +207,18 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
+    /// Starts the health probes of every remote provider that has them and serves a model (a provider
+    /// no model uses gets no request, so it is not probed either: a copied `run.yaml` with hosted
+    /// providers and no key does not call them); inside the server's runtime.
+    pub fn start_health_checks(&self) {
+        for provider in &self.providers {
+            let used = self.models.iter().any(|m| m.backend.provider_id() == provider.config.provider_id);
+            if used {
+                crate::backends::remote::health::spawn(provider.clone());
+            }
+        }
+    }
+
     /// Loads every configured model and connects the remote ones to their providers' pools (their calls
     /// counted in `metrics`); a model that fails to load stops the start with its key named.
     pub fn load(plan: &InferencePlan, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
@@ -256,7 +276,10 @@ impl ModelRegistry {
                 id: config.id.clone(),
                 source: config.provider_model_id.clone(),
                 created: loaded_at(),
-                backend: Backend::Remote(RemoteModel::new(provider.clone(), config)),
+                backend: Backend::Remote(
+                    RemoteModel::new(provider.clone(), config)
+                        .with_context(|| format!("model {}: cannot load its tokenizer", config.id))?,
+                ),
                 share_prefix_cache: false,
             }));
         }

@@ -51,7 +51,7 @@ fn check(
     let mut config = StackConfig::load(file)?;
     config.validate()?;
     OAuthConfig::check_env_names(env_names)?;
-    let oauth = auth::resolve_config(config.oauth_config.take(), &env)?;
+    let oauth = auth::resolve_config(config.take_oauth_config()?, &env)?;
 
     let mut lines = vec![format!("# {}: valid; each value's source after `#`", file.display())];
     let server = serde_json::to_value(&config.server)?;

@@ -84,7 +84,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let oauth = match &dev {
         Some((issuer, _)) => dev_oauth_config(config.oauth_config.take(), issuer)?,
         None => {
-            let mut oauth = auth::resolve_config(config.oauth_config.take(), |key| std::env::var(key).ok())?;
+            let mut oauth = auth::resolve_config(config.take_oauth_config()?, |key| std::env::var(key).ok())?;
             default_audit_file(&mut oauth, &args.config);
             oauth
         }
@@ -144,6 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(dev_issuer::Published { metadata: dev_issuer::metadata(issuer), jwks: key.jwks() })
         });
         let limits = RateLimits::from_config(&oauth)?;
+        registry.start_health_checks();
         let state = AppState {
             registry,
             auth: auth_state,

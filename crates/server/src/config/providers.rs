@@ -110,6 +110,11 @@ pub struct RegisteredModel {
     /// family's default scope.
     #[serde(default)]
     pub required_scope: Option<String>,
+    /// Ours, for a remote model: the model's tokenizer (a GGUF file, a `tokenizer.json` or checkpoint
+    /// directory, or a hub id), so its prompt is counted exactly before the call. `metadata.tokenizer`
+    /// is read too.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 fn default_model_type() -> String {
@@ -220,6 +225,9 @@ struct RemoteSettings {
     breaker_failures: Option<u32>,
     #[serde(default)]
     breaker_cooldown_seconds: Option<f64>,
+    /// Seconds between health probes of each upstream; 0 turns them off.
+    #[serde(default, alias = "health_check_interval_s")]
+    health_check_interval_seconds: Option<f64>,
     /// Llama Stack's vLLM `max_tokens`: the completion length asked for when a request names none.
     #[serde(default)]
     max_tokens: Option<usize>,
@@ -259,6 +267,8 @@ pub struct RemoteProvider {
     pub breaker_failures: u32,
     /// How long an open breaker keeps its upstream out before one trial request.
     pub breaker_cooldown: Duration,
+    /// How often each upstream is probed (`GET {base_url}/models`); `None`: not probed.
+    pub health_check_interval: Option<Duration>,
     /// The completion length asked for (and reserved) when a request names no `max_tokens`.
     pub default_max_tokens: usize,
     /// Whether a caller's key in `X-LlamaStack-Provider-Data` replaces `api_key` (off by default).
@@ -277,6 +287,9 @@ pub mod defaults {
     pub const BREAKER_FAILURES: u32 = 3;
     /// Seconds an open breaker waits before a trial.
     pub const BREAKER_COOLDOWN_SECONDS: f64 = 10.0;
+    /// Seconds between health probes: a dead upstream is out of the pool within this long, before
+    /// a caller's request finds it, at the cost of one small request per upstream per interval.
+    pub const HEALTH_CHECK_INTERVAL_SECONDS: f64 = 10.0;
     /// `max_tokens` when a request names none (Llama Stack's vLLM default).
     pub const MAX_TOKENS: usize = 4096;
 }
@@ -292,6 +305,8 @@ pub struct RemoteModelConfig {
     pub provider_model_id: String,
     /// The scope that unlocks it.
     pub required_scope: Option<String>,
+    /// Its tokenizer, when named: the reservation counts the prompt with it instead of estimating.
+    pub tokenizer: Option<String>,
 }
 
 /// One served model's permission entry: where it is configured (for messages), its id and scope.
@@ -434,6 +449,10 @@ pub fn plan(
                 provider: provider.clone(),
                 provider_model_id: upstream_id,
                 required_scope: model.required_scope.clone(),
+                tokenizer: model
+                    .tokenizer
+                    .clone()
+                    .or_else(|| model.metadata.get("tokenizer").and_then(Value::as_str).map(str::to_string)),
             }),
             None => {
                 let declared = providers
@@ -519,6 +538,10 @@ fn remote_provider(
     if breaker_failures == 0 {
         return Err(invalid("breaker_failures", "must be at least 1".into()));
     }
+    let health_check_interval = match settings.health_check_interval_seconds {
+        Some(0.0) => None,
+        value => Some(seconds("health_check_interval_seconds", value, defaults::HEALTH_CHECK_INTERVAL_SECONDS)?),
+    };
     let allow_provider_data = settings.allow_provider_data.unwrap_or(false);
     if allow_provider_data && kind.provider_data_field().is_none() {
         return Err(invalid("allow_provider_data", format!("{} takes no per-request key", kind.as_str())));
@@ -545,6 +568,7 @@ fn remote_provider(
             settings.breaker_cooldown_seconds,
             defaults::BREAKER_COOLDOWN_SECONDS,
         )?,
+        health_check_interval,
         default_max_tokens,
         allow_provider_data,
     })
@@ -727,7 +751,7 @@ registered_resources:
         assert!(err.starts_with("models: list at least one model"), "{err}");
         // Llama Stack's server keys are accepted and named; a typo is still an error.
         let server =
-            "server:\n  port: 8321\n  auth:\n    provider_config: {type: oauth2_token}\n  workers: 2\nmodels: []\n";
+            "server:\n  port: 8321\n  auth:\n    provider_config: {type: github_token}\n  workers: 2\nmodels: []\n";
         let plan = load(server).unwrap().inference_plan().unwrap();
         assert!(plan.skipped.iter().any(|n| n.starts_with("server.auth: Llama Stack key not read")), "{plan:?}");
         assert!(load("server:\n  prot: 1\nmodels: []\n").is_err());
@@ -772,6 +796,10 @@ registered_resources:
                 "providers.inference[0].config.read_timeout_seconds",
             ),
             ("{base_url: 'http://x/v1', breaker_failures: 0}", "providers.inference[0].config.breaker_failures"),
+            (
+                "{base_url: 'http://x/v1', health_check_interval_seconds: -1}",
+                "providers.inference[0].config.health_check_interval_seconds",
+            ),
         ];
         for (config, expected) in cases {
             let err = load(&provider(config)).unwrap().validate().unwrap_err().to_string();

@@ -229,6 +229,7 @@ impl PendingResponse {
             record.finish_reason = d.finish_reason.clone();
             record.provider = d.provider.clone();
             record.usage_source = d.usage_source.map(String::from);
+            record.prompt_count = d.prompt_count.map(String::from);
             record.reason = d.error.clone();
             d.safety_refusal.clone()
         });

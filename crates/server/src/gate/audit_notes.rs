@@ -36,6 +36,8 @@ pub(crate) struct Details {
     pub(crate) provider: Option<String>,
     /// `upstream` or `estimate`: where a remote generation's token counts came from.
     pub(crate) usage_source: Option<&'static str>,
+    /// `tokenizer` or `estimate`: how a remote prompt was counted for the reservation.
+    pub(crate) prompt_count: Option<&'static str>,
     pub(crate) safety_refusal: Option<String>,
     pub(crate) error: Option<String>,
     /// Whether the audit log keeps prompt text (`audit.record_prompts`); set when the notes are made.
@@ -112,6 +114,11 @@ impl AuditNotes {
     /// Where a remote generation's token counts came from (`upstream` or `estimate`).
     pub fn set_usage_source(&self, source: &'static str) {
         self.with(|d| d.usage_source = Some(source));
+    }
+
+    /// How a remote prompt was counted for the reservation (`tokenizer` or `estimate`).
+    pub fn set_prompt_count(&self, count: &'static str) {
+        self.with(|d| d.prompt_count = Some(count));
     }
 
     /// The tokens a refused request was counted (and charged) at: a prompt too long for the model. No

@@ -59,11 +59,13 @@ pub fn combined_summary(summaries: &[GenerationSummary], per_prompt: usize) -> G
 
 /// Streams a request's choices as SSE events in the given format, interleaved as their tokens come.
 /// The stream owns the settlement: it counts the tokens as they come (what a disconnect is charged)
-/// and settles before `[DONE]`, once every choice has ended.
+/// and settles before `[DONE]`, once every choice has ended; a failure ends it with `failure(reason)`'s
+/// error event.
 pub fn stream_generation<F: ChunkFormat>(
     choices: Choices,
     mut settlement: Settlement,
     mut format: F,
+    failure: fn(String) -> ApiError,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let started = Instant::now();
     let Choices { generations, per_prompt } = choices;
@@ -122,7 +124,7 @@ pub fn stream_generation<F: ChunkFormat>(
                 Some((_, GenerationEvent::Failed(reason))) => {
                     // `settlement` is dropped with the stream and charges what was generated.
                     settlement.failed(&reason);
-                    yield Ok(json_event(&ApiError::Internal(reason).body()));
+                    yield Ok(json_event(&failure(reason).body()));
                     guard.finished = true;
                     break;
                 }
@@ -143,25 +145,35 @@ pub fn stream_generation<F: ChunkFormat>(
 /// otherwise every choice collected and shaped by `plain` (the outputs in choice order and the
 /// request's usage). Either way the response carries the rate-limit headers of `settlement`, which is
 /// settled with the real token count at the end (or charged for what was used if the response is
-/// dropped first).
+/// dropped first). A generation that fails after it started is answered with `failure(reason)`: the
+/// status and the envelope (or the stream's error event) say whose failure it was.
 pub async fn respond<F: ChunkFormat, T: serde::Serialize>(
     choices: Choices,
     mut settlement: Settlement,
     streaming: bool,
     format: F,
     plain: impl FnOnce(Vec<GenerationOutput>, Usage) -> T,
+    failure: fn(String) -> ApiError,
 ) -> Result<Response, ApiError> {
     settlement.started();
     let headers = settlement.headers();
     let mut response = if streaming {
-        stream_generation(choices, settlement, format).into_response()
+        stream_generation(choices, settlement, format, failure).into_response()
     } else {
         let started = Instant::now();
         // The choices run side by side in the engine; collecting them one after another waits no longer
         // than the slowest.
         let mut outputs = Vec::with_capacity(choices.generations.len());
         for generation in choices.generations {
-            outputs.push(generation.collect(|| settlement.generated_token()).await?);
+            match generation.collect(|| settlement.generated_token()).await {
+                Ok(output) => outputs.push(output),
+                // The closing audit record says what failed, as a stream's does.
+                Err(ApiError::Internal(reason)) => {
+                    settlement.failed(&reason);
+                    return Err(failure(reason));
+                }
+                Err(e) => return Err(e),
+            }
         }
         let summaries: Vec<GenerationSummary> = outputs.iter().map(|o| o.summary.clone()).collect();
         let summary = combined_summary(&summaries, choices.per_prompt);

@@ -81,6 +81,7 @@ fn remote_provider(registry: &ModelRegistry, provider: &ProviderRuntime) -> Prov
                 "breaker": u.breaker.as_str(),
                 "outstanding": u.outstanding,
                 "failures_in_a_row": u.failures_in_a_row,
+                "health_check": u.probe.as_str(),
             })
         })
         .collect();
@@ -97,6 +98,7 @@ fn remote_provider(registry: &ModelRegistry, provider: &ProviderRuntime) -> Prov
             "max_retries": config.max_retries,
             "breaker_failures": config.breaker_failures,
             "breaker_cooldown_seconds": config.breaker_cooldown.as_secs_f64(),
+            "health_check_interval_seconds": config.health_check_interval.map_or(0.0, |i| i.as_secs_f64()),
             "max_tokens": config.default_max_tokens,
             "models": models,
         }),

@@ -33,6 +33,52 @@ async fn tokens_remaining(client: &reqwest::Client, gate: &Gate, token: &str) ->
     usage["tokens"]["remaining"].as_u64().unwrap_or_else(|| panic!("{usage}"))
 }
 
+/// A non-streamed request goes upstream non-streamed: the answer and the `usage` are llama-server's own
+/// for the same request sent to it directly (greedy sampling, so the same text), and they are what is
+/// charged and audited.
+#[tokio::test]
+async fn a_non_streamed_answer_is_the_upstreams_whole_answer_and_usage() {
+    let upstream = LlamaServer::start().await;
+    let gate = Gate::start(&run_yaml(&[&upstream.base_url], &[&dead_base_url()]));
+    let token = gate.token("alice", &[REMOTE_SCOPE, "metered_access"]);
+    let client = reqwest::Client::new();
+    let mut direct_body = chat("smollm2", false);
+    direct_body["seed"] = json!(1);
+    let direct: Value = client
+        .post(format!("{}/chat/completions", upstream.base_url))
+        .bearer_auth(UPSTREAM_KEY)
+        .json(&direct_body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut gated_body = chat("remote/smollm2", false);
+    gated_body["seed"] = json!(1);
+    let response = post(&client, &gate, &token, "/v1/chat/completions", &gated_body).await;
+    assert_eq!(response.status(), 200);
+    let gated: Value = response.json().await.unwrap();
+    assert_eq!(
+        gated["choices"][0]["message"]["content"], direct["choices"][0]["message"]["content"],
+        "{gated}\n{direct}"
+    );
+    assert_eq!(gated["choices"][0]["finish_reason"], direct["choices"][0]["finish_reason"]);
+    for field in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(gated["usage"][field], direct["usage"][field], "{field}: {gated}\n{direct}");
+    }
+    let total = direct["usage"]["total_tokens"].as_u64().unwrap();
+    let spent = 1000 - tokens_remaining(&client, &gate, &token).await;
+    assert!((total.saturating_sub(REFILL_SLACK)..=total).contains(&spent), "charged {spent}, upstream said {total}");
+    let records = gate.audit().await;
+    let record = records
+        .iter()
+        .find(|r| r["event"] == "inference_response" && r["model"] == "remote/smollm2")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(record["usage_source"], "upstream", "{record}");
+    assert_eq!(record["completion_tokens"], direct["usage"]["completion_tokens"], "{record}");
+}
+
 /// The budget is 1,000 tokens per hour: while a test runs it refills at most a token or two.
 const REFILL_SLACK: u64 = 3;
 
@@ -301,4 +347,52 @@ async fn n_is_refused_for_a_remote_model_and_a_prompt_list_is_one_call_per_promp
     assert_eq!(indices, [0, 1], "{body}");
     let upstream_prompts = upstream.prompt_tokens_total().await - before;
     assert_eq!(body["usage"]["prompt_tokens"].as_f64().unwrap(), upstream_prompts, "{body}");
+}
+
+/// A remote model that names its tokenizer (here the default GGUF, the model llama-server runs) is
+/// reserved its real prompt count before the call — what llama-server then reports as `prompt_tokens` —
+/// and the audit says so; one without a tokenizer is reserved the larger byte estimate.
+#[tokio::test]
+async fn a_remote_model_with_a_tokenizer_is_reserved_its_exact_prompt_count() {
+    let upstream = LlamaServer::start().await;
+    let model = crate::support::default_model();
+    let yaml = run_yaml(&[&upstream.base_url], &[&dead_base_url()])
+        .replace(
+            "      provider_model_id: smollm2\n",
+            &format!("      provider_model_id: smollm2\n      tokenizer: {}\n", model.display()),
+        )
+        .replace(
+            "    - model_id: remote/down\n",
+            &format!(
+                "    - model_id: remote/estimated\n      provider_id: llamacpp\n      provider_model_id: smollm2\n      \
+                 required_scope: {REMOTE_SCOPE}\n    - model_id: remote/down\n"
+            ),
+        );
+    let gate = Gate::start(&yaml);
+    let client = reqwest::Client::new();
+    let mut reserved = Vec::new();
+    for (user, model) in [("alice", "remote/smollm2"), ("bob", "remote/estimated")] {
+        // A fresh caller each: a full budget, so what is left after the reservation says what it was.
+        let token = gate.token(user, &[REMOTE_SCOPE, "metered_access"]);
+        let response = post(&client, &gate, &token, "/v1/chat/completions", &chat(model, false)).await;
+        assert_eq!(response.status(), 200);
+        let remaining: u64 = response.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+        let body: Value = response.json().await.unwrap();
+        let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+        // max_tokens is 8.
+        reserved.push((1000 - remaining - 8, prompt));
+    }
+    let (counted, upstream_prompt) = reserved[0];
+    assert_eq!(counted, upstream_prompt, "the tokenizer's count is llama-server's");
+    let (estimated, upstream_prompt) = reserved[1];
+    assert!(estimated > upstream_prompt, "the estimate ({estimated}) errs high ({upstream_prompt})");
+    let records = gate.audit().await;
+    let count_of = |model: &str| {
+        records
+            .iter()
+            .find(|r| r["event"] == "inference_response" && r["model"] == model)
+            .map(|r| r["prompt_count"].clone())
+    };
+    assert_eq!(count_of("remote/smollm2"), Some(json!("tokenizer")), "{records:#?}");
+    assert_eq!(count_of("remote/estimated"), Some(json!("estimate")), "{records:#?}");
 }

@@ -4,18 +4,23 @@
 //! The gate in front is the same as for local models (authentication, scopes, tier reservation, input
 //! safety, output safety, settlement, audit: [`crate::pipeline::generate`]); what differs is here:
 //!
-//! - **prepare** counts the prompt without the upstream's tokenizer: a conservative estimate from its
-//!   bytes ([`wire::estimate_prompt_tokens`]), reserved with `max_tokens` and settled to the upstream's
-//!   `usage` when the answer ends;
+//! - **prepare** counts the prompt with the model's tokenizer when its config names one (`tokenizer`
+//!   or `metadata.tokenizer`: the same count a server running the model makes), otherwise with a
+//!   conservative estimate from its bytes ([`wire::estimate_prompt_tokens`]); it is reserved with
+//!   `max_tokens` and settled to the upstream's `usage` when the answer ends;
 //! - **submit** picks an upstream from the provider's [`pool::Pool`] (fewest outstanding requests,
 //!   breaker closed), sends the request with `reqwest`, and retries with jittered exponential backoff
 //!   (`backon`) — only before the first byte of an answer, and only on connect errors, timeouts, 429,
 //!   502 and 503, each retry on a freshly picked upstream. A failed answer is mapped to the Llama
-//!   Stack envelope here ([`upstream_error`]), naming the provider but never its URL, headers or key;
-//! - the answer is read by a task that translates the upstream's SSE chunks ([`wire::ChunkReader`])
-//!   into a [`GenerationStream`]; when the client goes away the stream is dropped, the task sees its
-//!   channel close, and dropping the upstream response closes that connection too.
+//!   Stack envelope here (`RemoteModel::upstream_error`), naming the provider but never its URL, headers or key;
+//! - the answer is read by a task that translates the upstream's SSE chunks — or, for a client that
+//!   asked for no stream, the upstream's whole non-streamed answer — ([`wire::ChunkReader`]) into a
+//!   [`GenerationStream`]; when the client goes away the stream is dropped, the task sees its channel
+//!   close, and dropping the upstream response closes that connection too;
+//! - [`health`] probes every upstream (`GET /models`) so that a dead one leaves the pool before a
+//!   request meets it, and comes back when it answers again.
 
+pub mod health;
 pub mod pool;
 pub mod wire;
 
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use llamagate_engine::{ChatMessage, GenerateParams, GenerationEvent, GenerationStream};
+use llamagate_engine::{ChatMessage, GenerateParams, GenerationEvent, GenerationStream, PromptTokenizer};
 use reqwest::StatusCode;
 
 use crate::backends::prompt::Prompt;
@@ -37,7 +42,7 @@ use crate::gate::metrics::Metrics;
 use crate::http::error::ApiError;
 
 use pool::{Lease, Pool};
-use wire::{ChunkReader, RemoteInput, RemoteRequest};
+use wire::{ChunkReader, PromptCount, RemoteInput, RemoteRequest};
 
 /// One provider at run time: its settings, its HTTP client and its pool.
 #[derive(Debug)]
@@ -72,6 +77,8 @@ pub struct RemoteModel {
     pub provider: Arc<ProviderRuntime>,
     /// The id the upstream knows it by.
     pub upstream_model: String,
+    /// The model's tokenizer, when its config names one: the prompt is counted with it.
+    tokenizer: Option<PromptTokenizer>,
 }
 
 /// How one attempt failed, before any byte of an answer.
@@ -97,9 +104,28 @@ impl AttemptError {
 }
 
 impl RemoteModel {
-    /// A model of `provider` known upstream as `config.provider_model_id`.
-    pub fn new(provider: Arc<ProviderRuntime>, config: &RemoteModelConfig) -> Self {
-        Self { provider, upstream_model: config.provider_model_id.clone() }
+    /// A model of `provider` known upstream as `config.provider_model_id`, its tokenizer loaded when
+    /// named (blocking: at start).
+    pub fn new(provider: Arc<ProviderRuntime>, config: &RemoteModelConfig) -> anyhow::Result<Self> {
+        let tokenizer = config.tokenizer.as_deref().map(PromptTokenizer::load).transpose()?;
+        if let Some(spec) = &config.tokenizer {
+            tracing::info!(model = %config.id, tokenizer = %spec, "remote model's prompts counted with its tokenizer");
+        }
+        Ok(Self { provider, upstream_model: config.provider_model_id.clone(), tokenizer })
+    }
+
+    /// The prompt's tokens before the call: the model's own tokenizer's count when it has one (what a
+    /// server running the model will count), otherwise the conservative estimate.
+    fn count_prompt(&self, input: &RemoteInput) -> Result<(usize, PromptCount), ApiError> {
+        let Some(tokenizer) = &self.tokenizer else {
+            return Ok((wire::estimate_prompt_tokens(input), PromptCount::Estimate));
+        };
+        let ids = match input {
+            RemoteInput::Chat(messages) => tokenizer.tokenize_chat(messages)?,
+            RemoteInput::Text(text) => tokenizer.tokenize(text)?,
+            RemoteInput::Tokens(ids) => return Ok((ids.len(), PromptCount::Tokenizer)),
+        };
+        Ok((ids.len(), PromptCount::Tokenizer))
     }
 
     /// The request and the conversation content safety judges; `max_tokens` defaults to the provider's.
@@ -123,8 +149,10 @@ impl RemoteModel {
         if max_tokens == 0 {
             return Err(ApiError::BadRequest("max_tokens must be at least 1".into()));
         }
-        let prompt_estimate = wire::estimate_prompt_tokens(&input);
-        Ok((RemoteRequest { input, params, max_tokens, prompt_estimate }, conversation))
+        let (prompt_estimate, prompt_count) = self.count_prompt(&input)?;
+        // Streamed unless the pipeline learns otherwise ([`crate::backends::registry::Submission::answer_whole`]).
+        let request = RemoteRequest { input, params, max_tokens, prompt_estimate, prompt_count, stream: true };
+        Ok((request, conversation))
     }
 
     /// Sends the request (retrying before the first byte) and streams the answer as generation events;
@@ -140,6 +168,7 @@ impl RemoteModel {
         let started = Instant::now();
         if let Some(notes) = &notes {
             notes.set_provider(&provider.config.provider_id);
+            notes.set_prompt_count(request.prompt_count.as_str());
         }
         let key = self.key(provider_data);
         let key = key.as_ref();
@@ -167,10 +196,13 @@ impl RemoteModel {
         let (tx, stream) = GenerationStream::channel();
         let reader = ChunkReader::new(request.is_chat(), request.prompt_estimate, started);
         let provider = provider.clone();
+        let streamed = request.stream;
         tokio::spawn(async move {
             let provider_id = &provider.config.provider_id;
             let metrics = &provider.metrics;
-            let relay = relay(response, reader, &tx);
+            let relay = async {
+                if streamed { relay(response, reader, &tx).await } else { read_whole(response, reader, &tx).await }
+            };
             tokio::select! {
                 // The client went away: dropping `relay` drops the response and its connection.
                 () = tx.closed() => {
@@ -320,6 +352,21 @@ async fn relay(
     Ok(reader.finish())
 }
 
+/// Reads a whole (non-streamed) answer and sends its text as one piece.
+async fn read_whole(
+    response: reqwest::Response,
+    mut reader: ChunkReader,
+    tx: &tokio::sync::mpsc::UnboundedSender<GenerationEvent>,
+) -> Result<(llamagate_engine::GenerationSummary, wire::UsageSource), &'static str> {
+    let body = response.bytes().await.map_err(|e| {
+        if e.is_timeout() { "the provider stopped sending" } else { "the provider's connection broke off" }
+    })?;
+    if let Some(text) = reader.read_whole(&body)? {
+        let _ = tx.send(text);
+    }
+    Ok(reader.finish())
+}
+
 /// An upstream's error message as a client may see it: bounded, its URLs and the keys (the configured
 /// one and `key`, the one sent) blanked out.
 fn sanitize(message: &str, config: &RemoteProvider, key: Option<&Secret>) -> String {
@@ -362,6 +409,7 @@ mod tests {
             max_retries: 0,
             breaker_failures: 1,
             breaker_cooldown: Duration::from_secs(1),
+            health_check_interval: None,
             default_max_tokens: 16,
             allow_provider_data: false,
         };

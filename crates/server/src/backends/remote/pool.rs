@@ -9,6 +9,10 @@
 //! it; while open the upstream gets no requests; after `breaker_cooldown` one trial request is let
 //! through (half-open) — its success closes the breaker, its failure opens it for another cooldown.
 //! A 429 or a 4xx is not a failure: the upstream answered.
+//!
+//! **Health checks** ([`Pool::probed`], sent by [`super::health`]): a failed probe opens the breaker at
+//! once and keeps it open — no trial request — until a probe passes, which closes it. A dead upstream is
+//! thus skipped before a caller pays for finding out, and comes back without a caller paying the trial.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +42,31 @@ struct Breaker {
     open_until: Option<Instant>,
     /// A half-open trial request is in flight: the others keep away until it answers.
     trial: bool,
+    /// What the last health probe said.
+    probe: Probe,
+}
+
+/// The last health probe's answer for one upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Probe {
+    /// Not probed (health checks off, or none answered yet).
+    #[default]
+    Unknown,
+    /// It answered.
+    Passing,
+    /// It did not (connect error, timeout, 5xx): its breaker stays open until a probe passes.
+    Failing,
+}
+
+impl Probe {
+    /// The state as `/v1/providers` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Passing => "passing",
+            Self::Failing => "failing",
+        }
+    }
 }
 
 /// What one upstream's breaker says now.
@@ -65,6 +94,7 @@ impl BreakerState {
 impl Breaker {
     fn state(&self, now: Instant) -> BreakerState {
         match self.open_until {
+            _ if self.probe == Probe::Failing => BreakerState::Open,
             None => BreakerState::Closed,
             Some(until) if now >= until && !self.trial => BreakerState::HalfOpen,
             Some(_) => BreakerState::Open,
@@ -92,6 +122,8 @@ pub struct UpstreamStatus {
     pub outstanding: usize,
     /// Failures in a row so far.
     pub failures_in_a_row: u32,
+    /// The last health probe's answer.
+    pub probe: Probe,
 }
 
 impl Pool {
@@ -167,6 +199,32 @@ impl Pool {
         }
     }
 
+    /// The upstreams' roots, in order, for the health probes.
+    pub fn base_urls(&self) -> impl Iterator<Item = &str> {
+        self.upstreams.iter().map(|u| u.base_url.as_str())
+    }
+
+    /// Takes a health probe's answer for upstream `index`: a failing one opens its breaker until a
+    /// probe passes; a passing one closes a breaker it finds open.
+    pub fn probed(&self, index: usize, passing: bool) {
+        let Some(upstream) = self.upstreams.get(index) else { return };
+        let mut breaker = lock(&upstream.breaker);
+        let was = breaker.state(Instant::now());
+        if passing {
+            if was != BreakerState::Closed {
+                tracing::info!(upstream = index, "upstream health check passed; circuit closed");
+                *breaker = Breaker::default();
+            }
+            breaker.probe = Probe::Passing;
+        } else {
+            if breaker.probe != Probe::Failing {
+                tracing::warn!(upstream = index, "upstream health check failed; circuit opened");
+            }
+            breaker.probe = Probe::Failing;
+            breaker.open_until = Some(Instant::now() + self.cooldown);
+        }
+    }
+
     /// Every upstream's state, in `base_url` order.
     pub fn status(&self) -> Vec<UpstreamStatus> {
         let now = Instant::now();
@@ -180,6 +238,7 @@ impl Pool {
                     breaker: breaker.state(now),
                     outstanding: u.outstanding.load(Ordering::Relaxed),
                     failures_in_a_row: breaker.failures_in_a_row,
+                    probe: breaker.probe,
                 }
             })
             .collect()
@@ -201,9 +260,10 @@ impl Lease {
         &self.pool.upstreams[self.index]
     }
 
-    /// The upstream answered: its breaker closes.
+    /// The upstream answered: its breaker closes (what the probes said stays until the next one).
     pub fn succeeded(&self) {
-        *lock(&self.upstream().breaker) = Breaker::default();
+        let mut breaker = lock(&self.upstream().breaker);
+        *breaker = Breaker { probe: breaker.probe, ..Breaker::default() };
     }
 
     /// The upstream failed (connect error, timeout, 5xx, a broken stream): one more failure in a row,
@@ -287,6 +347,33 @@ mod tests {
         trial.succeeded();
         drop(trial);
         assert_eq!(pool.status()[0].breaker, BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_failing_probe_keeps_the_upstream_out_until_a_probe_passes() {
+        let pool = pool(2, 3, 10);
+        pool.probed(0, false);
+        assert_eq!((pool.status()[0].breaker, pool.status()[0].probe), (BreakerState::Open, Probe::Failing));
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..4 {
+            assert_eq!(pool.acquire().unwrap().index(), 1, "no trial past the cooldown while the probe fails");
+        }
+        assert_eq!(pool.health(), "Degraded");
+        pool.probed(0, true);
+        assert_eq!((pool.status()[0].breaker, pool.status()[0].probe), (BreakerState::Closed, Probe::Passing));
+        let leases: Vec<Lease> = (0..2).map(|_| pool.acquire().unwrap()).collect();
+        assert!(leases.iter().any(|l| l.index() == 0), "back in the pool");
+        // A passing probe also closes a breaker that requests opened.
+        for lease in &leases {
+            if lease.index() == 1 {
+                for _ in 0..3 {
+                    lease.failed();
+                }
+            }
+        }
+        assert_eq!(pool.status()[1].breaker, BreakerState::Open);
+        pool.probed(1, true);
+        assert_eq!(pool.status()[1].breaker, BreakerState::Closed);
     }
 
     #[test]

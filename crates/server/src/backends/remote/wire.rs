@@ -3,9 +3,12 @@
 //! that everything after the backend — output safety, our own SSE framing, settlement — is the same
 //! for local and remote models.
 //!
-//! The upstream is always asked for a stream, with `stream_options.include_usage`: one code path for
-//! both answer shapes, a read timeout that applies between chunks, and a client disconnect that closes
-//! the upstream connection at once. A non-streamed answer to our client is the stream collected.
+//! The upstream is asked for the shape our client asked for. A stream is requested with
+//! `stream_options.include_usage`, so its last chunk carries the upstream's counts; the read timeout
+//! applies between chunks, and a client disconnect closes the upstream connection at once. A
+//! non-streamed request is sent non-streamed: the upstream does less work (no per-token framing), the
+//! answer and its `usage` come in one body, read as one chunk ([`ChunkReader::read_whole`]), and the
+//! read timeout bounds the wait for that whole body.
 
 use std::time::{Duration, Instant};
 
@@ -33,9 +36,32 @@ pub struct RemoteRequest {
     pub params: GenerateParams,
     /// Completion tokens asked for — and reserved: the upstream is never allowed more.
     pub max_tokens: usize,
-    /// The prompt's token count as estimated before the call: what is reserved, and what is charged
-    /// if the upstream reports no usage.
+    /// The prompt's token count before the call: what is reserved, and what is charged if the upstream
+    /// reports no usage.
     pub prompt_estimate: usize,
+    /// How `prompt_estimate` was counted.
+    pub prompt_count: PromptCount,
+    /// Whether the upstream is asked for a stream: whether our client asked for one.
+    pub stream: bool,
+}
+
+/// How a remote prompt's tokens were counted before the call, for the audit record's `prompt_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptCount {
+    /// With the model's own tokenizer and chat template: exact for a server running that model.
+    Tokenizer,
+    /// From the bytes ([`estimate_prompt_tokens`]): never below the real count.
+    Estimate,
+}
+
+impl PromptCount {
+    /// The audit record's `prompt_count`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokenizer => "tokenizer",
+            Self::Estimate => "estimate",
+        }
+    }
 }
 
 /// Tokens per message for the chat template's markers (role headers, end-of-turn), counted generously.
@@ -69,7 +95,8 @@ impl RemoteRequest {
         matches!(self.input, RemoteInput::Chat(_))
     }
 
-    /// The JSON body for `model` (the upstream's id): always streamed, usage requested.
+    /// The JSON body for `model` (the upstream's id): streamed with usage requested, or not streamed
+    /// (a whole answer carries its `usage` anyway).
     pub fn body(&self, model: &str) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), json!(model));
@@ -87,8 +114,10 @@ impl RemoteRequest {
             }
         }
         body.insert("max_tokens".into(), json!(self.max_tokens));
-        body.insert("stream".into(), json!(true));
-        body.insert("stream_options".into(), json!({ "include_usage": true }));
+        body.insert("stream".into(), json!(self.stream));
+        if self.stream {
+            body.insert("stream_options".into(), json!({ "include_usage": true }));
+        }
         let sampling = &self.params.sampling;
         body.insert("temperature".into(), json!(sampling.temperature));
         body.insert("top_p".into(), json!(sampling.top_p));
@@ -149,8 +178,12 @@ struct Chunk {
 
 #[derive(Deserialize)]
 struct Choice {
+    /// A stream chunk's piece of a chat answer.
     #[serde(default)]
     delta: Option<Delta>,
+    /// A whole chat answer (not streamed).
+    #[serde(default)]
+    message: Option<Delta>,
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
@@ -202,7 +235,7 @@ impl ChunkReader {
         if let Some(reason) = choice.finish_reason.as_deref() {
             self.finish_reason = Some(finish_reason(reason));
         }
-        let text = if self.chat { choice.delta.and_then(|d| d.content) } else { choice.text };
+        let text = if self.chat { choice.delta.or(choice.message).and_then(|d| d.content) } else { choice.text };
         match text.filter(|t| !t.is_empty()) {
             Some(text) => {
                 self.pieces += 1;
@@ -212,6 +245,17 @@ impl ChunkReader {
             }
             None => Ok(None),
         }
+    }
+
+    /// The event for a whole (non-streamed) answer's body: one chunk with all the text. Without the
+    /// upstream's `usage` its completion is estimated at a token per byte, as the prompt is.
+    pub fn read_whole(&mut self, body: &[u8]) -> Result<Option<GenerationEvent>, &'static str> {
+        let body = std::str::from_utf8(body).map_err(|_| "the provider sent a malformed answer")?;
+        let event = self.read(body).map_err(|_| "the provider sent a malformed answer")?;
+        if let Some(GenerationEvent::Text { text, .. }) = &event {
+            self.pieces = text.len();
+        }
+        Ok(event)
     }
 
     /// The summary once the stream ended (`[DONE]` or the end of the body), and where its counts came from.
@@ -253,7 +297,14 @@ mod tests {
         let mut params = GenerateParams { stop: vec!["\n\n".into()], ..GenerateParams::default() };
         params.sampling.seed = Some(7);
         let input = RemoteInput::Chat(vec![ChatMessage::new("user", "Hi")]);
-        let request = RemoteRequest { prompt_estimate: estimate_prompt_tokens(&input), input, params, max_tokens: 16 };
+        let request = RemoteRequest {
+            prompt_estimate: estimate_prompt_tokens(&input),
+            prompt_count: PromptCount::Estimate,
+            input,
+            params,
+            max_tokens: 16,
+            stream: true,
+        };
         let body = request.body("upstream-model");
         assert_eq!(body["model"], "upstream-model");
         assert_eq!(body["messages"], json!([{ "role": "user", "content": "Hi" }]));
@@ -266,6 +317,35 @@ mod tests {
         assert!(body.get("top_k").is_none() && body.get("logit_bias").is_none());
         assert_eq!(request.path(), "/chat/completions");
         assert_eq!(request.prompt_estimate, 4 + 2 + 8 + 8);
+        let whole = RemoteRequest { stream: false, ..request }.body("upstream-model");
+        assert_eq!(whole["stream"], json!(false));
+        assert!(whole.get("stream_options").is_none(), "{whole}");
+    }
+
+    #[test]
+    fn a_whole_answer_is_one_text_event_with_the_upstreams_usage() {
+        let mut reader = ChunkReader::new(true, 100, Instant::now());
+        let body =
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+        assert_eq!(
+            reader.read_whole(body).unwrap(),
+            Some(GenerationEvent::Text { text: "Paris.".into(), token: Some(0), logprobs: Vec::new() })
+        );
+        let (summary, source) = reader.finish();
+        assert_eq!((summary.usage, source), (Usage { prompt_tokens: 12, completion_tokens: 3 }, UsageSource::Upstream));
+        // No usage: a token per byte of the answer.
+        let mut reader = ChunkReader::new(false, 7, Instant::now());
+        assert!(
+            reader
+                .read_whole(br#"{"choices":[{"index":0,"text":"abcd","finish_reason":"length"}]}"#)
+                .unwrap()
+                .is_some()
+        );
+        let (summary, source) = reader.finish();
+        assert_eq!((summary.usage, source), (Usage { prompt_tokens: 7, completion_tokens: 4 }, UsageSource::Estimate));
+        assert_eq!(summary.finish_reason, FinishReason::Length);
+        assert!(ChunkReader::new(true, 1, Instant::now()).read_whole(b"\xff{").is_err());
     }
 
     #[test]

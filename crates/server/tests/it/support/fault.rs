@@ -1,15 +1,14 @@
 //! A fault-injecting OpenAI-compatible upstream: an axum server on a free loopback port that answers each
-//! request with the next scripted [`Fault`], or, once the script is spent, with a well-formed stream of
-//! three pieces and `usage`. It counts the requests it received, so tests can tell how often llamagate
+//! request with the next scripted [`Fault`], or, once the script is spent, with a well-formed answer of
+//! three pieces and `usage` (a stream or one body, as the request's `stream` asks). It counts the requests it received, so tests can tell how often llamagate
 //! tried.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +20,6 @@ pub enum Fault {
     /// This status, an error body whose message names an address and a key (which must not reach the
     /// client), and `Retry-After: 1`.
     Status(u16),
-    /// A 200 stream that sends two pieces, then breaks the connection.
-    CutMidStream,
-    /// A 200 stream whose first event is not JSON.
-    Garbage,
 }
 
 /// The text of a well-formed answer's pieces.
@@ -85,22 +80,16 @@ fn chunk(content: &str) -> String {
     )
 }
 
-async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap) -> Response {
+async fn answer(
+    State(script): State<Arc<Script>>,
+    headers: HeaderMap,
+    body: axum::Json<serde_json::Value>,
+) -> Response {
+    let streamed = body["stream"] == serde_json::json!(true);
     script.requests.fetch_add(1, Ordering::SeqCst);
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     script.authorizations.lock().unwrap().push(authorization.to_string());
     let fault = script.faults.lock().unwrap().pop_front();
-    let sse = |events: Vec<Result<Bytes, std::io::Error>>, pause: bool| {
-        let stream = async_stream::stream! {
-            for event in events {
-                if pause {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                yield event;
-            }
-        };
-        ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(stream)).into_response()
-    };
     match fault {
         Some(Fault::Status(code)) => {
             let body =
@@ -108,26 +97,23 @@ async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap) -> Respon
             let status = StatusCode::from_u16(code).unwrap();
             (status, [(header::RETRY_AFTER, "1"), (header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        Some(Fault::CutMidStream) => sse(
-            vec![
-                Ok(Bytes::from(chunk(PIECES[0]))),
-                Ok(Bytes::from(chunk(PIECES[1]))),
-                Err(std::io::Error::other("connection reset by the fault injector")),
-            ],
-            true,
-        ),
-        Some(Fault::Garbage) => sse(vec![Ok(Bytes::from_static(b"data: \x01\x02 not json\n\n"))], false),
+        None if !streamed => {
+            let content = PIECES.concat();
+            axum::Json(serde_json::json!({
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+            }))
+            .into_response()
+        }
         None => {
-            let mut events: Vec<Result<Bytes, std::io::Error>> =
-                PIECES.iter().map(|piece| Ok(Bytes::from(chunk(piece)))).collect();
-            events.push(Ok(Bytes::from_static(
-                b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-            )));
-            events.push(Ok(Bytes::from_static(
-                b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":3,\"total_tokens\":14}}\n\n",
-            )));
-            events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
-            sse(events, false)
+            let mut events: String = PIECES.iter().map(|piece| chunk(piece)).collect();
+            events.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+            events.push_str(
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":3,\"total_tokens\":14}}\n\n",
+            );
+            events.push_str("data: [DONE]\n\n");
+            ([(header::CONTENT_TYPE, "text/event-stream")], Body::from(events)).into_response()
         }
     }
 }

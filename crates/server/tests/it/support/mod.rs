@@ -7,6 +7,7 @@ pub mod fault;
 pub mod forge;
 pub mod limits;
 pub mod oauth;
+pub mod proxy;
 pub mod remote;
 
 use std::io::{BufRead, BufReader};

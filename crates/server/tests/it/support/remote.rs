@@ -3,7 +3,7 @@
 //! run-config pointing at it, its log kept in a file so tests can read (and grep) it.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,8 @@ pub fn dead_base_url() -> String {
 pub struct Gate {
     child: Child,
     dir: tempfile::TempDir,
+    /// The environment it was started with: `llamagate token` reads the same config and needs it too.
+    env: Vec<(String, String)>,
     /// `http://127.0.0.1:<port>`, also the development issuer.
     pub base: String,
 }
@@ -113,12 +115,22 @@ impl Gate {
 
     /// As [`Gate::start`], with more environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(yaml, env, &["--dev"])
+    }
+
+    /// `llamagate serve` without `--dev`: authentication is what `yaml` configures.
+    pub fn start_without_dev(yaml: &str) -> Self {
+        Self::spawn(yaml, &[], &[])
+    }
+
+    fn spawn(yaml: &str, env: &[(&str, &str)], extra_args: &[&str]) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("gate.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_llamagate"))
-            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--dev", "--port", "0"])
+            .args(["--threads", "1", "serve", "--config", "stack.yaml", "--port", "0"])
+            .args(extra_args)
             .current_dir(dir.path())
             .env_remove("LLAMAGATE_DEV_KEY_FILE")
             .env("LLAMACPP_API_KEY", UPSTREAM_KEY)
@@ -138,7 +150,8 @@ impl Gate {
             panic!("llamagate did not start: {line:?}\n{log}");
         };
         std::thread::spawn(move || std::io::copy(&mut stdout.take(u64::MAX), &mut std::io::sink()));
-        Self { child, dir, base }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self { child, dir, env, base }
     }
 
     /// The full URL of `path`.
@@ -152,7 +165,16 @@ impl Gate {
         for scope in scopes {
             args.extend(["--scope", scope]);
         }
-        llamagate_testkit::dev_token(Path::new(env!("CARGO_BIN_EXE_llamagate")), self.dir.path(), &self.base, &args)
+        let output = Command::new(env!("CARGO_BIN_EXE_llamagate"))
+            .args(["token", "--config", "stack.yaml", "--issuer", &self.base])
+            .args(&args)
+            .current_dir(self.dir.path())
+            .env_remove("LLAMAGATE_DEV_KEY_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("cannot run llamagate token");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
     /// What the server logged so far.
@@ -187,7 +209,7 @@ impl Drop for Gate {
 /// A run-config with one remote `llama-cpp-server` provider over `base_urls` serving `remote/smollm2`
 /// (scope [`REMOTE_SCOPE`]), a second provider `down` over `down_urls` serving `remote/down`, and a
 /// 1,000-token-per-hour `metered` tier for the `metered_access` scope. No local model: the gate loads
-/// nothing itself.
+/// nothing itself. Health probes are off: these tests watch the breakers that requests trip.
 pub fn run_yaml(base_urls: &[&str], down_urls: &[&str]) -> String {
     let list = |urls: &[&str]| urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
     format!(
@@ -207,6 +229,7 @@ providers:
         connect_timeout_seconds: 2
         breaker_failures: 1
         breaker_cooldown_seconds: 600
+        health_check_interval_seconds: 0
     - provider_id: down
       provider_type: remote::passthrough
       config:
@@ -215,6 +238,7 @@ providers:
         max_retries: 1
         breaker_failures: 1
         breaker_cooldown_seconds: 600
+        health_check_interval_seconds: 0
   vector_io:
     - provider_id: faiss
       provider_type: inline::faiss

@@ -1,0 +1,70 @@
+//! [`PromptTokenizer`]: a model's tokenizer and chat template without its weights, for counting the
+//! prompt tokens a server running that model will count — the gate's reservation in front of a remote
+//! server that runs the same model. Loaded by the same code as [`crate::Model`]'s (a GGUF's header, a
+//! checkpoint directory's `tokenizer.json` and template, or a hub id), and counted the same way.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::load::source::ModelSource;
+use crate::text::caller_text;
+use crate::{ChatMessage, ChatTemplate, EngineError, Tokenizer};
+
+/// A tokenizer and chat template, no weights.
+#[derive(Debug)]
+pub struct PromptTokenizer {
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+}
+
+impl PromptTokenizer {
+    /// Loads from a GGUF file (its header only), a checkpoint directory, a `tokenizer.json` in one, or
+    /// a hub id (through the hub cache, as [`crate::Model::load`] does).
+    pub fn load(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        let dir = match ModelSource::parse(spec)? {
+            // `…/tokenizer.json`: its directory holds the template too.
+            ModelSource::Gguf(file) if path.file_name().is_some_and(|n| n == "tokenizer.json") => {
+                file.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+            ModelSource::Gguf(file) => {
+                let (tokenizer, template) = crate::load::gguf::load_tokenizer(&file)?;
+                return Self::new(tokenizer, template);
+            }
+            ModelSource::HfDir(dir) => dir,
+            ModelSource::Hub { repo, revision } => crate::load::source::resolve_hub(&repo, revision.as_deref())?,
+        };
+        let tokenizer = Tokenizer::from_hf_dir(&dir)?;
+        let template = crate::load::hf::chat_template(&dir)?;
+        Self::new(tokenizer, template)
+    }
+
+    fn new(tokenizer: Tokenizer, template: Option<String>) -> Result<Self> {
+        let template =
+            template.map(|src| ChatTemplate::new(&src, tokenizer.bos_token(), tokenizer.eos_token())).transpose()?;
+        Ok(Self { tokenizer, template })
+    }
+
+    /// The ids of a conversation rendered with the chat template, as [`crate::Model::tokenize_chat`].
+    pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        chat_ids(self.template.as_ref(), &self.tokenizer, messages)
+    }
+
+    /// The ids of a raw prompt, as [`crate::Model::tokenize`].
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.with_prompt_bos(self.tokenizer.encode(text)?))
+    }
+}
+
+/// A conversation's ids with `template` (BOS first when the model asks for it): one definition for
+/// the engine's models and for [`PromptTokenizer`], so both count alike.
+pub(crate) fn chat_ids(
+    template: Option<&ChatTemplate>,
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>> {
+    let template = template
+        .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
+    let ids = caller_text::tokenize_conversation(template, tokenizer, messages, true)?;
+    Ok(tokenizer.with_prompt_bos(ids))
+}
