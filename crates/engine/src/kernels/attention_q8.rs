@@ -47,6 +47,43 @@ impl Q8Page {
         }
     }
 
+    /// Whether this page was made for `kv_heads` heads of `head_dim` and `positions` positions, so a
+    /// freed page can be handed to a cache of that shape.
+    pub(crate) fn holds(&self, kv_heads: usize, head_dim: usize, positions: usize) -> bool {
+        self.keys.len() == kv_heads * positions * head_dim && self.key_scales.len() == self.keys.len() / BLOCK
+    }
+
+    /// Bytes this page holds: what keeping it costs.
+    pub(crate) fn bytes(&self) -> usize {
+        self.keys.len()
+            + self.values.len()
+            + (self.key_scales.len() + self.value_scales.len()) * std::mem::size_of::<f32>()
+    }
+
+    /// Makes this page a copy of `other`, of the same shape, in this page's memory.
+    pub(crate) fn copy_from(&mut self, other: &Q8Page) {
+        self.keys.copy_from_slice(&other.keys);
+        self.key_scales.copy_from_slice(&other.key_scales);
+        self.values.copy_from_slice(&other.values);
+        self.value_scales.copy_from_slice(&other.value_scales);
+    }
+
+    /// Zeroes the page, as [`Self::new`] makes it: a reused page starts like a fresh one.
+    pub(crate) fn clear(&mut self) {
+        self.keys.fill(0);
+        self.key_scales.fill(0.0);
+        self.values.fill(0);
+        self.value_scales.fill(0.0);
+    }
+
+    /// Whether every byte is zero (tests of reuse).
+    #[cfg(test)]
+    pub(crate) fn is_zero(&self) -> bool {
+        self.keys.iter().all(|&x| x == 0)
+            && self.values.iter().all(|&x| x == 0)
+            && self.key_scales.iter().chain(&self.value_scales).all(|&x| x == 0.0)
+    }
+
     /// Bytes one position of one KV head takes: a byte per key and per value, and a 4-byte scale per
     /// block of 32 of each.
     pub fn bytes_per_position(head_dim: usize) -> usize {

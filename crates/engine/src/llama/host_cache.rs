@@ -2,11 +2,14 @@
 //! default cache or 8-bit blocks (`kv_cache_type: q8_0`), laid out for the attention kernels to read in
 //! place. Its own module because both the sequence-level `KvCache` and the CPU forward pass use it.
 
+use std::sync::Arc;
+
 use half::f16;
 
 use crate::kernels::attention::KvHead;
 use crate::kernels::attention_q8::{Q8Head, Q8Page};
 use crate::llama::kv_cache_type::KvCacheType;
+use crate::llama::kv_pages::KvPagePool;
 
 /// Positions per KV-cache page: a sequence's cache grows a page at a time, so its memory follows its
 /// length rather than its worst case (at most 63 positions, 1.4 MB for the default model, unused). A
@@ -16,12 +19,14 @@ pub(crate) const PAGE: usize = 64;
 
 /// One layer's cached keys and values for one sequence, in pages of [`PAGE`] positions: rounded to f16
 /// like llama.cpp's default cache and laid out as [`KvHead`] describes, or to 8-bit blocks as
-/// [`Q8Page`] describes (`kv_cache_type: q8_0`).
+/// [`Q8Page`] describes (`kv_cache_type: q8_0`). Pages come from the model's [`KvPagePool`] and go back
+/// to it when the cache is dropped.
 #[derive(Debug)]
 pub(crate) struct HostLayerCache {
     kv_heads: usize,
     head_dim: usize,
     pages: Pages,
+    pool: Arc<KvPagePool>,
 }
 
 /// The pages of one cache, in its element type.
@@ -29,6 +34,16 @@ pub(crate) struct HostLayerCache {
 enum Pages {
     F16(Vec<(Vec<u16>, Vec<u16>)>),
     Q8(Vec<Q8Page>),
+}
+
+impl Drop for HostLayerCache {
+    /// The pages go back to the model's pool for the next sequence (see [`KvPagePool`]).
+    fn drop(&mut self) {
+        match &mut self.pages {
+            Pages::F16(pages) => self.pool.give_back_f16(pages.drain(..)),
+            Pages::Q8(pages) => self.pool.give_back_q8(pages.drain(..)),
+        }
+    }
 }
 
 /// One KV head's positions, read in place by the attention kernel for the cache's type.
@@ -41,13 +56,13 @@ pub(crate) enum HeadView<'a> {
 }
 
 impl HostLayerCache {
-    /// An empty cache; pages are allocated as positions are written.
-    pub(crate) fn new(kv_heads: usize, head_dim: usize, kind: KvCacheType) -> Self {
+    /// An empty cache; pages are taken from `pool` as positions are written.
+    pub(crate) fn new(kv_heads: usize, head_dim: usize, kind: KvCacheType, pool: Arc<KvPagePool>) -> Self {
         let pages = match kind {
             KvCacheType::F16 => Pages::F16(Vec::new()),
             KvCacheType::Q8_0 => Pages::Q8(Vec::new()),
         };
-        Self { kv_heads, head_dim, pages }
+        Self { kv_heads, head_dim, pages, pool }
     }
 
     /// Bytes of keys and values one position takes in one layer.
@@ -65,7 +80,7 @@ impl HostLayerCache {
             Pages::F16(pages) => {
                 let page_len = kv_heads * head_dim * PAGE;
                 while pages.len() <= position / PAGE {
-                    pages.push((vec![0; page_len], vec![0; page_len]));
+                    pages.push(self.pool.take_f16(page_len));
                 }
                 for dim in 0..head_dim {
                     let (page, at) = KvHead::slot(kv, head_dim, PAGE, position, dim);
@@ -76,7 +91,7 @@ impl HostLayerCache {
             }
             Pages::Q8(pages) => {
                 while pages.len() <= position / PAGE {
-                    pages.push(Q8Page::new(kv_heads, head_dim, PAGE));
+                    pages.push(self.pool.take_q8(kv_heads, head_dim, PAGE));
                 }
                 pages[position / PAGE].store(kv, PAGE, position % PAGE, keys, values);
             }
@@ -87,11 +102,31 @@ impl HostLayerCache {
     /// overwritten when the copy grows).
     pub(crate) fn copy_prefix(&self, len: usize) -> Self {
         let whole = |pages: usize| len.div_ceil(PAGE).min(pages);
+        let (kv_heads, head_dim, pool) = (self.kv_heads, self.head_dim, &self.pool);
         let pages = match &self.pages {
-            Pages::F16(pages) => Pages::F16(pages[..whole(pages.len())].to_vec()),
-            Pages::Q8(pages) => Pages::Q8(pages[..whole(pages.len())].to_vec()),
+            Pages::F16(pages) => Pages::F16(
+                pages[..whole(pages.len())]
+                    .iter()
+                    .map(|(keys, values)| {
+                        let mut copy = pool.take_f16(keys.len());
+                        copy.0.copy_from_slice(keys);
+                        copy.1.copy_from_slice(values);
+                        copy
+                    })
+                    .collect(),
+            ),
+            Pages::Q8(pages) => Pages::Q8(
+                pages[..whole(pages.len())]
+                    .iter()
+                    .map(|page| {
+                        let mut copy = pool.take_q8(kv_heads, head_dim, PAGE);
+                        copy.copy_from(page);
+                        copy
+                    })
+                    .collect(),
+            ),
         };
-        Self { kv_heads: self.kv_heads, head_dim: self.head_dim, pages }
+        Self { kv_heads, head_dim, pages, pool: pool.clone() }
     }
 
     /// Positions the allocated pages can hold (what this layer's memory amounts to).

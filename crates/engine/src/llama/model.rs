@@ -4,6 +4,8 @@
 //! else). Both take the same batch of sequences ([`SequenceBatch`]), each with its own tokens,
 //! position and preallocated [`KvCache`].
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
@@ -13,6 +15,7 @@ use crate::llama::host_cache::HostLayerCache;
 use crate::llama::hparams::LlamaHparams;
 pub use crate::llama::kv_cache::{KvCache, SequenceBatch};
 use crate::llama::kv_cache_type::KvCacheType;
+use crate::llama::kv_pages::KvPagePool;
 use crate::llama::layer::WeightTally;
 pub use crate::llama::layer::{Embedding, LayerWeights};
 
@@ -25,6 +28,8 @@ pub struct LlamaModel {
     device: Device,
     /// Element type of the CPU pass's host cache ([`ModelOptions::kv_cache_type`](crate::ModelOptions)).
     host_kv: KvCacheType,
+    /// Freed pages of the CPU pass's caches, kept for the next sequence.
+    kv_pages: Arc<KvPagePool>,
     pass: Pass,
 }
 
@@ -41,7 +46,7 @@ impl LlamaModel {
     /// A model from what a loader read: the embedding table on `device` and the pass's weights. The CPU
     /// pass's cache starts as f16; [`Self::set_kv_cache_type`] may change it before serving.
     pub(crate) fn new(hp: LlamaHparams, embedding: Embedding, device: Device, pass: Pass) -> Self {
-        Self { hp, embedding, device, host_kv: KvCacheType::F16, pass }
+        Self { hp, embedding, device, host_kv: KvCacheType::F16, kv_pages: Arc::default(), pass }
     }
 
     /// The model's hyper-parameters.
@@ -100,6 +105,18 @@ impl LlamaModel {
         tally.bytes
     }
 
+    /// Keeps up to `bytes` of the CPU pass's freed KV pages for later sequences instead of freeing them,
+    /// so resident memory settles at the busiest moment's KV use rather than swinging with the load (see
+    /// `kv_pages.rs`). The scheduler asks for its KV budget plus its prefix cache; nothing is kept before.
+    pub fn keep_freed_kv_pages(&self, bytes: usize) {
+        self.kv_pages.retain_up_to(bytes);
+    }
+
+    /// Bytes of freed KV pages waiting for a sequence now.
+    pub fn freed_kv_page_bytes(&self) -> usize {
+        self.kv_pages.free_bytes()
+    }
+
     /// Allocates a cache for a sequence that will hold at most `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         if capacity > self.hp.context_length {
@@ -111,7 +128,9 @@ impl LlamaModel {
         let (kv, d) = (self.hp.num_kv_heads, self.hp.head_dim);
         Ok(match &self.pass {
             Pass::Cpu(_) => KvCache::on_host(
-                (0..self.hp.num_layers).map(|_| HostLayerCache::new(kv, d, self.host_kv)).collect(),
+                (0..self.hp.num_layers)
+                    .map(|_| HostLayerCache::new(kv, d, self.host_kv, self.kv_pages.clone()))
+                    .collect(),
                 capacity,
             ),
             Pass::Candle(candle) => {

@@ -168,6 +168,13 @@ impl Model {
         self.scheduler.shared_stats()
     }
 
+    /// Bytes of finished sequences' KV pages waiting for the next sequence (kept rather than freed, up
+    /// to the scheduler's KV budget plus its prefix cache, so resident memory does not swing with the
+    /// load): for memory reports and tests.
+    pub fn freed_kv_page_bytes(&self) -> usize {
+        self.weights.freed_kv_page_bytes()
+    }
+
     /// Bytes of KV cache one position of one sequence takes: the unit of the scheduler's memory budget
     /// ([`SchedulerConfig::kv_budget_bytes`]).
     pub fn kv_bytes_per_position(&self) -> usize {

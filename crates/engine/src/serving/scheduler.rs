@@ -176,6 +176,9 @@ impl SchedulerHandle {
         let budget = config.kv_budget_bytes.unwrap_or_else(|| {
             max_batch.saturating_mul(model.hparams().context_length).saturating_mul(bytes_per_position)
         });
+        // Freed KV pages are kept for the next sequences up to what the running ones and the prefix
+        // cache may hold at once, so resident memory stops following the load up and down.
+        model.keep_freed_kv_pages(budget.saturating_add(config.prefix_cache_bytes));
         let scheduler = Scheduler {
             model,
             tokenizer,

@@ -277,3 +277,41 @@ fn choices_fork_after_one_prefill_and_sample_with_their_own_seeds() {
     assert!(matches!(m.submit_choices(request.clone(), 0), Err(EngineError::InvalidRequest(_))));
     assert!(matches!(m.submit_choices(request, 9), Err(EngineError::InvalidRequest(_))), "more than the batch");
 }
+
+/// A finished sequence's KV pages wait in the model for the next one instead of going back to the
+/// allocator (resident memory then stops swinging with the load), and a sequence built on reused pages
+/// answers exactly as one on fresh pages: reused pages come back zeroed.
+#[test]
+fn freed_kv_pages_are_reused_by_the_next_sequence_and_change_nothing() {
+    freed_kv_pages_are_reused(KvCacheType::F16);
+}
+
+#[test]
+fn freed_8bit_kv_pages_are_reused_too() {
+    freed_kv_pages_are_reused(KvCacheType::Q8_0);
+}
+
+fn freed_kv_pages_are_reused(kv_cache_type: KvCacheType) {
+    // No prefix cache: a finished sequence's cache is dropped whole, not kept for its prompt.
+    let m = model_with_cache(SchedulerConfig { prefix_cache_bytes: 0, ..SchedulerConfig::default() }, kv_cache_type);
+    assert_eq!(m.freed_kv_page_bytes(), 0);
+    let prompt = chat(&m, "Name three colours of the rainbow and say which one is in the middle.");
+    let generate = || m.submit(m.prepare(prompt.clone(), params(24, 0)).unwrap()).unwrap().collect_blocking().unwrap();
+    // The cache is dropped on the scheduler's thread just after the last event: wait for its pages.
+    let settled_free_bytes = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let free = m.freed_kv_page_bytes();
+            if free > 0 || Instant::now() > deadline {
+                return free;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let first = generate();
+    let kept = settled_free_bytes();
+    assert!(kept > 0, "the finished sequence's pages are kept");
+    let again = generate();
+    assert_eq!(again.token_ids, first.token_ids, "reused pages answer as fresh ones");
+    assert_eq!(settled_free_bytes(), kept, "the second sequence took the kept pages rather than new ones");
+}
