@@ -162,7 +162,7 @@ fn bundled_scenarios_are_valid() {
         }
     }
     names.sort();
-    assert_eq!(names, ["concurrent-8.yaml", "single-stream.yaml", "soak.yaml", "tier-mix.yaml"]);
+    assert_eq!(names, ["concurrent-8.yaml", "remote-64.yaml", "single-stream.yaml", "soak.yaml", "tier-mix.yaml"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
