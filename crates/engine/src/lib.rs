@@ -64,6 +64,7 @@ pub use llama::kv_cache_type::KvCacheType;
 pub use load::device::DeviceChoice;
 pub use load::quantize::QuantizeOnLoad;
 pub use load::source::ModelSource;
+pub use serving::constraint::{MAX_SCHEMA_BYTES, OutputConstraint, OutputFormat};
 pub use serving::engine::{GenerateParams, Model, ModelInfo, ModelOptions, OwnPrefix};
 pub use serving::generation::{
     FinishReason, GenerationEvent, GenerationOutput, GenerationRequest, GenerationStream, GenerationSummary, Timings,

@@ -1,7 +1,7 @@
 //! [`Model`]: a loaded model with its tokenizer, chat template and scheduler — the engine's front door.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{EngineError, Result};
 use crate::llama::kv_cache_type::KvCacheType;
@@ -9,6 +9,7 @@ use crate::llama::model::{KvCache, LlamaModel, SequenceBatch, logits_rows};
 use crate::load::device::DeviceChoice;
 use crate::load::quantize::QuantizeOnLoad;
 use crate::load::source::ModelSource;
+use crate::serving::constraint::{GrammarVocabulary, OutputConstraint, OutputFormat};
 use crate::serving::generation::{GenerationRequest, GenerationStream};
 use crate::serving::logprobs::MAX_TOP_LOGPROBS;
 use crate::serving::prefix_cache::PrefixCache;
@@ -51,6 +52,9 @@ pub struct GenerateParams {
     pub prefix_scope: u64,
     /// See [`GenerationRequest::logprobs`]; `None` by default.
     pub logprobs: Option<usize>,
+    /// The shape the output must have (JSON, or JSON matching a schema), enforced while sampling;
+    /// `None` (the default): free text.
+    pub output_format: Option<OutputFormat>,
 }
 
 /// Facts about a loaded model for listings and limits.
@@ -84,6 +88,8 @@ pub struct Model {
     fixed_prefixes: Mutex<PrefixCache>,
     /// Scoring-prompt positions copied from `fixed_prefixes` instead of computed, for benchmarks and tests.
     reused_scoring_positions: AtomicU64,
+    /// The vocabulary as the grammar engine sees it, built by the first structured-output request.
+    grammar: OnceLock<std::result::Result<GrammarVocabulary, String>>,
 }
 
 /// A scoring prompt's start that only one caller's later prompts may reuse: see
@@ -149,7 +155,8 @@ impl Model {
         let scheduler = SchedulerHandle::spawn(weights.clone(), tokenizer.clone(), options.scheduler)?;
         let fixed_prefixes = Mutex::new(PrefixCache::new(FIXED_PREFIX_POSITIONS));
         let reused_scoring_positions = AtomicU64::new(0);
-        Ok(Self { weights, tokenizer, template, scheduler, info, fixed_prefixes, reused_scoring_positions })
+        let grammar = OnceLock::new();
+        Ok(Self { weights, tokenizer, template, scheduler, info, fixed_prefixes, reused_scoring_positions, grammar })
     }
 
     /// Scoring-prompt positions copied from a remembered fixed part (a guard preamble) rather than
@@ -266,7 +273,19 @@ impl Model {
             priority: params.priority,
             prefix_scope: params.prefix_scope,
             logprobs: params.logprobs,
+            constraint: params.output_format.as_ref().map(|format| self.output_constraint(format)).transpose()?,
         })
+    }
+
+    /// The grammar state for a structured output (the vocabulary is handed to the grammar engine once).
+    fn output_constraint(&self, format: &OutputFormat) -> Result<OutputConstraint> {
+        let vocabulary = self
+            .grammar
+            .get_or_init(|| GrammarVocabulary::new(&self.tokenizer, self.info.vocab_size).map_err(|e| e.to_string()));
+        match vocabulary {
+            Ok(vocabulary) => vocabulary.constraint(format),
+            Err(e) => Err(EngineError::InvalidRequest(format!("structured output is not available for this model: {e}"))),
+        }
     }
 
     /// Starts a generation; events arrive on the returned stream as tokens are produced.

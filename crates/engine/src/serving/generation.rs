@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{EngineError, Result};
+use crate::serving::constraint::OutputConstraint;
 use crate::serving::logprobs::TokenLogprobs;
 use crate::serving::sampling::SamplingParams;
 
@@ -28,6 +29,8 @@ pub struct GenerationRequest {
     /// `Some(n)`: report each generated token's log-probability with the `n` most likely alternatives
     /// (at most [`crate::MAX_TOP_LOGPROBS`]); `None`: none (the work is skipped).
     pub logprobs: Option<usize>,
+    /// The grammar the output must follow (structured output), advanced token by token; `None`: free text.
+    pub constraint: Option<OutputConstraint>,
 }
 
 /// Why generation ended, in OpenAI's vocabulary.

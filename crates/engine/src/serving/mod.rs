@@ -3,6 +3,7 @@
 //! [`prefix_cache`]), [`sampling`] (with the [`logprobs`] callers can ask for), the [`generation`] stream a caller reads, and [`scoring`] sessions
 //! that read next-token logits instead of generating.
 
+pub(crate) mod constraint;
 pub(crate) mod engine;
 pub(crate) mod generation;
 pub(crate) mod logprobs;

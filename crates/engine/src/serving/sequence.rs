@@ -6,6 +6,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::llama::model::KvCache;
+use crate::serving::constraint::OutputConstraint;
 use crate::serving::generation::{FinishReason, GenerationEvent, GenerationRequest, GenerationSummary, Timings, Usage};
 use crate::serving::logprobs::TokenLogprobs;
 use crate::serving::sampling::Sampler;
@@ -22,6 +23,8 @@ pub(crate) struct ActiveSequence {
     /// The last sampled token: the input of the next decode step.
     pub last_token: u32,
     sampler: Sampler,
+    /// The grammar a structured output must follow.
+    constraint: Option<OutputConstraint>,
     decoder: IncrementalDecoder,
     stop: StopMatcher,
     tokenizer: Arc<Tokenizer>,
@@ -56,6 +59,7 @@ impl ActiveSequence {
             prompt_ids: request.prompt_ids,
             prefix_scope: request.prefix_scope,
             sampler: Sampler::new(request.sampling),
+            constraint: request.constraint,
             decoder: IncrementalDecoder::default(),
             stop: StopMatcher::new(&request.stop),
             tokenizer,
@@ -83,7 +87,19 @@ impl ActiveSequence {
     pub fn step(&mut self, logits: &mut [f32]) -> StepResult {
         // The model's own distribution, read before the sampler biases and penalizes `logits` in place.
         let raw = self.logprobs.map(|_| logits.to_vec());
+        if let Some(constraint) = &mut self.constraint
+            && let Err(e) = constraint.mask(logits)
+        {
+            self.fail(&e.to_string());
+            return StepResult::Finished;
+        }
         let token = self.sampler.sample(logits);
+        if let Some(constraint) = &mut self.constraint
+            && let Err(e) = constraint.accept(token)
+        {
+            self.fail(&e.to_string());
+            return StepResult::Finished;
+        }
         self.first_token.get_or_insert_with(Instant::now);
         self.completion_tokens += 1;
         self.last_token = token;
@@ -107,7 +123,10 @@ impl ActiveSequence {
             }
             StopOutcome::Continue(out) => {
                 self.send(GenerationEvent::Text { text: out, token: Some(token), logprobs });
-                if self.completion_tokens >= self.max_tokens {
+                if self.constraint.as_ref().is_some_and(OutputConstraint::is_finished) {
+                    // The structured output is complete: nothing may follow it.
+                    self.finish(FinishReason::Stop, true)
+                } else if self.completion_tokens >= self.max_tokens {
                     self.finish(FinishReason::Length, true)
                 } else {
                     StepResult::Running
