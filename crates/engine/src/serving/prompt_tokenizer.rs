@@ -8,6 +8,8 @@ use std::path::Path;
 use crate::error::Result;
 use crate::load::source::ModelSource;
 use crate::text::caller_text;
+use crate::text::tool_calls::ToolCallFormat;
+use crate::text::tool_prompt::{self, ChatTools};
 use crate::{ChatMessage, ChatTemplate, EngineError, Tokenizer};
 
 /// A tokenizer and chat template, no weights.
@@ -47,7 +49,7 @@ impl PromptTokenizer {
 
     /// The ids of a conversation rendered with the chat template, as [`crate::Model::tokenize_chat`].
     pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        chat_ids(self.template.as_ref(), &self.tokenizer, messages)
+        chat_ids(self.template.as_ref(), &self.tokenizer, messages, None, None)
     }
 
     /// The ids of a raw prompt, as [`crate::Model::tokenize`].
@@ -57,14 +59,30 @@ impl PromptTokenizer {
 }
 
 /// A conversation's ids with `template` (BOS first when the model asks for it): one definition for
-/// the engine's models and for [`PromptTokenizer`], so both count alike.
+/// the engine's models and for [`PromptTokenizer`], so both count alike. With `tools`, a template
+/// that knows tools gets them in its `tools` variable, any other a rewritten conversation
+/// ([`crate::text::tool_prompt`]) in `format` (the model's configured format, else its template's); a
+/// primed call's opening ([`ToolCallFormat::primer`]) follows the assistant header.
 pub(crate) fn chat_ids(
     template: Option<&ChatTemplate>,
     tokenizer: &Tokenizer,
     messages: &[ChatMessage],
+    tools: Option<&ChatTools>,
+    format: Option<ToolCallFormat>,
 ) -> Result<Vec<u32>> {
     let template = template
         .ok_or_else(|| EngineError::InvalidRequest("this model has no chat template; use completions".into()))?;
-    let ids = caller_text::tokenize_conversation(template, tokenizer, messages, true)?;
+    let format = format.unwrap_or_else(|| template.tool_call_format());
+    let definitions = tools.map(|t| t.definitions.as_slice()).filter(|d| !d.is_empty());
+    let primer = tools.and_then(|t| t.primed.as_deref()).map(|name| format.primer(name)).unwrap_or_default();
+    let shows_calls = messages.iter().any(|m| !m.tool_calls.is_empty());
+    let ids = if template.knows_tools() {
+        caller_text::tokenize_conversation(template, tokenizer, messages, definitions, &primer)?
+    } else if definitions.is_some() || shows_calls {
+        let rewritten = tool_prompt::rewrite(messages, definitions, format);
+        caller_text::tokenize_conversation(template, tokenizer, &rewritten, None, &primer)?
+    } else {
+        caller_text::tokenize_conversation(template, tokenizer, messages, None, &primer)?
+    };
     Ok(tokenizer.with_prompt_bos(ids))
 }
