@@ -121,7 +121,8 @@ impl Backend {
             }
         };
         let (prompt_ids, conversation) = match prompt {
-            Prompt::Chat(messages) => (model.tokenize_chat(&messages)?, messages),
+            Prompt::Chat(messages, None) => (model.tokenize_chat(&messages)?, messages),
+            Prompt::Chat(messages, Some(tools)) => (model.tokenize_chat_with_tools(&messages, &tools)?, messages),
             Prompt::Text(text) => (model.tokenize(&text)?, vec![ChatMessage::new("user", text)]),
             Prompt::Tokens(ids) => {
                 let text = model.tokenizer().decode(&ids);
@@ -238,6 +239,7 @@ impl ModelRegistry {
                 scheduler: config.scheduler(),
                 kv_cache_type: config.kv_cache_type.unwrap_or_default(),
                 quantize: config.quantize,
+                tool_call_format: config.tool_call_format,
             };
             let engine = Model::load(&source, &options)
                 .with_context(|| format!("{key} ({}): cannot load {}", config.id, config.source))?;
