@@ -36,7 +36,6 @@ pub struct ChatCompletionRequest {
     /// (the tools are dropped and the answer is text), a named function `{"type": "function",
     /// "function": {"name": …}}` (the call's opening is primed, so the answer is always that call), or
     /// `required` with exactly one tool (the same); `required` with several is refused.
-    #[schema(value_type = Option<Object>)]
     pub tool_choice: Option<Value>,
     /// `false`: at most one call is answered (the first the model wrote). Default: all of them.
     pub parallel_tool_calls: Option<bool>,
