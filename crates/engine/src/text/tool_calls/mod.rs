@@ -116,10 +116,10 @@ impl ToolCallFormat {
     /// JSON object, otherwise its text as written (trimmed).
     pub fn parse_primed(self, name: &str, continuation: &str) -> ParsedCall {
         let whole = format!("{}{continuation}", self.primer(name));
-        if let Some(call) = self.parse(&whole).and_then(|parsed| parsed.calls.into_iter().next()) {
-            if call.name == name {
-                return ParsedCall { name: call.name, arguments: call.arguments };
-            }
+        if let Some(call) = self.parse(&whole).and_then(|parsed| parsed.calls.into_iter().next())
+            && call.name == name
+        {
+            return call;
         }
         let arguments = match self {
             Self::Llama3Json | Self::Hermes => first_json_object(continuation)
