@@ -80,4 +80,4 @@ pub use text::detokenize::IncrementalDecoder;
 pub use text::stop::{StopMatcher, StopOutcome};
 pub use text::tokenizer::Tokenizer;
 pub use text::tool_calls::{ParsedCall, ToolCallFormat, ToolCalls};
-pub use text::tool_prompt::ChatTools;
+pub use text::tool_prompt::{ChatTools, RequiredCall};

@@ -227,15 +227,29 @@ impl Model {
 
     /// [`Model::tokenize_chat`] with tools offered (and a call primed when `tools.primed` names one):
     /// the template shows them when it knows tools, otherwise the conversation is rewritten to show
-    /// them in [`Model::tool_call_format`].
+    /// them in [`Model::tool_call_format`]. With `tools.required`, the function to call is chosen first
+    /// ([`super::tool_choice`]), recorded in `required.chosen`, and primed.
     pub fn tokenize_chat_with_tools(&self, messages: &[ChatMessage], tools: &ChatTools) -> Result<Vec<u32>> {
-        super::prompt_tokenizer::chat_ids(
-            self.template.as_ref(),
-            &self.tokenizer,
-            messages,
-            Some(tools),
-            Some(self.tool_call_format()),
-        )
+        let format = Some(self.tool_call_format());
+        let ids = |tools: &ChatTools| {
+            super::prompt_tokenizer::chat_ids(self.template.as_ref(), &self.tokenizer, messages, Some(tools), format)
+        };
+        let Some(required) = tools.required.as_ref().filter(|_| tools.primed.is_none()) else {
+            return ids(tools);
+        };
+        let prompt = ids(tools)?;
+        let format = self.tool_call_format();
+        let openings = required
+            .names
+            .iter()
+            .map(|name| Ok((name.clone(), self.tokenizer.encode_text(&format.primer(name))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let longest = openings.iter().map(|(_, tokens)| tokens.len()).max().unwrap_or(0);
+        let mut session = self.scoring_session(&prompt, longest)?;
+        let name = super::tool_choice::most_likely_call(&mut session, &openings)?;
+        let primed = ChatTools { primed: Some(name.clone()), required: None, ..tools.clone() };
+        let _ = required.chosen.set(name);
+        ids(&primed)
     }
 
     /// How this model writes tool calls: the configured format, else its template's

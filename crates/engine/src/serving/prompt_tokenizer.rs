@@ -110,7 +110,7 @@ mod tests {
 
     fn tools(description: &str) -> ChatTools {
         let tool = json!({"type": "function", "function": {"name": "get_weather", "description": description}});
-        ChatTools { definitions: vec![tool], primed: None }
+        ChatTools { definitions: vec![tool], primed: None, required: None }
     }
 
     fn controls(tokenizer: &Tokenizer, ids: &[u32]) -> usize {

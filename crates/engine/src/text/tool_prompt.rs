@@ -14,6 +14,8 @@
 //! Everything the caller wrote stays message content, so it is tokenized as text
 //! ([`crate::text::caller_text`]): a tool description that spells `<|im_end|>` ends no turn.
 
+use std::sync::{Arc, OnceLock};
+
 use serde_json::Value;
 
 use crate::text::chat_template::ChatMessage;
@@ -28,6 +30,29 @@ pub struct ChatTools {
     /// A function the model must call (a named `tool_choice`): the opening of its call is written
     /// into the prompt, so the model writes only the arguments ([`ToolCallFormat::primer`]).
     pub primed: Option<String>,
+    /// `tool_choice: required` with several tools: the model must call one of them. The engine picks
+    /// the one whose call opening the model finds most likely and primes it, as for a named function.
+    pub required: Option<RequiredCall>,
+}
+
+/// One of several functions the model must call, and where the engine leaves its choice.
+#[derive(Debug, Clone, Default)]
+pub struct RequiredCall {
+    /// The functions to choose from, in the request's order.
+    pub names: Vec<String>,
+    /// The function chosen, set when the prompt is tokenized
+    /// ([`crate::Model::tokenize_chat_with_tools`]): whoever reads the answer needs the name, which
+    /// is in the prompt, not in the output.
+    pub chosen: Arc<OnceLock<String>>,
+}
+
+impl Eq for RequiredCall {}
+
+impl PartialEq for RequiredCall {
+    /// The same choice to make; what was chosen is an outcome, not part of the request.
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names
+    }
 }
 
 /// `messages` rewritten for a template without tool support; `tools` (OpenAI tool objects) offered

@@ -81,6 +81,10 @@ impl ToolReader {
         match &self.mode {
             ToolMode::Off => None,
             ToolMode::Forced(name) => Some((None, vec![self.format.parse_primed(name, text)])),
+            ToolMode::Required(call) => {
+                let name = call.chosen.get()?;
+                Some((None, vec![self.format.parse_primed(name, text)]))
+            }
             ToolMode::Auto { single } => {
                 let mut parsed = self.format.parse(text)?;
                 if *single {
@@ -99,12 +103,14 @@ impl ToolReader {
         }
     }
 
-    /// Where a stream's held text starts (see [`ToolCallFormat::held_from`]); a forced call holds all.
+    /// Whether the answer is a primed call (named, or chosen for `required`).
+    fn primed(&self) -> bool {
+        matches!(self.mode, ToolMode::Forced(_) | ToolMode::Required(_))
+    }
+
+    /// Where a stream's held text starts (see [`ToolCallFormat::held_from`]); a primed call holds all.
     fn held_from(&self, text: &str) -> Option<usize> {
-        match self.mode {
-            ToolMode::Forced(_) => Some(0),
-            _ => self.format.held_from(text),
-        }
+        if self.primed() { Some(0) } else { self.format.held_from(text) }
     }
 }
 
@@ -150,7 +156,7 @@ impl HeldOutput {
         let until = match reader.held_from(&self.text) {
             Some(at) => at.max(self.released),
             None => {
-                self.passing = reader.format.calls_open_the_output() && !matches!(reader.mode, ToolMode::Forced(_));
+                self.passing = reader.format.calls_open_the_output() && !reader.primed();
                 self.text.len()
             }
         };

@@ -5,10 +5,9 @@
 //! The checks are written for hostile input: the definitions are rendered into every prompt of the
 //! request, so their number and size are bounded, names must be what OpenAI allows (which also keeps
 //! them out of any template syntax), and each refusal is a 400 naming the field. What cannot be
-//! honoured is refused, never ignored: `strict` schemas (nothing constrains the arguments to them) and
-//! `required` with several tools (the model could be primed only with one function's call).
+//! honoured is refused, never ignored: `strict` schemas (nothing constrains the arguments to them).
 
-use llamagate_engine::{ChatTools, FunctionCallTurn, ToolCallTurn};
+use llamagate_engine::{ChatTools, FunctionCallTurn, RequiredCall, ToolCallTurn};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -43,6 +42,9 @@ pub enum ToolMode {
     /// A named function (or `required` with one tool): its call was primed, and the output is that
     /// call's arguments.
     Forced(String),
+    /// `required` with several tools: the engine chose one from the model's probabilities
+    /// (`RequiredCall::chosen`, set when the prompt was prepared) and primed its call.
+    Required(RequiredCall),
 }
 
 /// One tool definition as documented (the request keeps the JSON as sent and checks it field by field).
@@ -102,12 +104,10 @@ pub fn check_tools(
             "none" => ToolMode::Off,
             "auto" => ToolMode::Auto { single: parallel_tool_calls == Some(false) },
             "required" if names.len() == 1 => ToolMode::Forced(names[0].to_string()),
-            "required" => {
-                return Err(bad(
-                    "tool_choice: 'required' is served with exactly one tool; with several, name the function \
-                     ({\"type\": \"function\", \"function\": {\"name\": ...}})",
-                ));
-            }
+            "required" => ToolMode::Required(RequiredCall {
+                names: names.iter().map(|name| name.to_string()).collect(),
+                chosen: Default::default(),
+            }),
             _ => return Err(bad_choice()),
         },
         Some(Value::Object(named)) if named.get("type").and_then(Value::as_str) == Some("function") => {
@@ -127,11 +127,12 @@ pub fn check_tools(
         // `none` asks for a plain answer: upstream drops the tools and answers.
         return Ok((None, mode));
     }
-    let primed = match &mode {
-        ToolMode::Forced(name) => Some(name.clone()),
-        _ => None,
+    let (primed, required) = match &mode {
+        ToolMode::Forced(name) => (Some(name.clone()), None),
+        ToolMode::Required(call) => (None, Some(call.clone())),
+        _ => (None, None),
     };
-    Ok((Some(ChatTools { definitions: tools.to_vec(), primed }), mode))
+    Ok((Some(ChatTools { definitions: tools.to_vec(), primed, required }), mode))
 }
 
 fn bad_choice() -> ApiError {
@@ -240,6 +241,14 @@ mod tests {
         assert_eq!(mode(Some(json!("none")), None), ToolMode::Off);
         let named = json!({"type": "function", "function": {"name": "get_time"}});
         assert_eq!(mode(Some(named), None), ToolMode::Forced("get_time".into()));
+        let (rendered, mode) = check_tools(Some(&tools), Some(&json!("required")), None).unwrap();
+        let ToolMode::Required(call) = mode else { panic!("{mode:?}") };
+        assert_eq!(call.names, ["get_weather", "get_time"]);
+        let rendered = rendered.unwrap();
+        assert!(rendered.primed.is_none());
+        // The engine's choice is seen by the reader: one cell.
+        rendered.required.unwrap().chosen.set("get_time".into()).unwrap();
+        assert_eq!(call.chosen.get().map(String::as_str), Some("get_time"));
         let one = [weather()];
         let (rendered, mode) = check_tools(Some(&one), Some(&json!("required")), None).unwrap();
         assert_eq!(mode, ToolMode::Forced("get_weather".into()));
@@ -252,7 +261,6 @@ mod tests {
     fn each_refusal_names_its_field() {
         let tools = [weather(), time()];
         for (tools, choice, field) in [
-            (&tools[..], Some(json!("required")), "tool_choice"),
             (&tools[..], Some(json!("sometimes")), "tool_choice"),
             (&tools[..], Some(json!({"type": "function", "function": {"name": "nope"}})), "tool_choice.function.name"),
             (&tools[..], Some(json!({"type": "function"})), "tool_choice.function.name"),

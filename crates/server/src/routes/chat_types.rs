@@ -35,7 +35,7 @@ pub struct ChatCompletionRequest {
     /// `auto` (the default with tools: the output is read as calls when it is entirely calls), `none`
     /// (the tools are dropped and the answer is text), a named function `{"type": "function",
     /// "function": {"name": …}}` (the call's opening is primed, so the answer is always that call), or
-    /// `required` with exactly one tool (the same); `required` with several is refused.
+    /// `required` (the same, for the tool whose call opening the model finds most likely).
     pub tool_choice: Option<Value>,
     /// `false`: at most one call is answered (the first the model wrote). Default: all of them.
     pub parallel_tool_calls: Option<bool>,
