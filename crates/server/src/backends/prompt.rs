@@ -16,14 +16,42 @@ pub enum Prompt {
 
 impl Prompt {
     /// The prompt as text for the audit trail (`audit.record_prompts`): a conversation as one
-    /// `role: content` line per turn, token ids by their count only.
+    /// `role: content` line per turn (an assistant turn's tool calls after its text), token ids by their
+    /// count only.
     pub fn audit_text(&self) -> String {
         match self {
-            Self::Chat(messages, _) => {
-                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n")
-            }
+            Self::Chat(messages, _) => messages.iter().map(audit_line).collect::<Vec<_>>().join("\n"),
             Self::Text(text) => text.clone(),
             Self::Tokens(ids) => format!("[{} token ids]", ids.len()),
         }
+    }
+}
+
+/// One turn as an audit line: `role: content`, then each call the turn made as `name(arguments)`.
+fn audit_line(message: &ChatMessage) -> String {
+    let mut line = format!("{}: {}", message.role, message.content);
+    for call in &message.tool_calls {
+        line.push_str(&format!(" {}({})", call.function.name, call.function.arguments));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use llamagate_engine::{FunctionCallTurn, ToolCallTurn};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_audit_text_shows_tool_calls() {
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = vec![ToolCallTurn {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: FunctionCallTurn { name: "get_weather".into(), arguments: json!({"city": "Paris"}) },
+        }];
+        let prompt = Prompt::Chat(vec![ChatMessage::new("user", "Weather?"), call], None);
+        assert_eq!(prompt.audit_text(), "user: Weather?\nassistant:  get_weather({\"city\":\"Paris\"})");
     }
 }
