@@ -233,13 +233,17 @@ impl ModelRegistry {
             let source = ModelSource::parse(&config.source)
                 .with_context(|| format!("{key}.source: cannot use {}", config.source))?;
             let device = config.device().map_err(anyhow::Error::msg).with_context(|| format!("{key}.device"))?;
+            let tool_call_format = config
+                .tool_call_format()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{key}.tool_call_format"))?;
             let options = ModelOptions {
                 device,
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
                 kv_cache_type: config.kv_cache_type.unwrap_or_default(),
                 quantize: config.quantize,
-                tool_call_format: config.tool_call_format,
+                tool_call_format,
             };
             let engine = Model::load(&source, &options)
                 .with_context(|| format!("{key} ({}): cannot load {}", config.id, config.source))?;

@@ -12,9 +12,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::support::MODEL_ID;
 use crate::support::dev::{self, DevServer};
 use crate::support::limits::{Answer, client, post, token};
+use crate::support::{MODEL_ID, Server, serve_once};
 
 fn weather_tool() -> Value {
     json!({"type": "function", "function": {
@@ -283,4 +283,32 @@ fn token_without_model_scope(dir: &Path, server: &DevServer) -> String {
         &server.base,
         &["--sub", "outsider", "--scope", "model_something_else"],
     )
+}
+
+/// `tool_call_format` in a model's config is the format the model is taught and read in: with
+/// `pythonic`, the same request's prompt is the pythonic preamble's (another token count than the
+/// default JSON one) and a named call is still answered as that call; an unknown format stops the
+/// start, naming the key and the choices.
+#[tokio::test]
+async fn a_configured_tool_call_format_is_taught_and_read() {
+    let open = "oauth_config:\n  enable_auth: false\n";
+    let body = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0, "max_tokens": 12});
+    let default = Server::start_with_config(0, open, None);
+    let (status, json_answer) = default.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{json_answer}");
+    drop(default);
+    let pythonic = Server::start_with_config(0, &format!("    tool_call_format: pythonic\n{open}"), None);
+    let (status, pythonic_answer) = pythonic.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{pythonic_answer}");
+    assert_eq!(pythonic_answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_ne!(
+        pythonic_answer["usage"]["prompt_tokens"], json_answer["usage"]["prompt_tokens"],
+        "the pythonic preamble and primer, not the JSON ones"
+    );
+
+    let (started, log) = serve_once(&format!("    tool_call_format: mistral\n{open}"));
+    assert!(!started);
+    assert!(log.contains("tool_call_format") && log.contains("mistral") && log.contains("pythonic"), "{log}");
 }

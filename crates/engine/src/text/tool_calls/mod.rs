@@ -20,12 +20,10 @@ pub mod pythonic;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// How a model writes tool calls (`tool_call_format` in a model's config).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ToolCallFormat {
     /// Llama 3.1 / 3.3 JSON objects; the default, and what a template without tools is taught.
     #[default]
