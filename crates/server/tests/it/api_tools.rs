@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::dev::{self, DevServer};
 use crate::support::limits::{Answer, client, post, token};
+use crate::support::remote::{Gate, REMOTE_SCOPE, dead_base_url, run_yaml};
 use crate::support::{MODEL_ID, Server, serve_once};
 
 fn weather_tool() -> Value {
@@ -311,4 +312,28 @@ async fn a_configured_tool_call_format_is_taught_and_read() {
     let (started, log) = serve_once(&format!("    tool_call_format: mistral\n{open}"));
     assert!(!started);
     assert!(log.contains("tool_call_format") && log.contains("mistral") && log.contains("pythonic"), "{log}");
+}
+
+/// A model of a remote provider refuses tools, and conversations holding tool calls, with a 400 naming
+/// the field, before the upstream is asked (it is not even reachable here: a call would be a 502/503).
+#[tokio::test]
+async fn remote_models_refuse_tools_before_calling_the_upstream() {
+    let gate = Gate::start(&run_yaml(&[&dead_base_url()], &[&dead_base_url()]));
+    let token = gate.token("tool-user", &[REMOTE_SCOPE]);
+    let question = [json!({"role": "user", "content": "Weather in Paris?"})];
+    let mut with_tools = chat(&question, json!({"max_tokens": 4}));
+    with_tools["model"] = json!("remote/smollm2");
+    let mut with_history = with_tools.clone();
+    with_history.as_object_mut().unwrap().remove("tools");
+    let mut history = conversation();
+    history.truncate(3);
+    with_history["messages"] = json!(history);
+    for (body, field) in [(with_tools, "tools"), (with_history, "messages[1]")] {
+        let response =
+            client().post(gate.url("/v1/chat/completions")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(field), "{field}: {answer}");
+    }
 }
