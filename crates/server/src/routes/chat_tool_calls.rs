@@ -6,8 +6,8 @@
 //! A stream cannot take text back, so whatever may be the start of a call waits: the whole output for
 //! the JSON and pythonic formats (their calls open the output) until it cannot be a call any more, and
 //! for Hermes everything from `<tool_call>` (or its first characters at the end of the text so far).
-//! An output that turns out not to be calls is then sent as content, so the streamed text always equals
-//! the plain answer's.
+//! An output that turns out not to be calls is then sent as content, so the streamed text equals the
+//! plain answer's (but for the whitespace around text before a Hermes call, which the plain answer trims).
 
 use llamagate_engine::{FinishReason, ParsedCall, ToolCallFormat};
 use serde::Serialize;
@@ -76,7 +76,8 @@ impl ToolReader {
     }
 
     /// The calls in a whole output, or `None` when it is text. A forced call is always read as that
-    /// call; `parallel_tool_calls: false` keeps the first of several.
+    /// call; with `auto`, calls to functions that are not among the tools make the output text, and
+    /// `parallel_tool_calls: false` keeps the first of several.
     fn calls(&self, text: &str) -> Option<(Option<String>, Vec<ParsedCall>)> {
         match &self.mode {
             ToolMode::Off => None,
@@ -85,8 +86,11 @@ impl ToolReader {
                 let name = call.chosen.get()?;
                 Some((None, vec![self.format.parse_primed(name, text)]))
             }
-            ToolMode::Auto { single } => {
+            ToolMode::Auto { names, single } => {
                 let mut parsed = self.format.parse(text)?;
+                if !parsed.calls.iter().all(|call| names.contains(&call.name)) {
+                    return None;
+                }
                 if *single {
                     parsed.calls.truncate(1);
                 }
@@ -153,8 +157,11 @@ impl HeldOutput {
             return piece.to_string();
         }
         self.text.push_str(piece);
-        let until = match reader.held_from(&self.text) {
-            Some(at) => at.max(self.released),
+        // What was sent holds no call's start (nor the first characters of one at its end), so only the
+        // rest is searched: the JSON and pythonic formats send nothing while they hold, and Hermes
+        // output is not searched from its start on every token.
+        let until = match reader.held_from(&self.text[self.released..]) {
+            Some(at) => self.released + at,
             None => {
                 self.passing = reader.format.calls_open_the_output() && !reader.primed();
                 self.text.len()
@@ -195,7 +202,11 @@ mod tests {
     use super::*;
 
     fn auto(format: ToolCallFormat) -> ToolReader {
-        ToolReader::new(format, ToolMode::Auto { single: false }).unwrap()
+        ToolReader::new(format, ToolMode::Auto { names: names(), single: false }).unwrap()
+    }
+
+    fn names() -> Vec<String> {
+        vec!["a".into(), "b".into()]
     }
 
     /// Feeds `pieces`; what was sent as text on the way, and the end.
@@ -216,10 +227,15 @@ mod tests {
         assert!(calls[0].id.starts_with("call_") && calls[0].id != calls[1].id);
         let text = reader.read("{not a call".into());
         assert_eq!(text, ReadAnswer { content: Some("{not a call".into()), tool_calls: None });
-        let single = ToolReader::new(ToolCallFormat::Llama3Json, ToolMode::Auto { single: true }).unwrap();
+        let single =
+            ToolReader::new(ToolCallFormat::Llama3Json, ToolMode::Auto { names: names(), single: true }).unwrap();
         let answer = single.read(r#"{"name": "a", "parameters": {}}; {"name": "b", "parameters": {}}"#.into());
         assert_eq!(answer.tool_calls.unwrap().len(), 1);
         assert!(ToolReader::new(ToolCallFormat::Llama3Json, ToolMode::Off).is_none());
+        // A call to a function the request did not offer is text.
+        let unknown = r#"{"name": "rm_rf", "parameters": {}}"#;
+        assert_eq!(reader.read(unknown.into()), ReadAnswer { content: Some(unknown.into()), tool_calls: None });
+        assert_eq!(stream(&reader, &[unknown]), (String::new(), StreamEnd::Text(unknown.into())));
     }
 
     #[test]

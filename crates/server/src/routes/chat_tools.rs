@@ -34,8 +34,11 @@ fn valid_name(name: &str) -> bool {
 pub enum ToolMode {
     /// No tools offered (or `tool_choice: none`): the output is text.
     Off,
-    /// `auto`: the output is read as calls when it is entirely calls, otherwise as text.
+    /// `auto`: the output is read as calls when it is entirely calls to these tools, otherwise as text.
     Auto {
+        /// The tools' function names: a "call" to any other function is text, never a call a client
+        /// cannot make.
+        names: Vec<String>,
         /// `parallel_tool_calls: false`: only the first call is answered.
         single: bool,
     },
@@ -97,12 +100,16 @@ pub fn check_tools(
         }
         names.push(name);
     }
+    let auto = || ToolMode::Auto {
+        names: names.iter().map(|name| name.to_string()).collect(),
+        single: parallel_tool_calls == Some(false),
+    };
     let mode = match tool_choice {
         None if tools.is_empty() => ToolMode::Off,
-        None => ToolMode::Auto { single: parallel_tool_calls == Some(false) },
+        None => auto(),
         Some(Value::String(mode)) => match mode.as_str() {
             "none" => ToolMode::Off,
-            "auto" => ToolMode::Auto { single: parallel_tool_calls == Some(false) },
+            "auto" => auto(),
             "required" if names.len() == 1 => ToolMode::Forced(names[0].to_string()),
             "required" => ToolMode::Required(RequiredCall {
                 names: names.iter().map(|name| name.to_string()).collect(),
@@ -236,8 +243,9 @@ mod tests {
     fn modes_from_tool_choice() {
         let tools = [weather(), time()];
         let mode = |choice: Option<Value>, parallel| check_tools(Some(&tools), choice.as_ref(), parallel).unwrap().1;
-        assert_eq!(mode(None, None), ToolMode::Auto { single: false });
-        assert_eq!(mode(Some(json!("auto")), Some(false)), ToolMode::Auto { single: true });
+        let names = vec!["get_weather".to_string(), "get_time".to_string()];
+        assert_eq!(mode(None, None), ToolMode::Auto { names: names.clone(), single: false });
+        assert_eq!(mode(Some(json!("auto")), Some(false)), ToolMode::Auto { names, single: true });
         assert_eq!(mode(Some(json!("none")), None), ToolMode::Off);
         let named = json!({"type": "function", "function": {"name": "get_time"}});
         assert_eq!(mode(Some(named), None), ToolMode::Forced("get_time".into()));

@@ -32,10 +32,10 @@ pub struct ChatCompletionRequest {
     /// back as `message.tool_calls`. Models of remote providers refuse them.
     #[schema(value_type = Option<Vec<ToolDefinition>>)]
     pub tools: Option<Vec<Value>>,
-    /// `auto` (the default with tools: the output is read as calls when it is entirely calls), `none`
-    /// (the tools are dropped and the answer is text), a named function `{"type": "function",
-    /// "function": {"name": …}}` (the call's opening is primed, so the answer is always that call), or
-    /// `required` (the same, for the tool whose call opening the model finds most likely).
+    /// `auto` (the default with tools: the output is read as calls when it is entirely calls to these
+    /// tools), `none` (the tools are dropped and the answer is text), a named function `{"type":
+    /// "function", "function": {"name": …}}` (the call's opening is primed, so the answer is always that
+    /// call), or `required` (the same, for the tool whose call opening the model finds most likely).
     pub tool_choice: Option<Value>,
     /// `false`: at most one call is answered (the first the model wrote). Default: all of them.
     pub parallel_tool_calls: Option<bool>,
@@ -472,7 +472,7 @@ mod tests {
         let input = request(body).validate().unwrap();
         assert_eq!(input.messages[1].tool_calls[0].function.arguments, serde_json::json!({"city": "Paris"}));
         assert_eq!(input.messages[2].tool_call_id.as_deref(), Some("call_1"));
-        assert_eq!(input.tool_mode, ToolMode::Auto { single: false });
+        assert_eq!(input.tool_mode, ToolMode::Auto { names: vec!["get_weather".into()], single: false });
         assert_eq!(input.tools.unwrap().definitions.len(), 1);
     }
 }
