@@ -11,8 +11,9 @@
 //! - [`kernels`] — the CPU pass's SIMD kernels (quantized and 16-bit float matmul, attention over f16 and
 //!   8-bit caches).
 //! - `text/` — the tokenizer (byte-level BPE or SentencePiece, built from GGUF metadata or a
-//!   `tokenizer.json`), chat templates, caller text kept as text, streaming with correct UTF-8, and stop
-//!   strings.
+//!   `tokenizer.json`), chat templates (with tools), caller text kept as text, streaming with correct
+//!   UTF-8, stop strings, and tool calls read from an output in the Llama family's formats
+//!   ([`ToolCallFormat`]).
 //! - `serving/` — [`Model`], the scheduler that steps concurrent requests together (and forks a request's
 //!   choices after one prefill), prefix reuse, sampling, cancellation, exact token counts, scoring
 //!   sessions for next-token probabilities, and [`PromptTokenizer`] (a model's tokenizer and template
@@ -75,7 +76,9 @@ pub use serving::prompt_tokenizer::PromptTokenizer;
 pub use serving::sampling::SamplingParams;
 pub use serving::scheduler::{SchedulerConfig, SchedulerStats};
 pub use serving::scoring::{NextTokenLogits, ScoringSession};
-pub use text::chat_template::{ChatMessage, ChatTemplate};
+pub use text::chat_template::{ChatMessage, ChatTemplate, FunctionCallTurn, ToolCallTurn};
 pub use text::detokenize::IncrementalDecoder;
 pub use text::stop::{StopMatcher, StopOutcome};
 pub use text::tokenizer::Tokenizer;
+pub use text::tool_calls::{ParsedCall, ToolCallFormat, ToolCalls};
+pub use text::tool_prompt::{ChatTools, RequiredCall};

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use llamagate_engine::{DeviceChoice, EngineError, KvCacheType, QuantizeOnLoad, SchedulerConfig};
+use llamagate_engine::{DeviceChoice, EngineError, KvCacheType, QuantizeOnLoad, SchedulerConfig, ToolCallFormat};
 use serde::Deserialize;
 
 use crate::http::listener::ConnectionLimits;
@@ -355,6 +355,12 @@ pub struct ModelConfig {
     /// 16-bit weights and the 8-bit kernels' speed, llama.cpp's Q8_0 rounding). Unset: weights as stored.
     #[serde(default)]
     pub quantize: Option<QuantizeOnLoad>,
+    /// How the model writes tool calls: `llama3_json` (Llama 3.1/3.3: `{"name": …, "parameters": …}`),
+    /// `pythonic` (Llama 3.2: `[f(a=1)]`) or `hermes` (`<tool_call>{…}</tool_call>`). Unset: what the
+    /// chat template asks for, and `llama3_json` for a template that knows no tools (then the tools
+    /// are described to the model in that format in the system prompt).
+    #[serde(default)]
+    pub tool_call_format: Option<String>,
 }
 
 impl ModelConfig {
@@ -373,6 +379,12 @@ impl ModelConfig {
             priority_ageing: defaults.priority_ageing,
             threads: self.threads,
         }
+    }
+
+    /// The configured tool-call format (`None`: the template's); [`StackConfig::validate`] has checked
+    /// the spelling.
+    pub fn tool_call_format(&self) -> Result<Option<ToolCallFormat>, String> {
+        self.tool_call_format.as_deref().map(str::parse).transpose()
     }
 
     /// The configured device (`auto` when unset); [`StackConfig::validate`] has checked the spelling.
@@ -514,6 +526,7 @@ impl StackConfig {
                 return Err(invalid(key("context_length"), "must be at least 1"));
             }
             model.device().map_err(|reason| invalid(key("device"), &reason))?;
+            model.tool_call_format().map_err(|reason| invalid(key("tool_call_format"), &reason))?;
             let defaults = SchedulerConfig::default();
             let engine_keys = [
                 ("max_batch", model.max_batch, defaults.max_batch.to_string()),
@@ -668,6 +681,25 @@ mod tests {
         assert_eq!(config.models[0].quantize, Some(QuantizeOnLoad::Q8_0));
         let err = StackConfig::parse(&format!("{base}    quantize: q4_k\n")).unwrap_err().to_string();
         assert!(err.contains("quantize") && err.contains("q4_k") && err.contains("q8_0"), "{err}");
+    }
+
+    #[test]
+    fn tool_call_format_takes_the_three_formats_and_names_the_key_otherwise() {
+        let base = "models:\n  - id: m\n    source: o/n\n";
+        assert_eq!(StackConfig::parse(base).unwrap().models[0].tool_call_format(), Ok(None));
+        for (spelling, format) in [
+            ("llama3_json", ToolCallFormat::Llama3Json),
+            ("pythonic", ToolCallFormat::Pythonic),
+            ("hermes", ToolCallFormat::Hermes),
+        ] {
+            let config = StackConfig::parse(&format!("{base}    tool_call_format: {spelling}\n")).unwrap();
+            config.validate().unwrap();
+            assert_eq!(config.models[0].tool_call_format(), Ok(Some(format)));
+        }
+        let config = StackConfig::parse(&format!("{base}    tool_call_format: mistral\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("models[0].tool_call_format:") && err.contains("mistral"), "{err}");
+        assert!(err.contains(ToolCallFormat::NAMES), "{err}");
     }
 
     #[test]

@@ -1,4 +1,6 @@
 """The official Python llama-stack-client 0.7.x against the real server."""
+import json
+
 import pytest
 from llama_stack_client import BadRequestError, LlamaStackClient, NotFoundError
 
@@ -87,6 +89,34 @@ def test_tool_choice_none_answers_without_the_tools(client):
     )
     assert reply.choices[0].message.content
     assert not reply.choices[0].message.tool_calls
+
+
+def test_tool_round_trip(client):
+    """The Llama Stack client's chat completions with tools: the call parsed into its tool-call type, the
+    tool's answer sent back, a text answer (the conversation makes the 135M model call; see test_openai_sdk)."""
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+    def answered(call_id, city, result):
+        call = {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}
+        return [{"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "tool", "tool_call_id": call_id, "content": result}]
+
+    messages = [{"role": "user", "content": "Weather in Paris?"}, *answered("call_1", "Paris", "15 C"),
+                {"role": "assistant", "content": "18 C."}, {"role": "user", "content": "Weather in Rome?"},
+                *answered("call_2", "Rome", "12 C"), {"role": "assistant", "content": "12 C."},
+                {"role": "user", "content": "Weather in London?"}]
+    reply = client.chat.completions.create(model=MODEL_ID, messages=messages, tools=[weather], temperature=0, max_tokens=40)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "9 C, rain"},
+    ]
+    final = client.chat.completions.create(model=MODEL_ID, messages=messages, tools=[weather], temperature=0, max_tokens=40)
+    assert final.choices[0].message.content and not final.choices[0].message.tool_calls
 
 
 def test_unknown_model_is_not_found(client):

@@ -1,4 +1,6 @@
 """The official OpenAI Python SDK against the real server's OpenAI-compatible routes."""
+import json
+
 import openai
 import pytest
 
@@ -96,3 +98,86 @@ def test_a_prompt_list_is_answered_in_openais_order(client):
     assert [c.index for c in out.choices] == [0, 1, 2, 3]
     for choice in out.choices:
         assert choice.text.startswith(prompts[choice.index // 2])
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def _answered_call(call_id, city, result):
+    call = {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ]
+
+
+def test_tool_round_trip(client):
+    """tools → the model's call as the SDK's ChatCompletionMessageToolCall → the tool's answer sent back →
+    a text answer; streamed, the SDK's tool-call deltas join to the same call. The default 135M model calls
+    the tool after two answered calls in the conversation (temperature 0); the subject is the shapes."""
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        *_answered_call("call_1", "Paris", "15 C"),
+        {"role": "assistant", "content": "18 C."},
+        {"role": "user", "content": "Weather in Rome?"},
+        *_answered_call("call_2", "Rome", "12 C"),
+        {"role": "assistant", "content": "12 C."},
+        {"role": "user", "content": "Weather in London?"},
+    ]
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=40
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+    name, arguments, finish = "", "", None
+    for chunk in client.chat.completions.create(
+        model=MODEL_ID, messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=40, stream=True
+    ):
+        delta = chunk.choices[0].delta
+        assert not delta.content
+        for piece in delta.tool_calls or []:
+            assert piece.index == 0
+            name += piece.function.name or ""
+            arguments += piece.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert (name, arguments, finish) == ("get_weather", call.function.arguments, "tool_calls")
+
+    messages += [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "9 C, rain"}]
+    final = client.chat.completions.create(
+        model=MODEL_ID, messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=40
+    )
+    assert final.choices[0].message.tool_calls is None
+    assert final.choices[0].message.content
+    assert final.choices[0].finish_reason != "tool_calls"
+
+
+def test_named_tool_choice_and_refused_tools(client):
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "What is the weather like in Paris today?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        max_tokens=24,
+    )
+    (call,) = reply.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    with pytest.raises(openai.BadRequestError, match="strict"):
+        client.chat.completions.create(
+            model=MODEL_ID,
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "function", "function": {**WEATHER_TOOL["function"], "strict": True}}],
+        )

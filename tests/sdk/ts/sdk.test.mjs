@@ -51,6 +51,41 @@ test('n = 2 answers two choices, indexed, with one usage', async () => {
   assert.ok(reply.usage.completion_tokens > 6, 'both choices count');
 });
 
+test('a tool call, plain and streamed, and the tool answer fed back', async () => {
+  const weather = { type: 'function', function: { name: 'get_weather', description: 'Get the current weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } };
+  const answered = (id, city, result) => [
+    { role: 'assistant', content: null, tool_calls: [{ id, type: 'function', function: { name: 'get_weather', arguments: JSON.stringify({ city }) } }] },
+    { role: 'tool', tool_call_id: id, content: result },
+  ];
+  // Two answered calls make the 135M model call the tool at temperature 0 (see crates/server/tests/it/api_tools.rs).
+  const messages = [{ role: 'user', content: 'Weather in Paris?' }, ...answered('call_1', 'Paris', '15 C'),
+    { role: 'assistant', content: '18 C.' }, { role: 'user', content: 'Weather in Rome?' }, ...answered('call_2', 'Rome', '12 C'),
+    { role: 'assistant', content: '12 C.' }, { role: 'user', content: 'Weather in London?' }];
+  const request = { model: MODEL_ID, messages, tools: [weather], temperature: 0, max_tokens: 40 };
+  const reply = await client.chat.completions.create(request);
+  assert.equal(reply.choices[0].finish_reason, 'tool_calls');
+  const [call] = reply.choices[0].message.tool_calls;
+  assert.ok(call.id.startsWith('call_'));
+  assert.equal(call.function.name, 'get_weather');
+  assert.equal(typeof JSON.parse(call.function.arguments).city, 'string');
+  let name = '';
+  let args = '';
+  const stream = await client.chat.completions.create({ ...request, stream: true });
+  for await (const chunk of stream) {
+    for (const piece of chunk.choices[0]?.delta?.tool_calls ?? []) {
+      name += piece.function?.name ?? '';
+      args += piece.function?.arguments ?? '';
+    }
+  }
+  assert.deepEqual([name, args], ['get_weather', call.function.arguments]);
+  const next = [...messages, { role: 'assistant', content: null, tool_calls: [call] },
+    { role: 'tool', tool_call_id: call.id, content: '9 C, rain' }];
+  const final = await client.chat.completions.create({ ...request, messages: next });
+  assert.ok(final.choices[0].message.content.length > 0);
+  assert.equal(final.choices[0].message.tool_calls, null);
+});
+
 test('a missing or invalid key is AuthenticationError, a token without the model scope PermissionDeniedError', async () => {
   const messages = [{ role: 'user', content: 'hi' }];
   for (const apiKey of [undefined, 'not-a-token']) {

@@ -19,6 +19,8 @@ use crate::serving::scoring::ScoringSession;
 use crate::text::caller_text;
 use crate::text::chat_template::{ChatMessage, ChatTemplate};
 use crate::text::tokenizer::Tokenizer;
+use crate::text::tool_calls::ToolCallFormat;
+use crate::text::tool_prompt::ChatTools;
 
 /// How to load and run a model.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,9 @@ pub struct ModelOptions {
     /// Quantize full-precision (F16, BF16, F32) weight matrices to this format once at load: less memory
     /// and the 8-bit kernels' speed, at llama.cpp's Q8_0 rounding. `None` (default): as stored.
     pub quantize: Option<QuantizeOnLoad>,
+    /// How the model writes tool calls; `None` (default): what its chat template asks for
+    /// ([`ToolCallFormat::detect`]), the Llama 3.1 JSON format for a template without tools.
+    pub tool_call_format: Option<ToolCallFormat>,
 }
 
 /// What a caller wants generated, before the engine has checked it against the model.
@@ -80,6 +85,8 @@ pub struct Model {
     weights: Arc<LlamaModel>,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
+    /// The configured tool-call format, over the template's.
+    tool_call_format: Option<ToolCallFormat>,
     scheduler: SchedulerHandle,
     info: ModelInfo,
     /// The fixed beginnings of scoring prompts (a guard's instructions and category list), prefilled
@@ -156,7 +163,18 @@ impl Model {
         let fixed_prefixes = Mutex::new(PrefixCache::new(FIXED_PREFIX_POSITIONS));
         let reused_scoring_positions = AtomicU64::new(0);
         let grammar = OnceLock::new();
-        Ok(Self { weights, tokenizer, template, scheduler, info, fixed_prefixes, reused_scoring_positions, grammar })
+        let tool_call_format = options.tool_call_format;
+        Ok(Self {
+            weights,
+            tokenizer,
+            template,
+            tool_call_format,
+            scheduler,
+            info,
+            fixed_prefixes,
+            reused_scoring_positions,
+            grammar,
+        })
     }
 
     /// Scoring-prompt positions copied from a remembered fixed part (a guard preamble) rather than
@@ -212,7 +230,40 @@ impl Model {
     /// when it spells one (`<|im_end|>` in a message is seven ordinary tokens, not an end of turn).
     /// BOS leads when the model asks for it ([`Tokenizer::with_prompt_bos`]).
     pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        super::prompt_tokenizer::chat_ids(self.template.as_ref(), &self.tokenizer, messages)
+        super::prompt_tokenizer::chat_ids(self.template.as_ref(), &self.tokenizer, messages, None, None)
+    }
+
+    /// [`Model::tokenize_chat`] with tools offered (and a call primed when `tools.primed` names one):
+    /// the template shows them when it knows tools, otherwise the conversation is rewritten to show
+    /// them in [`Model::tool_call_format`]. With `tools.required`, the function to call is chosen first
+    /// ([`super::tool_choice`]), recorded in `required.chosen`, and primed.
+    pub fn tokenize_chat_with_tools(&self, messages: &[ChatMessage], tools: &ChatTools) -> Result<Vec<u32>> {
+        let format = Some(self.tool_call_format());
+        let ids = |tools: &ChatTools| {
+            super::prompt_tokenizer::chat_ids(self.template.as_ref(), &self.tokenizer, messages, Some(tools), format)
+        };
+        let Some(required) = tools.required.as_ref().filter(|_| tools.primed.is_none()) else {
+            return ids(tools);
+        };
+        let prompt = ids(tools)?;
+        let format = self.tool_call_format();
+        let openings = required
+            .names
+            .iter()
+            .map(|name| Ok((name.clone(), self.tokenizer.encode_text(&format.primer(name))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let longest = openings.iter().map(|(_, tokens)| tokens.len()).max().unwrap_or(0);
+        let mut session = self.scoring_session(&prompt, longest)?;
+        let name = super::tool_choice::most_likely_call(&mut session, &openings)?;
+        let primed = ChatTools { primed: Some(name.clone()), required: None, ..tools.clone() };
+        let _ = required.chosen.set(name);
+        ids(&primed)
+    }
+
+    /// How this model writes tool calls: the configured format, else its template's
+    /// ([`ToolCallFormat::detect`]).
+    pub fn tool_call_format(&self) -> ToolCallFormat {
+        self.tool_call_format.or_else(|| self.template.as_ref().map(ChatTemplate::tool_call_format)).unwrap_or_default()
     }
 
     /// The ids of `before` + `text` + `after`, where only the server-written `before` and `after` may

@@ -1,7 +1,8 @@
 //! Running requests on a loaded model: the public [`engine`] entry point ([`Model`](engine::Model)), the
 //! [`scheduler`] that steps concurrent [`sequence`]s together (reusing prompt prefixes through
 //! [`prefix_cache`]), [`sampling`] (with the [`logprobs`] callers can ask for), the [`generation`] stream a caller reads, and [`scoring`] sessions
-//! that read next-token logits instead of generating.
+//! that read next-token logits instead of generating (with which [`tool_choice`] picks the function a
+//! `required` tool choice calls).
 
 pub(crate) mod constraint;
 pub(crate) mod engine;
@@ -13,3 +14,4 @@ pub(crate) mod sampling;
 pub(crate) mod scheduler;
 pub(crate) mod scoring;
 pub(crate) mod sequence;
+pub(crate) mod tool_choice;

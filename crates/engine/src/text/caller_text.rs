@@ -10,6 +10,8 @@
 //! ([`Tokenizer::encode_text`]). Whitespace around a content stays outside the markers, so a template
 //! that trims contents (Llama 3's `| trim`) trims the same characters it would have trimmed.
 
+use serde_json::Value;
+
 use crate::error::{EngineError, Result};
 use crate::text::chat_template::{ChatMessage, ChatTemplate};
 use crate::text::tokenizer::Tokenizer;
@@ -19,19 +21,46 @@ pub(crate) fn spells_control_tokens(tokenizer: &Tokenizer, text: &str) -> bool {
     tokenizer.special_spellings().any(|spelling| text.contains(spelling))
 }
 
-/// The ids of `messages` rendered with `template`, every content kept as text.
+/// The ids of `messages` rendered with `template` (with `tools` in its `tools` variable), every content
+/// kept as text, followed by `primer` as text (the opening of a call the model is made to make; empty
+/// for none). Tool definitions and earlier calls are rendered by the template itself, outside any
+/// content, so a spelling of a control token in them is refused rather than marked.
 pub(crate) fn tokenize_conversation(
     template: &ChatTemplate,
     tokenizer: &Tokenizer,
     messages: &[ChatMessage],
-    add_generation_prompt: bool,
+    tools: Option<&[Value]>,
+    primer: &str,
 ) -> Result<Vec<u32>> {
+    check_tool_text(tokenizer, messages, tools)?;
     if !messages.iter().any(|m| spells_control_tokens(tokenizer, &m.content)) {
-        return tokenizer.encode(&template.render(messages, add_generation_prompt)?);
+        let rendered = template.render_with_tools(messages, tools, true)?;
+        if primer.is_empty() {
+            return tokenizer.encode(&rendered);
+        }
+        return tokenizer.encode_parts(&[(&rendered, true), (primer, false)]);
     }
     let (open, close) = markers(messages.iter().map(|m| m.content.as_str()))?;
     let marked: Vec<ChatMessage> = messages.iter().map(|m| mark(m, open, close)).collect();
-    splice(tokenizer, &template.render(&marked, add_generation_prompt)?, open, close)
+    splice(tokenizer, &template.render_with_tools(&marked, tools, true)?, open, close, primer)
+}
+
+/// Refuses tool definitions, calls or call ids that spell a control token: the template writes them
+/// outside the marked contents, where such a spelling would become the token itself.
+fn check_tool_text(tokenizer: &Tokenizer, messages: &[ChatMessage], tools: Option<&[Value]>) -> Result<()> {
+    let tools_text = tools.map(|t| serde_json::to_string(t).unwrap_or_default()).unwrap_or_default();
+    let spelled = spells_control_tokens(tokenizer, &tools_text)
+        || messages.iter().any(|m| {
+            m.tool_call_id.as_deref().is_some_and(|id| spells_control_tokens(tokenizer, id))
+                || (!m.tool_calls.is_empty()
+                    && spells_control_tokens(tokenizer, &serde_json::to_string(&m.tool_calls).unwrap_or_default()))
+        });
+    if spelled {
+        return Err(EngineError::InvalidRequest(
+            "tool definitions and tool calls must not spell the model's control tokens".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The ids of `before` + `text` + `after`, where only `before` and `after` (a prompt format written
@@ -59,12 +88,12 @@ fn mark(message: &ChatMessage, open: char, close: char) -> ChatMessage {
     let core = content.trim();
     let start = content.len() - content.trim_start().len();
     let (lead, trail) = (&content[..start], &content[start + core.len()..]);
-    ChatMessage { role: message.role.clone(), content: format!("{lead}{open}{core}{close}{trail}") }
+    ChatMessage { content: format!("{lead}{open}{core}{close}{trail}"), ..message.clone() }
 }
 
-/// Tokenizes `rendered`: marked spans as caller text, the rest as the template's, in one
-/// [`Tokenizer::encode_parts`] call (SentencePiece segments them as one text).
-fn splice(tokenizer: &Tokenizer, rendered: &str, open: char, close: char) -> Result<Vec<u32>> {
+/// Tokenizes `rendered` and then `primer`: marked spans and the primer as caller text, the rest as the
+/// template's, in one [`Tokenizer::encode_parts`] call (SentencePiece segments them as one text).
+fn splice(tokenizer: &Tokenizer, rendered: &str, open: char, close: char, primer: &str) -> Result<Vec<u32>> {
     let transformed = || {
         EngineError::InvalidRequest(
             "a message spells the model's control tokens and the chat template rewrites message contents, \
@@ -90,5 +119,8 @@ fn splice(tokenizer: &Tokenizer, rendered: &str, open: char, close: char) -> Res
         return Err(transformed());
     }
     parts.push((rest, true));
+    if !primer.is_empty() {
+        parts.push((primer, false));
+    }
     tokenizer.encode_parts(&parts)
 }

@@ -121,7 +121,8 @@ impl Backend {
             }
         };
         let (prompt_ids, conversation) = match prompt {
-            Prompt::Chat(messages) => (model.tokenize_chat(&messages)?, messages),
+            Prompt::Chat(messages, None) => (model.tokenize_chat(&messages)?, messages),
+            Prompt::Chat(messages, Some(tools)) => (model.tokenize_chat_with_tools(&messages, &tools)?, messages),
             Prompt::Text(text) => (model.tokenize(&text)?, vec![ChatMessage::new("user", text)]),
             Prompt::Tokens(ids) => {
                 let text = model.tokenizer().decode(&ids);
@@ -232,12 +233,17 @@ impl ModelRegistry {
             let source = ModelSource::parse(&config.source)
                 .with_context(|| format!("{key}.source: cannot use {}", config.source))?;
             let device = config.device().map_err(anyhow::Error::msg).with_context(|| format!("{key}.device"))?;
+            let tool_call_format = config
+                .tool_call_format()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{key}.tool_call_format"))?;
             let options = ModelOptions {
                 device,
                 max_context: config.context_length,
                 scheduler: config.scheduler(),
                 kv_cache_type: config.kv_cache_type.unwrap_or_default(),
                 quantize: config.quantize,
+                tool_call_format,
             };
             let engine = Model::load(&source, &options)
                 .with_context(|| format!("{key} ({}): cannot load {}", config.id, config.source))?;

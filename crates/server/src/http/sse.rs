@@ -29,11 +29,12 @@ pub trait ChunkFormat: Send + 'static {
     /// A chunk sent for a choice before any of its text (chat announces the assistant role here, an
     /// echoing completion sends the prompt).
     fn opening(&mut self, index: usize) -> Option<Value>;
-    /// A chunk carrying a choice's newly generated text, with the log-probabilities of the tokens behind
-    /// it (empty unless the request asked for them).
-    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprobs]) -> Value;
-    /// The chunk that ends a choice.
-    fn finished(&mut self, index: usize, finish_reason: FinishReason) -> Value;
+    /// The chunks carrying a choice's newly generated text, with the log-probabilities of the tokens
+    /// behind it (empty unless the request asked for them): usually one, none while a format holds
+    /// text back (chat, while the text may be a tool call).
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprobs]) -> Vec<Value>;
+    /// The chunks that end a choice: what was held back, then the one with the finish reason.
+    fn finished(&mut self, index: usize, finish_reason: FinishReason) -> Vec<Value>;
     /// The chunk that ends a successful stream, after every choice ended, when usage was asked for.
     fn usage(&mut self, usage: Usage) -> Option<Value>;
 }
@@ -96,17 +97,23 @@ pub fn stream_generation<F: ChunkFormat>(
                     pending[index].extend(logprobs);
                     // Empty pieces mean the decoder is holding back a partial character or stop string.
                     if !text.is_empty() {
-                        yield Ok(json_event(&format.text(index, &text, &pending[index])));
+                        for chunk in format.text(index, &text, &pending[index]) {
+                            yield Ok(json_event(&chunk));
+                        }
                         pending[index].clear();
                     }
                 }
                 Some((index, GenerationEvent::Done(summary))) => {
                     // Tokens whose text never showed (a stop string's first tokens, say) still count.
                     if !pending[index].is_empty() {
-                        yield Ok(json_event(&format.text(index, "", &pending[index])));
+                        for chunk in format.text(index, "", &pending[index]) {
+                            yield Ok(json_event(&chunk));
+                        }
                         pending[index].clear();
                     }
-                    yield Ok(json_event(&format.finished(index, summary.finish_reason)));
+                    for chunk in format.finished(index, summary.finish_reason) {
+                        yield Ok(json_event(&chunk));
+                    }
                     summaries[index] = Some(summary);
                     if summaries.iter().all(Option::is_some) {
                         let all: Vec<GenerationSummary> = summaries.iter().flatten().cloned().collect();

@@ -5,12 +5,14 @@
 //! Response fields of type `Option` are marked `required` in the OpenAPI schema: they are always sent,
 //! as `null` when empty, and the SDKs' models expect the key.
 
-use llamagate_engine::{ChatMessage, GenerateParams, GenerationOutput, Usage};
+use llamagate_engine::{ChatMessage, ChatTools, FinishReason, GenerateParams, GenerationOutput, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
+use crate::routes::chat_tool_calls::{ReadAnswer, ToolCallBody, ToolCallDelta, ToolReader, finish_reason};
+use crate::routes::chat_tools::{ToolDefinition, ToolMode, calls_in_message, check_tools};
 use crate::routes::generation_fields::{GenerationFields, UsageBody};
 use crate::routes::logprobs_body::ChatLogprobs;
 
@@ -25,11 +27,18 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<u32>,
     /// Only `{"type":"text"}` is served: there is no constrained decoding.
     pub response_format: Option<ResponseFormat>,
-    /// Tool definitions; refused when non-empty, since no tool-call parser is wired — unless
-    /// `tool_choice` is `none`, which asks for a plain answer: then they are dropped, as upstream does.
+    /// Functions the model may call (at most 128, 64 KiB in all). Rendered by the model's chat
+    /// template when it knows tools, otherwise as a system-prompt preamble; calls in the output come
+    /// back as `message.tool_calls`. Models of remote providers refuse them.
+    #[schema(value_type = Option<Vec<ToolDefinition>>)]
     pub tools: Option<Vec<Value>>,
-    /// Only meaningful with `tools`: `none`, `auto`, `required` or `{"type":"function",...}`.
+    /// `auto` (the default with tools: the output is read as calls when it is entirely calls to these
+    /// tools), `none` (the tools are dropped and the answer is text), a named function `{"type":
+    /// "function", "function": {"name": …}}` (the call's opening is primed, so the answer is always that
+    /// call), or `required` (the same, for the tool whose call opening the model finds most likely).
     pub tool_choice: Option<Value>,
+    /// `false`: at most one call is answered (the first the model wrote). Default: all of them.
+    pub parallel_tool_calls: Option<bool>,
     /// Report each generated token's log-probability (`choices[].logprobs.content`).
     pub logprobs: Option<bool>,
     /// With `logprobs`: how many alternatives per position, 0–20.
@@ -56,7 +65,31 @@ pub struct ChatMessageIn {
     /// Text or a list of parts; assistant messages may leave it out.
     #[serde(default)]
     pub content: Option<MessageContent>,
+    /// An assistant message's calls (`{id, type: "function", function: {name, arguments}}`), as an
+    /// earlier answer returned them.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Vec<Value>>,
+    /// A `tool` message's answer to this call id; required there.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
+
+/// What a validated chat request asks for.
+#[derive(Debug)]
+pub struct ChatInput {
+    /// The conversation as the engine renders it.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling, stop strings, `max_tokens`, `logprobs`.
+    pub params: GenerateParams,
+    /// The tools to render (and the call to prime); `None` without tools or with `tool_choice: none`.
+    pub tools: Option<ChatTools>,
+    /// How the answer is read for calls.
+    pub tool_mode: ToolMode,
+}
+
+/// The longest `tool_call_id` accepted: ids are opaque, but rendered into the prompt.
+const MAX_TOOL_CALL_ID: usize = 256;
 
 /// The roles OpenAI-compatible clients send.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -108,23 +141,13 @@ pub struct ResponseFormat {
 }
 
 impl ChatCompletionRequest {
-    /// Checks what serde cannot and returns the conversation and engine parameters.
-    pub fn validate(&self) -> Result<(Vec<ChatMessage>, GenerateParams), ApiError> {
+    /// Checks what serde cannot and returns the conversation, engine parameters and tools.
+    pub fn validate(&self) -> Result<ChatInput, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::BadRequest("messages must hold at least one message".into()));
         }
-        let has_tools = self.tools.as_ref().is_some_and(|t| !t.is_empty());
-        if self.tool_choice.is_some() && self.tools.is_none() {
-            return Err(ApiError::BadRequest("'tool_choice' is only allowed when 'tools' is also provided".into()));
-        }
-        if let Some(choice) = &self.tool_choice {
-            check_tool_choice(choice)?;
-        }
-        // `tool_choice: "none"` asks for a plain answer: the tools are not needed for it.
-        let plain_answer = self.tool_choice.as_ref().is_some_and(|c| c == "none");
-        if has_tools && !plain_answer {
-            return Err(ApiError::BadRequest("tools are not supported by this server".into()));
-        }
+        let (tools, tool_mode) =
+            check_tools(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls)?;
         if self.functions.is_some() || self.function_call.is_some() {
             return Err(ApiError::BadRequest("functions and function_call are not supported by this server".into()));
         }
@@ -143,35 +166,20 @@ impl ChatCompletionRequest {
                 format.kind
             )));
         }
-        let messages = self.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
+        let messages = self.messages.iter().enumerate().map(|(i, m)| m.to_engine(i)).collect::<Result<Vec<_>, _>>()?;
         let mut params = self.fields.to_params(self.max_completion_tokens)?;
         params.logprobs = (self.logprobs == Some(true)).then(|| self.top_logprobs.unwrap_or(0) as usize);
-        Ok((messages, params))
+        Ok(ChatInput { messages, params, tools, tool_mode })
     }
 }
 
 /// The `reasoning_effort` values OpenAI defines.
 const REASONING_EFFORTS: [&str; 4] = ["minimal", "low", "medium", "high"];
 
-/// `tool_choice` must be one of OpenAI's spellings, whatever is done with it.
-fn check_tool_choice(choice: &Value) -> Result<(), ApiError> {
-    let valid = match choice {
-        Value::String(mode) => matches!(mode.as_str(), "none" | "auto" | "required"),
-        Value::Object(named) => named.get("type").and_then(Value::as_str) == Some("function"),
-        _ => false,
-    };
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(
-            "tool_choice must be 'none', 'auto', 'required' or {\"type\": \"function\", ...}".into(),
-        ))
-    }
-}
-
 impl ChatMessageIn {
-    /// The message as the engine's chat turn: roles mapped for Llama templates, text parts joined.
-    pub(crate) fn to_engine(&self) -> Result<ChatMessage, ApiError> {
+    /// The message (number `index`, for errors) as the engine's chat turn: roles mapped for Llama
+    /// templates, text parts joined, an assistant's calls and a tool answer's call id kept.
+    pub(crate) fn to_engine(&self, index: usize) -> Result<ChatMessage, ApiError> {
         let role = match self.role {
             Role::System | Role::Developer => "system",
             Role::User => "user",
@@ -196,7 +204,28 @@ impl ChatMessageIn {
                 text
             }
         };
-        Ok(ChatMessage::new(role, content))
+        let mut message = ChatMessage::new(role, content);
+        if let Some(calls) = self.tool_calls.as_deref().filter(|c| !c.is_empty()) {
+            if !matches!(self.role, Role::Assistant) {
+                return Err(ApiError::BadRequest(format!(
+                    "messages[{index}].tool_calls is only allowed on assistant messages"
+                )));
+            }
+            message.tool_calls = calls_in_message(index, calls)?;
+        }
+        if matches!(self.role, Role::Tool) {
+            match self.tool_call_id.as_deref() {
+                Some(id) if !id.is_empty() && id.len() <= MAX_TOOL_CALL_ID => {
+                    message.tool_call_id = Some(id.to_string())
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "messages[{index}].tool_call_id is required for tool messages (1-{MAX_TOOL_CALL_ID} characters)"
+                    )));
+                }
+            }
+        }
+        Ok(message)
     }
 }
 
@@ -228,7 +257,8 @@ pub struct ChatCompletion {
 pub struct ChatChoice {
     /// The assistant's reply.
     pub message: AssistantMessage,
-    /// `stop`, `length`, or `content_filter` when content safety refused the output.
+    /// `stop`, `length`, `tool_calls` when the model called tools, or `content_filter` when content
+    /// safety refused the output.
     pub finish_reason: &'static str,
     /// The choice's number, 0 to `n - 1`.
     pub index: u32,
@@ -242,11 +272,12 @@ pub struct ChatChoice {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The generated text.
-    pub content: String,
-    /// No tool calls are parsed; null.
+    /// The generated text; null when the answer is only tool calls.
     #[schema(required = true)]
-    pub tool_calls: Option<Value>,
+    pub content: Option<String>,
+    /// The tools the model called, in order; null when it called none.
+    #[schema(required = true)]
+    pub tool_calls: Option<Vec<ToolCallBody>>,
     /// Null.
     #[schema(required = true)]
     pub refusal: Option<String>,
@@ -312,9 +343,10 @@ pub struct ChunkDelta {
     /// `assistant` on the first chunk; null after.
     #[schema(required = true)]
     pub role: Option<&'static str>,
-    /// No tool calls are parsed; null.
+    /// The calls, on the chunk that ends a choice that called tools (each call whole, with its
+    /// `index`, `id`, `type` and `function`); null on every other chunk.
     #[schema(required = true)]
-    pub tool_calls: Option<Value>,
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Null: no reasoning traces are separated.
     #[schema(required = true)]
     pub reasoning_content: Option<String>,
@@ -322,7 +354,7 @@ pub struct ChunkDelta {
 
 impl ChatCompletion {
     /// Wraps a request's finished choices (in choice order) and its `usage`; `with_logprobs` when the
-    /// request asked for them.
+    /// request asked for them; each output read for tool calls with `tools` when tools are in play.
     pub fn new(
         id: String,
         created: u64,
@@ -330,27 +362,30 @@ impl ChatCompletion {
         outputs: Vec<GenerationOutput>,
         usage: Usage,
         with_logprobs: bool,
+        tools: Option<&ToolReader>,
     ) -> Self {
         let choices = outputs
             .into_iter()
             .enumerate()
             .map(|(index, output)| {
                 let logprobs = with_logprobs.then(|| ChatLogprobs::new(&output.logprobs));
+                let finished = output.summary.finish_reason;
+                // A refused output is cut where the check stopped it: never read as calls.
+                let ReadAnswer { content, tool_calls } = match tools {
+                    Some(reader) if finished != FinishReason::ContentFilter => reader.read(output.text),
+                    _ => ReadAnswer { content: Some(output.text), tool_calls: None },
+                };
+                let finish_reason = finish_reason(finished, tool_calls.is_some());
                 let message = AssistantMessage {
                     role: "assistant",
-                    content: output.text,
-                    tool_calls: None,
+                    content,
+                    tool_calls,
                     refusal: None,
                     function_call: None,
                     annotations: None,
                     audio: None,
                 };
-                ChatChoice {
-                    message,
-                    finish_reason: output.summary.finish_reason.as_str(),
-                    index: index as u32,
-                    logprobs,
-                }
+                ChatChoice { message, finish_reason, index: index as u32, logprobs }
             })
             .collect();
         Self {
@@ -379,9 +414,9 @@ mod tests {
         let req = request(
             r#"{"model":"m","messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"temperature":0}"#,
         );
-        let (messages, params) = req.validate().unwrap();
-        assert_eq!(messages, [ChatMessage::new("system", "ab")]);
-        assert_eq!(params.sampling.temperature, 0.0);
+        let input = req.validate().unwrap();
+        assert_eq!(input.messages, [ChatMessage::new("system", "ab")]);
+        assert_eq!(input.params.sampling.temperature, 0.0);
     }
 
     #[test]
@@ -392,6 +427,8 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}],"tool_choice":"auto"}"#,
+            r#"{"model":"m","messages":[{"role":"tool","content":"18 C"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[{"id":"c","function":{"name":"f"}}]}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}],"tool_choice":"sometimes"}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"extreme"}"#,
@@ -407,7 +444,7 @@ mod tests {
     fn logprobs_ask_for_the_chosen_token_and_top_logprobs_alternatives() {
         let asked = |extra: &str| {
             let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
-            request(&body).validate().unwrap().1.logprobs
+            request(&body).validate().unwrap().params.logprobs
         };
         assert_eq!(asked(""), None);
         assert_eq!(asked(r#","logprobs":false"#), None);
@@ -417,9 +454,25 @@ mod tests {
 
     #[test]
     fn tool_choice_none_drops_the_tools_and_known_efforts_are_accepted() {
-        let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}],
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "tools":[{"type":"function","function":{"name":"f"}}],
             "tool_choice":"none","reasoning_effort":"low","logit_bias":{}}"#;
-        let (messages, _) = request(body).validate().unwrap();
-        assert_eq!(messages, [ChatMessage::new("user", "x")]);
+        let input = request(body).validate().unwrap();
+        assert_eq!(input.messages, [ChatMessage::new("user", "x")]);
+        assert_eq!((input.tools, input.tool_mode), (None, ToolMode::Off));
+    }
+
+    #[test]
+    fn a_tool_round_trip_keeps_the_calls_and_the_answered_id() {
+        let body = r#"{"model":"m","tools":[{"type":"function","function":{"name":"get_weather"}}],"messages":[
+            {"role":"user","content":"Weather in Paris?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+                "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"18 C"}]}"#;
+        let input = request(body).validate().unwrap();
+        assert_eq!(input.messages[1].tool_calls[0].function.arguments, serde_json::json!({"city": "Paris"}));
+        assert_eq!(input.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(input.tool_mode, ToolMode::Auto { names: vec!["get_weather".into()], single: false });
+        assert_eq!(input.tools.unwrap().definitions.len(), 1);
     }
 }

@@ -123,13 +123,13 @@ impl ChunkFormat for TextChunks {
         Some(self.chunk(index, &prompt, None, None))
     }
 
-    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprobs]) -> Value {
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprobs]) -> Vec<Value> {
         let offset = self.advance(index, text);
-        self.chunk(index, text, None, self.with_logprobs.then(|| CompletionLogprobs::new(logprobs, offset)))
+        vec![self.chunk(index, text, None, self.with_logprobs.then(|| CompletionLogprobs::new(logprobs, offset)))]
     }
 
-    fn finished(&mut self, index: usize, finish_reason: FinishReason) -> Value {
-        self.chunk(index, "", Some(finish_reason.as_str()), None)
+    fn finished(&mut self, index: usize, finish_reason: FinishReason) -> Vec<Value> {
+        vec![self.chunk(index, "", Some(finish_reason.as_str()), None)]
     }
 
     fn usage(&mut self, usage: Usage) -> Option<Value> {

@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod chat;
+pub mod chat_tool_calls;
+pub mod chat_tools;
 pub mod chat_types;
 pub mod completions;
 pub mod completions_types;

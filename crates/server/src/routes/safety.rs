@@ -76,7 +76,7 @@ pub async fn run_shield(
     }
     // One request from the caller's tier before the conversation is rendered and counted.
     let admission = Admission::open(state.limits.as_deref(), &caller).await?;
-    let messages = request.messages.iter().map(ChatMessageIn::to_engine).collect::<Result<Vec<_>, _>>()?;
+    let messages = request.messages.iter().enumerate().map(|(i, m)| m.to_engine(i)).collect::<Result<Vec<_>, _>>()?;
     let conversation = normalize_conversation(messages)?;
     let tokens = shield.prompt_tokens(&conversation)?;
     let scores = admission.metered(&caller, tokens, shield.score(conversation, caller.prefix_scope())).await?;

@@ -138,7 +138,22 @@ impl RemoteModel {
             return Err(ApiError::BadRequest("logprobs are not available for models of remote providers".into()));
         }
         let (input, conversation) = match prompt {
-            Prompt::Chat(messages) => (RemoteInput::Chat(messages.clone()), messages),
+            Prompt::Chat(_, Some(_)) => {
+                return Err(ApiError::BadRequest(
+                    "tools are not available for models of remote providers (they are served for models that \
+                     run in this server)"
+                        .into(),
+                ));
+            }
+            Prompt::Chat(messages, None) => {
+                // The wire format sends text turns only: a conversation with calls would lose them.
+                if let Some(i) = messages.iter().position(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some()) {
+                    return Err(ApiError::BadRequest(format!(
+                        "messages[{i}]: tool calls and tool messages are not available for models of remote providers"
+                    )));
+                }
+                (RemoteInput::Chat(messages.clone()), messages)
+            }
             Prompt::Text(text) => (RemoteInput::Text(text.clone()), vec![ChatMessage::new("user", text)]),
             Prompt::Tokens(ids) => {
                 let text = format!("[{} token ids]", ids.len());
