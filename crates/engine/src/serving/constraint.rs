@@ -41,10 +41,9 @@ impl GrammarVocabulary {
     /// The vocabulary of `tokenizer`, padded to the `vocab_size` rows of the model's output (ids past the
     /// tokenizer's are never allowed). The first stop token ends a complete output.
     pub(crate) fn new(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Self> {
-        let eos = *tokenizer
-            .stop_ids()
-            .first()
-            .ok_or_else(|| EngineError::InvalidRequest("this model has no end-of-turn token to end a structured output".into()))?;
+        let eos = *tokenizer.stop_ids().first().ok_or_else(|| {
+            EngineError::InvalidRequest("this model has no end-of-turn token to end a structured output".into())
+        })?;
         let words: Vec<Vec<u8>> = (0..vocab_size as u32)
             .map(|id| {
                 if (id as usize) >= tokenizer.vocab_size() {
@@ -87,10 +86,7 @@ impl GrammarVocabulary {
         })?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(EngineError::InvalidRequest(format!(
-                "the JSON schema cannot be enforced: {}",
-                first_line(&e)
-            )));
+            return Err(EngineError::InvalidRequest(format!("the JSON schema cannot be enforced: {}", first_line(&e))));
         }
         Ok(OutputConstraint { matcher })
     }

@@ -335,7 +335,9 @@ impl Model {
             .get_or_init(|| GrammarVocabulary::new(&self.tokenizer, self.info.vocab_size).map_err(|e| e.to_string()));
         match vocabulary {
             Ok(vocabulary) => vocabulary.constraint(format),
-            Err(e) => Err(EngineError::InvalidRequest(format!("structured output is not available for this model: {e}"))),
+            Err(e) => {
+                Err(EngineError::InvalidRequest(format!("structured output is not available for this model: {e}")))
+            }
         }
     }
 

@@ -11,5 +11,6 @@ mod kquant_llamacpp;
 mod llama_spm;
 mod scheduling;
 mod smollm2_llamacpp;
+mod structured_output;
 mod support;
 mod tiny_llama3;

@@ -5,7 +5,7 @@
 //! Response fields of type `Option` are marked `required` in the OpenAPI schema: they are always sent,
 //! as `null` when empty, and the SDKs' models expect the key.
 
-use llamagate_engine::{ChatMessage, ChatTools, FinishReason, GenerateParams, GenerationOutput, Usage};
+use llamagate_engine::{ChatMessage, ChatTools, FinishReason, GenerateParams, GenerationOutput, OutputFormat, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -132,12 +132,59 @@ pub enum ContentPart {
     File {},
 }
 
-/// `response_format`, of which only the type matters here.
+/// `response_format`: free text, any JSON object, or JSON matching a schema — the last two enforced
+/// while sampling (a token mask from the grammar engine), not by retrying.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResponseFormat {
     /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// With `json_schema`: the schema and its name.
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+/// OpenAI's `response_format.json_schema`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct JsonSchemaFormat {
+    /// The schema's name, 1–64 characters of `a-z A-Z 0-9 _ -`.
+    pub name: String,
+    /// What the schema is for (not used for decoding).
+    pub description: Option<String>,
+    /// The JSON Schema the output must match.
+    #[schema(value_type = Object)]
+    pub schema: Option<Value>,
+    /// Accepted either way: the schema is always enforced.
+    pub strict: Option<bool>,
+}
+
+impl ResponseFormat {
+    /// The engine's output format; `None` for free text. Refuses what cannot be honoured, naming the field.
+    fn to_engine(&self) -> Result<Option<OutputFormat>, ApiError> {
+        match self.kind.as_str() {
+            "text" => Ok(None),
+            "json_object" => Ok(Some(OutputFormat::JsonObject)),
+            "json_schema" => {
+                let format = self.json_schema.as_ref().ok_or_else(|| {
+                    ApiError::BadRequest("response_format.json_schema is required when its type is json_schema".into())
+                })?;
+                let name_ok = (1..=64).contains(&format.name.len())
+                    && format.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !name_ok {
+                    return Err(ApiError::BadRequest(
+                        "response_format.json_schema.name must be 1-64 characters of a-z, A-Z, 0-9, _ and -".into(),
+                    ));
+                }
+                match &format.schema {
+                    Some(schema @ Value::Object(_)) => Ok(Some(OutputFormat::JsonSchema(schema.clone()))),
+                    _ => Err(ApiError::BadRequest("response_format.json_schema.schema must be a JSON object".into())),
+                }
+            }
+            other => Err(ApiError::BadRequest(format!(
+                "response_format type must be text, json_object or json_schema; got '{}'",
+                other.chars().take(64).collect::<String>()
+            ))),
+        }
+    }
 }
 
 impl ChatCompletionRequest {
@@ -160,15 +207,17 @@ impl ChatCompletionRequest {
         if self.top_logprobs.is_some() && self.logprobs != Some(true) {
             return Err(ApiError::BadRequest("top_logprobs is only allowed when logprobs is true".into()));
         }
-        if let Some(format) = self.response_format.as_ref().filter(|f| f.kind != "text") {
-            return Err(ApiError::BadRequest(format!(
-                "response_format type '{}' is not supported; only 'text' is",
-                format.kind
-            )));
+        let output_format = self.response_format.as_ref().map(ResponseFormat::to_engine).transpose()?.flatten();
+        if output_format.is_some() && tools.is_some() {
+            return Err(ApiError::BadRequest(
+                "response_format json_object or json_schema cannot be combined with tools (use tool_choice: none)"
+                    .into(),
+            ));
         }
         let messages = self.messages.iter().enumerate().map(|(i, m)| m.to_engine(i)).collect::<Result<Vec<_>, _>>()?;
         let mut params = self.fields.to_params(self.max_completion_tokens)?;
         params.logprobs = (self.logprobs == Some(true)).then(|| self.top_logprobs.unwrap_or(0) as usize);
+        params.output_format = output_format;
         Ok(ChatInput { messages, params, tools, tool_mode })
     }
 }
@@ -420,10 +469,40 @@ mod tests {
     }
 
     #[test]
+    fn response_formats_become_the_engines() {
+        let format = |rf: &str| {
+            request(&format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"response_format":{rf}}}"#))
+                .validate()
+                .unwrap()
+                .params
+                .output_format
+        };
+        assert_eq!(format(r#"{"type":"text"}"#), None);
+        assert_eq!(format(r#"{"type":"json_object"}"#), Some(OutputFormat::JsonObject));
+        let schema = r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#;
+        assert_eq!(
+            format(&format!(
+                r#"{{"type":"json_schema","json_schema":{{"name":"A_1","strict":true,"schema":{schema}}}}}"#
+            )),
+            Some(OutputFormat::JsonSchema(serde_json::from_str(schema).unwrap()))
+        );
+        // With tools in play the output is either calls or JSON; both at once is refused, naming the field.
+        let both = request(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},
+                "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}"#,
+        )
+        .validate();
+        assert!(matches!(both, Err(ApiError::BadRequest(m)) if m.contains("response_format")));
+    }
+
+    #[test]
     fn unsupported_features_are_refused_not_ignored() {
         for body in [
             r#"{"model":"m","messages":[]}"#,
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema"}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a b","schema":{}}}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":[]}}}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}],"tool_choice":"auto"}"#,

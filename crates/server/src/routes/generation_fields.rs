@@ -138,7 +138,15 @@ impl GenerationFields {
             ..Default::default()
         };
         let max_tokens = max_tokens.or(self.max_tokens).map(|n| n as usize);
-        Ok(GenerateParams { sampling, max_tokens, stop, priority: 0, prefix_scope: 0, logprobs: None })
+        Ok(GenerateParams {
+            sampling,
+            max_tokens,
+            stop,
+            priority: 0,
+            prefix_scope: 0,
+            logprobs: None,
+            output_format: None,
+        })
     }
 
     /// `logit_bias` as (token id, bias) pairs: keys are token ids written as strings, values numbers

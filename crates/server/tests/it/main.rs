@@ -13,6 +13,7 @@ mod api_introspection;
 mod api_logprobs;
 mod api_safety;
 mod api_shapes;
+mod api_structured_output;
 mod api_tools;
 // The audit and content-safety tests need scores they control, from the test guard double.
 #[cfg(feature = "test-guard")]

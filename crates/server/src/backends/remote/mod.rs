@@ -137,6 +137,13 @@ impl RemoteModel {
         if params.logprobs.is_some() {
             return Err(ApiError::BadRequest("logprobs are not available for models of remote providers".into()));
         }
+        if params.output_format.is_some() {
+            return Err(ApiError::BadRequest(
+                "response_format json_object and json_schema are not available for models of remote providers \
+                 (they are served for models that run in this server)"
+                    .into(),
+            ));
+        }
         let (input, conversation) = match prompt {
             Prompt::Chat(_, Some(_)) => {
                 return Err(ApiError::BadRequest(
