@@ -181,3 +181,44 @@ def test_named_tool_choice_and_refused_tools(client):
             messages=[{"role": "user", "content": "hi"}],
             tools=[{"type": "function", "function": {**WEATHER_TOOL["function"], "strict": True}}],
         )
+
+
+def test_structured_output_parses_into_a_pydantic_model(client):
+    """`response_format` from a pydantic model (the SDK sends a strict `json_schema`): the grammar mask makes
+    the answer parse into the model, greedy and with n=2 sampled choices; `json_object` gives a JSON object."""
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class City(BaseModel):
+        city: str = Field(max_length=24)
+        country: Literal["France", "Italy", "Japan", "Peru"]
+        population_millions: float
+
+    messages = [{"role": "user", "content": "Name a large city, its country and population, as JSON."}]
+    reply = client.chat.completions.parse(
+        model=MODEL_ID, messages=messages, response_format=City, temperature=0, max_tokens=64
+    )
+    parsed = reply.choices[0].message.parsed
+    assert isinstance(parsed, City), reply
+    assert reply.choices[0].finish_reason == "stop"
+
+    two = client.chat.completions.parse(
+        model=MODEL_ID, messages=messages, response_format=City, temperature=1.0, seed=3, n=2, max_tokens=64
+    )
+    assert [type(c.message.parsed) for c in two.choices] == [City, City]
+
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": 'Reply with a JSON object whose key "animal" names a farm animal.'}],
+        response_format={"type": "json_object"},
+        temperature=0,
+        max_tokens=64,
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=MODEL_ID, messages=messages, response_format={"type": "json_schema"}, max_tokens=8
+        )
+    assert "json_schema" in str(refused.value)

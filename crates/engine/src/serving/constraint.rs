@@ -88,7 +88,7 @@ impl GrammarVocabulary {
         if let Some(e) = matcher.get_error() {
             return Err(EngineError::InvalidRequest(format!("the JSON schema cannot be enforced: {}", first_line(&e))));
         }
-        Ok(OutputConstraint { matcher })
+        Ok(OutputConstraint { matcher: Box::new(matcher) })
     }
 }
 
@@ -112,7 +112,8 @@ fn grammar_error(e: impl fmt::Display) -> EngineError {
 
 /// One generation's grammar state: which tokens may come next.
 pub struct OutputConstraint {
-    matcher: Matcher,
+    /// Boxed: the matcher is large, and requests without a constraint should not carry its size.
+    matcher: Box<Matcher>,
 }
 
 impl OutputConstraint {
@@ -141,7 +142,7 @@ impl OutputConstraint {
 impl Clone for OutputConstraint {
     /// A fork's own copy (each of a request's choices follows the grammar on its own).
     fn clone(&self) -> Self {
-        Self { matcher: self.matcher.deep_clone() }
+        Self { matcher: Box::new(self.matcher.deep_clone()) }
     }
 }
 

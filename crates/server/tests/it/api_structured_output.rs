@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::support::MODEL_ID;
 use crate::support::dev::{self, DevServer};
 use crate::support::limits::{Answer, client, get, post, token};
+use crate::support::remote::{Gate, REMOTE_SCOPE, dead_base_url, run_yaml};
 
 fn start(dir: &Path) -> (DevServer, String) {
     dev::write_default_config(dir);
@@ -140,4 +141,22 @@ async fn refusals_name_the_field_and_cost_nothing_and_authorization_is_unchanged
     let anonymous =
         client.post(server.url("/v1/chat/completions")).json(&chat(city_format(), json!({}))).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+/// A model of a remote provider refuses structured output with a 400 naming the field, before the
+/// upstream is asked (it is not even reachable here: a call would be a 502/503).
+#[tokio::test]
+async fn remote_models_refuse_structured_output_before_calling_the_upstream() {
+    let gate = Gate::start(&run_yaml(&[&dead_base_url()], &[&dead_base_url()]));
+    let token = gate.token("json-user", &[REMOTE_SCOPE]);
+    for format in [json!({"type": "json_object"}), city_format()] {
+        let mut body = chat(format, json!({"max_tokens": 4}));
+        body["model"] = json!("remote/smollm2");
+        let response =
+            client().post(gate.url("/v1/chat/completions")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("response_format"), "{answer}");
+    }
 }
