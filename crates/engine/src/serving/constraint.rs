@@ -25,6 +25,14 @@ pub enum OutputFormat {
     JsonObject,
     /// A JSON value matching this schema (`json_schema`; with `strict` or without, it is enforced).
     JsonSchema(Value),
+    /// The rest of a primed tool call (a named `tool_choice`): arguments matching the function's
+    /// `parameters` schema, then `closing`, the text that ends the call in the model's format.
+    ToolArguments {
+        /// The function's `parameters` JSON Schema.
+        schema: Value,
+        /// What ends the call after the arguments (`}` for Llama 3.1 JSON).
+        closing: String,
+    },
 }
 
 /// The bound on a schema's serialized size: a schema is compiled into a grammar on the request path, so
@@ -69,19 +77,17 @@ impl GrammarVocabulary {
 
     /// A fresh constraint for one generation; an invalid or unsupported schema is the caller's error.
     pub(crate) fn constraint(&self, format: &OutputFormat) -> Result<OutputConstraint> {
-        let schema = match format {
-            OutputFormat::JsonObject => json!({"type": "object"}),
-            OutputFormat::JsonSchema(schema) => {
-                let size = serde_json::to_vec(schema).map_or(usize::MAX, |bytes| bytes.len());
-                if size > MAX_SCHEMA_BYTES {
-                    return Err(EngineError::InvalidRequest(format!(
-                        "the JSON schema is {size} bytes; at most {MAX_SCHEMA_BYTES} are accepted"
-                    )));
-                }
-                schema.clone()
+        let grammar = match format {
+            OutputFormat::JsonObject => TopLevelGrammar::from_json_schema(compact(json!({"type": "object"}))),
+            OutputFormat::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact(bounded(schema)?.clone())),
+            OutputFormat::ToolArguments { schema, closing } => {
+                // The arguments as a JSON value of the schema, then the call's closing text, verbatim.
+                let schema = serde_json::to_string(&compact(bounded(schema)?.clone())).map_err(grammar_error)?;
+                let closing = serde_json::to_string(closing).map_err(grammar_error)?;
+                TopLevelGrammar::from_lark(format!("start: arguments {closing}\narguments: %json {schema}\n"))
             }
         };
-        let parser = self.factory.create_parser(TopLevelGrammar::from_json_schema(compact(schema))).map_err(|e| {
+        let parser = self.factory.create_parser(grammar).map_err(|e| {
             EngineError::InvalidRequest(format!("the JSON schema cannot be enforced: {}", first_line(&e.to_string())))
         })?;
         let matcher = Matcher::new(Ok(parser));
@@ -90,6 +96,17 @@ impl GrammarVocabulary {
         }
         Ok(OutputConstraint { matcher: Box::new(matcher) })
     }
+}
+
+/// `schema`, when its serialized size is within [`MAX_SCHEMA_BYTES`].
+fn bounded(schema: &Value) -> Result<&Value> {
+    let size = serde_json::to_vec(schema).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_SCHEMA_BYTES {
+        return Err(EngineError::InvalidRequest(format!(
+            "the JSON schema is {size} bytes; at most {MAX_SCHEMA_BYTES} are accepted"
+        )));
+    }
+    Ok(schema)
 }
 
 /// Compact JSON (no free whitespace between tokens) unless the schema asks otherwise through

@@ -92,3 +92,24 @@ fn a_schema_the_engine_cannot_enforce_is_refused_before_anything_runs() {
     let params = GenerateParams { output_format: Some(OutputFormat::JsonSchema(huge)), ..Default::default() };
     assert!(matches!(m.prepare(ids, params), Err(EngineError::InvalidRequest(m)) if m.contains("bytes")));
 }
+
+/// The rest of a primed tool call: the model writes only arguments matching the function's schema, then
+/// the format's closing text, and stops there — so the primer and the answer together are one call.
+#[test]
+fn a_primed_call_gets_arguments_matching_its_schema_and_closes() {
+    let m = model();
+    let primer = r#"{"name": "get_weather", "parameters": "#;
+    let chat = m.render_chat(&[ChatMessage::new("user", "What is the weather like in Rome today?")]).unwrap();
+    let ids = m.tokenize(&format!("{chat}{primer}")).unwrap();
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Lima"]},
+        "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"], "additionalProperties": false});
+    let format = OutputFormat::ToolArguments { schema, closing: "}".into() };
+    let params = GenerateParams { max_tokens: Some(48), output_format: Some(format), ..Default::default() };
+    let out = m.submit(m.prepare(ids, params).unwrap()).unwrap().collect_blocking().unwrap();
+    assert_eq!(out.summary.finish_reason, FinishReason::Stop, "{}", out.text);
+    let call: Value =
+        serde_json::from_str(&format!("{primer}{}", out.text)).unwrap_or_else(|e| panic!("{e}: {}", out.text));
+    assert_eq!(call["name"], "get_weather");
+    assert!(["Paris", "Rome", "Lima"].contains(&call["parameters"]["city"].as_str().unwrap()), "{call}");
+    assert!(["celsius", "fahrenheit"].contains(&call["parameters"]["unit"].as_str().unwrap()), "{call}");
+}

@@ -9,7 +9,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use llamagate_engine::{FinishReason, TokenLogprobs, Usage};
+use llamagate_engine::{ChatTools, FinishReason, OutputFormat, TokenLogprobs, ToolCallFormat, Usage};
 use serde_json::{Value, json};
 use std::mem;
 
@@ -44,7 +44,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(request): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let ChatInput { messages, params, tools, tool_mode } = request.validate()?;
+    let ChatInput { messages, mut params, tools, tool_mode } = request.validate()?;
     let n = request.fields.choices()?;
     let stream = request.fields.streaming();
     let with_logprobs = params.logprobs.is_some();
@@ -52,12 +52,13 @@ pub async fn create(
     // Only to read the answer: the format the model writes calls in. Whether the caller may use the
     // model (and the 404 for one it may not see) is decided in the pipeline before anything runs; a
     // remote model refuses tools there.
-    let tool_reader = state
-        .registry
-        .get(&request.model)
-        .ok()
-        .and_then(|served| served.backend.local().map(|model| model.tool_call_format()))
-        .and_then(|format| ToolReader::new(format, tool_mode));
+    let call_format =
+        state.registry.get(&request.model).ok().and_then(|served| served.backend.local().map(|m| m.tool_call_format()));
+    // A primed call's arguments are held to the function's `parameters` schema by the grammar engine.
+    if let (Some(tools), Some(format)) = (&tools, call_format) {
+        params.output_format = primed_arguments(tools, format);
+    }
+    let tool_reader = call_format.and_then(|format| ToolReader::new(format, tool_mode));
     let prompts = vec![Prompt::Chat(messages, tools)];
     let ask = Ask { model: request.model.clone(), prompts, n, params, stream, provider_data };
 
@@ -180,4 +181,18 @@ impl ChunkFormat for ChatChunks {
         // OpenAI's usage chunk: no choices, usage filled in.
         self.include_usage.then(|| self.chunk(Vec::new(), Some(UsageBody::from(usage))))
     }
+}
+
+/// The grammar for the rest of a primed call (a named `tool_choice`): arguments matching the function's
+/// `parameters` (any object when it has none), then the format's closing text. `None` when no call is
+/// primed or the format's arguments are not JSON (pythonic).
+fn primed_arguments(tools: &ChatTools, format: ToolCallFormat) -> Option<OutputFormat> {
+    let name = tools.primed.as_deref()?;
+    let closing = format.primed_call_closing()?;
+    let function = tools.definitions.iter().map(|tool| &tool["function"]).find(|function| function["name"] == name)?;
+    let schema = match &function["parameters"] {
+        Value::Object(schema) if !schema.is_empty() => Value::Object(schema.clone()),
+        _ => serde_json::json!({"type": "object"}),
+    };
+    Some(OutputFormat::ToolArguments { schema, closing: closing.to_string() })
 }

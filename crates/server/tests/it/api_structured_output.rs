@@ -160,3 +160,28 @@ async fn remote_models_refuse_structured_output_before_calling_the_upstream() {
         assert!(answer["error"]["message"].as_str().unwrap().contains("response_format"), "{answer}");
     }
 }
+
+/// A named `tool_choice`: the call's arguments are held to the function's `parameters` schema by the
+/// grammar engine (the default model, left alone, writes arguments that are not even JSON), plain and
+/// streamed alike.
+#[tokio::test]
+async fn a_named_tool_call_has_arguments_matching_the_functions_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = start(dir.path());
+    let tool = json!({"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Rome", "Lima"]},
+            "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": false}}});
+    let body = json!({"model": MODEL_ID, "temperature": 0, "max_tokens": 48, "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "messages": [{"role": "user", "content": "What is the weather like in Rome today?"}]});
+    let answer: Answer = post(&client(), &server, &token, "/v1/chat/completions", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let call = &answer.body["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{}", answer.body);
+    let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(["Paris", "Rome", "Lima"].contains(&arguments["city"].as_str().unwrap()), "{arguments}");
+    assert!(["celsius", "fahrenheit"].contains(&arguments["unit"].as_str().unwrap()), "{arguments}");
+    assert_eq!(arguments.as_object().unwrap().len(), 2, "{arguments}");
+}

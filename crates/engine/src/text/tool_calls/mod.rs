@@ -109,6 +109,16 @@ impl ToolCallFormat {
         }
     }
 
+    /// The text that ends a primed call after its arguments, where the arguments are a JSON object (so
+    /// a grammar can hold them to the function's schema); `None` for pythonic calls.
+    pub fn primed_call_closing(self) -> Option<&'static str> {
+        match self {
+            Self::Llama3Json => Some("}"),
+            Self::Hermes => Some("}\n</tool_call>"),
+            Self::Pythonic => None,
+        }
+    }
+
     /// The call to `name` from what the model wrote after [`ToolCallFormat::primer`]: the first call
     /// when the primer and the continuation parse, otherwise the arguments as far as the model wrote a
     /// JSON object, otherwise its text as written (trimmed).
