@@ -381,7 +381,11 @@ impl OAuthConfig {
 
     /// Every variable that sets a key, with the key's path (for documentation and tests).
     pub fn env_keys() -> Vec<EnvKey> {
-        serde_json::to_value(Self::default()).map(|v| env_keys(&v, &[], SECTIONS)).unwrap_or_default()
+        let mut keys = serde_json::to_value(Self::default()).map(|v| env_keys(&v, &[], SECTIONS)).unwrap_or_default();
+        // In the keys' alphabetical order, whichever order serde_json keeps its maps in (a dependency
+        // may switch on `preserve_order`).
+        keys.sort_by(|a, b| a.path.cmp(&b.path));
+        keys
     }
 
     /// Fails on the first `LLAMA_STACK_OAUTH_` variable among `names` that sets no key, naming the

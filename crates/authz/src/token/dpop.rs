@@ -260,7 +260,8 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Option<String> {
         "OKP" => json!({"crv": s("crv")?, "kty": "OKP", "x": s("x")?}),
         _ => return None,
     };
-    // serde_json without preserve_order sorts object keys, which is the order RFC 7638 requires.
+    // The members are written in lexicographic order, as RFC 7638 requires; serde_json keeps them so
+    // with or without `preserve_order` (which a dependency switches on).
     Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.to_string().as_bytes())))
 }
 

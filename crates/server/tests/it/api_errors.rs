@@ -54,7 +54,7 @@ async fn failures_use_the_envelope_and_the_documented_status() {
     let (status, body) = server.post_json("/v1/chat/completions", &chat(json!({"n": 9}))).await;
     assert_error(status, &body, 400);
     let (status, body) =
-        server.post_json("/v1/chat/completions", &chat(json!({"response_format": {"type": "json_object"}}))).await;
+        server.post_json("/v1/chat/completions", &chat(json!({"response_format": {"type": "xml"}}))).await;
     assert_error(status, &body, 400);
     let (status, body) = server.post_json("/v1/chat/completions", &chat(json!({"temperature": "hot"}))).await;
     assert_error(status, &body, 400);

@@ -288,7 +288,7 @@ mod tests {
             parse(out).unwrap(),
             [
                 call("get_weather", r#"{"city":"San Francisco","metric":true}"#),
-                call("get_time", r#"{"extra":null,"offsets":[-8,-7.5],"zone":"PST"}"#),
+                call("get_time", r#"{"zone":"PST","offsets":[-8,-7.5],"extra":null}"#),
             ]
         );
     }
@@ -299,7 +299,7 @@ mod tests {
         let out = r#"<|python_start|>[search(q="it's \"here\"\n", filters={'lang': 'en', "n": (1, 2)})]<|python_end|>"#;
         assert_eq!(
             parse(out).unwrap(),
-            [call("search", r#"{"filters":{"lang":"en","n":[1,2]},"q":"it's \"here\"\n"}"#)]
+            [call("search", r#"{"q":"it's \"here\"\n","filters":{"lang":"en","n":[1,2]}}"#)]
         );
     }
 
