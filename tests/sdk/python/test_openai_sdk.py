@@ -45,7 +45,7 @@ def test_errors_map_to_sdk_exceptions(client):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(
-            model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"}
+            model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], response_format={"type": "xml"}
         )
 
 
