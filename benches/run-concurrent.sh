@@ -64,31 +64,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 # load ARGS...: the load tool, in the background so that Ctrl-C/TERM reach the cleanup at once.
 load() {
   target/release/llamagate-load --scenario "$scenario" --duration "$duration" --quiet "$@" &
   load_pid=$!
   wait "$load_pid"
   load_pid=""
-}
-
-# wait_for URL NAME: until URL answers 200 (at most 180 s), or the server has exited.
-wait_for() {
-  for _ in $(seq 360); do
-    if curl -sf -o /dev/null "$1"; then return 0; fi
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "$2 exited before answering $1; its log: $out/$2.log" >&2
-      tail -20 "$out/$2.log" >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
-  echo "$2 did not answer $1 within 180 s; its log: $out/$2.log" >&2
-  exit 1
 }
 
 need_llamacpp
@@ -104,7 +85,7 @@ echo "== llamagate on $base, $threads threads, $duration" >&2
 target/debug/llamagate --threads "$threads" serve --config config/default.yaml --dev --dev-key-file "$key" \
   --port "$port" >"$out/llamagate.log" 2>&1 &
 server_pid=$!
-wait_for "$base/v1/health" llamagate
+wait_for "$base/v1/health" llamagate "$server_pid"
 token=$(target/debug/llamagate token --config config/default.yaml --issuer "$base" --key-file "$key" \
   --scope model_smollm2_135m --scope premium_access --sub load-concurrent)
 # The token goes through the environment (LLAMAGATE_LOAD_TOKEN), not the command line.
@@ -121,7 +102,7 @@ echo "== llama.cpp (llama-cpp-python server) on $base, $threads threads, $durati
   --n_threads_batch "$threads" --n_ctx 2048 --interrupt_requests false --host 127.0.0.1 --port "$port" \
   >"$out/llamacpp.log" 2>&1 &
 server_pid=$!
-wait_for "$base/v1/models" llamacpp
+wait_for "$base/v1/models" llamacpp "$server_pid"
 load --url "$base" --name concurrent-8-llamacpp --json "$out/llamacpp.json"
 stop_server
 
@@ -134,7 +115,7 @@ if [ -x "$llama_server" ]; then
   "$llama_server" -m "$model" --alias smollm2-135m-instruct -t "$threads" -tb "$threads" -np 8 -c 4096 \
     --cont-batching --host 127.0.0.1 --port "$port" >"$out/llama-server.log" 2>&1 &
   server_pid=$!
-  wait_for "$base/v1/models" llama-server
+  wait_for "$base/v1/models" llama-server "$server_pid"
   load --url "$base" --name concurrent-8-llama-server --json "$out/llama-server.json"
   stop_server
   reports+=("$out/llama-server.json")

@@ -53,25 +53,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_for URL NAME PID: until URL answers 200 (at most 180 s), or the process has exited.
-wait_for() {
-  for _ in $(seq 360); do
-    if curl -sf -o /dev/null "$1"; then return 0; fi
-    if ! kill -0 "$3" 2>/dev/null; then
-      echo "$2 exited before answering $1; its log: $out/$2.log" >&2
-      tail -20 "$out/$2.log" >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
-  echo "$2 did not answer $1 within 180 s; its log: $out/$2.log" >&2
-  exit 1
-}
-
 # load NAME URL [ARGS...]: one pass of the scenario, in the background so Ctrl-C reaches the cleanup.
 load() {
   local name=$1 url=$2

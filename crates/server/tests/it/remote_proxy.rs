@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::proxy::{FaultProxy, ProxyFault};
-use crate::support::remote::{Gate, LlamaServer, REMOTE_SCOPE, UPSTREAM_KEY};
+use crate::support::remote::{Gate, LlamaServer, REMOTE_SCOPE, UPSTREAM_KEY, yaml_list};
 use crate::support::sse_events;
 
 /// One `llama-cpp-server` provider over `base_urls` serving `remote/smollm2`, a 1,000-token tier, and
 /// `extra` lines in its `config:`.
 fn yaml(base_urls: &[&str], extra: &str) -> String {
-    let urls = base_urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    let urls = yaml_list(base_urls);
     format!(
         r#"server:
   host: 127.0.0.1

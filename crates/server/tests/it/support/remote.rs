@@ -210,8 +210,13 @@ impl Drop for Gate {
 /// (scope [`REMOTE_SCOPE`]), a second provider `down` over `down_urls` serving `remote/down`, and a
 /// 1,000-token-per-hour `metered` tier for the `metered_access` scope. No local model: the gate loads
 /// nothing itself. Health probes are off: these tests watch the breakers that requests trip.
+/// URLs as the items of a YAML flow list (`"a", "b"`), for a provider's `base_url: [...]`.
+pub fn yaml_list(urls: &[&str]) -> String {
+    urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ")
+}
+
 pub fn run_yaml(base_urls: &[&str], down_urls: &[&str]) -> String {
-    let list = |urls: &[&str]| urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    let list = yaml_list;
     format!(
         r#"version: 2
 image_name: llamagate-remote-test
